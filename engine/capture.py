@@ -1,0 +1,279 @@
+"""Turning output lines into metric points: the `@runyard {json}` marker protocol, presets for
+scripts that print no markers, and user regexes with named groups."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+MARKER = b"@runyard "
+_DECODE = msgspec.json.Decoder()
+_NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
+
+
+class CaptureError(ValueError):
+    """A capture spec that names no preset and is no usable regex."""
+
+
+class Points:
+    """Metric points in columns, appended to as lines are parsed."""
+
+    __slots__ = ("keys", "lines", "steps", "values")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.steps: list[int | None] = []
+        self.values: list[float] = []
+        self.lines: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, line: int, step: int | None, fields: dict[str, object]) -> int:
+        """Add every numeric field of one parsed line; returns how many were added."""
+        added = 0
+        for key, value in fields.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            self.keys.append(key)
+            self.steps.append(step)
+            self.values.append(float(value))
+            self.lines.append(line)
+            added += 1
+        return added
+
+
+# A line reader takes one decoded line and returns (step, fields) or None when it does not match.
+LineReader = Callable[[str], "tuple[int | None, dict[str, object]] | None"]
+
+
+def _xgboost(text: str) -> tuple[int | None, dict[str, object]] | None:
+    found = re.match(r"^\[(\d+)\]\t(.+)$", text)
+    if not found:
+        return None
+    fields: dict[str, object] = {}
+    for part in found.group(2).split("\t"):
+        name, sep, value = part.rpartition(":")
+        if sep and name:
+            number = _to_float(value)
+            if number is not None:
+                fields[name] = number
+    return (int(found.group(1)), fields) if fields else None
+
+
+_COLON_PAIR = re.compile(rf"([A-Za-z_][\w./-]*)\s*:\s*({_NUMBER})(?=[\s,;|]|$)")
+_EQUALS_PAIR = re.compile(rf"([A-Za-z_][\w./-]*)=({_NUMBER})(?=[\s,;|]|$)")
+
+
+def _pairs(pattern: re.Pattern[str]) -> LineReader:
+    def read(text: str) -> tuple[int | None, dict[str, object]] | None:
+        fields: dict[str, object] = {k: float(v) for k, v in pattern.findall(text)}
+        return _with_step(fields) if fields else None
+
+    return read
+
+
+def _python_dict(text: str) -> tuple[int | None, dict[str, object]] | None:
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return _with_step(value) if isinstance(value, dict) else None
+
+
+def _with_step(fields: dict) -> tuple[int | None, dict[str, object]]:
+    step = fields.pop("step", None)
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    return (step if isinstance(step, int) and not isinstance(step, bool) else None), fields
+
+
+PRESETS: dict[str, LineReader] = {
+    "xgboost": _xgboost,
+    "colon": _pairs(_COLON_PAIR),
+    "equals": _pairs(_EQUALS_PAIR),
+    "dict": _python_dict,
+}
+PRESET_HELP = {
+    "xgboost": "XGBoost eval lines: [12]\\teval-auc:0.93\\ttrain-logloss:0.2",
+    "colon": "key: value pairs: loss: 0.41, acc: 0.93",
+    "equals": "key=value pairs: step=3 loss=0.41",
+    "dict": "Python dict lines: {'loss': 0.41, 'epoch': 1.0}",
+}
+
+
+def _regex_reader(spec: str) -> LineReader:
+    try:
+        pattern = re.compile(spec)
+    except re.error as exc:
+        raise CaptureError(f"capture regex {spec!r} does not compile: {exc}") from None
+    names = set(pattern.groupindex)
+    if not names - {"step"}:
+        raise CaptureError(
+            f"capture regex {spec!r} has no named group for a value; "
+            "name groups after metrics, e.g. 'loss=(?P<loss>[0-9.]+)', or use (?P<key>…) and (?P<value>…)"
+        )
+    keyed = {"key", "value"} <= names
+
+    def read(text: str) -> tuple[int | None, dict[str, object]] | None:
+        found = pattern.search(text)
+        if not found:
+            return None
+        groups = {k: v for k, v in found.groupdict().items() if v is not None}
+        step_text = groups.pop("step", None)
+        step = int(float(step_text)) if step_text and _to_float(step_text) is not None else None
+        if keyed:
+            number = _to_float(groups["value"]) if "value" in groups and "key" in groups else None
+            fields: dict[str, object] = {groups["key"]: number} if number is not None else {}
+        else:
+            fields = {k: n for k, v in groups.items() if (n := _to_float(v)) is not None}
+        return (step, fields) if fields else None
+
+    return read
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def readers_for(specs: Sequence[str]) -> list[LineReader]:
+    """Line readers for a run's `capture` specs: preset names or regexes with named groups."""
+    readers = []
+    for spec in specs:
+        if spec in PRESETS:
+            readers.append(PRESETS[spec])
+        elif "(?P<" in spec:
+            readers.append(_regex_reader(spec))
+        else:
+            known = ", ".join(sorted(PRESETS))
+            raise CaptureError(
+                f"unknown capture preset {spec!r}; expected one of {known}, "
+                "or a regex with named groups such as 'loss=(?P<loss>[0-9.]+)'"
+            )
+    return readers
+
+
+class Parser:
+    """Parses one run's output lines into points; markers always, presets and regexes when asked."""
+
+    def __init__(self, specs: Sequence[str] = ()) -> None:
+        self.readers = readers_for(specs)
+        self._structs: dict[tuple[str, ...], type] = {}
+
+    def parse(self, lines: Sequence[bytes], first_line: int, points: Points) -> int:
+        """Append the points of `lines` (numbered from `first_line`); returns the count of
+        malformed marker lines, which stay in the log and yield nothing."""
+        if self.readers or any(b"\r" in raw for raw in lines):
+            numbers, payloads = self._scan(lines, first_line, points)
+        else:
+            found = [i for i, raw in enumerate(lines) if raw.startswith(MARKER)]
+            numbers = [first_line + i for i in found]
+            payloads = [lines[i][len(MARKER) :] for i in found]
+        if not payloads:
+            return 0
+        if self._decode_uniform(numbers, payloads, points):
+            return 0
+        return _decode_each(numbers, payloads, points)
+
+    def _scan(
+        self, lines: Sequence[bytes], first_line: int, points: Points
+    ) -> tuple[list[int], list[bytes]]:
+        numbers: list[int] = []
+        payloads: list[bytes] = []
+        for i, raw in enumerate(lines):
+            if b"\r" in raw:  # progress bars redraw with \r; the last segment is what shows
+                raw = raw.rsplit(b"\r", 1)[-1]
+            if raw.startswith(MARKER):
+                numbers.append(first_line + i)
+                payloads.append(raw[len(MARKER) :])
+            elif self.readers:
+                self._read_plain(raw, first_line + i, points)
+        return numbers, payloads
+
+    def _read_plain(self, raw: bytes, line: int, points: Points) -> None:
+        text = raw.decode("utf-8", "replace")
+        for read in self.readers:
+            found = read(text)
+            if found:
+                step, fields = found
+                points.add(line, step, fields)
+                return
+
+    def _decode_uniform(self, numbers: list[int], payloads: list[bytes], points: Points) -> bool:
+        """The fast path: when every marker has the first one's keys and numeric values, decode
+        them all at once into a struct and take whole columns. False when they do not."""
+        try:
+            first = _DECODE.decode(payloads[0])
+        except msgspec.DecodeError:
+            return False
+        if not isinstance(first, dict) or not first:
+            return False
+        keys = tuple(first)
+        struct = self._structs.get(keys)
+        if struct is None:
+            if len(self._structs) > 64:
+                self._structs.clear()
+            fields = [(k, int | None if k == "step" else int | float | None, None) for k in keys]
+            struct = msgspec.defstruct(
+                "Marker", fields, forbid_unknown_fields=True, rename={k: k for k in keys}
+            )
+            self._structs[keys] = struct
+        try:
+            rows = msgspec.json.decode(b"[" + b",".join(payloads) + b"]", type=list[struct])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        n = len(rows)
+        steps = [r.step for r in rows] if "step" in keys else [None] * n
+        for key in keys:
+            if key == "step":
+                continue
+            values = [getattr(r, key) for r in rows]
+            if None in values:
+                kept = [i for i, v in enumerate(values) if v is not None]
+                points.keys.extend([key] * len(kept))
+                points.steps.extend(steps[i] for i in kept)
+                points.values.extend(values[i] for i in kept)
+                points.lines.extend(numbers[i] for i in kept)
+            else:
+                points.keys.extend([key] * n)
+                points.steps.extend(steps)
+                points.values.extend(values)
+                points.lines.extend(numbers)
+        return True
+
+
+def _decode_each(numbers: list[int], payloads: list[bytes], points: Points) -> int:
+    bad = 0
+    for line, payload in zip(numbers, payloads, strict=True):
+        fields = _decode_one(payload)
+        if not isinstance(fields, dict):
+            bad += 1
+            continue
+        step = fields.pop("step", None)
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            bad += 1
+            continue
+        points.add(line, step, fields)
+    return bad
+
+
+def _decode_one(payload: bytes) -> object:
+    """One marker payload; also accepts the NaN and Infinity that Python's json.dumps writes."""
+    try:
+        return _DECODE.decode(payload)
+    except msgspec.DecodeError:
+        pass
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None

@@ -1,0 +1,408 @@
+"""The headless CLI: parses arguments, calls the daemon through `engine.client`, prints.
+
+stdout carries data (tables, or stable JSON with --json); stderr carries diagnostics.
+Exit codes: 0 done; 1 the daemon refused or a waited run failed without an exit code;
+2 bad usage or configuration; 3 no such run; `run --wait` exits with the run's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.capture import PRESET_HELP
+from engine.client import Client, EngineError, connect, probe
+from engine.config import CONFIG_NAME, ConfigError, find_config, load_config
+from engine.daemon import DaemonError, run_daemon, socket_path
+from engine.model import JobSpec, Run, RunStatus
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+STARTER_HOSTS = """\
+# Runyard: the machines this project runs on, and routing rules.
+[engine]
+state_dir = "runs"          # store.duckdb, the daemon socket, run folders (relative to this file)
+
+[hosts.local]
+kind = "local"
+max_jobs = 2                # concurrent runs on this machine
+tags = ["cpu"]
+"""
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+
+def _ago(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return _duration(time.time() - t) + " ago"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m"
+
+
+def run_duration(run: Run) -> float | None:
+    if run.started_at is None:
+        return None
+    return (run.ended_at or time.time()) - run.started_at
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
+    argv = list(args.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print(
+            "engine run: give the command after `--`, e.g. engine run -- python train.py",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    job = JobSpec(
+        argv=tuple(argv),
+        cwd=os.getcwd(),
+        name=args.name,
+        seed=args.seed,
+        capture=tuple(args.capture or ()),
+        env=dict(os.environ),
+        host=args.host,
+    )
+    [run] = await engine.submit([job])
+    print(f"run {run.id} ({run.name}) queued: {shlex.join(run.argv)}", file=sys.stderr)
+    if not args.wait:
+        print(run.id)
+        return 0
+    run = await engine.wait(run.id)
+    if args.json:
+        _print_json(run)
+    else:
+        print(run.id)
+    print(f"run {run.id} {run.status}: {run.reason}", file=sys.stderr)
+    if run.exit_code is not None:
+        return min(run.exit_code, 255)
+    return 0 if run.status is RunStatus.SUCCEEDED else EXIT_REFUSED
+
+
+async def cmd_runs(engine: Client, args: argparse.Namespace) -> int:
+    runs = await engine.runs(args.status or (), args.limit)
+    if args.json:
+        _print_json(runs)
+        return 0
+    rows = [
+        (
+            str(r.id),
+            r.name[:28],
+            str(r.status),
+            r.host or "-",
+            "-" if r.exit_code is None else str(r.exit_code),
+            _duration(run_duration(r)),
+            _ago(r.created_at),
+            (r.reason or "")[:60],
+        )
+        for r in runs
+    ]
+    print(_table(rows, ("ID", "NAME", "STATUS", "HOST", "EXIT", "TIME", "SUBMITTED", "REASON")))
+    return 0
+
+
+async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
+    detail = await engine.run(args.run)
+    if args.json:
+        _print_json(detail)
+        return 0
+    run, d = detail.run, detail.details
+    manifest = d.get("manifest") or {}
+    git = manifest.get("git") or {}
+    interp = manifest.get("interpreter") or {}
+    out = [
+        f"run {run.id}  {run.name}",
+        f"  status     {run.status}" + (f" ({run.failure_class})" if run.failure_class else ""),
+        f"  reason     {run.reason or '-'}",
+        f"  command    {shlex.join(run.argv)}",
+        f"  cwd        {run.cwd}",
+        f"  host       {run.host or '-'}   attempt {run.attempt}   pid {run.pid or '-'}",
+        f"  seed       {run.seed}",
+        f"  exit code  {'-' if run.exit_code is None else run.exit_code}",
+        f"  duration   {_duration(run_duration(run))}",
+        f"  run dir    {run.run_dir or '-'}",
+    ]
+    if git:
+        dirty = " (dirty, diff: " + (git.get("diff_file") or "-") + ")" if git.get("dirty") else ""
+        out.append(
+            f"  git        {git.get('commit') or '(no commit)'} on {git.get('branch') or '-'}{dirty}"
+        )
+        if git.get("untracked"):
+            out.append(f"  untracked  {len(git['untracked'])} files")
+    if interp:
+        out.append(
+            f"  python     {interp.get('version')} {interp.get('path')} ({interp.get('package_count')} packages)"
+        )
+    if d["metrics"]:
+        out.append("  metrics")
+        for m in d["metrics"]:
+            out.append(
+                f"    {m['key']:<20} n={m['count']:<8} last={m['last']:.6g}  min={m['min']:.6g}  max={m['max']:.6g}"
+            )
+    if d["bad_markers"]:
+        out.append(f"  malformed @runyard lines: {d['bad_markers']} (kept in the log)")
+    out.append("  events")
+    for e in d["events"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+        out.append(f"    {stamp}  {e['from'] or '':<10} → {e['to']:<10} {e['reason'] or ''}")
+    print("\n".join(out))
+    return 0
+
+
+async def cmd_logs(engine: Client, args: argparse.Namespace) -> int:
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        data, offset, ended = await engine.log(args.run, offset, attempt=args.attempt)
+        if data:
+            out.write(data)
+            out.flush()
+            continue
+        if not args.follow or ended:
+            # One more read: output written between the last read and the end.
+            data, offset, _ = await engine.log(args.run, offset, attempt=args.attempt)
+            out.write(data)
+            out.flush()
+            return 0
+        await asyncio.sleep(0.2)
+
+
+async def cmd_metrics(engine: Client, args: argparse.Namespace) -> int:
+    points = await engine.metrics(args.run, args.key)
+    if args.json:
+        _print_json(points)
+        return 0
+    rows = [
+        (
+            p["key"],
+            "-" if p["step"] is None else str(p["step"]),
+            f"{p['value']:.6g}",
+            str(p["line"]),
+        )
+        for p in points
+    ]
+    print(_table(rows, ("KEY", "STEP", "VALUE", "LINE")))
+    return 0
+
+
+async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
+    run = await engine.cancel(args.run)
+    print(f"run {run.id}: cancel requested", file=sys.stderr)
+    return 0
+
+
+async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
+    hosts = (await engine.hosts()).hosts
+    if args.json:
+        _print_json(hosts)
+        return 0
+    rows = []
+    for h in hosts:
+        s = h.sample
+        cpu = f"{s.cpu_percent:.0f}%" if s else "-"
+        mem = f"{s.mem_used_mb / 1024:.1f}/{s.mem_total_mb / 1024:.1f} GiB" if s else "-"
+        gpus = (
+            (
+                "; ".join(
+                    f"{g.index}:{g.mem_used_mb / 1024:.1f}/{g.mem_total_mb / 1024:.0f}G {g.util_percent:.0f}%"
+                    for g in s.gpus
+                )
+                or (s.gpu_error or "-")
+            )
+            if s
+            else "-"
+        )
+        rows.append(
+            (h.name, h.kind, h.state, f"{h.active}/{h.max_jobs}", cpu, mem, gpus, h.reason or "")
+        )
+    print(_table(rows, ("HOST", "KIND", "STATE", "RUNS", "CPU", "MEMORY", "GPUS", "REASON")))
+    return 0
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="Runyard's headless engine: run, watch and record training jobs.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"the {CONFIG_NAME} to use (default: $RUNYARD_CONFIG, else the nearest {CONFIG_NAME})",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the daemon in the foreground")
+    sub.add_parser("stop", help="stop the daemon (runs keep going)")
+    sub.add_parser("init", help=f"write a starter {CONFIG_NAME} and experiments/ here")
+
+    p = sub.add_parser("run", help="run a command: engine run [options] -- CMD ARGS…")
+    p.add_argument("--name", help="a name for the run (default: from the command)")
+    p.add_argument("--seed", type=int, help="the run's seed (default: a random one, recorded)")
+    presets = "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
+    p.add_argument(
+        "--capture",
+        action="append",
+        metavar="P",
+        help=f"read metrics from plain output too: a preset ({presets}) or a regex with named groups; repeatable",
+    )
+    p.add_argument("--host", help="run on this host")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run and exit with its exit code"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="with --wait: print the finished run as JSON"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+
+    p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in RunStatus],
+        help="only runs with this status; repeatable",
+    )
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true")
+
+    for name, text in (
+        ("show", "a run's details, manifest and events"),
+        ("cancel", "cancel a run"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", help="run id or name")
+        if name == "show":
+            p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", help="a run's output")
+    p.add_argument("run", help="run id or name")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    p.add_argument("--attempt", type=int, help="which attempt (default: the latest)")
+
+    p = sub.add_parser("metrics", help="a run's metric points")
+    p.add_argument("run", help="run id or name")
+    p.add_argument("--key", help="only this metric")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("hosts", help="each host's state and load")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "logs": cmd_logs,
+    "metrics": cmd_metrics,
+    "cancel": cmd_cancel,
+    "hosts": cmd_hosts,
+}
+
+
+def cmd_init() -> int:
+    target = Path.cwd() / CONFIG_NAME
+    if target.exists():
+        print(f"engine init: {target} already exists; leaving it as it is", file=sys.stderr)
+        return EXIT_USAGE
+    target.write_text(STARTER_HOSTS)
+    (Path.cwd() / "experiments").mkdir(exist_ok=True)
+    print(f"wrote {target} and experiments/", file=sys.stderr)
+    return 0
+
+
+async def _stop(config_path: str | None) -> int:
+    config = load_config(find_config(config_path))
+    sock = socket_path(config.state_dir)
+    status = await probe(sock)
+    if status is None:
+        print(f"engine stop: no daemon serves {config.state_dir}", file=sys.stderr)
+        return 0
+    client = Client(sock, config)
+    try:
+        await client.shutdown()
+    finally:
+        await client.close()
+    # Wait until it has let go of the socket, so a following command starts a fresh one.
+    for _ in range(200):
+        if await probe(sock) is None:
+            break
+        await asyncio.sleep(0.05)
+    print(f"engine daemon {status.pid} stopped; runs keep going", file=sys.stderr)
+    return 0
+
+
+async def _with_client(config_path: str | None, args: argparse.Namespace) -> int:
+    engine = await connect(config_path)
+    try:
+        return await COMMANDS[args.cmd](engine, args)
+    finally:
+        await engine.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit < 0:
+        print("engine runs: --limit must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.cmd == "init":
+            return cmd_init()
+        if args.cmd == "serve":
+            return run_daemon(load_config(find_config(args.config)))
+        if args.cmd == "stop":
+            return asyncio.run(_stop(args.config))
+        return asyncio.run(_with_client(args.config, args))
+    except ConfigError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DaemonError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except EngineError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND if exc.status == 404 else EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

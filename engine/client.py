@@ -1,0 +1,239 @@
+"""The one client of the engine daemon, used by the CLI, the TUI and users' scripts.
+
+async with await connect() as engine:          # finds hosts.toml, starts the daemon if needed
+    [run] = await engine.submit([JobSpec(argv=("python", "train.py"), cwd=os.getcwd())])
+    run = await engine.wait(run.id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from engine.config import Config, find_config, load_config
+from engine.daemon import DaemonError, prepare_state_dir, socket_path
+from engine.model import JobSpec, Run, RunStatus
+from engine.protocol import (
+    API,
+    ENCODER,
+    PROTOCOL_VERSION,
+    DaemonStatus,
+    ErrorBody,
+    Event,
+    HostList,
+    RunDetail,
+    RunList,
+    SubmitRequest,
+    Subscribe,
+)
+
+START_TIMEOUT_S = 20.0
+
+
+class EngineError(Exception):
+    """The daemon refused a request; the message is its reason."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    """Talks HTTP+JSON to the daemon over its Unix socket."""
+
+    def __init__(self, sock: Path, config: Config | None = None) -> None:
+        self.socket = sock
+        self.config = config
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(sock)),
+            base_url="http://runyard",
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _request(self, method: str, path: str, kind: Any = None, **kwargs: Any) -> Any:
+        async with self._session.request(method, API + path, **kwargs) as response:
+            body = await response.read()
+            if response.status >= 400:
+                try:
+                    message = msgspec.json.decode(body, type=ErrorBody).error
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    message = body.decode(errors="replace") or response.reason or "error"
+                raise EngineError(message, response.status)
+            return (
+                msgspec.json.decode(body, type=kind)
+                if kind is not None
+                else msgspec.json.decode(body)
+            )
+
+    async def status(self) -> DaemonStatus:
+        return await self._request("GET", "/status", DaemonStatus)
+
+    async def submit(self, jobs: Sequence[JobSpec]) -> list[Run]:
+        body = ENCODER.encode(SubmitRequest(jobs=list(jobs)))
+        result = await self._request(
+            "POST", "/runs", RunList, data=body, headers={"Content-Type": "application/json"}
+        )
+        return result.runs
+
+    async def runs(
+        self, statuses: Sequence[RunStatus | str] = (), limit: int | None = None
+    ) -> list[Run]:
+        params: dict[str, str] = {}
+        if statuses:
+            params["status"] = ",".join(str(s) for s in statuses)
+        if limit is not None:
+            params["limit"] = str(limit)
+        return (await self._request("GET", "/runs", RunList, params=params)).runs
+
+    async def run(self, ref: int | str) -> RunDetail:
+        return await self._request("GET", f"/runs/{ref}", RunDetail)
+
+    async def wait(self, ref: int | str, timeout: float | None = None) -> Run:
+        """Wait until the run has ended and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 300.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            run = await self._request(
+                "GET", f"/runs/{ref}/wait", Run, params={"timeout": str(min(left, 300.0))}
+            )
+            if run.status.terminal or (deadline is not None and time.monotonic() >= deadline):
+                return run
+
+    async def cancel(self, ref: int | str) -> Run:
+        return await self._request("POST", f"/runs/{ref}/cancel", Run)
+
+    async def metrics(self, ref: int | str, key: str | None = None) -> list[dict[str, Any]]:
+        params = {"key": key} if key else {}
+        return await self._request("GET", f"/runs/{ref}/metrics", params=params)
+
+    async def log(
+        self,
+        ref: int | str,
+        offset: int = 0,
+        attempt: int | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[bytes, int, bool]:
+        """Bytes of a run's output from `offset` (negative: that many from the end); returns the
+        bytes, the offset to read on from, and whether the run has ended."""
+        params = {"offset": str(offset)}
+        if attempt is not None:
+            params["attempt"] = str(attempt)
+        if max_bytes is not None:
+            params["max_bytes"] = str(max_bytes)
+        async with self._session.get(f"{API}/runs/{ref}/log", params=params) as response:
+            body = await response.read()
+            if response.status >= 400:
+                raise EngineError(msgspec.json.decode(body, type=ErrorBody).error, response.status)
+            return (
+                body,
+                int(response.headers["X-Next-Offset"]),
+                response.headers["X-Run-Ended"] == "1",
+            )
+
+    async def hosts(self) -> HostList:
+        return await self._request("GET", "/hosts", HostList)
+
+    async def shutdown(self) -> None:
+        await self._request("POST", "/shutdown")
+
+    async def events(self, logs: Sequence[int] = ()) -> AsyncIterator[list[Event]]:
+        """The daemon's event stream, in batches; `logs` names runs whose log lines to include."""
+        async with self._session.ws_connect(f"{API}/events") as ws:
+            self._ws = ws
+            await ws.send_bytes(ENCODER.encode(Subscribe(logs=list(logs))))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    yield msgspec.json.decode(msg.data, type=list[Event])
+                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
+
+    async def follow_logs(self, run_ids: Sequence[int]) -> None:
+        """Change which runs' log lines the open event stream carries."""
+        await self._ws.send_bytes(ENCODER.encode(Subscribe(logs=list(run_ids))))
+
+
+async def probe(sock: Path) -> DaemonStatus | None:
+    """The daemon's status if one answers on `sock`, else None."""
+    if not sock.exists():
+        return None
+    client = Client(sock)
+    try:
+        return await asyncio.wait_for(client.status(), 5)
+    except (aiohttp.ClientError, OSError, TimeoutError, EngineError):
+        return None
+    finally:
+        await client.close()
+
+
+async def connect(
+    config: str | os.PathLike[str] | Config | None = None, *, start: bool = True
+) -> Client:
+    """A client of the daemon for this project's hosts.toml, starting the daemon in the
+    background when none answers (unless `start` is false)."""
+    if not isinstance(config, Config):
+        config = load_config(find_config(config))
+    sock = socket_path(config.state_dir)
+    status = await probe(sock)
+    if status is None:
+        if not start:
+            raise DaemonError(f"no engine daemon serves {config.state_dir}")
+        await _start_daemon(config, sock)
+        status = await probe(sock)
+        if status is None:
+            raise DaemonError(f"the engine daemon for {config.state_dir} does not answer")
+    if status.protocol != PROTOCOL_VERSION:
+        raise DaemonError(
+            f"the daemon (pid {status.pid}) speaks protocol {status.protocol}, this client "
+            f"{PROTOCOL_VERSION}; stop it with `engine stop` and try again"
+        )
+    return Client(sock, config)
+
+
+async def _start_daemon(config: Config, sock: Path) -> None:
+    prepare_state_dir(config.state_dir)
+    log_path = config.state_dir / "daemon.log"
+    with open(log_path, "ab") as log:
+        start_at = log.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--config", str(config.path), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=config.project_dir,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if await probe(sock) is not None:
+            return
+        if proc.poll() is not None:
+            # It exited: another daemon may have won the race to start, or it failed.
+            if await probe(sock) is not None:
+                return
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    with open(log_path, "rb") as log:
+        log.seek(start_at)
+        tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+    detail = "\n  ".join(tail) or "(nothing in its log)"
+    raise DaemonError(f"the engine daemon did not start; {log_path} says:\n  {detail}")

@@ -1,0 +1,176 @@
+"""The daemon's life cycle: one per state directory (a lock), a Unix socket (0600 in a 0700
+folder), the supervisor and the host sampler, and a clean stop that leaves runs running."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import hashlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from engine.config import Config
+from engine.model import HostSample
+from engine.protocol import SampleTaken
+from engine.store import StoreThread
+from engine.supervisor import EventBus, Supervisor
+from engine.telemetry import LocalSampler
+
+SOCKET_NAME = "engine.sock"
+LOCK_NAME = "daemon.lock"
+MAX_SOCKET_PATH = 100  # sun_path is 104-108 bytes; leave room
+SAMPLE_FLUSH_S = 10.0
+RECENT_SAMPLES = 600
+
+
+class DaemonError(Exception):
+    """The daemon cannot start or be reached; the message says why and what to do."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    """The daemon's socket: in the state directory, or, where that path is too long for a Unix
+    socket, in $XDG_RUNTIME_DIR or the temp dir under a name hashed from the state directory."""
+    path = state_dir / SOCKET_NAME
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"runyard-{digest}.sock"
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+
+
+class StateLock:
+    """An exclusive lock on the state directory, held for the daemon's life; it holds the pid."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise DaemonError(
+                f"another engine daemon (pid {other}) already serves {state_dir}; "
+                "stop it with `engine stop` or use it"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.bus = EventBus()
+        self.recent: dict[str, collections.deque[HostSample]] = {
+            name: collections.deque(maxlen=RECENT_SAMPLES)
+            for name, h in config.hosts.items()
+            if h.kind == "local"
+        }
+        self.db: StoreThread | None = None
+        self.supervisor: Supervisor | None = None
+
+    async def serve(self) -> None:
+        from engine.server import make_app
+
+        state_dir = self.config.state_dir
+        prepare_state_dir(state_dir)
+        lock = StateLock(state_dir)
+        sock = socket_path(state_dir)
+        runner: web.AppRunner | None = None
+        sampler: asyncio.Task[None] | None = None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()  # we hold the lock, so any socket left here is stale
+            self.db = StoreThread(state_dir / "store.duckdb")
+            self.supervisor = Supervisor(self.config, self.db, self.bus)
+            await self.supervisor.start()
+            runner = web.AppRunner(make_app(self), handle_signals=False, access_log=None)
+            await runner.setup()
+            old = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(sock)).start()
+            finally:
+                os.umask(old)
+            os.chmod(sock, 0o600)
+            sampler = asyncio.create_task(self._sample(), name="sampler")
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stopping.set)
+            print(
+                f"engine daemon {os.getpid()} serving {state_dir} on {sock}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await self.stopping.wait()
+        finally:
+            if sampler:
+                sampler.cancel()
+                await asyncio.gather(sampler, return_exceptions=True)
+            if self.supervisor:
+                await self.supervisor.stop()
+            if runner:
+                await runner.cleanup()
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            if self.db:
+                await self._flush_samples()
+                self.db.close()
+            lock.release()
+        print("engine daemon stopped; runs keep going", file=sys.stderr, flush=True)
+
+    async def _sample(self) -> None:
+        """Sample this machine at the configured rate for the live view; store them in batches."""
+        names = list(self.recent)
+        if not names:
+            return
+        sampler = await asyncio.to_thread(LocalSampler, names[0])
+        self._unsaved: list[HostSample] = []
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.sample_interval_s)
+            sample = await asyncio.to_thread(sampler.sample)
+            for name in names:
+                per_host = msgspec.structs.replace(sample, host=name)
+                self.recent[name].append(per_host)
+                self._unsaved.append(per_host)
+                self.bus.publish(SampleTaken(sample=per_host))
+            if time.monotonic() - last_flush >= SAMPLE_FLUSH_S:
+                await self._flush_samples()
+                last_flush = time.monotonic()
+
+    async def _flush_samples(self) -> None:
+        unsaved = getattr(self, "_unsaved", [])
+        if unsaved and self.db:
+            self._unsaved = []
+            await self.db.call(self.db.store.append_host_samples, unsaved)
+
+
+def run_daemon(config: Config) -> int:
+    """`engine serve`: run the daemon in the foreground until stopped."""
+    try:
+        asyncio.run(Daemon(config).serve())
+    except DaemonError as exc:
+        print(f"engine: {exc}", file=sys.stderr)
+        return 1
+    return 0

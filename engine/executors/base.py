@@ -1,0 +1,80 @@
+"""The executor interface: start, watch, read output from an offset, and kill one run attempt."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from pathlib import Path
+
+import msgspec
+
+from engine.model import HostSpec
+
+
+class Launch(msgspec.Struct, frozen=True):
+    """Everything needed to start one attempt of a run on a host."""
+
+    run_id: int
+    attempt: int
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    attempt_dir: str
+
+
+class Attempt(msgspec.Struct, frozen=True):
+    """A started attempt: its wrapper's pid (also its process group) and that process's start time."""
+
+    attempt_dir: str
+    pid: int
+    start_time: float | None
+
+
+class ExitInfo(msgspec.Struct, frozen=True):
+    """How an attempt ended: the command's exit code from the `exit_code` file, or, when the
+    wrapper itself died before writing it, the signal that killed the wrapper (if known)."""
+
+    exit_code: int | None
+    wrapper_signal: int | None = None
+
+
+class ProcessState(enum.StrEnum):
+    RUNNING = "running"
+    EXITED = "exited"
+    GONE = "gone"
+
+
+class Executor(abc.ABC):
+    """Runs attempts on one host. Every run is detached (its own session) so it outlives the
+    daemon; the executor only reads the files its wrapper leaves."""
+
+    def __init__(self, host: HostSpec, workdir: Path) -> None:
+        self.host = host
+        self.workdir = workdir
+
+    def attempt_dir(self, run_id: int, attempt: int) -> str:
+        return str(self.workdir / "runs" / str(run_id) / f"attempt-{attempt}")
+
+    def run_dir(self, run_id: int) -> str:
+        return str(self.workdir / "runs" / str(run_id))
+
+    @abc.abstractmethod
+    async def start(self, launch: Launch) -> Attempt: ...
+
+    @abc.abstractmethod
+    async def probe(self, attempt: Attempt) -> ProcessState:
+        """Whether the attempt is still running, has exited (exit_code written), or is gone."""
+
+    @abc.abstractmethod
+    async def wait(self, attempt: Attempt) -> ExitInfo:
+        """Return when the attempt has ended (its own children at once, reattached ones too)."""
+
+    @abc.abstractmethod
+    async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes: ...
+
+    @abc.abstractmethod
+    async def output_size(self, attempt: Attempt) -> int: ...
+
+    @abc.abstractmethod
+    async def signal(self, attempt: Attempt, signum: int) -> bool:
+        """Send a signal to the attempt's process group; False when it is already gone."""

@@ -1,0 +1,152 @@
+"""The local executor: runs attempts on this machine through the detached sh wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from engine.executors.base import Attempt, Executor, ExitInfo, Launch, ProcessState
+
+WRAPPER = Path(__file__).with_name("wrapper.sh")
+# How often a reattached attempt is checked where pidfd (Linux) cannot wake us on its exit.
+POLL_S = 0.2
+
+
+class LocalExecutor(Executor):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+
+    async def start(self, launch: Launch) -> Attempt:
+        folder = Path(launch.attempt_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoints", "artifacts"):
+            (folder.parent / name).mkdir(exist_ok=True)
+        (folder / "output.log").touch()
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            str(WRAPPER),
+            str(folder),
+            launch.cwd,
+            *launch.argv,
+            env=launch.env,
+            cwd=folder,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._children[proc.pid] = proc
+        return Attempt(attempt_dir=str(folder), pid=proc.pid, start_time=_start_time(proc.pid))
+
+    async def probe(self, attempt: Attempt) -> ProcessState:
+        if _exit_code_file(attempt).exists():
+            return ProcessState.EXITED
+        if attempt.pid in self._children:
+            return (
+                ProcessState.RUNNING
+                if self._children[attempt.pid].returncode is None
+                else ProcessState.GONE
+            )
+        return ProcessState.RUNNING if _alive(attempt) else ProcessState.GONE
+
+    async def wait(self, attempt: Attempt) -> ExitInfo:
+        proc = self._children.get(attempt.pid)
+        wrapper_signal = None
+        if proc is not None:
+            code = await proc.wait()
+            del self._children[attempt.pid]
+            wrapper_signal = -code if code < 0 else None
+        else:
+            await _wait_foreign(attempt)
+        return ExitInfo(exit_code=_read_exit_code(attempt), wrapper_signal=wrapper_signal)
+
+    async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(
+            _read_bytes, Path(attempt.attempt_dir) / "output.log", offset, max_bytes
+        )
+
+    async def output_size(self, attempt: Attempt) -> int:
+        try:
+            return os.stat(Path(attempt.attempt_dir) / "output.log").st_size
+        except FileNotFoundError:
+            return 0
+
+    async def signal(self, attempt: Attempt, signum: int) -> bool:
+        if attempt.pid not in self._children and not _alive(attempt):
+            return False
+        try:
+            os.killpg(attempt.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None  # already exited and reaped; its exit_code file tells the rest
+
+
+def _alive(attempt: Attempt) -> bool:
+    """Whether the attempt's wrapper still runs: same pid, same start time, not a zombie."""
+    try:
+        proc = psutil.Process(attempt.pid)
+        if attempt.start_time is not None and abs(proc.create_time() - attempt.start_time) > 0.05:
+            return False  # the pid was reused by another process
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+async def _wait_foreign(attempt: Attempt) -> None:
+    """Wait for a process that is not our child (reattached after a daemon restart)."""
+    try:
+        fd = os.pidfd_open(attempt.pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None and _alive(attempt):
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return
+    if fd is not None:
+        os.close(fd)
+    while _alive(attempt) and not _exit_code_file(attempt).exists():
+        await asyncio.sleep(POLL_S)
+
+
+def _exit_code_file(attempt: Attempt) -> Path:
+    return Path(attempt.attempt_dir) / "exit_code"
+
+
+def _read_exit_code(attempt: Attempt) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(_exit_code_file(attempt).read_text().strip())
+    return None
+
+
+def _read_bytes(path: Path, offset: int, max_bytes: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(max_bytes)
+    except FileNotFoundError:
+        return b""
+
+
+def signal_name(signum: int) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(signum).name
+    return f"signal {signum}"

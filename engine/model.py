@@ -1,0 +1,168 @@
+"""Frozen value types shared by the engine, its clients and the TUI."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life cycle (DESIGN.md, Run life cycle)."""
+
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PRUNED = "pruned"
+    LOST = "lost"
+    UNREACHABLE = "unreachable"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.PRUNED,
+        RunStatus.LOST,
+    }
+)
+ACTIVE_STATUSES = frozenset(
+    {RunStatus.ASSIGNED, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.UNREACHABLE}
+)
+
+
+class FailureClass(enum.StrEnum):
+    """Why a run failed, read from its exit code and log tail."""
+
+    OOM = "oom"
+    KILLED = "killed"
+    HOST_LOST = "host_lost"
+    ERROR = "error"
+
+
+class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one job asks of a host."""
+
+    cpus: float = 1.0
+    mem_gb: float = 0.0
+    gpus: int = 0
+    gpu_mem_gb: float = 0.0
+
+
+class HostSpec(msgspec.Struct, frozen=True):
+    """One machine from hosts.toml."""
+
+    name: str
+    kind: str
+    max_jobs: int = 2
+    tags: tuple[str, ...] = ()
+    workdir: str | None = None
+    address: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    setup: str | None = None
+
+
+class JobSpec(msgspec.Struct, frozen=True):
+    """What a client asks the engine to run: a command, where it runs from, how to read it."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    name: str | None = None
+    seed: int | None = None
+    capture: tuple[str, ...] = ()
+    env: dict[str, str] = {}
+    host: str | None = None
+    resources: Resources = Resources()
+
+
+class Run(msgspec.Struct, frozen=True):
+    """A run as the store records it."""
+
+    id: int
+    name: str
+    status: RunStatus
+    argv: tuple[str, ...]
+    cwd: str
+    seed: int
+    capture: tuple[str, ...]
+    created_at: float
+    host: str | None = None
+    attempt: int = 0
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    failure_class: FailureClass | None = None
+    reason: str | None = None
+    run_dir: str | None = None
+
+
+class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
+    """One captured value: run, metric key, optional step, value, wall time, and the log line it came from."""
+
+    run_id: int
+    key: str
+    step: int | None
+    value: float
+    wall_time: float
+    line: int
+
+
+class GpuSample(msgspec.Struct, frozen=True):
+    """One GPU as NVML saw it at one moment."""
+
+    index: int
+    name: str
+    mem_used_mb: float
+    mem_total_mb: float
+    util_percent: float
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+class HostSample(msgspec.Struct, frozen=True):
+    """One host's load at one moment: CPU per core, memory, and every GPU."""
+
+    host: str
+    time: float
+    cpu_percent: float
+    cpu_per_core: tuple[float, ...]
+    mem_used_mb: float
+    mem_total_mb: float
+    load_avg: tuple[float, float, float] | None = None
+    gpus: tuple[GpuSample, ...] = ()
+    gpu_error: str | None = None
+
+
+_S = RunStatus
+LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    _S.QUEUED: frozenset({_S.ASSIGNED, _S.CANCELLED}),
+    _S.ASSIGNED: frozenset({_S.STARTING, _S.QUEUED, _S.CANCELLED, _S.LOST}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST}),
+    _S.RUNNING: frozenset(
+        {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.PRUNED, _S.LOST, _S.UNREACHABLE}
+    ),
+    _S.UNREACHABLE: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.LOST}),
+    # A retry is a new attempt of the same run, queued again with its reason.
+    _S.FAILED: frozenset({_S.QUEUED}),
+    _S.LOST: frozenset({_S.QUEUED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.PRUNED: frozenset(),
+}
+
+
+def can_transition(old: RunStatus, new: RunStatus) -> bool:
+    """Whether the life cycle allows a run to go from `old` to `new`."""
+    return new in LEGAL_TRANSITIONS[old]

@@ -1,0 +1,100 @@
+"""The daemon's HTTP+JSON API types, its event stream, and the protocol version."""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.model import HostSample, JobSpec, Run, RunStatus
+
+PROTOCOL_VERSION = 1
+API = "/v1"
+
+
+class DaemonStatus(msgspec.Struct, frozen=True):
+    protocol: int
+    version: str
+    pid: int
+    state_dir: str
+    config: str
+    started_at: float
+
+
+class SubmitRequest(msgspec.Struct, frozen=True):
+    jobs: list[JobSpec]
+
+
+class RunList(msgspec.Struct, frozen=True):
+    runs: list[Run]
+
+
+class RunDetail(msgspec.Struct, frozen=True):
+    """A run with what `engine show` tells: manifest, attempts, events, metric keys, bad markers."""
+
+    run: Run
+    details: dict
+
+
+class HostState(msgspec.Struct, frozen=True):
+    name: str
+    kind: str
+    state: str  # up | unreachable | disabled
+    reason: str | None
+    max_jobs: int
+    active: int
+    tags: tuple[str, ...]
+    sample: HostSample | None = None
+
+
+class HostList(msgspec.Struct, frozen=True):
+    hosts: list[HostState]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str
+
+
+class Subscribe(msgspec.Struct, frozen=True):
+    """Sent by a client on the event stream: which runs' log lines it wants (others get none)."""
+
+    logs: list[int] = []
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class RunChanged(msgspec.Struct, frozen=True, tag="run"):
+    run: Run
+    previous: RunStatus | None
+    reason: str
+
+
+class MetricsAdded(msgspec.Struct, frozen=True, tag="metrics"):
+    """New points of one run; `points` holds at most the newest few hundred, `count` all of them."""
+
+    run_id: int
+    count: int
+    points: list[tuple[str, int | None, float, int]]  # key, step, value, line
+
+
+class LogLines(msgspec.Struct, frozen=True, tag="log"):
+    """New output lines of a subscribed run; `skipped` lines were left out to keep it bounded."""
+
+    run_id: int
+    attempt: int
+    lines: list[str]
+    skipped: int = 0
+
+
+class SampleTaken(msgspec.Struct, frozen=True, tag="sample"):
+    sample: HostSample
+
+
+class EventsDropped(msgspec.Struct, frozen=True, tag="dropped"):
+    """The client read too slowly and `count` events were dropped; it should re-fetch state."""
+
+    count: int
+
+
+Event = RunChanged | MetricsAdded | LogLines | SampleTaken | EventsDropped
+EVENT_DECODER = msgspec.json.Decoder(Event)
+ENCODER = msgspec.json.Encoder()

@@ -1,0 +1,200 @@
+"""The run manifest: git commit, branch, dirty diff and untracked files, the interpreter and its
+packages, host, seed, resolved command, and the environment with secrets masked."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+MASK = "****"
+_PROBE = (
+    "import sys, json, sysconfig, importlib.metadata as m\n"
+    "pk = sorted({f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()"
+    " if d.metadata['Name']}, key=str.lower)\n"
+    "print(json.dumps({'executable': sys.executable, 'version': sys.version.split()[0],"
+    " 'implementation': sys.implementation.name, 'purelib': sysconfig.get_path('purelib'),"
+    " 'packages': pk}))"
+)
+
+
+def mask_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment with the values of names containing KEY, TOKEN, SECRET or PASSWORD masked."""
+    return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in sorted(env.items())}
+
+
+async def _run(*argv: str, cwd: str | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return 127, b""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, b""
+    return proc.returncode or 0, out
+
+
+async def git_state(cwd: str, save_dir: Path) -> dict[str, Any] | None:
+    """Commit, branch, dirty flag, untracked files and the diff against HEAD (saved as a file,
+    content-addressed); None when `cwd` is not inside a git work tree or git is missing."""
+    if shutil.which("git") is None:
+        return None
+    code, out = await _run(
+        "git", "status", "--porcelain=v2", "--branch", "--untracked-files=all", "-z", cwd=cwd
+    )
+    if code != 0:
+        return None
+    commit = branch = None
+    dirty = False
+    untracked: list[str] = []
+    records = out.split(b"\0")
+    i = 0
+    while i < len(records):
+        rec = records[i].decode("utf-8", "replace")
+        if rec.startswith("# branch.oid "):
+            oid = rec.removeprefix("# branch.oid ")
+            commit = None if oid == "(initial)" else oid
+        elif rec.startswith("# branch.head "):
+            head = rec.removeprefix("# branch.head ")
+            branch = None if head == "(detached)" else head
+        elif rec.startswith("? "):
+            untracked.append(rec[2:])
+        elif rec[:2] in ("1 ", "u "):
+            dirty = True
+        elif rec.startswith("2 "):
+            dirty = True
+            i += 1  # a rename record is followed by its original path
+        i += 1
+    state: dict[str, Any] = {
+        "commit": commit,
+        "branch": branch,
+        "dirty": dirty,
+        "untracked": untracked,
+        "diff_file": None,
+    }
+    _, top = await _run("git", "rev-parse", "--show-toplevel", cwd=cwd)
+    state["root"] = top.decode().strip() or None
+    if dirty and commit:
+        code, diff = await _run("git", "diff", "HEAD", "--binary", cwd=cwd)
+        if code == 0 and diff:
+            digest = hashlib.sha256(diff).hexdigest()[:16]
+            save_dir.mkdir(parents=True, exist_ok=True)
+            path = save_dir / f"{digest}.patch"
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(diff)
+                tmp.replace(path)
+            state["diff_file"] = str(path)
+    return state
+
+
+class InterpreterCache:
+    """Interpreter version and installed packages, cached per interpreter until its
+    site-packages folder changes (a pip install touches it), in memory and on disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    async def describe(self, executable: str) -> dict[str, Any] | None:
+        real = os.path.realpath(executable)
+        key = hashlib.sha256(executable.encode()).hexdigest()[:16]
+        cached = self._memory.get(key) or self._load(key)
+        if cached and _mtime(cached.get("purelib")) == cached.get("purelib_mtime"):
+            self._memory[key] = cached
+            return cached["summary"]
+        code, out = await _run(executable, "-c", _PROBE, timeout=60)
+        if code != 0:
+            return None
+        try:
+            info = json.loads(out)
+        except ValueError:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        packages_file = self.folder / f"packages-{key}.txt"
+        packages_file.write_text("\n".join(info["packages"]) + "\n")
+        summary = {
+            "path": executable,
+            "realpath": real,
+            "version": info["version"],
+            "implementation": info["implementation"],
+            "packages_file": str(packages_file),
+            "package_count": len(info["packages"]),
+        }
+        entry = {
+            "summary": summary,
+            "purelib": info["purelib"],
+            "purelib_mtime": _mtime(info["purelib"]),
+        }
+        self._memory[key] = entry
+        (self.folder / f"interpreter-{key}.json").write_text(json.dumps(entry))
+        return summary
+
+    def _load(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / f"interpreter-{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _mtime(path: str | None) -> float | None:
+    try:
+        return os.stat(path).st_mtime if path else None
+    except OSError:
+        return None
+
+
+def interpreter_for(argv: tuple[str, ...], env: dict[str, str]) -> str | None:
+    """The Python that will run the job: the command itself when it is a python, else the
+    `python3` its PATH finds."""
+    first = os.path.basename(argv[0]) if argv else ""
+    name = argv[0] if re.fullmatch(r"python[0-9.]*", first) else "python3"
+    return shutil.which(name, path=env.get("PATH"))
+
+
+async def submission_manifest(
+    cwd: str,
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    state_dir: Path,
+    interpreters: InterpreterCache,
+) -> dict[str, Any]:
+    """What is shared by every run of one submission: code state, interpreter, host, environment."""
+    executable = interpreter_for(argv, env)
+    git, interpreter = await asyncio.gather(
+        git_state(cwd, state_dir / "diffs"),
+        interpreters.describe(executable) if executable else _none(),
+    )
+    return {
+        "git": git,
+        "interpreter": interpreter,
+        "hostname": socket.gethostname(),
+        "cwd": cwd,
+        "env": mask_env(env),
+    }
+
+
+async def _none() -> None:
+    return None
+
+
+def run_manifest(shared: dict[str, Any], argv: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """One run's manifest: the submission's plus its seed and resolved command."""
+    return {**shared, "seed": seed, "command": shlex.join(argv), "argv": list(argv)}

@@ -1,0 +1,228 @@
+"""The daemon's HTTP+JSON API on its Unix socket, and the event stream (a WebSocket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from engine import __version__
+from engine.executors import Attempt
+from engine.model import RunStatus
+from engine.protocol import (
+    API,
+    ENCODER,
+    PROTOCOL_VERSION,
+    DaemonStatus,
+    ErrorBody,
+    HostList,
+    HostState,
+    RunDetail,
+    RunList,
+    SubmitRequest,
+    Subscribe,
+)
+from engine.repro import mask_env
+from engine.store import StoreError
+from engine.supervisor import SubmitError, Subscriber
+
+if TYPE_CHECKING:
+    from engine.daemon import Daemon
+
+MAX_LOG_READ = 4 * 2**20
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=ENCODER.encode(value), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json(ErrorBody(error=message), status)
+
+
+def make_app(daemon: Daemon) -> web.Application:
+    sup = daemon.supervisor
+    db = daemon.db
+    assert sup is not None and db is not None
+    store = db.store
+    routes = web.RouteTableDef()
+
+    async def find(request: web.Request):  # type: ignore[no-untyped-def]
+        ref = request.match_info["ref"]
+        run = await db.call(store.find_run, ref)
+        if run is None:
+            raise web.HTTPNotFound(
+                body=ENCODER.encode(ErrorBody(error=f"no run {ref!r}")),
+                content_type="application/json",
+            )
+        return run
+
+    @routes.get(f"{API}/status")
+    async def status(_: web.Request) -> web.Response:
+        return _json(
+            DaemonStatus(
+                protocol=PROTOCOL_VERSION,
+                version=__version__,
+                pid=os.getpid(),
+                state_dir=str(daemon.config.state_dir),
+                config=str(daemon.config.path),
+                started_at=daemon.started_at,
+            )
+        )
+
+    @routes.post(f"{API}/runs")
+    async def submit(request: web.Request) -> web.Response:
+        try:
+            body = msgspec.json.decode(await request.read(), type=SubmitRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _error(400, f"bad request: {exc}")
+        try:
+            runs = await sup.submit(body.jobs)
+        except SubmitError as exc:
+            return _error(400, str(exc))
+        return _json(RunList(runs=runs), 201)
+
+    @routes.get(f"{API}/runs")
+    async def list_runs(request: web.Request) -> web.Response:
+        try:
+            statuses = [RunStatus(s) for s in request.query.get("status", "").split(",") if s]
+            limit = int(request.query["limit"]) if "limit" in request.query else None
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        if limit is not None and limit < 0:
+            return _error(400, "limit must be 0 or more")
+        return _json(RunList(runs=await db.call(store.list_runs, statuses, limit)))
+
+    @routes.get(API + "/runs/{ref}")
+    async def show(request: web.Request) -> web.Response:
+        run = await find(request)
+        details = await db.call(store.run_details, run.id)
+        details["env"] = mask_env(details["env"])
+        return _json(RunDetail(run=run, details=details))
+
+    @routes.get(API + "/runs/{ref}/wait")
+    async def wait(request: web.Request) -> web.Response:
+        """Answer when the run has ended (or after `timeout` seconds with its current state)."""
+        run = await find(request)
+        timeout = float(request.query.get("timeout", "300"))
+        sub = Subscriber()
+        daemon.bus.subscribers.add(sub)
+        try:
+            run = await db.call(store.get_run, run.id)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not run.status.terminal:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        event = await asyncio.wait_for(sub.queue.get(), left)
+                        if getattr(event, "run", None) is not None and event.run.id == run.id:
+                            break
+                run = await db.call(store.get_run, run.id)
+        finally:
+            daemon.bus.subscribers.discard(sub)
+        return _json(run)
+
+    @routes.post(API + "/runs/{ref}/cancel")
+    async def cancel(request: web.Request) -> web.Response:
+        run = await find(request)
+        try:
+            return _json(await sup.cancel(run))
+        except (SubmitError, StoreError) as exc:
+            return _error(409, str(exc))
+
+    @routes.get(API + "/runs/{ref}/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        run = await find(request)
+        return _json(await db.call(store.metrics, run.id, request.query.get("key")))
+
+    @routes.get(API + "/runs/{ref}/log")
+    async def log(request: web.Request) -> web.Response:
+        """Raw bytes of one attempt's output.log from `offset`; X-Next-Offset says where to go on."""
+        run = await find(request)
+        if run.attempt == 0 or run.host is None:
+            return web.Response(body=b"", headers={"X-Next-Offset": "0", "X-Run-Ended": "0"})
+        executor = sup.executors.get(run.host)
+        if executor is None:
+            return _error(409, f"host {run.host!r} has no executor")
+        try:
+            number = int(request.query.get("attempt", run.attempt))
+            offset = int(request.query.get("offset", "0"))
+            limit = min(int(request.query.get("max_bytes", MAX_LOG_READ)), MAX_LOG_READ)
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        attempt = Attempt(executor.attempt_dir(run.id, number), pid=0, start_time=None)
+        if offset < 0:  # from the end: the last -offset bytes
+            offset = max(0, await executor.output_size(attempt) + offset)
+        data = await executor.read_output(attempt, offset, limit)
+        fresh = await db.call(store.get_run, run.id)
+        return web.Response(
+            body=data,
+            content_type="application/octet-stream",
+            headers={
+                "X-Next-Offset": str(offset + len(data)),
+                "X-Run-Ended": "1" if fresh.status.terminal else "0",
+            },
+        )
+
+    @routes.get(f"{API}/hosts")
+    async def hosts(_: web.Request) -> web.Response:
+        counts: dict[str, int] = {}
+        for active in sup.active.values():
+            counts[active.run.host or ""] = counts.get(active.run.host or "", 0) + 1
+        states = []
+        for name, host in daemon.config.hosts.items():
+            recent = daemon.recent.get(name)
+            states.append(
+                HostState(
+                    name=name,
+                    kind=host.kind,
+                    state="disabled" if name in sup.disabled else "up",
+                    reason=sup.disabled.get(name),
+                    max_jobs=host.max_jobs,
+                    active=counts.get(name, 0),
+                    tags=host.tags,
+                    sample=recent[-1] if recent else None,
+                )
+            )
+        return _json(HostList(hosts=states))
+
+    @routes.post(f"{API}/shutdown")
+    async def shutdown(_: web.Request) -> web.Response:
+        daemon.stopping.set()
+        return _json({"stopping": True})
+
+    @routes.get(f"{API}/events")
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        sub = Subscriber()
+        daemon.bus.subscribers.add(sub)
+
+        async def pump() -> None:
+            while True:
+                first = await sub.queue.get()
+                batch = [first]
+                while not sub.queue.empty() and len(batch) < 200:
+                    batch.append(sub.queue.get_nowait())
+                await ws.send_bytes(ENCODER.encode(batch))
+
+        sender = asyncio.create_task(pump())
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                        sub.logs = set(msgspec.json.decode(msg.data, type=Subscribe).logs)
+        finally:
+            sender.cancel()
+            daemon.bus.subscribers.discard(sub)
+        return ws
+
+    app = web.Application(client_max_size=64 * 2**20)
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,87 @@
+"""The store's schema as numbered migrations; `schema_version` records how many have run."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE hosts (
+        name VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        spec JSON NOT NULL,
+        state VARCHAR NOT NULL,
+        reason VARCHAR,
+        updated_at DOUBLE NOT NULL
+    );
+    CREATE TABLE runs (
+        id BIGINT PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        argv JSON NOT NULL,
+        cwd VARCHAR NOT NULL,
+        seed BIGINT NOT NULL,
+        capture JSON NOT NULL,
+        env JSON NOT NULL,
+        resources JSON NOT NULL,
+        requested_host VARCHAR,
+        host VARCHAR,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        pid BIGINT,
+        pid_start_time DOUBLE,
+        run_dir VARCHAR,
+        created_at DOUBLE NOT NULL,
+        started_at DOUBLE,
+        ended_at DOUBLE,
+        exit_code INTEGER,
+        failure_class VARCHAR,
+        reason VARCHAR,
+        cancel_requested BOOLEAN NOT NULL DEFAULT false,
+        manifest JSON
+    );
+    CREATE TABLE attempts (
+        run_id BIGINT NOT NULL,
+        attempt INTEGER NOT NULL,
+        host VARCHAR NOT NULL,
+        run_dir VARCHAR NOT NULL,
+        started_at DOUBLE NOT NULL,
+        ended_at DOUBLE,
+        exit_code INTEGER,
+        status VARCHAR NOT NULL,
+        failure_class VARCHAR,
+        reason VARCHAR
+    );
+    CREATE TABLE metrics (
+        run_id BIGINT NOT NULL,
+        attempt INTEGER NOT NULL,
+        key VARCHAR NOT NULL,
+        step BIGINT,
+        value DOUBLE NOT NULL,
+        wall_time DOUBLE NOT NULL,
+        line BIGINT NOT NULL
+    );
+    CREATE TABLE events (
+        run_id BIGINT NOT NULL,
+        time DOUBLE NOT NULL,
+        from_status VARCHAR,
+        to_status VARCHAR NOT NULL,
+        reason VARCHAR
+    );
+    CREATE TABLE log_offsets (
+        run_id BIGINT NOT NULL,
+        attempt INTEGER NOT NULL,
+        byte_offset BIGINT NOT NULL,
+        lines BIGINT NOT NULL,
+        bad_markers BIGINT NOT NULL,
+        PRIMARY KEY (run_id, attempt)
+    );
+    CREATE TABLE host_samples (
+        host VARCHAR NOT NULL,
+        time DOUBLE NOT NULL,
+        cpu_percent DOUBLE NOT NULL,
+        cpu_per_core DOUBLE[] NOT NULL,
+        mem_used_mb DOUBLE NOT NULL,
+        mem_total_mb DOUBLE NOT NULL,
+        gpus JSON NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,530 @@
+"""The DuckDB experiment store: schema migrations, transactional writes and typed queries.
+
+Only the daemon opens it, from one thread (see `engine.store.StoreThread`); DuckDB allows one
+read-write process per file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from engine.model import (
+    FailureClass,
+    HostSample,
+    JobSpec,
+    Run,
+    RunStatus,
+    can_transition,
+)
+from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used as asked."""
+
+
+class IllegalTransition(StoreError):
+    """A status change the run life cycle does not allow."""
+
+
+_RUN_COLUMNS = (
+    "id, name, status, argv, cwd, seed, capture, created_at, host, attempt, pid, "
+    "started_at, ended_at, exit_code, failure_class, reason, run_dir"
+)
+_METRICS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("attempt", pa.int32()),
+        ("key", pa.string()),
+        ("step", pa.int64()),
+        ("value", pa.float64()),
+        ("wall_time", pa.float64()),
+        ("line", pa.int64()),
+    ]
+)
+# Columns of a run that a transition may set alongside its status.
+_TRANSITION_FIELDS = frozenset(
+    {
+        "host",
+        "attempt",
+        "pid",
+        "pid_start_time",
+        "run_dir",
+        "started_at",
+        "ended_at",
+        "exit_code",
+        "failure_class",
+        "reason",
+    }
+)
+
+
+class Transition(msgspec.Struct, frozen=True):
+    """One requested status change of one run, with its reason and the columns it sets."""
+
+    run_id: int
+    to: RunStatus
+    reason: str
+    fields: dict[str, Any] = {}
+
+
+class MetricBatch(msgspec.Struct):
+    """Metric points of one run attempt in columns, with the log position they were read up to."""
+
+    run_id: int
+    attempt: int
+    keys: list[str]
+    steps: list[int | None]
+    values: list[float]
+    wall_times: list[float]
+    lines: list[int]
+    byte_offset: int
+    line_count: int
+    bad_markers: int
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class LogPosition(msgspec.Struct, frozen=True):
+    """How far a run attempt's output.log has been read and ingested."""
+
+    byte_offset: int = 0
+    lines: int = 0
+    bad_markers: int = 0
+
+
+class Store:
+    """The experiment store on one DuckDB file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.con = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
+        self._migrate()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        con = self.con
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this engine's "
+                f"{SCHEMA_VERSION}; upgrade runyard to open it"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN")
+            try:
+                con.execute(MIGRATIONS[version - 1])
+                con.execute("INSERT INTO schema_version VALUES (?)", [version])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        return self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    # --- hosts ----------------------------------------------------------------------------
+
+    def upsert_host(
+        self, name: str, kind: str, spec: dict[str, Any], state: str, reason: str | None
+    ) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?, ?, ?, ?)",
+            [name, kind, json.dumps(spec), state, reason, time.time()],
+        )
+
+    def append_host_samples(self, samples: Sequence[HostSample]) -> None:
+        if not samples:
+            return
+        table = pa.table(
+            {
+                "host": [s.host for s in samples],
+                "time": [s.time for s in samples],
+                "cpu_percent": [s.cpu_percent for s in samples],
+                "cpu_per_core": [list(s.cpu_per_core) for s in samples],
+                "mem_used_mb": [s.mem_used_mb for s in samples],
+                "mem_total_mb": [s.mem_total_mb for s in samples],
+                "gpus": [msgspec.json.encode(s.gpus).decode() for s in samples],
+            }
+        )
+        self._insert_arrow("host_samples", table)
+
+    def host_sample_count(self, host: str) -> int:
+        return self.con.execute(
+            "SELECT count(*) FROM host_samples WHERE host = ?", [host]
+        ).fetchone()[0]
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def add_runs(self, jobs: Sequence[tuple[JobSpec, str, int, dict[str, Any]]]) -> list[Run]:
+        """Queue jobs (each with its resolved name, seed and manifest) as new runs, in one
+        transaction."""
+        now = time.time()
+        runs = []
+        with self._transaction():
+            first = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM runs").fetchone()[0]
+            for i, (job, name, seed, manifest) in enumerate(jobs):
+                run_id = first + i
+                self.con.execute(
+                    "INSERT INTO runs (id, name, status, argv, cwd, seed, capture, env, resources,"
+                    " requested_host, created_at, manifest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        run_id,
+                        name,
+                        RunStatus.QUEUED.value,
+                        json.dumps(list(job.argv)),
+                        job.cwd,
+                        seed,
+                        json.dumps(list(job.capture)),
+                        json.dumps(job.env),
+                        msgspec.json.encode(job.resources).decode(),
+                        job.host,
+                        now,
+                        json.dumps(manifest),
+                    ],
+                )
+                self.con.execute(
+                    "INSERT INTO events VALUES (?, ?, NULL, ?, ?)",
+                    [run_id, now, RunStatus.QUEUED.value, "submitted"],
+                )
+                runs.append(
+                    Run(
+                        id=run_id,
+                        name=name,
+                        status=RunStatus.QUEUED,
+                        argv=job.argv,
+                        cwd=job.cwd,
+                        seed=seed,
+                        capture=job.capture,
+                        created_at=now,
+                    )
+                )
+        return runs
+
+    def get_run(self, run_id: int) -> Run | None:
+        row = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id]).fetchone()
+        return _run(row) if row else None
+
+    def find_run(self, ref: str) -> Run | None:
+        """A run by id, or by name when exactly one run has it (the newest otherwise)."""
+        if ref.isdigit():
+            return self.get_run(int(ref))
+        row = self.con.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]
+        ).fetchone()
+        return _run(row) if row else None
+
+    def list_runs(
+        self,
+        statuses: Iterable[RunStatus] = (),
+        limit: int | None = None,
+        since_id: int = 0,
+    ) -> list[Run]:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE id > ?"
+        args: list[Any] = [since_id]
+        wanted = [s.value for s in statuses]
+        if wanted:
+            sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
+            args += wanted
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_run(r) for r in self.con.execute(sql, args).fetchall()]
+
+    def run_details(self, run_id: int) -> dict[str, Any]:
+        """What `engine show` tells beyond the run row: env, manifest, attempts, events, metric keys."""
+        env, resources, manifest, pid_start, requested, cancel = self.con.execute(
+            "SELECT env, resources, manifest, pid_start_time, requested_host, cancel_requested"
+            " FROM runs WHERE id = ?",
+            [run_id],
+        ).fetchone()
+        attempts = [
+            dict(
+                zip(
+                    (
+                        "attempt",
+                        "host",
+                        "run_dir",
+                        "started_at",
+                        "ended_at",
+                        "exit_code",
+                        "status",
+                        "failure_class",
+                        "reason",
+                    ),
+                    row,
+                    strict=True,
+                )
+            )
+            for row in self.con.execute(
+                "SELECT attempt, host, run_dir, started_at, ended_at, exit_code, status,"
+                " failure_class, reason FROM attempts WHERE run_id = ? ORDER BY attempt",
+                [run_id],
+            ).fetchall()
+        ]
+        events = [
+            {"time": t, "from": f, "to": to, "reason": r}
+            for t, f, to, r in self.con.execute(
+                "SELECT time, from_status, to_status, reason FROM events WHERE run_id = ?"
+                " ORDER BY time, rowid",
+                [run_id],
+            ).fetchall()
+        ]
+        keys = [
+            {"key": k, "count": n, "last": last, "min": lo, "max": hi}
+            for k, n, last, lo, hi in self.con.execute(
+                "SELECT key, count(*), arg_max(value, line), min(value), max(value)"
+                " FROM metrics WHERE run_id = ? GROUP BY key ORDER BY key",
+                [run_id],
+            ).fetchall()
+        ]
+        bad = self.con.execute(
+            "SELECT coalesce(sum(bad_markers), 0) FROM log_offsets WHERE run_id = ?", [run_id]
+        ).fetchone()[0]
+        return {
+            "env": json.loads(env),
+            "resources": json.loads(resources),
+            "manifest": json.loads(manifest) if manifest else None,
+            "pid_start_time": pid_start,
+            "requested_host": requested,
+            "cancel_requested": cancel,
+            "attempts": attempts,
+            "events": events,
+            "metrics": keys,
+            "bad_markers": int(bad),
+        }
+
+    def launch_info(self, run_id: int) -> dict[str, Any]:
+        """What the supervisor needs to start or reattach a run."""
+        row = self.con.execute(
+            "SELECT env, resources, requested_host, pid_start_time, cancel_requested"
+            " FROM runs WHERE id = ?",
+            [run_id],
+        ).fetchone()
+        env, resources, requested, pid_start, cancel = row
+        return {
+            "env": json.loads(env),
+            "resources": json.loads(resources),
+            "requested_host": requested,
+            "pid_start_time": pid_start,
+            "cancel_requested": cancel,
+        }
+
+    def request_cancel(self, run_id: int) -> None:
+        self.con.execute("UPDATE runs SET cancel_requested = true WHERE id = ?", [run_id])
+
+    def apply_transitions(self, changes: Sequence[Transition]) -> list[tuple[Run, RunStatus]]:
+        """Apply status changes in one transaction; each writes an events row with its reason.
+
+        Returns each changed run with its previous status. Raises IllegalTransition, changing
+        nothing, when any change is not allowed by the life cycle."""
+        if not changes:
+            return []
+        now = time.time()
+        done = []
+        with self._transaction():
+            for change in changes:
+                row = self.con.execute(
+                    "SELECT status, attempt, host, run_dir FROM runs WHERE id = ?", [change.run_id]
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"no run {change.run_id}")
+                old = RunStatus(row[0])
+                if not can_transition(old, change.to):
+                    raise IllegalTransition(
+                        f"run {change.run_id}: {old} → {change.to} is not allowed ({change.reason})"
+                    )
+                unknown = set(change.fields) - _TRANSITION_FIELDS
+                if unknown:
+                    raise StoreError(f"a transition cannot set {sorted(unknown)}")
+                fields = dict(change.fields)
+                fields["status"] = change.to.value
+                if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
+                    fields.setdefault("reason", change.reason)
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                self.con.execute(
+                    f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), change.run_id]
+                )
+                self.con.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    [change.run_id, now, old.value, change.to.value, change.reason],
+                )
+                self._record_attempt(change, old, fields, now)
+                run = self.get_run(change.run_id)
+                assert run is not None
+                done.append((run, old))
+        return done
+
+    def _record_attempt(
+        self, change: Transition, old: RunStatus, fields: dict[str, Any], now: float
+    ) -> None:
+        if change.to is RunStatus.STARTING:
+            self.con.execute(
+                "INSERT INTO attempts (run_id, attempt, host, run_dir, started_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    change.run_id,
+                    fields["attempt"],
+                    fields["host"],
+                    fields["run_dir"],
+                    now,
+                    "starting",
+                ],
+            )
+            self.con.execute(
+                "INSERT INTO log_offsets VALUES (?, ?, 0, 0, 0)", [change.run_id, fields["attempt"]]
+            )
+        elif old is not RunStatus.QUEUED and change.to is not RunStatus.ASSIGNED:
+            attempt = self.con.execute(
+                "SELECT attempt FROM runs WHERE id = ?", [change.run_id]
+            ).fetchone()[0]
+            self.con.execute(
+                "UPDATE attempts SET status = ?, ended_at = ?, exit_code = ?, failure_class = ?,"
+                " reason = ? WHERE run_id = ? AND attempt = ?",
+                [
+                    change.to.value,
+                    fields.get("ended_at") if change.to.terminal else None,
+                    fields.get("exit_code"),
+                    fields.get("failure_class"),
+                    change.reason,
+                    change.run_id,
+                    attempt,
+                ],
+            )
+
+    # --- output and metrics ---------------------------------------------------------------
+
+    def log_position(self, run_id: int, attempt: int) -> LogPosition:
+        row = self.con.execute(
+            "SELECT byte_offset, lines, bad_markers FROM log_offsets WHERE run_id = ? AND attempt = ?",
+            [run_id, attempt],
+        ).fetchone()
+        return LogPosition(*row) if row else LogPosition()
+
+    def ingest(self, batch: MetricBatch) -> None:
+        """Append a batch of points and move the log offset past them, atomically, so a re-read
+        from the stored offset after any crash neither duplicates nor drops a point."""
+        with self._transaction():
+            if len(batch):
+                table = pa.table(
+                    [
+                        pa.array([batch.run_id] * len(batch), pa.int64()),
+                        pa.array([batch.attempt] * len(batch), pa.int32()),
+                        pa.array(batch.keys, pa.string()),
+                        pa.array(batch.steps, pa.int64()),
+                        pa.array(batch.values, pa.float64()),
+                        pa.array(batch.wall_times, pa.float64()),
+                        pa.array(batch.lines, pa.int64()),
+                    ],
+                    schema=_METRICS_SCHEMA,
+                )
+                self._insert_arrow("metrics", table)
+            self.con.execute(
+                "UPDATE log_offsets SET byte_offset = ?, lines = ?, bad_markers = ?"
+                " WHERE run_id = ? AND attempt = ?",
+                [
+                    batch.byte_offset,
+                    batch.line_count,
+                    batch.bad_markers,
+                    batch.run_id,
+                    batch.attempt,
+                ],
+            )
+
+    def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
+        args: list[Any] = [run_id]
+        if key is not None:
+            sql += " AND key = ?"
+            args.append(key)
+        sql += " ORDER BY attempt, line, key"
+        names = ("attempt", "key", "step", "value", "wall_time", "line")
+        return [dict(zip(names, r, strict=True)) for r in self.con.execute(sql, args).fetchall()]
+
+    def metric_count(self, run_id: int) -> int:
+        return self.con.execute(
+            "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]
+        ).fetchone()[0]
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _insert_arrow(self, table_name: str, table: pa.Table) -> None:
+        self.con.register("_incoming", table)
+        try:
+            self.con.execute(f"INSERT INTO {table_name} SELECT * FROM _incoming")
+        finally:
+            self.con.unregister("_incoming")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.con)
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.con.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    (
+        run_id,
+        name,
+        status,
+        argv,
+        cwd,
+        seed,
+        capture,
+        created,
+        host,
+        attempt,
+        pid,
+        started,
+        ended,
+        code,
+        failure,
+        reason,
+        run_dir,
+    ) = row
+    return Run(
+        id=run_id,
+        name=name,
+        status=RunStatus(status),
+        argv=tuple(json.loads(argv)),
+        cwd=cwd,
+        seed=seed,
+        capture=tuple(json.loads(capture)),
+        created_at=created,
+        host=host,
+        attempt=attempt,
+        pid=pid,
+        started_at=started,
+        ended_at=ended,
+        exit_code=code,
+        failure_class=FailureClass(failure) if failure else None,
+        reason=reason,
+        run_dir=run_dir,
+    )

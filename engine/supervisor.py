@@ -1,0 +1,541 @@
+"""The supervisor: reconciles runs from their files, applies the scheduler's plan, starts and
+stops attempts through executors, ingests their output, and persists every transition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import repro
+from engine.capture import Parser, Points
+from engine.config import Config
+from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
+from engine.executors.local import signal_name
+from engine.model import FailureClass, JobSpec, Run, RunStatus
+from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged
+from engine.scheduler import HostSlots, QueuedJob, Snapshot, plan
+from engine.store import LogPosition, MetricBatch, StoreThread, Transition
+
+LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
+READ_CHUNK = 8 * 2**20  # the most output read and ingested in one batch
+EVENT_POINTS = 500  # the most points and log lines one event carries
+OOM_TEXT = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory")
+
+
+class SubmitError(ValueError):
+    """A job the engine cannot accept; the message says why."""
+
+
+class Subscriber:
+    """One client's event stream: a bounded queue, and the runs whose log lines it wants."""
+
+    def __init__(self, maxsize: int = 2000) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
+        self.logs: set[int] = set()
+        self.dropped = 0
+
+    def put(self, event: object) -> None:
+        if self.dropped and self.queue.qsize() < self.queue.maxsize - 1:
+            self.queue.put_nowait(EventsDropped(count=self.dropped))
+            self.dropped = 0
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+class EventBus:
+    """Fans events out to every subscribed client; a slow client loses events, never blocks us."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+
+    def publish(self, event: object) -> None:
+        for sub in self.subscribers:
+            sub.put(event)
+
+    def wants_log(self, run_id: int) -> bool:
+        return any(run_id in sub.logs for sub in self.subscribers)
+
+    def publish_log(self, event: LogLines) -> None:
+        for sub in self.subscribers:
+            if event.run_id in sub.logs:
+                sub.put(event)
+
+
+@dataclass
+class Active:
+    """One attempt the supervisor follows: where its output has been read to, and its task."""
+
+    run: Run
+    executor: Executor
+    attempt: Attempt
+    number: int
+    parser: Parser
+    position: LogPosition
+    cancel_requested: bool = False
+    kill_at: float | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(self, config: Config, db: StoreThread, bus: EventBus) -> None:
+        self.config = config
+        self.db = db
+        self.store = db.store
+        self.bus = bus
+        self.executors: dict[str, Executor] = {}
+        self.disabled: dict[str, str] = {}
+        for name, host in config.hosts.items():
+            if host.kind == "local":
+                workdir = Path(host.workdir).expanduser() if host.workdir else config.state_dir
+                if not workdir.is_absolute():
+                    workdir = config.project_dir / workdir
+                self.executors[name] = LocalExecutor(host, workdir)
+            else:
+                self.disabled[name] = "SSH hosts are not supported by this engine version yet"
+        self.active: dict[int, Active] = {}
+        self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
+        self.wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, host in self.config.hosts.items():
+            state, reason = (
+                ("disabled", self.disabled[name]) if name in self.disabled else ("up", None)
+            )
+            spec = {"max_jobs": host.max_jobs, "tags": list(host.tags), "address": host.address}
+            await self.db.call(self.store.upsert_host, name, host.kind, spec, state, reason)
+        await self.reconcile()
+        self._loop_task = asyncio.create_task(self._loop(), name="supervisor")
+
+    async def stop(self) -> None:
+        """Stop following runs (they keep running, detached) and stop dispatching."""
+        tasks = [t for t in [self._loop_task, *(a.task for a in self.active.values())] if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            self.wake.clear()
+            await self.tick()
+
+    # --- submitting and dispatching ---------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[JobSpec]) -> list[Run]:
+        """Validate and queue jobs as new runs; their manifest is taken now, once per submission."""
+        if not jobs:
+            raise SubmitError("no jobs given")
+        named = []
+        for job in jobs:
+            if not job.argv or not job.argv[0]:
+                raise SubmitError("empty command: give the program to run after `--`")
+            if job.host is not None:
+                if job.host not in self.config.hosts:
+                    raise SubmitError(
+                        f"unknown host {job.host!r}; hosts.toml has {sorted(self.config.hosts)}"
+                    )
+                if job.host in self.disabled:
+                    raise SubmitError(f"host {job.host!r} is disabled: {self.disabled[job.host]}")
+            if not Path(job.cwd).is_absolute():
+                raise SubmitError(f"working directory must be absolute, got {job.cwd!r}")
+            try:
+                Parser(job.capture)
+            except ValueError as exc:
+                raise SubmitError(str(exc)) from None
+            seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
+            named.append((job, job.name or default_name(job.argv), seed))
+        first = jobs[0]
+        shared = await repro.submission_manifest(
+            first.cwd, first.argv, dict(first.env), self.config.state_dir, self.interpreters
+        )
+        rows = [
+            (job, name, seed, repro.run_manifest(shared, job.argv, seed))
+            for job, name, seed in named
+        ]
+        runs = await self.db.call(self.store.add_runs, rows)
+        for run in runs:
+            self.bus.publish(RunChanged(run=run, previous=None, reason="submitted"))
+        self.wake.set()
+        return runs
+
+    async def tick(self) -> None:
+        queued = await self.db.call(self.store.list_runs, [RunStatus.QUEUED])
+        if not queued:
+            return
+        queued.reverse()  # oldest first
+        requested = await self.db.call(self._requested_hosts, [r.id for r in queued])
+        counts: dict[str, int] = {}
+        for active in self.active.values():
+            host = active.run.host or ""
+            counts[host] = counts.get(host, 0) + 1
+        snapshot = Snapshot(
+            hosts=tuple(
+                HostSlots(
+                    name=name,
+                    usable=name in self.executors,
+                    max_jobs=host.max_jobs,
+                    active=counts.get(name, 0),
+                )
+                for name, host in self.config.hosts.items()
+            ),
+            queue=tuple(QueuedJob(run_id=r.id, requested_host=requested[r.id]) for r in queued),
+        )
+        by_id = {r.id: r for r in queued}
+        for assignment in plan(snapshot):
+            await self._start(by_id[assignment.run_id], assignment.host, assignment.reason)
+
+    def _requested_hosts(self, run_ids: list[int]) -> dict[int, str | None]:
+        return {i: self.store.launch_info(i)["requested_host"] for i in run_ids}
+
+    async def _start(self, run: Run, host: str, reason: str) -> None:
+        executor = self.executors[host]
+        number = run.attempt + 1
+        run_dir = executor.run_dir(run.id)
+        info = await self.db.call(self.store.launch_info, run.id)
+        await self._transition(
+            [
+                Transition(run.id, RunStatus.ASSIGNED, reason, {"host": host}),
+                Transition(
+                    run.id,
+                    RunStatus.STARTING,
+                    f"starting attempt {number} on {host}",
+                    {"attempt": number, "host": host, "run_dir": run_dir},
+                ),
+            ]
+        )
+        launch = Launch(
+            run_id=run.id,
+            attempt=number,
+            argv=run.argv,
+            cwd=run.cwd,
+            env=run_env(info["env"], run, number, run_dir),
+            attempt_dir=executor.attempt_dir(run.id, number),
+        )
+        try:
+            attempt = await executor.start(launch)
+        except OSError as exc:
+            await self._transition(
+                [
+                    Transition(
+                        run.id,
+                        RunStatus.FAILED,
+                        f"could not start: {exc}",
+                        {"failure_class": FailureClass.ERROR.value, "ended_at": time.time()},
+                    )
+                ]
+            )
+            return
+        active = Active(
+            run=run,
+            executor=executor,
+            attempt=attempt,
+            number=number,
+            parser=Parser(run.capture),
+            position=LogPosition(),
+        )
+        self.active[run.id] = active
+        changed = await self._transition(
+            [
+                Transition(
+                    run.id,
+                    RunStatus.RUNNING,
+                    f"started on {host} as pid {attempt.pid}",
+                    {
+                        "pid": attempt.pid,
+                        "pid_start_time": attempt.start_time,
+                        "started_at": time.time(),
+                    },
+                )
+            ]
+        )
+        active.run = changed[0]
+        active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
+
+    # --- following an attempt ----------------------------------------------------------------
+
+    async def _follow(self, active: Active) -> None:
+        waiter = asyncio.create_task(active.executor.wait(active.attempt))
+        try:
+            while not waiter.done():
+                await self._ingest(active, final=False)
+                if active.kill_at is not None and time.time() >= active.kill_at:
+                    active.kill_at = None
+                    await active.executor.signal(active.attempt, signal.SIGKILL)
+                await asyncio.wait({waiter}, timeout=LOG_POLL_S)
+            ended = waiter.result()
+            await self._ingest(active, final=True)
+            await self._finish(active, ended)
+        finally:
+            waiter.cancel()
+            self.active.pop(active.run.id, None)
+            self.wake.set()
+
+    async def _ingest(self, active: Active, final: bool) -> None:
+        """Read output.log on from the stored offset, store its points and the new offset in
+        one transaction, and stream the lines to subscribers."""
+        executor, attempt = active.executor, active.attempt
+        while True:
+            pos = active.position
+            if not final and await executor.output_size(attempt) <= pos.byte_offset:
+                return
+            data = await executor.read_output(attempt, pos.byte_offset, READ_CHUNK)
+            if not data:
+                return
+            end = data.rfind(b"\n") + 1
+            if final and len(data) < READ_CHUNK:
+                end = len(data)  # the run has ended: a last line without newline counts too
+            elif end == 0:
+                if len(data) < READ_CHUNK:
+                    return  # half a line: wait for the rest
+                end = len(data)  # one enormous line: take it in pieces rather than stall
+            block = data[:end]
+            lines = block.split(b"\n")
+            if block.endswith(b"\n"):
+                lines.pop()
+            points = Points()
+            bad = await asyncio.to_thread(active.parser.parse, lines, pos.lines, points)
+            batch = MetricBatch(
+                run_id=active.run.id,
+                attempt=active.number,
+                keys=points.keys,
+                steps=points.steps,
+                values=points.values,
+                wall_times=[time.time()] * len(points),
+                lines=points.lines,
+                byte_offset=pos.byte_offset + end,
+                line_count=pos.lines + len(lines),
+                bad_markers=pos.bad_markers + bad,
+            )
+            await self.db.call(self.store.ingest, batch)
+            active.position = LogPosition(batch.byte_offset, batch.line_count, batch.bad_markers)
+            self._publish_output(active, lines, points)
+
+    def _publish_output(self, active: Active, lines: list[bytes], points: Points) -> None:
+        if len(points):
+            tail = slice(-EVENT_POINTS, None)
+            self.bus.publish(
+                MetricsAdded(
+                    run_id=active.run.id,
+                    count=len(points),
+                    points=list(
+                        zip(
+                            points.keys[tail],
+                            points.steps[tail],
+                            points.values[tail],
+                            points.lines[tail],
+                            strict=True,
+                        )
+                    ),
+                )
+            )
+        if lines and self.bus.wants_log(active.run.id):
+            shown = lines[-EVENT_POINTS:]
+            self.bus.publish_log(
+                LogLines(
+                    run_id=active.run.id,
+                    attempt=active.number,
+                    lines=[b.decode("utf-8", "replace") for b in shown],
+                    skipped=len(lines) - len(shown),
+                )
+            )
+
+    async def _finish(self, active: Active, ended: ExitInfo) -> None:
+        tail = await active.executor.read_output(
+            active.attempt, max(0, active.position.byte_offset - 4096), 4096
+        )
+        status, failure, reason = classify(
+            ended, tail.decode("utf-8", "replace"), active.run.argv, active.cancel_requested
+        )
+        fields = {"exit_code": ended.exit_code, "ended_at": time.time()}
+        if failure is not None:
+            fields["failure_class"] = failure.value
+        await self._transition([Transition(active.run.id, status, reason, fields)])
+
+    # --- cancel ------------------------------------------------------------------------------
+
+    async def cancel(self, run: Run) -> Run:
+        """Cancel a run: a queued one at once; a running one by SIGTERM to its process group,
+        then SIGKILL after the grace period."""
+        if run.status.terminal:
+            raise SubmitError(f"run {run.id} already ended: {run.status}")
+        active = self.active.get(run.id)
+        if active is None:
+            if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
+                changed = await self._transition(
+                    [Transition(run.id, RunStatus.CANCELLED, "cancelled by user while queued")]
+                )
+                return changed[0]
+            raise SubmitError(f"run {run.id} is {run.status} and not followed by this daemon")
+        await self.db.call(self.store.request_cancel, run.id)
+        await self._send_term(active)
+        return run
+
+    async def _send_term(self, active: Active) -> None:
+        active.cancel_requested = True
+        active.kill_at = time.time() + self.config.cancel_grace_s
+        await active.executor.signal(active.attempt, signal.SIGTERM)
+
+    # --- reconciling after a restart ----------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Re-read every unfinished run from its files: finalise those that ended while no daemon
+        watched, reattach those still running, and mark the rest lost with the reason."""
+        unfinished = await self.db.call(
+            self.store.list_runs,
+            [RunStatus.ASSIGNED, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.UNREACHABLE],
+        )
+        for run in reversed(unfinished):
+            executor = self.executors.get(run.host or "")
+            if run.status is RunStatus.ASSIGNED:
+                await self._transition(
+                    [
+                        Transition(
+                            run.id, RunStatus.QUEUED, "daemon restarted before the run started"
+                        )
+                    ]
+                )
+                continue
+            if executor is None:
+                await self._transition(
+                    [
+                        Transition(
+                            run.id, RunStatus.LOST, f"host {run.host!r} is no longer configured"
+                        )
+                    ]
+                )
+                continue
+            info = await self.db.call(self.store.launch_info, run.id)
+            folder = Path(executor.attempt_dir(run.id, run.attempt))
+            pid = run.pid or _read_pid(folder)
+            attempt = Attempt(str(folder), pid or 0, info["pid_start_time"])
+            state = (
+                await executor.probe(attempt) if pid or (folder / "exit_code").exists() else None
+            )
+            if state in (None, ProcessState.GONE):
+                why = (
+                    f"process {pid} is gone and left no exit code"
+                    if pid
+                    else "the daemon stopped before the run's process started"
+                )
+                await self._transition(
+                    [Transition(run.id, RunStatus.LOST, why, {"ended_at": time.time()})]
+                )
+                continue
+            if run.status is not RunStatus.RUNNING:
+                run = (
+                    await self._transition(
+                        [
+                            Transition(
+                                run.id,
+                                RunStatus.RUNNING,
+                                "reattached after daemon restart",
+                                {"pid": pid},
+                            )
+                        ]
+                    )
+                )[0]
+            position = await self.db.call(self.store.log_position, run.id, run.attempt)
+            active = Active(
+                run=run,
+                executor=executor,
+                attempt=attempt,
+                number=run.attempt,
+                parser=Parser(run.capture),
+                position=position,
+                cancel_requested=info["cancel_requested"],
+            )
+            self.active[run.id] = active
+            if active.cancel_requested and state is ProcessState.RUNNING:
+                await self._send_term(active)
+            active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
+
+    async def _transition(self, changes: list[Transition]) -> list[Run]:
+        done = await self.db.call(self.store.apply_transitions, changes)
+        for (run, old), change in zip(done, changes, strict=True):
+            self.bus.publish(RunChanged(run=run, previous=old, reason=change.reason))
+        return [run for run, _ in done]
+
+
+def classify(
+    ended: ExitInfo, tail: str, argv: Sequence[str], cancelled: bool
+) -> tuple[RunStatus, FailureClass | None, str]:
+    """A finished attempt's status, failure class and reason, from its exit and its log tail."""
+    code = ended.exit_code
+    if cancelled:
+        how = f" (exit code {code})" if code is not None else ""
+        return RunStatus.CANCELLED, None, f"cancelled by user{how}"
+    if code == 0:
+        return RunStatus.SUCCEEDED, None, "exit code 0"
+    if OOM_TEXT.search(tail):
+        return RunStatus.FAILED, FailureClass.OOM, f"CUDA out of memory (exit code {code})"
+    if code is None:
+        if ended.wrapper_signal:
+            name = signal_name(ended.wrapper_signal)
+            return (
+                RunStatus.FAILED,
+                FailureClass.KILLED,
+                f"killed by {name} before it recorded an exit code",
+            )
+        return RunStatus.LOST, None, "the run's process is gone and left no exit code"
+    if code == 127:
+        return RunStatus.FAILED, FailureClass.ERROR, f"command not found: {argv[0]}"
+    if code == 126:
+        return RunStatus.FAILED, FailureClass.ERROR, f"command cannot be executed: {argv[0]}"
+    if code == 125 and "cannot enter working directory" in tail:
+        return RunStatus.FAILED, FailureClass.ERROR, _last_line(tail)
+    if code > 128:
+        return RunStatus.FAILED, FailureClass.KILLED, f"killed by {signal_name(code - 128)}"
+    last = _last_line(tail)
+    return RunStatus.FAILED, FailureClass.ERROR, f"exit code {code}" + (f": {last}" if last else "")
+
+
+def _last_line(tail: str) -> str:
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _read_pid(folder: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int((folder / "pid").read_text().strip())
+    return None
+
+
+def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[str, str]:
+    """The environment a run starts with: the submitter's, plus the RUNYARD_* variables."""
+    env = dict(base)
+    env.update(
+        RUNYARD_RUN_ID=str(run.id),
+        RUNYARD_ATTEMPT=str(attempt),
+        RUNYARD_SEED=str(run.seed),
+        RUNYARD_PARAMS=json.dumps({}),
+        RUNYARD_ARTIFACT_DIR=str(Path(run_dir) / "artifacts"),
+        RUNYARD_CHECKPOINT_DIR=str(Path(run_dir) / "checkpoints"),
+    )
+    env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
+    return env
+
+
+def default_name(argv: Sequence[str]) -> str:
+    """A short name from a command: the script's stem for `python x.py`, the module for `-m`."""
+    first = Path(argv[0]).name
+    if re.fullmatch(r"python[0-9.]*", first) and len(argv) > 1:
+        if argv[1] == "-m" and len(argv) > 2:
+            return argv[2]
+        if argv[1] == "-c":
+            return f"{first}-c"
+        return Path(argv[1]).stem or first
+    return first
