@@ -223,9 +223,16 @@ class Parser:
         if struct is None:
             if len(self._structs) > 64:
                 self._structs.clear()
-            fields = [(k, int | None if k == "step" else int | float | None, None) for k in keys]
+            # Fields get positional names: JSON keys need not be Python identifiers.
+            fields = [
+                (f"f{i}", int | None if k == "step" else int | float | None, None)
+                for i, k in enumerate(keys)
+            ]
             struct = msgspec.defstruct(
-                "Marker", fields, forbid_unknown_fields=True, rename={k: k for k in keys}
+                "Marker",
+                fields,
+                forbid_unknown_fields=True,
+                rename={f"f{i}": k for i, k in enumerate(keys)},
             )
             self._structs[keys] = struct
         try:
@@ -233,11 +240,9 @@ class Parser:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
         n = len(rows)
-        steps = [r.step for r in rows] if "step" in keys else [None] * n
-        for key in keys:
-            if key == "step":
-                continue
-            values = [getattr(r, key) for r in rows]
+        columns = {k: [getattr(r, f"f{i}") for r in rows] for i, k in enumerate(keys)}
+        steps = columns.pop("step", None) or [None] * n
+        for key, values in columns.items():
             if None in values:
                 kept = [i for i, v in enumerate(values) if v is not None]
                 points.keys.extend([key] * len(kept))

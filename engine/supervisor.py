@@ -459,7 +459,10 @@ class Supervisor:
                 cancel_requested=info["cancel_requested"],
             )
             self.active[run.id] = active
-            if active.cancel_requested and state is ProcessState.RUNNING:
+            if state is ProcessState.EXITED:
+                await self._follow(active)  # ended while no daemon watched: finalise before serving
+                continue
+            if active.cancel_requested:
                 await self._send_term(active)
             active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
 

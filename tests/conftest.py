@@ -1,0 +1,151 @@
+"""Fixtures: a temporary project with hosts.toml, the real daemon as a subprocess, a client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.client import Client, connect, probe
+from engine.config import load_config
+from engine.daemon import socket_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[object] | object], timeout: float = 20.0, what: str = ""
+) -> object:
+    """Wait until `condition()` is truthy (it may be async); fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class Project:
+    """A temporary project folder with its own hosts.toml and state directory."""
+
+    def __init__(self, folder: Path, hosts: str) -> None:
+        self.folder = folder
+        self.config_path = folder / "hosts.toml"
+        self.config_path.write_text(hosts)
+        self.state_dir = folder / "runs"
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self):  # type: ignore[no-untyped-def]
+        return load_config(self.config_path)
+
+    @property
+    def socket(self) -> Path:
+        return socket_path(self.config.state_dir)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["RUNYARD_CONFIG"] = str(self.config_path)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def engine(
+        self, *args: str, check: bool = False, timeout: float = 60, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `engine` CLI in this project."""
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            cwd=cwd or self.folder,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
+
+    async def start_daemon(self) -> subprocess.Popen[bytes]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "daemon-test.log", "ab")  # noqa: SIM115 - the daemon writes it
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--config", str(self.config_path), "serve"],
+            stdout=log,
+            stderr=log,
+            env=self.env(),
+            start_new_session=True,
+        )
+        log.close()
+        await wait_until(lambda: probe(self.socket), what="the daemon to answer")
+        return self.daemon
+
+    def kill_daemon(self, signum: int = signal.SIGKILL) -> None:
+        if self.daemon and self.daemon.poll() is None:
+            self.daemon.send_signal(signum)
+            self.daemon.wait(timeout=30)
+
+    def run_pids(self) -> list[int]:
+        pids = []
+        for pid_file in self.state_dir.glob("runs/*/attempt-*/pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pids.append(int(pid_file.read_text()))
+        return pids
+
+    def cleanup(self) -> None:
+        self.kill_daemon(signal.SIGTERM)
+        for pid in self.run_pids():  # run process groups this test started, by their pids
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+HOSTS = """\
+[engine]
+state_dir = "runs"
+sample_interval_s = 0.2
+cancel_grace_s = 1.0
+
+[hosts.local]
+kind = "local"
+max_jobs = {max_jobs}
+tags = ["cpu"]
+"""
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp folder with a short path, so the daemon socket fits in the state directory."""
+    with tempfile.TemporaryDirectory(prefix="ry-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def project(short_tmp: Path) -> Iterator[Project]:
+    project = Project(short_tmp, HOSTS.format(max_jobs=4))
+    yield project
+    project.cleanup()
+
+
+@pytest.fixture
+async def daemon(project: Project) -> AsyncIterator[Project]:
+    await project.start_daemon()
+    yield project
+
+
+@pytest.fixture
+async def client(daemon: Project) -> AsyncIterator[Client]:
+    engine = await connect(daemon.config, start=False)
+    yield engine
+    await engine.close()

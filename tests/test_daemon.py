@@ -1,0 +1,398 @@
+"""The real daemon on a temporary state directory, driven through its real socket and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.client import Client, connect, probe
+from engine.daemon import socket_path
+from engine.model import JobSpec, RunStatus
+
+from .conftest import HOSTS, Project, wait_until
+
+# A job that prints `n` marker lines, `delay` seconds apart, plus plain lines between them.
+TICKER = textwrap.dedent(
+    """
+    import sys, time
+    n, delay = int(sys.argv[1]), float(sys.argv[2])
+    for i in range(n):
+        print(f'@runyard {{"step": {i}, "loss": {1 / (i + 1)}, "acc": {i / n}}}', flush=True)
+        print(f"plain line {i}", flush=True)
+        time.sleep(delay)
+    """
+)
+
+
+def job(project: Project, argv: list[str], **kw) -> JobSpec:  # type: ignore[no-untyped-def]
+    return JobSpec(argv=tuple(argv), cwd=str(project.folder), env=project.env(), **kw)
+
+
+def ticker(project: Project, n: int, delay: float, **kw) -> JobSpec:  # type: ignore[no-untyped-def]
+    script = project.folder / "ticker.py"
+    script.write_text(TICKER)
+    return job(project, [sys.executable, str(script), str(n), str(delay)], **kw)
+
+
+async def test_a_run_succeeds_with_its_metrics_env_and_seed(
+    client: Client, daemon: Project
+) -> None:
+    printer = "import os, json; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith('RUNYARD_')}))"
+    [run] = await client.submit(
+        [job(daemon, [sys.executable, "-c", printer], seed=42, name="envcheck")]
+    )
+    assert run.status is RunStatus.QUEUED and run.seed == 42
+    done = await client.wait(run.id, timeout=30)
+    assert (
+        done.status is RunStatus.SUCCEEDED and done.exit_code == 0 and done.reason == "exit code 0"
+    )
+    output, _, ended = await client.log(run.id)
+    env = json.loads(output)
+    assert ended
+    assert env["RUNYARD_RUN_ID"] == str(run.id) and env["RUNYARD_SEED"] == "42"
+    assert env["RUNYARD_PARAMS"] == "{}" and env["RUNYARD_ATTEMPT"] == "1"
+    assert (
+        Path(env["RUNYARD_CHECKPOINT_DIR"]).is_dir() and Path(env["RUNYARD_ARTIFACT_DIR"]).is_dir()
+    )
+    # a run without a seed still gets an explicit, recorded one
+    [other] = await client.submit([job(daemon, ["true"])])
+    assert isinstance(other.seed, int)
+
+
+async def test_metrics_stream_live_and_match_what_was_printed(
+    client: Client, daemon: Project
+) -> None:
+    [run] = await client.submit([ticker(daemon, 30, 0.01)])
+    events = client.events()
+    done = await client.wait(run.id, timeout=30)
+    assert done.status is RunStatus.SUCCEEDED
+    points = await client.metrics(run.id)
+    assert len(points) == 60
+    assert sorted(p["step"] for p in points if p["key"] == "loss") == list(range(30))
+    assert [p["value"] for p in points if p["key"] == "loss"][:2] == [1.0, 0.5]
+    assert (await client.metrics(run.id, key="acc"))[3]["value"] == pytest.approx(0.1)
+    await events.aclose()
+
+
+async def test_the_event_stream_carries_status_metrics_logs_and_samples(
+    client: Client, daemon: Project
+) -> None:
+    seen: dict[str, list] = {"run": [], "metrics": [], "log": [], "sample": []}
+    [run] = await client.submit([ticker(daemon, 40, 0.05)])
+    stream = client.events(logs=[run.id])
+    async for batch in stream:
+        for event in batch:
+            kind = type(event).__struct_config__.tag
+            seen.setdefault(kind, []).append(event)
+        ended = [e for e in seen["run"] if e.run.id == run.id and e.run.status.terminal]
+        if ended and seen["sample"] and seen["log"]:
+            break
+    await stream.aclose()
+    assert {e.run.status for e in seen["run"] if e.run.id == run.id} >= {
+        RunStatus.RUNNING,
+        RunStatus.SUCCEEDED,
+    }
+    assert sum(e.count for e in seen["metrics"] if e.run_id == run.id) > 0
+    lines = [line for e in seen["log"] for line in e.lines]
+    assert any(line.startswith("plain line") for line in lines)
+    assert seen["sample"][0].sample.host == "local" and seen["sample"][0].sample.cpu_per_core
+
+
+async def test_kill_9_mid_run_loses_and_duplicates_nothing(project: Project) -> None:
+    """The issue's test: runs printing markers over time, the daemon SIGKILLed mid-run and
+    started again; every run ends right and the store holds exactly what the jobs printed."""
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    plans = {"short": (10, 0.02), "across": (60, 0.05), "long": (120, 0.03), "fails": (5, 0.01)}
+    runs = {}
+    for name, (n, delay) in plans.items():
+        spec = ticker(project, n, delay, name=name)
+        if name == "fails":
+            spec = JobSpec(
+                argv=("sh", "-c", f"{' '.join(spec.argv)} && exit 3"),
+                cwd=spec.cwd,
+                env=spec.env,
+                name=name,
+            )
+        [runs[name]] = await client.submit([spec])
+    await wait_until(lambda: client.runs([RunStatus.RUNNING]), what="runs to start")
+    await wait_until(
+        lambda: _has_points(client, runs["across"].id), what="the first points of the long run"
+    )
+    await client.close()
+    project.kill_daemon(signal.SIGKILL)
+    assert all(_alive(pid) for pid in project.run_pids()[:1])  # runs outlive the daemon
+
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        for name, (n, _) in plans.items():
+            done = await client.wait(runs[name].id, timeout=60)
+            expected = RunStatus.FAILED if name == "fails" else RunStatus.SUCCEEDED
+            assert done.status is expected, (name, done)
+            points = await client.metrics(done.id)
+            assert len(points) == 2 * n, (name, len(points))
+            keyed = [(p["key"], p["step"]) for p in points]
+            assert len(set(keyed)) == len(keyed), f"{name}: duplicated points"
+        failed = await client.run(runs["fails"].id)
+        assert failed.run.exit_code == 3 and failed.run.failure_class == "error"
+    finally:
+        await client.close()
+
+
+async def _has_points(client: Client, run_id: int) -> bool:
+    return bool(await client.metrics(run_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_run_whose_process_vanished_while_no_daemon_watched_is_lost(
+    project: Project,
+) -> None:
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    [run] = await client.submit([job(project, ["sleep", "60"])])
+    running = await wait_until(lambda: _running(client, run.id), what="the run to start")
+    await client.close()
+    project.kill_daemon(signal.SIGKILL)
+    os.killpg(running.pid, signal.SIGKILL)  # wrapper and command die without an exit_code file
+    await wait_until(lambda: not _alive_not_zombie(running.pid), what="the run to die")
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    lost = await client.wait(run.id, timeout=10)
+    await client.close()
+    assert lost.status is RunStatus.LOST
+    assert lost.reason == f"process {running.pid} is gone and left no exit code"
+
+
+def _alive_not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+async def _running(client: Client, run_id: int):  # type: ignore[no-untyped-def]
+    run = (await client.run(run_id)).run
+    return run if run.status is RunStatus.RUNNING else None
+
+
+async def test_cancel_terms_the_process_group_then_kills_after_grace(
+    client: Client, daemon: Project
+) -> None:
+    polite = "trap 'echo got TERM; exit 4' TERM; sleep 60 & wait"
+    stubborn = "trap '' TERM; echo ready; sleep 60 & wait; sleep 60"
+    [a, b] = await client.submit(
+        [job(daemon, ["sh", "-c", polite]), job(daemon, ["sh", "-c", stubborn])]
+    )
+    for run in (a, b):
+        await wait_until(lambda r=run: _running(client, r.id), what="runs to start")
+    await client.cancel(a.id)
+    await client.cancel(b.id)
+    done_a = await client.wait(a.id, timeout=20)
+    assert done_a.status is RunStatus.CANCELLED and done_a.exit_code == 4
+    assert done_a.reason == "cancelled by user (exit code 4)"
+    assert b"got TERM" in (await client.log(a.id))[0]
+    done_b = await client.wait(b.id, timeout=20)  # ignores TERM: SIGKILL after the 1 s grace
+    assert done_b.status is RunStatus.CANCELLED
+    assert done_b.ended_at - done_b.started_at >= 1.0
+    for pid in daemon.run_pids():
+        assert not _alive_not_zombie(pid)
+    # a queued run is cancelled at once; an ended one cannot be
+    with pytest.raises(Exception, match="already ended"):
+        await client.cancel(a.id)
+
+
+async def test_bad_commands_fail_with_clear_reasons(client: Client, daemon: Project) -> None:
+    [missing, exits, gone_dir] = await client.submit(
+        [
+            job(daemon, ["no-such-program-xyz", "--flag"]),
+            job(
+                daemon, [sys.executable, "-c", "import sys; print('boom: bad input'); sys.exit(2)"]
+            ),
+            JobSpec(argv=("true",), cwd="/nonexistent/dir", env=daemon.env()),
+        ]
+    )
+    assert (await client.wait(missing.id, 20)).reason == "command not found: no-such-program-xyz"
+    failed = await client.wait(exits.id, 20)
+    assert (failed.status, failed.exit_code, failed.failure_class) == (RunStatus.FAILED, 2, "error")
+    assert failed.reason == "exit code 2: boom: bad input"
+    assert (
+        "cannot enter working directory /nonexistent/dir"
+        in (await client.wait(gone_dir.id, 20)).reason
+    )
+    killed = await client.submit([job(daemon, ["sh", "-c", "kill -9 $$"])])
+    done = await client.wait(killed[0].id, 20)
+    assert (done.failure_class, done.reason) == ("killed", "killed by SIGKILL")
+
+
+async def test_hostile_arguments_are_never_executed(client: Client, daemon: Project) -> None:
+    marker = daemon.folder / "pwned"
+    hostile = [
+        f"$(touch {marker})",
+        f"; touch {marker}",
+        f"`touch {marker}`",
+        f"' ; touch {marker} '",
+        "\n" + f"touch {marker}",
+    ]
+    [run] = await client.submit([job(daemon, ["printf", "%s|", *hostile], name="; rm -rf /")])
+    done = await client.wait(run.id, 20)
+    assert done.status is RunStatus.SUCCEEDED and done.name == "; rm -rf /"
+    assert (await client.log(run.id))[0].decode() == "|".join(hostile) + "|"
+    assert not marker.exists()
+
+
+async def test_bad_submissions_are_refused_and_change_nothing(
+    client: Client, daemon: Project
+) -> None:
+    before = await client.runs()
+    for spec, message in [
+        (job(daemon, ["true"], host="elsewhere"), "unknown host 'elsewhere'"),
+        (job(daemon, ["true"], capture=("nope",)), "unknown capture preset 'nope'"),
+        (JobSpec(argv=(), cwd=str(daemon.folder)), "empty command"),
+        (JobSpec(argv=("true",), cwd="relative"), "working directory must be absolute"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            await client.submit([spec])
+    assert await client.runs() == before
+
+
+async def test_one_daemon_per_state_dir_with_a_private_socket(daemon: Project) -> None:
+    second = daemon.engine("serve", timeout=30)
+    assert second.returncode == 1
+    assert f"another engine daemon (pid {daemon.daemon.pid}) already serves" in second.stderr
+    assert await probe(daemon.socket) is not None  # the first one is unharmed
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(daemon.state_dir.stat().st_mode) == 0o700
+
+
+async def test_a_stale_socket_is_replaced(project: Project) -> None:
+    await project.start_daemon()
+    project.kill_daemon(signal.SIGKILL)
+    assert project.socket.exists() and await probe(project.socket) is None
+    await project.start_daemon()
+    assert (await probe(project.socket)).pid == project.daemon.pid
+
+
+async def test_a_state_dir_too_long_for_a_socket_uses_a_hashed_runtime_path(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = "d" * 60 + "/" + "e" * 60
+    project.config_path.write_text(
+        HOSTS.format(max_jobs=1).replace('state_dir = "runs"', f'state_dir = "{deep}"')
+    )
+    project.state_dir = project.folder / deep
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(project.folder))
+    sock = socket_path(project.config.state_dir)
+    assert sock.parent == project.folder and sock.name.startswith("runyard-")
+    await project.start_daemon()
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+
+
+async def test_clients_start_the_daemon_and_stop_leaves_runs_running(project: Project) -> None:
+    assert await probe(project.socket) is None
+    ran = project.engine("run", "--name", "bg", "--", "sleep", "30")
+    assert ran.returncode == 0, ran.stderr
+    run_id = int(ran.stdout)
+    status = await probe(project.socket)
+    assert status is not None
+    await wait_until(lambda: project.run_pids(), what="the run to start")
+    [pid] = project.run_pids()
+    stopped = project.engine("stop")
+    assert stopped.returncode == 0 and "runs keep going" in stopped.stderr
+    assert await probe(project.socket) is None
+    assert _alive_not_zombie(pid)
+    listed = json.loads(project.engine("runs", "--json").stdout)  # starts a new daemon: reattached
+    assert listed[0]["id"] == run_id and listed[0]["status"] == "running"
+    cancelled = project.engine("cancel", str(run_id))
+    assert cancelled.returncode == 0
+    shown = json.loads(project.engine("show", "bg", "--json").stdout)
+    await wait_until(lambda: not _alive_not_zombie(pid), what="the cancelled run to end")
+    assert shown["run"]["name"] == "bg"
+
+
+def test_the_cli_contract(project: Project) -> None:
+    code = 'print(\'@runyard {"step": 1, "loss": 0.5}\'); import sys; sys.exit(5)'
+    ran = project.engine("run", "--wait", "--", sys.executable, "-c", code)
+    assert ran.returncode == 5, ran.stderr  # --wait exits with the run's exit code
+    run_id = ran.stdout.strip()
+    assert f"run {run_id} failed: exit code 5" in ran.stderr
+    metrics = json.loads(project.engine("metrics", run_id, "--json").stdout)
+    assert [(m["key"], m["step"], m["value"]) for m in metrics] == [("loss", 1, 0.5)]
+    assert set(metrics[0]) == {"attempt", "key", "step", "value", "wall_time", "line"}
+    runs = json.loads(project.engine("runs", "--json", "--status", "failed").stdout)
+    assert [r["id"] for r in runs] == [int(run_id)]
+    assert {"id", "name", "status", "argv", "seed", "exit_code", "reason", "host"} <= set(runs[0])
+    table = project.engine("runs").stdout
+    assert table.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"]
+    assert project.engine("logs", run_id).stdout == '@runyard {"step": 1, "loss": 0.5}\n'
+    show = project.engine("show", run_id)
+    assert "exit code 5" in show.stdout and show.stderr == ""
+    # errors: unknown run, bad arguments, missing command, bad config
+    missing = project.engine("show", "999")
+    assert missing.returncode == 3 and missing.stderr.strip() == "engine: no run '999'"
+    assert project.engine("runs", "--status", "bogus").returncode == 2
+    assert project.engine("run").returncode == 2
+    assert project.engine("run", "--seed", "x", "--", "true").returncode == 2
+    project.config_path.write_text("[hosts.local]\nkind = 3\n")
+    bad = project.engine("runs")
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        f"engine: {project.config_path}:2: hosts.local.kind"
+    )
+
+
+async def test_the_manifest_records_code_interpreter_and_masks_secrets(
+    client: Client, daemon: Project
+) -> None:
+    repo = daemon.folder / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (repo / "train.py").write_text("print('v1')\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    (repo / "train.py").write_text("print('v2')\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    env = daemon.env() | {
+        "WANDB_API_KEY": "hunter2",
+        "MY_TOKEN": "t0k",
+        "HF_PASSWORD": "pw",
+        "PLAIN": "visible",
+    }
+    spec = JobSpec(argv=(sys.executable, "train.py"), cwd=str(repo), env=env, seed=3)
+    [run] = await client.submit([spec])
+    await client.wait(run.id, 30)
+    manifest = (await client.run(run.id)).details["manifest"]
+    assert manifest["git"]["commit"] == commit and manifest["git"]["branch"] == "main"
+    assert manifest["git"]["dirty"] is True and manifest["git"]["untracked"] == ["notes.txt"]
+    assert "+print('v2')" in Path(manifest["git"]["diff_file"]).read_text()
+    assert manifest["interpreter"]["version"] == sys.version.split()[0]
+    assert "msgspec==" in Path(manifest["interpreter"]["packages_file"]).read_text()
+    assert manifest["seed"] == 3 and manifest["command"] == f"{sys.executable} train.py"
+    assert (
+        manifest["env"]["WANDB_API_KEY"]
+        == manifest["env"]["MY_TOKEN"]
+        == manifest["env"]["HF_PASSWORD"]
+        == "****"
+    )
+    assert manifest["env"]["PLAIN"] == "visible" and manifest["hostname"]
+    shown = json.dumps((await client.run(run.id)).details)
+    assert "hunter2" not in shown and "t0k" not in shown

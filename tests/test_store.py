@@ -1,0 +1,139 @@
+"""The DuckDB store: migrations, the one transition function, atomic batched ingestion."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine.model import JobSpec, RunStatus
+from engine.store import (
+    SCHEMA_VERSION,
+    IllegalTransition,
+    MetricBatch,
+    Store,
+    StoreError,
+    Transition,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "store.duckdb")
+    yield s
+    s.close()
+
+
+def queue_one(store: Store, name: str = "r") -> int:
+    [run] = store.add_runs([(JobSpec(argv=("echo", "hi"), cwd="/tmp"), name, 7, {"seed": 7})])
+    return run.id
+
+
+def start(store: Store, run_id: int) -> None:
+    store.apply_transitions(
+        [
+            Transition(run_id, RunStatus.ASSIGNED, "placed", {"host": "local"}),
+            Transition(
+                run_id, RunStatus.STARTING, "go", {"attempt": 1, "host": "local", "run_dir": "/x"}
+            ),
+            Transition(run_id, RunStatus.RUNNING, "started", {"pid": 1}),
+        ]
+    )
+
+
+def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    again = Store(path)
+    assert again.schema_version() == SCHEMA_VERSION
+    tables = {
+        r[0]
+        for r in again.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    assert {
+        "hosts",
+        "runs",
+        "attempts",
+        "metrics",
+        "events",
+        "log_offsets",
+        "host_samples",
+        "schema_version",
+    } <= tables
+    assert again.con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    again.close()
+
+
+def test_a_store_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION + 1])
+    con.close()
+    with pytest.raises(StoreError, match="newer than this engine"):
+        Store(path)
+
+
+def test_transitions_write_events_and_attempts(store: Store) -> None:
+    run_id = queue_one(store)
+    start(store, run_id)
+    store.apply_transitions(
+        [
+            Transition(
+                run_id,
+                RunStatus.SUCCEEDED,
+                "exit code 0",
+                {"exit_code": 0, "ended_at": time.time()},
+            )
+        ]
+    )
+    details = store.run_details(run_id)
+    assert [(e["from"], e["to"]) for e in details["events"]] == [
+        (None, "queued"),
+        ("queued", "assigned"),
+        ("assigned", "starting"),
+        ("starting", "running"),
+        ("running", "succeeded"),
+    ]
+    assert details["events"][-1]["reason"] == "exit code 0"
+    [attempt] = details["attempts"]
+    assert (
+        attempt["status"] == "succeeded"
+        and attempt["exit_code"] == 0
+        and attempt["host"] == "local"
+    )
+    assert store.get_run(run_id).reason == "exit code 0"
+
+
+def test_an_illegal_transition_changes_nothing(store: Store) -> None:
+    run_id = queue_one(store)
+    with pytest.raises(IllegalTransition, match="assigned → running is not allowed"):
+        store.apply_transitions(
+            [
+                Transition(run_id, RunStatus.ASSIGNED, "ok", {"host": "local"}),
+                Transition(run_id, RunStatus.RUNNING, "skip"),
+            ]
+        )
+    assert store.get_run(run_id).status is RunStatus.QUEUED
+    assert len(store.run_details(run_id)["events"]) == 1
+
+
+def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> None:
+    run_id = queue_one(store)
+    start(store, run_id)
+    n = 200_000
+    batch = MetricBatch(
+        run_id, 1, ["loss"] * n, list(range(n)), [0.5] * n, [1.0] * n, list(range(n)), 4096, n, 2
+    )
+    store.ingest(batch)
+    assert store.metric_count(run_id) == n
+    position = store.log_position(run_id, 1)
+    assert (position.byte_offset, position.lines, position.bad_markers) == (4096, n, 2)
+    broken = MetricBatch(run_id, 1, ["loss"], [None], [1.0], [1.0], [n], 9999, n + 1, 2)
+    store.con.execute("DROP TABLE log_offsets")  # make the offset update fail mid-batch
+    store.con.execute("CREATE TABLE log_offsets (run_id BIGINT)")
+    with pytest.raises(duckdb.Error):
+        store.ingest(broken)
+    assert store.metric_count(run_id) == n  # the batch's points were rolled back with it
