@@ -152,7 +152,7 @@ def test_any_batching_of_a_log_yields_the_same_points(lines: list[bytes], cuts: 
     duplicates a point."""
     whole, whole_bad = parse(lines)
     parser, points, bad, start = Parser(), Points(), 0, 0
-    for cut in sorted({min(c, len(lines)) for c in cuts}) + [len(lines)]:
+    for cut in [*sorted({min(c, len(lines)) for c in cuts}), len(lines)]:
         bad += parser.parse(lines[start:cut], start, points)
         start = cut
     batched = sorted(zip(points.lines, points.keys, points.steps, points.values, strict=True))

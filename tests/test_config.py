@@ -160,5 +160,5 @@ def test_discovery_walks_up_like_git_and_honours_env_and_explicit(
     assert find_config(top, start=deep) == top.resolve()
     monkeypatch.delenv("RUNYARD_CONFIG")
     lonely = Path("/")
-    with pytest.raises(ConfigError, match="no hosts.toml"):
+    with pytest.raises(ConfigError, match=r"no hosts\.toml"):
         find_config(start=lonely)
