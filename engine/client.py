@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from engine.config import Config, find_config, load_config
+from engine.config import Config, ConfigError, find_config, load_config
 from engine.daemon import DaemonError, prepare_state_dir, socket_path
 from engine.model import JobSpec, Run, RunStatus
 from engine.protocol import (
@@ -37,6 +37,21 @@ from engine.protocol import (
 )
 
 START_TIMEOUT_S = 20.0
+
+__all__ = [
+    "Client",
+    "ConfigError",
+    "DaemonError",
+    "EngineError",
+    "connect",
+    "load_project",
+    "probe",
+]
+
+
+def load_project(config: str | os.PathLike[str] | None = None) -> Config:
+    """This project's configuration, found as git finds .git (raises ConfigError)."""
+    return load_config(find_config(config))
 
 
 class EngineError(Exception):
@@ -189,7 +204,7 @@ async def connect(
     """A client of the daemon for this project's hosts.toml, starting the daemon in the
     background when none answers (unless `start` is false)."""
     if not isinstance(config, Config):
-        config = load_config(find_config(config))
+        config = load_project(config)
     sock = socket_path(config.state_dir)
     status = await probe(sock)
     if status is None:

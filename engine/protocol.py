@@ -77,10 +77,13 @@ class MetricsAdded(msgspec.Struct, frozen=True, tag="metrics"):
 
 
 class LogLines(msgspec.Struct, frozen=True, tag="log"):
-    """New output lines of a subscribed run; `skipped` lines were left out to keep it bounded."""
+    """New output lines of a subscribed run, read from byte `start` to `end` of its output.log;
+    `skipped` lines at the front were left out to keep the event bounded."""
 
     run_id: int
     attempt: int
+    start: int
+    end: int
     lines: list[str]
     skipped: int = 0
 

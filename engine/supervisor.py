@@ -322,9 +322,11 @@ class Supervisor:
             )
             await self.db.call(self.store.ingest, batch)
             active.position = LogPosition(batch.byte_offset, batch.line_count, batch.bad_markers)
-            self._publish_output(active, lines, points)
+            self._publish_output(active, lines, points, pos.byte_offset)
 
-    def _publish_output(self, active: Active, lines: list[bytes], points: Points) -> None:
+    def _publish_output(
+        self, active: Active, lines: list[bytes], points: Points, start: int
+    ) -> None:
         if len(points):
             tail = slice(-EVENT_POINTS, None)
             self.bus.publish(
@@ -348,6 +350,8 @@ class Supervisor:
                 LogLines(
                     run_id=active.run.id,
                     attempt=active.number,
+                    start=start,
+                    end=active.position.byte_offset,
                     lines=[b.decode("utf-8", "replace") for b in shown],
                     skipped=len(lines) - len(shown),
                 )

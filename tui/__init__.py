@@ -1,0 +1,1 @@
+"""Runyard's terminal UI: a Textual client of the engine daemon."""

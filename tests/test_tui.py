@@ -1,0 +1,154 @@
+"""The first TUI screen, driven by Pilot against a real daemon."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+import psutil
+from textual.widgets import Log
+
+from engine.client import Client
+from engine.model import RunStatus
+from engine.telemetry import LocalSampler, Nvml
+from tui.app import RunyardApp
+from tui.widgets import HostPane, RunsTable
+
+from .conftest import Project, wait_until
+from .test_daemon import job, ticker
+
+
+async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_running(
+    client: Client, daemon: Project
+) -> None:
+    [quick] = await client.submit(
+        [job(daemon, [sys.executable, "-c", "print('hello from quick')"], name="quick")]
+    )
+    await client.wait(quick.id, 30)
+    [slow] = await client.submit([ticker(daemon, 400, 0.05, name="slow")])
+
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(RunsTable)
+        await wait_until(lambda: table.row_count == 2, what="both runs in the table")
+        # the host pane: one bar per core, memory, and the GPU line or why there is none
+        pane = app.query_one(HostPane)
+        await wait_until(lambda: pane.sample is not None, what="a host sample")
+        detail = pane.detail_text().plain
+        assert detail.count("cpu") == psutil.cpu_count()
+        assert "GiB" in detail
+        assert "gpu0" in detail or "no NVIDIA GPU" in detail
+        # the table updates live: the slow run's status and its latest metrics
+        await wait_until(lambda: "loss=" in table.metrics_text(slow.id), what="live metrics")
+        assert table.runs[slow.id].status is RunStatus.RUNNING
+        assert table.runs[quick.id].status is RunStatus.SUCCEEDED
+        # the log tail follows the selected run
+        log = app.query_one(Log)
+        await wait_until(lambda: app.log_run == quick.id, what="the first run selected")
+        await wait_until(lambda: "hello from quick" in "\n".join(log.lines), what="quick's log")
+        await pilot.press("down")
+        await wait_until(lambda: app.log_run == slow.id, what="the slow run selected")
+        await wait_until(lambda: any("plain line" in line for line in log.lines), what="slow's log")
+        seen = len(log.lines)
+        await wait_until(lambda: len(log.lines) > seen + 4, what="new lines as they are printed")
+        steps = [int(line.split()[-1]) for line in log.lines if line.startswith("plain line")]
+        assert steps == list(range(steps[0], steps[0] + len(steps))), (
+            "a gap or duplicate in the tail"
+        )
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+    running = (await client.run(slow.id)).run
+    assert running.status is RunStatus.RUNNING and psutil.pid_exists(running.pid)
+    await client.cancel(slow.id)
+    await client.wait(slow.id, 30)
+
+
+def test_a_bad_config_stops_runyard_before_the_screen_opens(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tui.app import main
+
+    bad = tmp_path / "hosts.toml"
+    bad.write_text("[hosts.local]\nkind = 3\n")
+    assert main(["--config", str(bad)]) == 2
+    assert f"{bad}:2: hosts.local.kind" in capsys.readouterr().err
+
+
+class FakeNvml:
+    """Stands in for pynvml where no GPU exists; shaped like its API for one 80 GB GPU."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetName(self, h: int) -> bytes:
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(used=12 * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=87)
+
+    def nvmlDeviceGetTemperature(self, h: int, kind: int) -> int:
+        return 64
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        return 312_000
+
+
+def test_gpu_lines_from_nvml_reach_the_host_pane() -> None:
+    sample = LocalSampler("gpu-box", Nvml(FakeNvml())).sample()
+    [gpu] = sample.gpus
+    assert (gpu.name, gpu.mem_used_mb, gpu.mem_total_mb, gpu.util_percent) == (
+        "NVIDIA H100 80GB HBM3",
+        12288,
+        81920,
+        87,
+    )
+    assert (gpu.temperature_c, gpu.power_w) == (64, 312)
+    pane = HostPane("gpu-box")
+    pane.sample = sample
+    line = pane.detail_text().plain.splitlines()[-1]
+    assert line.startswith("gpu0 NVIDIA H100 80GB HBM3")
+    assert "12.0/80 GiB" in line and "87%" in line and "64°C" in line and "312W" in line
+
+
+def test_without_nvml_the_sample_says_why() -> None:
+    class Missing(FakeNvml):
+        def nvmlInit(self) -> None:
+            raise OSError("NVML Shared Library Not Found")
+
+    sample = LocalSampler("laptop", Nvml(Missing())).sample()
+    assert sample.gpus == () and sample.gpu_error.startswith("no NVIDIA GPU")
+
+
+def test_dependencies_point_one_way() -> None:
+    """engine never imports tui or textual; tui imports only engine.client, .protocol, .model."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed_in_tui = {"engine.client", "engine.protocol", "engine.model"}
+    for package in ("engine", "tui"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if package == "engine":
+                        assert top not in ("tui", "textual"), f"{path} imports {name}"
+                    elif top == "engine":
+                        assert name in allowed_in_tui, f"{path} imports {name}"
+                    assert "duckdb" not in name or package == "engine", f"{path} imports {name}"
+    assert os.path.isdir(root / "tui")
