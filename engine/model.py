@@ -98,6 +98,7 @@ class Run(msgspec.Struct, frozen=True):
     capture: tuple[str, ...]
     created_at: float
     host: str | None = None
+    requested_host: str | None = None
     attempt: int = 0
     pid: int | None = None
     started_at: float | None = None

@@ -173,11 +173,9 @@ class Supervisor:
         return runs
 
     async def tick(self) -> None:
-        queued = await self.db.call(self.store.list_runs, [RunStatus.QUEUED])
+        queued = await self.db.call(self.store.queued)
         if not queued:
             return
-        queued.reverse()  # oldest first
-        requested = await self.db.call(self._requested_hosts, [r.id for r in queued])
         counts: dict[str, int] = {}
         for active in self.active.values():
             host = active.run.host or ""
@@ -192,20 +190,16 @@ class Supervisor:
                 )
                 for name, host in self.config.hosts.items()
             ),
-            queue=tuple(QueuedJob(run_id=r.id, requested_host=requested[r.id]) for r in queued),
+            queue=tuple(QueuedJob(run_id=i, requested_host=h) for i, h in queued),
         )
-        by_id = {r.id: r for r in queued}
         for assignment in plan(snapshot):
-            await self._start(by_id[assignment.run_id], assignment.host, assignment.reason)
+            await self._start(assignment.run_id, assignment.host, assignment.reason)
 
-    def _requested_hosts(self, run_ids: list[int]) -> dict[int, str | None]:
-        return {i: self.store.launch_info(i)["requested_host"] for i in run_ids}
-
-    async def _start(self, run: Run, host: str, reason: str) -> None:
+    async def _start(self, run_id: int, host: str, reason: str) -> None:
         executor = self.executors[host]
+        run, info = await self.db.call(self._launch_facts, run_id)
         number = run.attempt + 1
         run_dir = executor.run_dir(run.id)
-        info = await self.db.call(self.store.launch_info, run.id)
         await self._transition(
             [
                 Transition(run.id, RunStatus.ASSIGNED, reason, {"host": host}),
@@ -266,6 +260,11 @@ class Supervisor:
         active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
 
     # --- following an attempt ----------------------------------------------------------------
+
+    def _launch_facts(self, run_id: int) -> tuple[Run, dict]:
+        run = self.store.get_run(run_id)
+        assert run is not None
+        return run, self.store.launch_info(run_id)
 
     async def _follow(self, active: Active) -> None:
         waiter = asyncio.create_task(active.executor.wait(active.attempt))

@@ -7,7 +7,7 @@ shift 2
 # A TERM, INT or HUP sent to the whole process group is for the command; the wrapper lives on to
 # record how it ended. (A trapped signal is reset to its default in the command it runs.)
 trap ':' TERM INT HUP
-echo "$$" > "$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
+echo "$$" > "$dir/pid"  # the daemon also has the pid from the spawn; no rename needed
 if cd "$cwd" 2>> "$dir/output.log"; then
     "$@" >> "$dir/output.log" 2>&1 < /dev/null
     code=$?

@@ -6,11 +6,12 @@ read-write process per file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import msgspec
@@ -36,7 +37,7 @@ class IllegalTransition(StoreError):
 
 
 _RUN_COLUMNS = (
-    "id, name, status, argv, cwd, seed, capture, created_at, host, attempt, pid, "
+    "id, name, status, argv, cwd, seed, capture, created_at, host, requested_host, attempt, pid, "
     "started_at, ended_at, exit_code, failure_class, reason, run_dir"
 )
 _METRICS_SCHEMA = pa.schema(
@@ -65,6 +66,12 @@ _TRANSITION_FIELDS = frozenset(
         "reason",
     }
 )
+
+
+# For each status, the statuses a run may come to it from.
+_PREDECESSORS: dict[RunStatus, list[str]] = {
+    to: [old.value for old in RunStatus if can_transition(old, to)] for to in RunStatus
+}
 
 
 class Transition(msgspec.Struct, frozen=True):
@@ -215,9 +222,17 @@ class Store:
                         seed=seed,
                         capture=job.capture,
                         created_at=now,
+                        requested_host=job.host,
                     )
                 )
         return runs
+
+    def queued(self) -> list[tuple[int, str | None]]:
+        """Queued runs, oldest first, as (id, requested host): what the planner needs."""
+        return self.con.execute(
+            "SELECT id, requested_host FROM runs WHERE status = ? ORDER BY id",
+            [RunStatus.QUEUED.value],
+        ).fetchall()
 
     def get_run(self, run_id: int) -> Run | None:
         row = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id]).fetchone()
@@ -342,61 +357,90 @@ class Store:
         now = time.time()
         done = []
         with self._transaction():
-            for change in changes:
-                row = self.con.execute(
-                    "SELECT status, attempt, host, run_dir FROM runs WHERE id = ?", [change.run_id]
-                ).fetchone()
-                if row is None:
-                    raise StoreError(f"no run {change.run_id}")
-                old = RunStatus(row[0])
-                if not can_transition(old, change.to):
-                    raise IllegalTransition(
-                        f"run {change.run_id}: {old} → {change.to} is not allowed ({change.reason})"
-                    )
-                unknown = set(change.fields) - _TRANSITION_FIELDS
-                if unknown:
-                    raise StoreError(f"a transition cannot set {sorted(unknown)}")
-                fields = dict(change.fields)
-                fields["status"] = change.to.value
-                if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
-                    fields.setdefault("reason", change.reason)
-                sets = ", ".join(f"{k} = ?" for k in fields)
-                self.con.execute(
-                    f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), change.run_id]
-                )
-                self.con.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    [change.run_id, now, old.value, change.to.value, change.reason],
-                )
-                self._record_attempt(change, old, fields, now)
-                run = self.get_run(change.run_id)
-                assert run is not None
-                done.append((run, old))
+            i = 0
+            while i < len(changes):
+                # Consecutive changes of one run (assigned → starting) become one UPDATE.
+                chain = [changes[i]]
+                while (
+                    i + len(chain) < len(changes)
+                    and changes[i + len(chain)].run_id == chain[0].run_id
+                ):
+                    chain.append(changes[i + len(chain)])
+                i += len(chain)
+                done.extend(self._apply_chain(chain, now))
         return done
 
+    def _apply_chain(self, chain: list[Transition], now: float) -> list[tuple[Run, RunStatus]]:
+        first = chain[0]
+        for change in chain:
+            unknown = set(change.fields) - _TRANSITION_FIELDS
+            if unknown:
+                raise StoreError(f"a transition cannot set {sorted(unknown)}")
+        allowed = _PREDECESSORS[first.to]
+        marks = ", ".join("?" for _ in allowed) or "NULL"
+        # The first event row records the old status, and is written only if the move is legal.
+        row = self.con.execute(
+            "INSERT INTO events SELECT id, ?, status, ?, ? FROM runs"
+            f" WHERE id = ? AND status IN ({marks}) RETURNING from_status",
+            [now, first.to.value, first.reason, first.run_id, *allowed],
+        ).fetchone()
+        if row is None:
+            self._refuse(first)
+        olds = [RunStatus(row[0])]
+        fields: dict[str, Any] = {}
+        for prev, change in itertools.pairwise(chain):
+            if not can_transition(prev.to, change.to):
+                raise IllegalTransition(
+                    f"run {change.run_id}: {prev.to} → {change.to} is not allowed ({change.reason})"
+                )
+            olds.append(prev.to)
+        if len(chain) > 1:
+            self.con.execute(
+                "INSERT INTO events VALUES " + ", ".join("(?, ?, ?, ?, ?)" for _ in chain[1:]),
+                [
+                    v
+                    for old, c in zip(olds[1:], chain[1:], strict=True)
+                    for v in (c.run_id, now, old.value, c.to.value, c.reason)
+                ],
+            )
+        for change in chain:
+            fields.update(change.fields)
+            if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
+                fields["reason"] = change.fields.get("reason", change.reason)
+        last = chain[-1]
+        fields["status"] = last.to.value
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        run = _run(
+            self.con.execute(
+                f"UPDATE runs SET {sets} WHERE id = ? RETURNING {_RUN_COLUMNS}",
+                [*fields.values(), last.run_id],
+            ).fetchone()
+        )
+        for old, change in zip(olds, chain, strict=True):
+            self._record_attempt(change, old, run, fields, now)
+        return [(run, old) for old in olds]
+
+    def _refuse(self, change: Transition) -> NoReturn:
+        row = self.con.execute("SELECT status FROM runs WHERE id = ?", [change.run_id]).fetchone()
+        if row is None:
+            raise StoreError(f"no run {change.run_id}")
+        raise IllegalTransition(
+            f"run {change.run_id}: {row[0]} → {change.to} is not allowed ({change.reason})"
+        )
+
     def _record_attempt(
-        self, change: Transition, old: RunStatus, fields: dict[str, Any], now: float
+        self, change: Transition, old: RunStatus, run: Run, fields: dict[str, Any], now: float
     ) -> None:
         if change.to is RunStatus.STARTING:
             self.con.execute(
                 "INSERT INTO attempts (run_id, attempt, host, run_dir, started_at, status)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    change.run_id,
-                    fields["attempt"],
-                    fields["host"],
-                    fields["run_dir"],
-                    now,
-                    "starting",
-                ],
+                [run.id, run.attempt, run.host, run.run_dir, now, "starting"],
             )
             self.con.execute(
-                "INSERT INTO log_offsets VALUES (?, ?, 0, 0, 0)", [change.run_id, fields["attempt"]]
+                "INSERT INTO log_offsets VALUES (?, ?, 0, 0, 0)", [run.id, run.attempt]
             )
         elif old is not RunStatus.QUEUED and change.to is not RunStatus.ASSIGNED:
-            attempt = self.con.execute(
-                "SELECT attempt FROM runs WHERE id = ?", [change.run_id]
-            ).fetchone()[0]
             self.con.execute(
                 "UPDATE attempts SET status = ?, ended_at = ?, exit_code = ?, failure_class = ?,"
                 " reason = ? WHERE run_id = ? AND attempt = ?",
@@ -406,8 +450,8 @@ class Store:
                     fields.get("exit_code"),
                     fields.get("failure_class"),
                     change.reason,
-                    change.run_id,
-                    attempt,
+                    run.id,
+                    run.attempt,
                 ],
             )
 
@@ -500,6 +544,7 @@ def _run(row: tuple[Any, ...]) -> Run:
         capture,
         created,
         host,
+        requested,
         attempt,
         pid,
         started,
@@ -519,6 +564,7 @@ def _run(row: tuple[Any, ...]) -> Run:
         capture=tuple(json.loads(capture)),
         created_at=created,
         host=host,
+        requested_host=requested,
         attempt=attempt,
         pid=pid,
         started_at=started,

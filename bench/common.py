@@ -1,0 +1,56 @@
+"""Shared set-up for benchmarks: a throwaway project with its own daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from engine.client import Client, connect, probe
+from engine.config import load_config
+from engine.daemon import socket_path
+
+
+@contextlib.asynccontextmanager
+async def scratch_engine(max_jobs: int) -> AsyncIterator[tuple[Client, Path]]:
+    """A daemon on a fresh state directory, stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
+        root = Path(folder)
+        config = root / "hosts.toml"
+        config.write_text(f'[hosts.local]\nkind = "local"\nmax_jobs = {max_jobs}\n')
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sock = socket_path(load_config(config).state_dir)
+        try:
+            while await probe(sock) is None:
+                if daemon.poll() is not None:
+                    raise RuntimeError("the daemon did not start")
+                await asyncio.sleep(0.02)
+            client = await connect(config, start=False)
+            try:
+                yield client, root
+            finally:
+                await client.close()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+
+
+def timed(argv: list[str], **kwargs: object) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]
+    return time.perf_counter() - start
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ)

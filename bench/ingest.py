@@ -1,0 +1,61 @@
+"""Ingestion: one job prints 1,000,000 `@runyard` marker lines; how long until every point is
+queryable in the store. Compared in the same run with the floor: the same job writing the same
+lines to a file with no engine. Goal: at least 500,000 points/s."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import env, scratch_engine, timed  # noqa: E402
+from engine.model import JobSpec  # noqa: E402
+
+JOB = """
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+chunk = 10_000
+for start in range(0, n, chunk):
+    out.write("".join(f'@runyard {{"step": {i}, "loss": {1.0 / (i + 1):.6f}}}\\n' for i in range(start, min(n, start + chunk))))
+out.flush()
+"""
+
+
+async def main(lines: int) -> None:
+    async with scratch_engine(max_jobs=1) as (client, root):
+        job = root / "printer.py"
+        job.write_text(JOB)
+        with open(os.devnull, "w") as sink:
+            floor = timed([sys.executable, str(job), str(lines)], stdout=sink)
+        with open(root / "floor.log", "w") as sink:
+            floor_file = timed([sys.executable, str(job), str(lines)], stdout=sink)
+
+        start = time.perf_counter()
+        [run] = await client.submit([JobSpec(argv=(sys.executable, str(job), str(lines)), cwd=str(root), env=env())])
+        while True:
+            detail = await client.run(run.id)
+            stored = sum(m["count"] for m in detail.details["metrics"])
+            if stored >= lines and detail.run.status.terminal:
+                break
+            await asyncio.sleep(0.02)
+        engine = time.perf_counter() - start
+    rate = lines / engine
+    print(f"lines printed                 {lines:,}")
+    print(f"points stored                 {stored:,}  (exactly as printed: {stored == lines})")
+    print(f"floor: job alone, to /dev/null {floor:6.2f} s")
+    print(f"floor: job alone, to a file    {floor_file:6.2f} s")
+    print(f"engine: launch → all queryable {engine:6.2f} s")
+    print(f"throughput                    {rate:,.0f} points/s (goal ≥ 500,000)")
+    print(f"ratio engine / job-to-file    {engine / floor_file:.2f}×")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    asyncio.run(main(parser.parse_args().lines))
