@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import env, scratch_engine, timed  # noqa: E402
-from engine.model import JobSpec  # noqa: E402
+from bench.common import env, scratch_engine, timed
+from engine.model import JobSpec
 
 
 async def main(runs: int, slots: int) -> None:
@@ -32,7 +32,9 @@ async def main(runs: int, slots: int) -> None:
             await asyncio.sleep(0.01)
         engine = time.perf_counter() - start
         ok = sum(r.status == "succeeded" for r in await client.runs(limit=runs))
-    print(f"runs                          {runs} with {slots} slots ({ok} succeeded, last: {last.status})")
+    print(
+        f"runs                          {runs} with {slots} slots ({ok} succeeded, last: {last.status})"
+    )
     print(f"xargs -P {slots}                     {xargs:6.2f} s")
     print(f"engine                        {engine:6.2f} s")
     print(f"ratio engine / xargs          {engine / xargs:.2f}× (goal ≤ 1.3×)")

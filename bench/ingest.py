@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import env, scratch_engine, timed  # noqa: E402
-from engine.model import JobSpec  # noqa: E402
+from bench.common import env, scratch_engine, timed
+from engine.model import JobSpec
 
 JOB = """
 import sys
@@ -37,7 +37,9 @@ async def main(lines: int) -> None:
             floor_file = timed([sys.executable, str(job), str(lines)], stdout=sink)
 
         start = time.perf_counter()
-        [run] = await client.submit([JobSpec(argv=(sys.executable, str(job), str(lines)), cwd=str(root), env=env())])
+        [run] = await client.submit(
+            [JobSpec(argv=(sys.executable, str(job), str(lines)), cwd=str(root), env=env())]
+        )
         while True:
             detail = await client.run(run.id)
             stored = sum(m["count"] for m in detail.details["metrics"])

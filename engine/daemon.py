@@ -93,11 +93,6 @@ class Daemon:
     async def serve(self) -> None:
         from engine.server import make_app
 
-        if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-            # 3.11 waits for each child on a thread of its own; a pidfd needs none (3.12's default).
-            watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
-            asyncio.get_event_loop_policy().set_child_watcher(watcher)
         state_dir = self.config.state_dir
         prepare_state_dir(state_dir)
         lock = StateLock(state_dir)

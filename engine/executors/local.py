@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -20,7 +21,8 @@ POLL_S = 0.2
 class LocalExecutor(Executor):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self._children: dict[int, asyncio.subprocess.Process] = {}
+        # Our own children, kept so that we (not subprocess's cleanup) reap them and get the status.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     async def start(self, launch: Launch) -> Attempt:
         folder = Path(launch.attempt_dir)
@@ -28,17 +30,15 @@ class LocalExecutor(Executor):
         for name in ("checkpoints", "artifacts"):
             (folder.parent / name).mkdir(exist_ok=True)
         (folder / "output.log").touch()
-        proc = await asyncio.create_subprocess_exec(
-            "sh",
-            str(WRAPPER),
-            str(folder),
-            launch.cwd,
-            *launch.argv,
+        # Not an asyncio subprocess: asyncio kills a still-running child when its loop closes,
+        # and a run must outlive the daemon.
+        proc = subprocess.Popen(
+            ["sh", str(WRAPPER), str(folder), launch.cwd, *launch.argv],
             env=launch.env,
             cwd=folder,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._children[proc.pid] = proc
@@ -48,18 +48,16 @@ class LocalExecutor(Executor):
         if _exit_code_file(attempt).exists():
             return ProcessState.EXITED
         if attempt.pid in self._children:
-            return (
-                ProcessState.RUNNING
-                if self._children[attempt.pid].returncode is None
-                else ProcessState.GONE
-            )
+            running = self._children[attempt.pid].poll() is None
+            return ProcessState.RUNNING if running else ProcessState.GONE
         return ProcessState.RUNNING if _alive(attempt) else ProcessState.GONE
 
     async def wait(self, attempt: Attempt) -> ExitInfo:
         proc = self._children.get(attempt.pid)
         wrapper_signal = None
         if proc is not None:
-            code = await proc.wait()
+            await _wait_exit(attempt.pid, proc)
+            code = proc.wait()  # it has exited: this only reaps it
             del self._children[attempt.pid]
             wrapper_signal = -code if code < 0 else None
         else:
@@ -105,6 +103,30 @@ def _alive(attempt: Attempt) -> bool:
         return False
 
 
+async def _wait_exit(pid: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait for our own child to exit without reaping it: on a pidfd where Linux has them, else
+    on a thread."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        await asyncio.to_thread(proc.wait)
+        return
+    try:
+        await _readable(fd)
+    finally:
+        os.close(fd)
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+    try:
+        await ended
+    finally:
+        loop.remove_reader(fd)
+
+
 async def _wait_foreign(attempt: Attempt) -> None:
     """Wait for a process that is not our child (reattached after a daemon restart)."""
     try:
@@ -112,13 +134,9 @@ async def _wait_foreign(attempt: Attempt) -> None:
     except (AttributeError, OSError):
         fd = None
     if fd is not None and _alive(attempt):
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
         try:
-            await ended
+            await _readable(fd)
         finally:
-            loop.remove_reader(fd)
             os.close(fd)
         return
     if fd is not None:
