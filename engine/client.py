@@ -102,7 +102,11 @@ class Client:
         return await self._request("GET", "/status", DaemonStatus)
 
     async def submit(self, jobs: Sequence[JobSpec]) -> list[Run]:
-        body = ENCODER.encode(SubmitRequest(jobs=list(jobs)))
+        here = dict(os.environ)
+        filled = [
+            job if job.env is not None else msgspec.structs.replace(job, env=here) for job in jobs
+        ]
+        body = ENCODER.encode(SubmitRequest(jobs=filled))
         result = await self._request(
             "POST", "/runs", RunList, data=body, headers={"Content-Type": "application/json"}
         )

@@ -81,7 +81,7 @@ class JobSpec(msgspec.Struct, frozen=True):
     name: str | None = None
     seed: int | None = None
     capture: tuple[str, ...] = ()
-    env: dict[str, str] = {}
+    env: dict[str, str] | None = None  # None: the submitter's environment (the client fills it in)
     host: str | None = None
     resources: Resources = Resources()
 

@@ -160,7 +160,7 @@ class Supervisor:
             named.append((job, job.name or default_name(job.argv), seed))
         first = jobs[0]
         shared = await repro.submission_manifest(
-            first.cwd, first.argv, dict(first.env), self.config.state_dir, self.interpreters
+            first.cwd, first.argv, dict(first.env or {}), self.config.state_dir, self.interpreters
         )
         rows = [
             (job, name, seed, repro.run_manifest(shared, job.argv, seed))

@@ -396,3 +396,13 @@ async def test_the_manifest_records_code_interpreter_and_masks_secrets(
     assert manifest["env"]["PLAIN"] == "visible" and manifest["hostname"]
     shown = json.dumps((await client.run(run.id)).details)
     assert "hunter2" not in shown and "t0k" not in shown
+
+
+async def test_a_job_without_env_gets_the_submitters_environment(
+    client: Client, daemon: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNYARD_TEST_MARK", "from-the-submitter")
+    spec = JobSpec(argv=("sh", "-c", 'echo "$RUNYARD_TEST_MARK"'), cwd=str(daemon.folder))
+    [run] = await client.submit([spec])
+    await client.wait(run.id, 20)
+    assert (await client.log(run.id))[0] == b"from-the-submitter\n"

@@ -201,7 +201,7 @@ class Store:
                         job.cwd,
                         seed,
                         json.dumps(list(job.capture)),
-                        json.dumps(job.env),
+                        json.dumps(job.env or {}),
                         msgspec.json.encode(job.resources).decode(),
                         job.host,
                         now,
