@@ -40,13 +40,11 @@ async def main(lines: int) -> None:
         [run] = await client.submit(
             [JobSpec(argv=(sys.executable, str(job), str(lines)), cwd=str(root), env=env())]
         )
-        while True:
-            detail = await client.run(run.id)
-            stored = sum(m["count"] for m in detail.details["metrics"])
-            if stored >= lines and detail.run.status.terminal:
-                break
-            await asyncio.sleep(0.02)
+        # A run is finalised only after its last points are committed: ended means queryable.
+        await client.wait(run.id)
         engine = time.perf_counter() - start
+        detail = await client.run(run.id)
+        stored = sum(m["count"] for m in detail.details["metrics"])
     rate = lines / engine
     print(f"lines printed                 {lines:,}")
     print(f"points stored                 {stored:,}  (exactly as printed: {stored == lines})")

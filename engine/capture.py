@@ -7,6 +7,7 @@ import ast
 import json
 import re
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import msgspec
 
@@ -168,12 +169,15 @@ class Parser:
 
     def __init__(self, specs: Sequence[str] = ()) -> None:
         self.readers = readers_for(specs)
-        self._structs: dict[tuple[str, ...], type] = {}
+        self._structs: dict[tuple[str, ...], msgspec.json.Decoder] = {}
 
-    def parse(self, lines: Sequence[bytes], first_line: int, points: Points) -> int:
+    def parse(
+        self, lines: Sequence[bytes], first_line: int, points: Points, carriage_returns: bool = True
+    ) -> int:
         """Append the points of `lines` (numbered from `first_line`); returns the count of
-        malformed marker lines, which stay in the log and yield nothing."""
-        if self.readers or any(b"\r" in raw for raw in lines):
+        malformed marker lines, which stay in the log and yield nothing. A caller that knows no
+        line holds a carriage return says so, which spares a scan of every line."""
+        if self.readers or (carriage_returns and any(b"\r" in raw for raw in lines)):
             numbers, payloads = self._scan(lines, first_line, points)
         else:
             found = [i for i, raw in enumerate(lines) if raw.startswith(MARKER)]
@@ -219,8 +223,8 @@ class Parser:
         if not isinstance(first, dict) or not first:
             return False
         keys = tuple(first)
-        struct = self._structs.get(keys)
-        if struct is None:
+        decoder = self._structs.get(keys)
+        if decoder is None:
             if len(self._structs) > 64:
                 self._structs.clear()
             # Fields get positional names: JSON keys need not be Python identifiers.
@@ -232,15 +236,17 @@ class Parser:
                 "Marker",
                 fields,
                 forbid_unknown_fields=True,
+                gc=False,
                 rename={f"f{i}": k for i, k in enumerate(keys)},
             )
-            self._structs[keys] = struct
+            decoder = msgspec.json.Decoder(list[struct])
+            self._structs[keys] = decoder
         try:
-            rows = msgspec.json.decode(b"[" + b",".join(payloads) + b"]", type=list[struct])
+            rows = decoder.decode(b"[" + b",".join(payloads) + b"]")
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
         n = len(rows)
-        columns = {k: [getattr(r, f"f{i}") for r in rows] for i, k in enumerate(keys)}
+        columns = {k: list(map(attrgetter(f"f{i}"), rows)) for i, k in enumerate(keys)}
         steps = columns.pop("step", None) or [None] * n
         for key, values in columns.items():
             if None in values:

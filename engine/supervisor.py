@@ -285,46 +285,70 @@ class Supervisor:
 
     async def _ingest(self, active: Active, final: bool) -> None:
         """Read output.log on from the stored offset, store its points and the new offset in
-        one transaction, and stream the lines to subscribers."""
-        executor, attempt = active.executor, active.attempt
-        while True:
-            pos = active.position
-            if not final and await executor.output_size(attempt) <= pos.byte_offset:
-                return
-            data = await executor.read_output(attempt, pos.byte_offset, READ_CHUNK)
-            if not data:
-                return
-            end = data.rfind(b"\n") + 1
-            if final and len(data) < READ_CHUNK:
-                end = len(data)  # the run has ended: a last line without newline counts too
-            elif end == 0:
-                if len(data) < READ_CHUNK:
-                    return  # half a line: wait for the rest
-                end = len(data)  # one enormous line: take it in pieces rather than stall
-            block = data[:end]
-            lines = block.split(b"\n")
-            if block.endswith(b"\n"):
-                lines.pop()
-            points = Points()
-            bad = await asyncio.to_thread(active.parser.parse, lines, pos.lines, points)
-            batch = MetricBatch(
-                run_id=active.run.id,
-                attempt=active.number,
-                keys=points.keys,
-                steps=points.steps,
-                values=points.values,
-                wall_times=[time.time()] * len(points),
-                lines=points.lines,
-                byte_offset=pos.byte_offset + end,
-                line_count=pos.lines + len(lines),
-                bad_markers=pos.bad_markers + bad,
-            )
-            await self.db.call(self.store.ingest, batch)
-            active.position = LogPosition(batch.byte_offset, batch.line_count, batch.bad_markers)
-            self._publish_output(active, lines, points, pos.byte_offset)
+        one transaction per chunk, and stream the lines to subscribers. Parsing a chunk overlaps
+        with storing the one before it; chunks are stored in order."""
+        storing: asyncio.Task[None] | None = None
+        try:
+            while (chunk := await self._read_chunk(active, final)) is not None:
+                block, carriage_returns = chunk
+                pos = active.position
+                lines = block.split(b"\n")
+                if block.endswith(b"\n"):
+                    lines.pop()
+                points = Points()
+                bad = await asyncio.to_thread(
+                    active.parser.parse, lines, pos.lines, points, carriage_returns
+                )
+                batch = MetricBatch(
+                    run_id=active.run.id,
+                    attempt=active.number,
+                    keys=points.keys,
+                    steps=points.steps,
+                    values=points.values,
+                    wall_times=[time.time()] * len(points),
+                    lines=points.lines,
+                    byte_offset=pos.byte_offset + len(block),
+                    line_count=pos.lines + len(lines),
+                    bad_markers=pos.bad_markers + bad,
+                )
+                active.position = LogPosition(
+                    batch.byte_offset, batch.line_count, batch.bad_markers
+                )
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(
+                    self._store(active, batch, lines, points, pos.byte_offset)
+                )
+        finally:
+            if storing is not None:
+                await storing
+
+    async def _read_chunk(self, active: Active, final: bool) -> tuple[bytes, bool] | None:
+        """The next whole lines of output (and whether they hold a carriage return), or None."""
+        executor, attempt, offset = active.executor, active.attempt, active.position.byte_offset
+        if not final and await executor.output_size(attempt) <= offset:
+            return None
+        data = await executor.read_output(attempt, offset, READ_CHUNK)
+        if not data:
+            return None
+        end = data.rfind(b"\n") + 1
+        if final and len(data) < READ_CHUNK:
+            end = len(data)  # the run has ended: a last line without newline counts too
+        elif end == 0:
+            if len(data) < READ_CHUNK:
+                return None  # half a line: wait for the rest
+            end = len(data)  # one enormous line: take it in pieces rather than stall
+        block = data[:end]
+        return block, b"\r" in block
+
+    async def _store(
+        self, active: Active, batch: MetricBatch, lines: list[bytes], points: Points, start: int
+    ) -> None:
+        await self.db.call(self.store.ingest, batch)
+        self._publish_output(active, lines, points, start, batch.byte_offset)
 
     def _publish_output(
-        self, active: Active, lines: list[bytes], points: Points, start: int
+        self, active: Active, lines: list[bytes], points: Points, start: int, end: int
     ) -> None:
         if len(points):
             tail = slice(-EVENT_POINTS, None)
@@ -350,7 +374,7 @@ class Supervisor:
                     run_id=active.run.id,
                     attempt=active.number,
                     start=start,
-                    end=active.position.byte_offset,
+                    end=end,
                     lines=[b.decode("utf-8", "replace") for b in shown],
                     skipped=len(lines) - len(shown),
                 )
