@@ -108,25 +108,26 @@ def make_app(daemon: Daemon) -> web.Application:
     async def wait(request: web.Request) -> web.Response:
         """Answer when the run has ended (or after `timeout` seconds with its current state)."""
         run = await find(request)
-        timeout = float(request.query.get("timeout", "300"))
+        try:
+            timeout = float(request.query.get("timeout", "300"))
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         sub = Subscriber()
         daemon.bus.subscribers.add(sub)
         try:
-            run = await db.call(store.get_run, run.id)
-            deadline = asyncio.get_running_loop().time() + timeout
-            while not run.status.terminal:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
+            # The live view changes and publishes in one step: checked after subscribing, an end
+            # is either seen here or arrives as an event.
+            while run.id in sup.runs and (left := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
-                    while True:
-                        event = await asyncio.wait_for(sub.queue.get(), left)
-                        if getattr(event, "run", None) is not None and event.run.id == run.id:
-                            break
-                run = await db.call(store.get_run, run.id)
+                    await asyncio.wait_for(sub.queue.get(), left)
         finally:
             daemon.bus.subscribers.discard(sub)
-        return _json(run)
+        if run.id in sup.runs:
+            return _json(sup.runs[run.id])
+        await sup.flush()
+        return _json(await db.call(store.get_run, run.id))
 
     @routes.post(API + "/runs/{ref}/cancel")
     async def cancel(request: web.Request) -> web.Response:
@@ -223,6 +224,13 @@ def make_app(daemon: Daemon) -> web.Application:
             daemon.bus.subscribers.discard(sub)
         return ws
 
-    app = web.Application(client_max_size=64 * 2**20)
+    @web.middleware
+    async def consistent(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        """Every request but the event stream first lets the store catch up with the daemon."""
+        if request.path != f"{API}/events":
+            await sup.flush()
+        return await handler(request)
+
+    app = web.Application(client_max_size=64 * 2**20, middlewares=[consistent])
     app.add_routes(routes)
     return app

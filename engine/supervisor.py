@@ -14,15 +14,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from engine import repro
 from engine.capture import Parser, Points
 from engine.config import Config
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
-from engine.model import FailureClass, JobSpec, Run, RunStatus
+from engine.model import FailureClass, JobSpec, Run, RunStatus, can_transition
 from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged
 from engine.scheduler import HostSlots, QueuedJob, Snapshot, plan
-from engine.store import LogPosition, MetricBatch, StoreThread, Transition
+from engine.store import (
+    IllegalTransition,
+    LogPosition,
+    MetricBatch,
+    StoreThread,
+    Transition,
+    TransitionWriter,
+)
 
 LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
 READ_CHUNK = 8 * 2**20  # the most output read and ingested in one batch
@@ -102,7 +111,12 @@ class Supervisor:
                 self.executors[name] = LocalExecutor(host, workdir)
             else:
                 self.disabled[name] = "SSH hosts are not supported by this engine version yet"
+        # The daemon's live view of every unfinished run; the store follows it in batches.
+        self.runs: dict[int, Run] = {}
+        self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
+        self.queue: dict[int, None] = {}  # queued run ids, oldest first
         self.active: dict[int, Active] = {}
+        self.writer = TransitionWriter(db)
         self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -125,6 +139,11 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.writer.flush()
+
+    async def flush(self) -> None:
+        """Return once every transition so far is in the store (call before reading it)."""
+        await self.writer.flush()
 
     async def _loop(self) -> None:
         while True:
@@ -167,14 +186,16 @@ class Supervisor:
             for job, name, seed in named
         ]
         runs = await self.db.call(self.store.add_runs, rows)
-        for run in runs:
+        for run, job in zip(runs, jobs, strict=True):
+            self.runs[run.id] = run
+            self.envs[run.id] = job.env or {}
+            self.queue[run.id] = None
             self.bus.publish(RunChanged(run=run, previous=None, reason="submitted"))
         self.wake.set()
         return runs
 
     async def tick(self) -> None:
-        queued = await self.db.call(self.store.queued)
-        if not queued:
+        if not self.queue:
             return
         counts: dict[str, int] = {}
         for active in self.active.values():
@@ -190,17 +211,19 @@ class Supervisor:
                 )
                 for name, host in self.config.hosts.items()
             ),
-            queue=tuple(QueuedJob(run_id=i, requested_host=h) for i, h in queued),
+            queue=tuple(
+                QueuedJob(run_id=i, requested_host=self.runs[i].requested_host) for i in self.queue
+            ),
         )
         for assignment in plan(snapshot):
             await self._start(assignment.run_id, assignment.host, assignment.reason)
 
     async def _start(self, run_id: int, host: str, reason: str) -> None:
         executor = self.executors[host]
-        run, info = await self.db.call(self._launch_facts, run_id)
+        run = self.runs[run_id]
         number = run.attempt + 1
         run_dir = executor.run_dir(run.id)
-        await self._transition(
+        self._transition(
             [
                 Transition(run.id, RunStatus.ASSIGNED, reason, {"host": host}),
                 Transition(
@@ -216,13 +239,13 @@ class Supervisor:
             attempt=number,
             argv=run.argv,
             cwd=run.cwd,
-            env=run_env(info["env"], run, number, run_dir),
+            env=run_env(self.envs[run.id], run, number, run_dir),
             attempt_dir=executor.attempt_dir(run.id, number),
         )
         try:
             attempt = await executor.start(launch)
         except OSError as exc:
-            await self._transition(
+            self._transition(
                 [
                     Transition(
                         run.id,
@@ -242,7 +265,7 @@ class Supervisor:
             position=LogPosition(),
         )
         self.active[run.id] = active
-        changed = await self._transition(
+        changed = self._transition(
             [
                 Transition(
                     run.id,
@@ -260,11 +283,6 @@ class Supervisor:
         active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
 
     # --- following an attempt ----------------------------------------------------------------
-
-    def _launch_facts(self, run_id: int) -> tuple[Run, dict]:
-        run = self.store.get_run(run_id)
-        assert run is not None
-        return run, self.store.launch_info(run_id)
 
     async def _follow(self, active: Active) -> None:
         waiter = asyncio.create_task(active.executor.wait(active.attempt))
@@ -390,22 +408,22 @@ class Supervisor:
         fields = {"exit_code": ended.exit_code, "ended_at": time.time()}
         if failure is not None:
             fields["failure_class"] = failure.value
-        await self._transition([Transition(active.run.id, status, reason, fields)])
+        self._transition([Transition(active.run.id, status, reason, fields)])
 
     # --- cancel ------------------------------------------------------------------------------
 
     async def cancel(self, run: Run) -> Run:
         """Cancel a run: a queued one at once; a running one by SIGTERM to its process group,
         then SIGKILL after the grace period."""
+        run = self.runs.get(run.id, run)
         if run.status.terminal:
             raise SubmitError(f"run {run.id} already ended: {run.status}")
         active = self.active.get(run.id)
         if active is None:
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
-                changed = await self._transition(
+                return self._transition(
                     [Transition(run.id, RunStatus.CANCELLED, "cancelled by user while queued")]
-                )
-                return changed[0]
+                )[0]
             raise SubmitError(f"run {run.id} is {run.status} and not followed by this daemon")
         await self.db.call(self.store.request_cancel, run.id)
         await self._send_term(active)
@@ -419,36 +437,58 @@ class Supervisor:
     # --- reconciling after a restart ----------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Re-read every unfinished run from its files: finalise those that ended while no daemon
-        watched, reattach those still running, and mark the rest lost with the reason."""
-        unfinished = await self.db.call(
-            self.store.list_runs,
-            [RunStatus.ASSIGNED, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.UNREACHABLE],
-        )
-        for run in reversed(unfinished):
+        """Load every unfinished run and re-read it from its files: finalise those that ended
+        while no daemon watched, reattach those still running, adopt those the last daemon
+        started but did not get to record, and mark the rest lost with the reason."""
+        for run, env, pid_start, cancel in await self.db.call(self.store.unfinished):
+            self.runs[run.id] = run
+            self.envs[run.id] = env
+            if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
+                started = self._started_attempt(run)
+                if started is None:
+                    if run.status is RunStatus.ASSIGNED:
+                        self._transition(
+                            [
+                                Transition(
+                                    run.id,
+                                    RunStatus.QUEUED,
+                                    "daemon restarted before the run started",
+                                )
+                            ]
+                        )
+                    self.queue[run.id] = None
+                    continue
+                host, number = started
+                executor = self.executors[host]
+                chain = (
+                    []
+                    if run.status is RunStatus.ASSIGNED
+                    else [
+                        Transition(
+                            run.id,
+                            RunStatus.ASSIGNED,
+                            f"{host}: found started after a restart",
+                            {"host": host},
+                        )
+                    ]
+                )
+                chain.append(
+                    Transition(
+                        run.id,
+                        RunStatus.STARTING,
+                        f"attempt {number} found started on {host} after a restart",
+                        {"attempt": number, "host": host, "run_dir": executor.run_dir(run.id)},
+                    )
+                )
+                run = self._transition(chain)[-1]
             executor = self.executors.get(run.host or "")
-            if run.status is RunStatus.ASSIGNED:
-                await self._transition(
-                    [
-                        Transition(
-                            run.id, RunStatus.QUEUED, "daemon restarted before the run started"
-                        )
-                    ]
-                )
-                continue
             if executor is None:
-                await self._transition(
-                    [
-                        Transition(
-                            run.id, RunStatus.LOST, f"host {run.host!r} is no longer configured"
-                        )
-                    ]
-                )
+                why = f"host {run.host!r} is no longer configured"
+                self._transition([Transition(run.id, RunStatus.LOST, why)])
                 continue
-            info = await self.db.call(self.store.launch_info, run.id)
             folder = Path(executor.attempt_dir(run.id, run.attempt))
             pid = run.pid or _read_pid(folder)
-            attempt = Attempt(str(folder), pid or 0, info["pid_start_time"])
+            attempt = Attempt(str(folder), pid or 0, pid_start)
             state = (
                 await executor.probe(attempt) if pid or (folder / "exit_code").exists() else None
             )
@@ -456,25 +496,17 @@ class Supervisor:
                 why = (
                     f"process {pid} is gone and left no exit code"
                     if pid
-                    else "the daemon stopped before the run's process started"
+                    else "the daemon stopped while starting it, before its process recorded a pid"
                 )
-                await self._transition(
+                self._transition(
                     [Transition(run.id, RunStatus.LOST, why, {"ended_at": time.time()})]
                 )
                 continue
             if run.status is not RunStatus.RUNNING:
-                run = (
-                    await self._transition(
-                        [
-                            Transition(
-                                run.id,
-                                RunStatus.RUNNING,
-                                "reattached after daemon restart",
-                                {"pid": pid},
-                            )
-                        ]
-                    )
-                )[0]
+                reattached = Transition(
+                    run.id, RunStatus.RUNNING, "reattached after daemon restart", {"pid": pid}
+                )
+                run = self._transition([reattached])[0]
             position = await self.db.call(self.store.log_position, run.id, run.attempt)
             active = Active(
                 run=run,
@@ -483,7 +515,7 @@ class Supervisor:
                 number=run.attempt,
                 parser=Parser(run.capture),
                 position=position,
-                cancel_requested=info["cancel_requested"],
+                cancel_requested=cancel,
             )
             self.active[run.id] = active
             if state is ProcessState.EXITED:
@@ -492,12 +524,56 @@ class Supervisor:
             if active.cancel_requested:
                 await self._send_term(active)
             active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
+        await self.writer.flush()
 
-    async def _transition(self, changes: list[Transition]) -> list[Run]:
-        done = await self.db.call(self.store.apply_transitions, changes)
-        for (run, old), change in zip(done, changes, strict=True):
-            self.bus.publish(RunChanged(run=run, previous=old, reason=change.reason))
-        return [run for run, _ in done]
+    def _started_attempt(self, run: Run) -> tuple[str, int] | None:
+        """The host on which the next attempt of a queued run already has its folder: the last
+        daemon started it and stopped before the store heard of it."""
+        number = run.attempt + 1
+        for name, executor in self.executors.items():
+            if Path(executor.attempt_dir(run.id, number)).is_dir():
+                return name, number
+        return None
+
+    def _transition(self, changes: list[Transition]) -> list[Run]:
+        """The one place a run changes status: checked against the life cycle, applied to the
+        daemon's live view, published, and queued for the store (which checks it again)."""
+        status: dict[int, RunStatus] = {}
+        for change in changes:
+            run = self.runs.get(change.run_id)
+            if run is None:
+                raise IllegalTransition(f"run {change.run_id} has ended or does not exist")
+            old = status.get(change.run_id, run.status)
+            if not can_transition(old, change.to):
+                raise IllegalTransition(
+                    f"run {change.run_id}: {old} → {change.to} is not allowed ({change.reason})"
+                )
+            status[change.run_id] = change.to
+        changed = []
+        for change in changes:
+            old_run = self.runs[change.run_id]
+            fields = {k: v for k, v in change.fields.items() if k in _RUN_FIELDS}
+            if "failure_class" in fields and fields["failure_class"] is not None:
+                fields["failure_class"] = FailureClass(fields["failure_class"])
+            if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
+                fields.setdefault("reason", change.reason)
+            run = msgspec.structs.replace(old_run, status=change.to, **fields)
+            if change.to.terminal:
+                del self.runs[run.id]
+                self.envs.pop(run.id, None)
+            else:
+                self.runs[run.id] = run
+            if change.to is RunStatus.QUEUED:
+                self.queue[run.id] = None
+            else:
+                self.queue.pop(run.id, None)
+            changed.append(run)
+            self.bus.publish(RunChanged(run=run, previous=old_run.status, reason=change.reason))
+        self.writer.add(changes)
+        return changed
+
+
+_RUN_FIELDS = frozenset(Run.__struct_fields__)
 
 
 def classify(

@@ -106,6 +106,9 @@ class Project:
 
     def cleanup(self) -> None:
         self.kill_daemon(signal.SIGTERM)
+        log = self.folder / "daemon-test.log"
+        if log.exists() and "Traceback" in (text := log.read_text(errors="replace")):
+            print(f"--- the daemon's log ({log}) ---\n{text}", file=sys.stderr)
         for pid in self.run_pids():  # run process groups this test started, by their pids
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

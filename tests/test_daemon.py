@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -86,21 +87,31 @@ async def test_the_event_stream_carries_status_metrics_logs_and_samples(
     client: Client, daemon: Project
 ) -> None:
     seen: dict[str, list] = {"run": [], "metrics": [], "log": [], "sample": []}
+    stream = client.events()
+
+    async def collect() -> None:
+        async for batch in stream:
+            for event in batch:
+                seen.setdefault(type(event).__struct_config__.tag, []).append(event)
+
+    collector = asyncio.create_task(collect())
+    await wait_until(lambda: seen["sample"], what="the stream to be live (a host sample)")
     [run] = await client.submit([ticker(daemon, 40, 0.05)])
-    stream = client.events(logs=[run.id])
-    async for batch in stream:
-        for event in batch:
-            kind = type(event).__struct_config__.tag
-            seen.setdefault(kind, []).append(event)
-        ended = [e for e in seen["run"] if e.run.id == run.id and e.run.status.terminal]
-        if ended and seen["sample"] and seen["log"]:
-            break
-    await stream.aclose()
-    assert {e.run.status for e in seen["run"] if e.run.id == run.id} >= {
+    await client.follow_logs([run.id])
+    await wait_until(
+        lambda: any(e.run.id == run.id and e.run.status.terminal for e in seen["run"]),
+        what="the run's end on the stream",
+    )
+    collector.cancel()
+    statuses = [e.run.status for e in seen["run"] if e.run.id == run.id]
+    assert statuses == [
+        RunStatus.QUEUED,
+        RunStatus.ASSIGNED,
+        RunStatus.STARTING,
         RunStatus.RUNNING,
         RunStatus.SUCCEEDED,
-    }
-    assert sum(e.count for e in seen["metrics"] if e.run_id == run.id) > 0
+    ]
+    assert sum(e.count for e in seen["metrics"] if e.run_id == run.id) == 80
     lines = [line for e in seen["log"] for line in e.lines]
     assert any(line.startswith("plain line") for line in lines)
     assert seen["sample"][0].sample.host == "local" and seen["sample"][0].sample.cpu_per_core

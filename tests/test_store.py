@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.model import JobSpec, RunStatus
+from engine.model import HostSample, JobSpec, RunStatus
 from engine.store import (
     SCHEMA_VERSION,
     IllegalTransition,
@@ -137,3 +137,22 @@ def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> Non
     with pytest.raises(duckdb.Error):
         store.ingest(broken)
     assert store.metric_count(run_id) == n  # the batch's points were rolled back with it
+
+
+def test_bulk_writes_after_single_row_reads_work(store: Store) -> None:
+    """DuckDB refuses a bulk insert on a connection whose last result was left half-read; every
+    store read must leave it clean (host samples are inserted with no transaction around them)."""
+    run_id = queue_one(store)
+    start(store, run_id)
+    sample = HostSample("local", 1.0, 5.0, (5.0,), 1.0, 2.0)
+    reads = (
+        lambda: store.get_run(run_id),
+        lambda: store.find_run("r"),
+        lambda: store.log_position(run_id, 1),
+        lambda: store.run_details(run_id),
+        lambda: store.schema_version(),
+    )
+    for read in reads:
+        read()
+        store.append_host_samples([sample])
+    assert store.host_sample_count("local") == len(reads)

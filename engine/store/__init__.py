@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "StoreThread",
     "Transition",
+    "TransitionWriter",
 ]
 
 
@@ -48,3 +50,37 @@ class StoreThread:
     def close(self) -> None:
         self._pool.submit(self.store.close).result()
         self._pool.shutdown(wait=True)
+
+
+class TransitionWriter:
+    """Writes status transitions to the store in batches: each within `delay` seconds of
+    happening, many in one transaction. `flush()` returns once everything added before it is
+    committed; readers call it first, so they never see the store behind the daemon."""
+
+    def __init__(self, db: StoreThread, delay: float = 0.02) -> None:
+        self.db = db
+        self.delay = delay
+        self.pending: list[Transition] = []
+        self._lock = asyncio.Lock()
+        self._scheduled: asyncio.Task[None] | None = None
+
+    def add(self, changes: list[Transition]) -> None:
+        self.pending.extend(changes)
+        if self._scheduled is None or self._scheduled.done():
+            self._scheduled = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.delay)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    await self.db.call(self.db.store.apply_transitions, batch)
+                except StoreError as exc:  # the daemon checked them first: this is a bug, say so
+                    print(
+                        f"engine: the store refused {len(batch)} transitions: {exc}",
+                        file=sys.stderr,
+                    )

@@ -6,12 +6,11 @@ read-write process per file.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import duckdb
 import msgspec
@@ -39,6 +38,25 @@ class IllegalTransition(StoreError):
 _RUN_COLUMNS = (
     "id, name, status, argv, cwd, seed, capture, created_at, host, requested_host, attempt, pid, "
     "started_at, ended_at, exit_code, failure_class, reason, run_dir"
+)
+_EVENTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("time", pa.float64()),
+        ("from_status", pa.string()),
+        ("to_status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+_ATTEMPT_START_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("attempt", pa.int32()),
+        ("host", pa.string()),
+        ("run_dir", pa.string()),
+        ("started_at", pa.float64()),
+        ("status", pa.string()),
+    ]
 )
 _METRICS_SCHEMA = pa.schema(
     [
@@ -68,19 +86,14 @@ _TRANSITION_FIELDS = frozenset(
 )
 
 
-# For each status, the statuses a run may come to it from.
-_PREDECESSORS: dict[RunStatus, list[str]] = {
-    to: [old.value for old in RunStatus if can_transition(old, to)] for to in RunStatus
-}
-
-
 class Transition(msgspec.Struct, frozen=True):
-    """One requested status change of one run, with its reason and the columns it sets."""
+    """One status change of one run, with its reason, the columns it sets, and when it happened."""
 
     run_id: int
     to: RunStatus
     reason: str
     fields: dict[str, Any] = {}
+    time: float = msgspec.field(default_factory=time.time)
 
 
 class MetricBatch(msgspec.Struct):
@@ -128,7 +141,7 @@ class Store:
     def _migrate(self) -> None:
         con = self.con
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        row = self._one("SELECT max(version) FROM schema_version")
         current = row[0] or 0
         if current > SCHEMA_VERSION:
             raise StoreError(
@@ -146,7 +159,7 @@ class Store:
                 raise
 
     def schema_version(self) -> int:
-        return self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        return self._one("SELECT max(version) FROM schema_version")[0]
 
     # --- hosts ----------------------------------------------------------------------------
 
@@ -175,9 +188,7 @@ class Store:
         self._insert_arrow("host_samples", table)
 
     def host_sample_count(self, host: str) -> int:
-        return self.con.execute(
-            "SELECT count(*) FROM host_samples WHERE host = ?", [host]
-        ).fetchone()[0]
+        return self._one("SELECT count(*) FROM host_samples WHERE host = ?", [host])[0]
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -187,7 +198,7 @@ class Store:
         now = time.time()
         runs = []
         with self._transaction():
-            first = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM runs").fetchone()[0]
+            first = self._one("SELECT coalesce(max(id), 0) + 1 FROM runs")[0]
             for i, (job, name, seed, manifest) in enumerate(jobs):
                 run_id = first + i
                 self.con.execute(
@@ -227,24 +238,17 @@ class Store:
                 )
         return runs
 
-    def queued(self) -> list[tuple[int, str | None]]:
-        """Queued runs, oldest first, as (id, requested host): what the planner needs."""
-        return self.con.execute(
-            "SELECT id, requested_host FROM runs WHERE status = ? ORDER BY id",
-            [RunStatus.QUEUED.value],
-        ).fetchall()
-
     def get_run(self, run_id: int) -> Run | None:
-        row = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id]).fetchone()
+        row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
         return _run(row) if row else None
 
     def find_run(self, ref: str) -> Run | None:
         """A run by id, or by name when exactly one run has it (the newest otherwise)."""
         if ref.isdigit():
             return self.get_run(int(ref))
-        row = self.con.execute(
+        row = self._one(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]
-        ).fetchone()
+        )
         return _run(row) if row else None
 
     def list_runs(
@@ -267,11 +271,11 @@ class Store:
 
     def run_details(self, run_id: int) -> dict[str, Any]:
         """What `engine show` tells beyond the run row: env, manifest, attempts, events, metric keys."""
-        env, resources, manifest, pid_start, requested, cancel = self.con.execute(
+        env, resources, manifest, pid_start, requested, cancel = self._one(
             "SELECT env, resources, manifest, pid_start_time, requested_host, cancel_requested"
             " FROM runs WHERE id = ?",
             [run_id],
-        ).fetchone()
+        )
         attempts = [
             dict(
                 zip(
@@ -312,9 +316,9 @@ class Store:
                 [run_id],
             ).fetchall()
         ]
-        bad = self.con.execute(
+        bad = self._one(
             "SELECT coalesce(sum(bad_markers), 0) FROM log_offsets WHERE run_id = ?", [run_id]
-        ).fetchone()[0]
+        )[0]
         return {
             "env": json.loads(env),
             "resources": json.loads(resources),
@@ -328,140 +332,109 @@ class Store:
             "bad_markers": int(bad),
         }
 
-    def launch_info(self, run_id: int) -> dict[str, Any]:
-        """What the supervisor needs to start or reattach a run."""
-        row = self.con.execute(
-            "SELECT env, resources, requested_host, pid_start_time, cancel_requested"
-            " FROM runs WHERE id = ?",
-            [run_id],
-        ).fetchone()
-        env, resources, requested, pid_start, cancel = row
-        return {
-            "env": json.loads(env),
-            "resources": json.loads(resources),
-            "requested_host": requested,
-            "pid_start_time": pid_start,
-            "cancel_requested": cancel,
-        }
-
     def request_cancel(self, run_id: int) -> None:
         self.con.execute("UPDATE runs SET cancel_requested = true WHERE id = ?", [run_id])
 
-    def apply_transitions(self, changes: Sequence[Transition]) -> list[tuple[Run, RunStatus]]:
-        """Apply status changes in one transaction; each writes an events row with its reason.
-
-        Returns each changed run with its previous status. Raises IllegalTransition, changing
-        nothing, when any change is not allowed by the life cycle."""
+    def apply_transitions(self, changes: Sequence[Transition]) -> None:
+        """Apply status changes, in order, in one transaction; each writes an events row with its
+        reason. Raises IllegalTransition, changing nothing, when any change is not allowed by
+        the life cycle (checked against the run's status as the changes before it left it)."""
         if not changes:
-            return []
-        now = time.time()
-        done = []
-        with self._transaction():
-            i = 0
-            while i < len(changes):
-                # Consecutive changes of one run (assigned → starting) become one UPDATE.
-                chain = [changes[i]]
-                while (
-                    i + len(chain) < len(changes)
-                    and changes[i + len(chain)].run_id == chain[0].run_id
-                ):
-                    chain.append(changes[i + len(chain)])
-                i += len(chain)
-                done.extend(self._apply_chain(chain, now))
-        return done
-
-    def _apply_chain(self, chain: list[Transition], now: float) -> list[tuple[Run, RunStatus]]:
-        first = chain[0]
-        for change in chain:
+            return
+        ids = sorted({c.run_id for c in changes})
+        marks = ", ".join("?" for _ in ids)
+        rows = self.con.execute(
+            f"SELECT id, status, attempt FROM runs WHERE id IN ({marks})", ids
+        ).fetchall()
+        status = {i: RunStatus(s) for i, s, _ in rows}
+        attempt = {i: a for i, _, a in rows}
+        events: list[tuple[int, float, str, str, str]] = []
+        updates: dict[int, dict[str, Any]] = {}
+        starts, ends = [], []
+        for change in changes:
+            if change.run_id not in status:
+                raise StoreError(f"no run {change.run_id}")
+            old = status[change.run_id]
+            if not can_transition(old, change.to):
+                raise IllegalTransition(
+                    f"run {change.run_id}: {old} → {change.to} is not allowed ({change.reason})"
+                )
             unknown = set(change.fields) - _TRANSITION_FIELDS
             if unknown:
                 raise StoreError(f"a transition cannot set {sorted(unknown)}")
-        allowed = _PREDECESSORS[first.to]
-        marks = ", ".join("?" for _ in allowed) or "NULL"
-        # The first event row records the old status, and is written only if the move is legal.
-        row = self.con.execute(
-            "INSERT INTO events SELECT id, ?, status, ?, ? FROM runs"
-            f" WHERE id = ? AND status IN ({marks}) RETURNING from_status",
-            [now, first.to.value, first.reason, first.run_id, *allowed],
-        ).fetchone()
-        if row is None:
-            self._refuse(first)
-        olds = [RunStatus(row[0])]
-        fields: dict[str, Any] = {}
-        for prev, change in itertools.pairwise(chain):
-            if not can_transition(prev.to, change.to):
-                raise IllegalTransition(
-                    f"run {change.run_id}: {prev.to} → {change.to} is not allowed ({change.reason})"
-                )
-            olds.append(prev.to)
-        if len(chain) > 1:
-            self.con.execute(
-                "INSERT INTO events VALUES " + ", ".join("(?, ?, ?, ?, ?)" for _ in chain[1:]),
-                [
-                    v
-                    for old, c in zip(olds[1:], chain[1:], strict=True)
-                    for v in (c.run_id, now, old.value, c.to.value, c.reason)
-                ],
-            )
-        for change in chain:
+            status[change.run_id] = change.to
+            events.append((change.run_id, change.time, old.value, change.to.value, change.reason))
+            fields = updates.setdefault(change.run_id, {})
             fields.update(change.fields)
+            fields["status"] = change.to.value
             if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
                 fields["reason"] = change.fields.get("reason", change.reason)
-        last = chain[-1]
-        fields["status"] = last.to.value
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        run = _run(
-            self.con.execute(
-                f"UPDATE runs SET {sets} WHERE id = ? RETURNING {_RUN_COLUMNS}",
-                [*fields.values(), last.run_id],
-            ).fetchone()
-        )
-        for old, change in zip(olds, chain, strict=True):
-            self._record_attempt(change, old, run, fields, now)
-        return [(run, old) for old in olds]
+            if change.to is RunStatus.STARTING:
+                attempt[change.run_id] = change.fields["attempt"]
+                starts.append(
+                    (
+                        change.run_id,
+                        change.fields["attempt"],
+                        change.fields["host"],
+                        change.fields["run_dir"],
+                        change.time,
+                        "starting",
+                    )
+                )
+            elif (
+                change.to not in (RunStatus.ASSIGNED, RunStatus.RUNNING)
+                and old is not RunStatus.QUEUED
+            ):
+                ends.append(
+                    [
+                        change.to.value,
+                        change.fields.get("ended_at") if change.to.terminal else None,
+                        change.fields.get("exit_code"),
+                        change.fields.get("failure_class"),
+                        change.reason,
+                        change.run_id,
+                        attempt[change.run_id],
+                    ]
+                )
+        with self._transaction():
+            self._insert_arrow(
+                "events", pa.table(list(zip(*events, strict=True)), schema=_EVENTS_SCHEMA)
+            )
+            for run_id, fields in updates.items():
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                self.con.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+            if starts:
+                self._insert_arrow(
+                    "attempts (run_id, attempt, host, run_dir, started_at, status)",
+                    pa.table(list(zip(*starts, strict=True)), schema=_ATTEMPT_START_SCHEMA),
+                )
+            for end in ends:
+                self.con.execute(
+                    "UPDATE attempts SET status = ?, ended_at = ?, exit_code = ?, failure_class = ?,"
+                    " reason = ? WHERE run_id = ? AND attempt = ?",
+                    end,
+                )
 
-    def _refuse(self, change: Transition) -> NoReturn:
-        row = self.con.execute("SELECT status FROM runs WHERE id = ?", [change.run_id]).fetchone()
-        if row is None:
-            raise StoreError(f"no run {change.run_id}")
-        raise IllegalTransition(
-            f"run {change.run_id}: {row[0]} → {change.to} is not allowed ({change.reason})"
-        )
-
-    def _record_attempt(
-        self, change: Transition, old: RunStatus, run: Run, fields: dict[str, Any], now: float
-    ) -> None:
-        if change.to is RunStatus.STARTING:
-            self.con.execute(
-                "INSERT INTO attempts (run_id, attempt, host, run_dir, started_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [run.id, run.attempt, run.host, run.run_dir, now, "starting"],
-            )
-            self.con.execute(
-                "INSERT INTO log_offsets VALUES (?, ?, 0, 0, 0)", [run.id, run.attempt]
-            )
-        elif old is not RunStatus.QUEUED and change.to is not RunStatus.ASSIGNED:
-            self.con.execute(
-                "UPDATE attempts SET status = ?, ended_at = ?, exit_code = ?, failure_class = ?,"
-                " reason = ? WHERE run_id = ? AND attempt = ?",
-                [
-                    change.to.value,
-                    fields.get("ended_at") if change.to.terminal else None,
-                    fields.get("exit_code"),
-                    fields.get("failure_class"),
-                    change.reason,
-                    run.id,
-                    run.attempt,
-                ],
-            )
+    def unfinished(self) -> list[tuple[Run, dict[str, str], float | None, bool]]:
+        """Every run that has not ended, oldest first, with its launch environment, the start
+        time of its process, and whether a cancel was asked for."""
+        rows = self.con.execute(
+            f"SELECT {_RUN_COLUMNS}, env, pid_start_time, cancel_requested FROM runs"
+            " WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost')"
+            " ORDER BY id"
+        ).fetchall()
+        envs: dict[str, dict[str, str]] = {}  # runs of one submission share one environment
+        return [
+            (_run(r[:-3]), envs.setdefault(r[-3], json.loads(r[-3])), r[-2], r[-1]) for r in rows
+        ]
 
     # --- output and metrics ---------------------------------------------------------------
 
     def log_position(self, run_id: int, attempt: int) -> LogPosition:
-        row = self.con.execute(
+        row = self._one(
             "SELECT byte_offset, lines, bad_markers FROM log_offsets WHERE run_id = ? AND attempt = ?",
             [run_id, attempt],
-        ).fetchone()
+        )
         return LogPosition(*row) if row else LogPosition()
 
     def ingest(self, batch: MetricBatch) -> None:
@@ -483,14 +456,13 @@ class Store:
                 )
                 self._insert_arrow("metrics", table)
             self.con.execute(
-                "UPDATE log_offsets SET byte_offset = ?, lines = ?, bad_markers = ?"
-                " WHERE run_id = ? AND attempt = ?",
+                "INSERT OR REPLACE INTO log_offsets VALUES (?, ?, ?, ?, ?)",
                 [
+                    batch.run_id,
+                    batch.attempt,
                     batch.byte_offset,
                     batch.line_count,
                     batch.bad_markers,
-                    batch.run_id,
-                    batch.attempt,
                 ],
             )
 
@@ -505,16 +477,21 @@ class Store:
         return [dict(zip(names, r, strict=True)) for r in self.con.execute(sql, args).fetchall()]
 
     def metric_count(self, run_id: int) -> int:
-        return self.con.execute(
-            "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]
-        ).fetchone()[0]
+        return self._one("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])[0]
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _insert_arrow(self, table_name: str, table: pa.Table) -> None:
+    def _one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query, reading the result to its end: DuckDB refuses further work
+        on a connection whose last result was left half-read."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
+    def _insert_arrow(self, target: str, table: pa.Table) -> None:
+        """One bulk insert of an Arrow table into `target` (a table, optionally with columns)."""
         self.con.register("_incoming", table)
         try:
-            self.con.execute(f"INSERT INTO {table_name} SELECT * FROM _incoming")
+            self.con.execute(f"INSERT INTO {target} SELECT * FROM _incoming")
         finally:
             self.con.unregister("_incoming")
 
