@@ -1,48 +1,72 @@
 """Dispatch: 200 runs of `python -c pass` through the engine with 2 concurrent slots, against
-`xargs -P 2` running the same commands, in the same run. Goal: at most 1.3× xargs' wall time."""
+`xargs -P 2` running the same commands, in the same run. Rounds alternate between the two and
+the medians are compared. Goal: at most 1.3× xargs' wall time."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import env, scratch_engine, timed
+from bench.common import scratch_engine, timed
 from engine.model import JobSpec
+from engine.protocol import RunChanged
 
 
-async def main(runs: int, slots: int) -> None:
-    commands = "\n".join(["pass"] * runs) + "\n"
-    xargs = timed(
-        ["xargs", "-P", str(slots), "-I{}", sys.executable, "-c", "{}"],
-        input=commands.encode(),
-        stdout=subprocess.DEVNULL,
-    )
+async def main(runs: int, slots: int, rounds: int) -> None:
+    commands = ("pass\n" * runs).encode()
+    xargs_times, engine_times, cpu_per_run = [], [], []
     async with scratch_engine(max_jobs=slots) as (client, root):
-        spec = JobSpec(argv=(sys.executable, "-c", "pass"), cwd=str(root), env=env())
-        start = time.perf_counter()
-        submitted = await client.submit([spec] * runs)
-        last = await client.wait(submitted[-1].id)
-        while not all(r.status.terminal for r in await client.runs(limit=runs)):
-            await asyncio.sleep(0.01)
-        engine = time.perf_counter() - start
-        ok = sum(r.status == "succeeded" for r in await client.runs(limit=runs))
-    print(
-        f"runs                          {runs} with {slots} slots ({ok} succeeded, last: {last.status})"
-    )
-    print(f"xargs -P {slots}                     {xargs:6.2f} s")
-    print(f"engine                        {engine:6.2f} s")
+        daemon = psutil.Process((await client.status()).pid)
+        spec = JobSpec(argv=(sys.executable, "-c", "pass"), cwd=str(root))
+        for _ in range(rounds):
+            xargs_times.append(
+                timed(
+                    ["xargs", "-P", str(slots), "-I{}", sys.executable, "-c", "{}"],
+                    input=commands,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            stream = client.events()
+            await anext(stream)  # subscribed: a host sample arrives each second
+            cpu = daemon.cpu_times()
+            start = time.perf_counter()
+            ids = {run.id for run in await client.submit([spec] * runs)}
+            async for batch in stream:  # the end of each run, as the TUI sees it
+                for event in batch:
+                    if isinstance(event, RunChanged) and event.run.status.terminal:
+                        assert event.run.status == "succeeded", event.run
+                        ids.discard(event.run.id)
+                if not ids:
+                    break
+            engine_times.append(time.perf_counter() - start)
+            await stream.aclose()
+            used = daemon.cpu_times()
+            cpu_per_run.append((used.user + used.system - cpu.user - cpu.system) / runs)
+    xargs, engine = statistics.median(xargs_times), statistics.median(engine_times)
+    print(f"runs                          {runs} with {slots} slots, {rounds} rounds (medians)")
+    print(f"xargs -P {slots}                     {xargs:6.2f} s  {_spread(xargs_times)}")
+    print(f"engine                        {engine:6.2f} s  {_spread(engine_times)}")
+    print(f"daemon CPU per run            {statistics.median(cpu_per_run) * 1000:6.1f} ms")
     print(f"ratio engine / xargs          {engine / xargs:.2f}× (goal ≤ 1.3×)")
+
+
+def _spread(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.slots))
+    asyncio.run(main(args.runs, args.slots, args.rounds))

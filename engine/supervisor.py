@@ -344,7 +344,7 @@ class Supervisor:
     async def _read_chunk(self, active: Active, final: bool) -> tuple[bytes, bool] | None:
         """The next whole lines of output (and whether they hold a carriage return), or None."""
         executor, attempt, offset = active.executor, active.attempt, active.position.byte_offset
-        if not final and await executor.output_size(attempt) <= offset:
+        if await executor.output_size(attempt) <= offset:
             return None
         data = await executor.read_output(attempt, offset, READ_CHUNK)
         if not data:
@@ -399,9 +399,11 @@ class Supervisor:
             )
 
     async def _finish(self, active: Active, ended: ExitInfo) -> None:
-        tail = await active.executor.read_output(
-            active.attempt, max(0, active.position.byte_offset - 4096), 4096
-        )
+        tail = b""
+        if ended.exit_code != 0 or active.cancel_requested:  # only failures are read for why
+            tail = await active.executor.read_output(
+                active.attempt, max(0, active.position.byte_offset - 4096), 4096
+            )
         status, failure, reason = classify(
             ended, tail.decode("utf-8", "replace"), active.run.argv, active.cancel_requested
         )
@@ -421,9 +423,11 @@ class Supervisor:
         active = self.active.get(run.id)
         if active is None:
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
-                return self._transition(
+                cancelled = self._transition(
                     [Transition(run.id, RunStatus.CANCELLED, "cancelled by user while queued")]
                 )[0]
+                await self.writer.flush()  # no file records this one: it must be stored now
+                return cancelled
             raise SubmitError(f"run {run.id} is {run.status} and not followed by this daemon")
         await self.db.call(self.store.request_cancel, run.id)
         await self._send_term(active)

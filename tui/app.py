@@ -58,10 +58,6 @@ class RunyardApp(App[int]):
         self.set_interval(1.0, self.query_one(RunsTable).tick)
         self.follow_engine()
 
-    async def on_unmount(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-
     # --- the daemon ------------------------------------------------------------------------
 
     @work(exclusive=True, group="engine")
@@ -81,6 +77,9 @@ class RunyardApp(App[int]):
                 message=f"runyard: the daemon sent an event this version cannot read ({exc}); "
                 "it may be from another Runyard version: `engine stop`, then start runyard again",
             )
+        finally:  # also when the app exits and cancels this worker
+            if self.client is not None:
+                await self.client.close()
 
     async def load_state(self) -> None:
         assert self.client is not None

@@ -26,10 +26,10 @@ class LocalExecutor(Executor):
 
     async def start(self, launch: Launch) -> Attempt:
         folder = Path(launch.attempt_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("checkpoints", "artifacts"):
-            (folder.parent / name).mkdir(exist_ok=True)
-        (folder / "output.log").touch()
+        os.makedirs(folder, exist_ok=True)
+        for name in ("checkpoints", "artifacts"):  # per run, kept across attempts
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder.parent / name)
         # Not an asyncio subprocess: asyncio kills a still-running child when its loop closes,
         # and a run must outlive the daemon.
         proc = subprocess.Popen(

@@ -55,27 +55,35 @@ class StoreThread:
 class TransitionWriter:
     """Writes status transitions to the store in batches: each within `delay` seconds of
     happening, many in one transaction. `flush()` returns once everything added before it is
-    committed; readers call it first, so they never see the store behind the daemon."""
+    committed; readers call it first, so they never see the store behind the daemon. What a
+    crash loses of a batch, the daemon restores from the run folders when it starts again."""
 
-    def __init__(self, db: StoreThread, delay: float = 0.02) -> None:
+    def __init__(self, db: StoreThread, delay: float = 0.25) -> None:
         self.db = db
         self.delay = delay
         self.pending: list[Transition] = []
+        self.added = 0  # transitions ever added
+        self.committed = 0  # of those, how many are written (or refused)
         self._lock = asyncio.Lock()
-        self._scheduled: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def add(self, changes: list[Transition]) -> None:
         self.pending.extend(changes)
-        if self._scheduled is None or self._scheduled.done():
-            self._scheduled = asyncio.create_task(self._flush_soon())
+        self.added += len(changes)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._timed_flush)
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.delay)
-        await self.flush()
+    def _timed_flush(self) -> None:
+        self._timer = None
+        task = asyncio.create_task(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def flush(self) -> None:
+        target = self.added
         async with self._lock:
-            while self.pending:
+            while self.committed < target:
                 batch, self.pending = self.pending, []
                 try:
                     await self.db.call(self.db.store.apply_transitions, batch)
@@ -84,3 +92,4 @@ class TransitionWriter:
                         f"engine: the store refused {len(batch)} transitions: {exc}",
                         file=sys.stderr,
                     )
+                self.committed += len(batch)

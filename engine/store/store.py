@@ -58,6 +58,51 @@ _ATTEMPT_START_SCHEMA = pa.schema(
         ("status", pa.string()),
     ]
 )
+_ATTEMPT_END_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("attempt", pa.int32()),
+        ("status", pa.string()),
+        ("ended_at", pa.float64()),
+        ("exit_code", pa.int32()),
+        ("failure_class", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+_NEW_RUNS_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("argv", pa.string()),
+        ("cwd", pa.string()),
+        ("seed", pa.int64()),
+        ("capture", pa.string()),
+        ("env", pa.string()),
+        ("resources", pa.string()),
+        ("requested_host", pa.string()),
+        ("created_at", pa.float64()),
+        ("manifest", pa.string()),
+    ]
+)
+# The run columns a transition may set, with their types for bulk updates.
+_RUN_FIELD_TYPES = {
+    f.name: f
+    for f in [
+        pa.field("status", pa.string()),
+        pa.field("host", pa.string()),
+        pa.field("attempt", pa.int32()),
+        pa.field("pid", pa.int64()),
+        pa.field("pid_start_time", pa.float64()),
+        pa.field("run_dir", pa.string()),
+        pa.field("started_at", pa.float64()),
+        pa.field("ended_at", pa.float64()),
+        pa.field("exit_code", pa.int32()),
+        pa.field("failure_class", pa.string()),
+        pa.field("reason", pa.string()),
+    ]
+}
+_TRANSITION_FIELDS = frozenset(_RUN_FIELD_TYPES) - {"status"}
 _METRICS_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
@@ -68,21 +113,6 @@ _METRICS_SCHEMA = pa.schema(
         ("wall_time", pa.float64()),
         ("line", pa.int64()),
     ]
-)
-# Columns of a run that a transition may set alongside its status.
-_TRANSITION_FIELDS = frozenset(
-    {
-        "host",
-        "attempt",
-        "pid",
-        "pid_start_time",
-        "run_dir",
-        "started_at",
-        "ended_at",
-        "exit_code",
-        "failure_class",
-        "reason",
-    }
 )
 
 
@@ -193,49 +223,48 @@ class Store:
     # --- runs -----------------------------------------------------------------------------
 
     def add_runs(self, jobs: Sequence[tuple[JobSpec, str, int, dict[str, Any]]]) -> list[Run]:
-        """Queue jobs (each with its resolved name, seed and manifest) as new runs, in one
-        transaction."""
+        """Queue jobs (each with its resolved name, seed and manifest) as new runs: one bulk
+        insert of the runs and one of their events, in one transaction."""
         now = time.time()
-        runs = []
+        encode = msgspec.json.encode
         with self._transaction():
             first = self._one("SELECT coalesce(max(id), 0) + 1 FROM runs")[0]
-            for i, (job, name, seed, manifest) in enumerate(jobs):
-                run_id = first + i
-                self.con.execute(
-                    "INSERT INTO runs (id, name, status, argv, cwd, seed, capture, env, resources,"
-                    " requested_host, created_at, manifest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        run_id,
-                        name,
-                        RunStatus.QUEUED.value,
-                        json.dumps(list(job.argv)),
-                        job.cwd,
-                        seed,
-                        json.dumps(list(job.capture)),
-                        json.dumps(job.env or {}),
-                        msgspec.json.encode(job.resources).decode(),
-                        job.host,
-                        now,
-                        json.dumps(manifest),
-                    ],
+            runs = [
+                Run(
+                    id=first + i,
+                    name=name,
+                    status=RunStatus.QUEUED,
+                    argv=job.argv,
+                    cwd=job.cwd,
+                    seed=seed,
+                    capture=job.capture,
+                    created_at=now,
+                    requested_host=job.host,
                 )
-                self.con.execute(
-                    "INSERT INTO events VALUES (?, ?, NULL, ?, ?)",
-                    [run_id, now, RunStatus.QUEUED.value, "submitted"],
-                )
-                runs.append(
-                    Run(
-                        id=run_id,
-                        name=name,
-                        status=RunStatus.QUEUED,
-                        argv=job.argv,
-                        cwd=job.cwd,
-                        seed=seed,
-                        capture=job.capture,
-                        created_at=now,
-                        requested_host=job.host,
-                    )
-                )
+                for i, (job, name, seed, _) in enumerate(jobs)
+            ]
+            envs: dict[int, str] = {}  # one submission's jobs usually share one environment
+            columns = {
+                "id": [r.id for r in runs],
+                "name": [r.name for r in runs],
+                "status": [RunStatus.QUEUED.value] * len(runs),
+                "argv": [encode(j.argv).decode() for j, *_ in jobs],
+                "cwd": [j.cwd for j, *_ in jobs],
+                "seed": [r.seed for r in runs],
+                "capture": [encode(j.capture).decode() for j, *_ in jobs],
+                "env": [envs.setdefault(id(j.env), encode(j.env or {}).decode()) for j, *_ in jobs],
+                "resources": [encode(j.resources).decode() for j, *_ in jobs],
+                "requested_host": [j.host for j, *_ in jobs],
+                "created_at": [now] * len(runs),
+                "manifest": [encode(m).decode() for *_, m in jobs],
+            }
+            self._insert_arrow(
+                f"runs ({', '.join(columns)})", pa.table(columns, schema=_NEW_RUNS_SCHEMA)
+            )
+            events = [(r.id, now, None, RunStatus.QUEUED.value, "submitted") for r in runs]
+            self._insert_arrow(
+                "events", pa.table(list(zip(*events, strict=True)), schema=_EVENTS_SCHEMA)
+            )
         return runs
 
     def get_run(self, run_id: int) -> Run | None:
@@ -386,34 +415,57 @@ class Store:
                 and old is not RunStatus.QUEUED
             ):
                 ends.append(
-                    [
+                    (
+                        change.run_id,
+                        attempt[change.run_id],
                         change.to.value,
                         change.fields.get("ended_at") if change.to.terminal else None,
                         change.fields.get("exit_code"),
                         change.fields.get("failure_class"),
                         change.reason,
-                        change.run_id,
-                        attempt[change.run_id],
-                    ]
+                    )
                 )
         with self._transaction():
             self._insert_arrow(
                 "events", pa.table(list(zip(*events, strict=True)), schema=_EVENTS_SCHEMA)
             )
-            for run_id, fields in updates.items():
-                sets = ", ".join(f"{k} = ?" for k in fields)
-                self.con.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+            self._update_runs(updates)
             if starts:
                 self._insert_arrow(
                     "attempts (run_id, attempt, host, run_dir, started_at, status)",
                     pa.table(list(zip(*starts, strict=True)), schema=_ATTEMPT_START_SCHEMA),
                 )
-            for end in ends:
-                self.con.execute(
-                    "UPDATE attempts SET status = ?, ended_at = ?, exit_code = ?, failure_class = ?,"
-                    " reason = ? WHERE run_id = ? AND attempt = ?",
-                    end,
+            if ends:
+                self.con.register(
+                    "_ended", pa.table(list(zip(*ends, strict=True)), schema=_ATTEMPT_END_SCHEMA)
                 )
+                try:
+                    self.con.execute(
+                        "UPDATE attempts SET status = e.status, ended_at = e.ended_at,"
+                        " exit_code = e.exit_code, failure_class = e.failure_class,"
+                        " reason = e.reason FROM _ended e"
+                        " WHERE attempts.run_id = e.run_id AND attempts.attempt = e.attempt"
+                    )
+                finally:
+                    self.con.unregister("_ended")
+
+    def _update_runs(self, updates: dict[int, dict[str, Any]]) -> None:
+        """One UPDATE for many runs, each setting only its own columns (a flag per column)."""
+        names = sorted({k for fields in updates.values() for k in fields})
+        columns: dict[str, list[Any]] = {"id": list(updates)}
+        for name in names:
+            columns[name] = [fields.get(name) for fields in updates.values()]
+            columns[f"{name}__set"] = [name in fields for fields in updates.values()]
+        schema = pa.schema(
+            [("id", pa.int64())]
+            + [f for n in names for f in (_RUN_FIELD_TYPES[n], pa.field(f"{n}__set", pa.bool_()))]
+        )
+        sets = ", ".join(f"{n} = CASE WHEN u.{n}__set THEN u.{n} ELSE runs.{n} END" for n in names)
+        self.con.register("_updates", pa.table(columns, schema=schema))
+        try:
+            self.con.execute(f"UPDATE runs SET {sets} FROM _updates u WHERE runs.id = u.id")
+        finally:
+            self.con.unregister("_updates")
 
     def unfinished(self) -> list[tuple[Run, dict[str, str], float | None, bool]]:
         """Every run that has not ended, oldest first, with its launch environment, the start
