@@ -23,7 +23,7 @@ from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config
 from engine.daemon import DaemonError, run_daemon, socket_path
-from engine.model import JobSpec, Run, RunStatus
+from engine.model import JobSpec, RunStatus, format_duration
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -46,28 +46,7 @@ def _print_json(value: Any) -> None:
 
 
 def _ago(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return _duration(time.time() - t) + " ago"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, s = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}m"
-
-
-def run_duration(run: Run) -> float | None:
-    if run.started_at is None:
-        return None
-    return (run.ended_at or time.time()) - run.started_at
+    return "-" if t is None else format_duration(time.time() - t) + " ago"
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -129,7 +108,7 @@ async def cmd_runs(engine: Client, args: argparse.Namespace) -> int:
             str(r.status),
             r.host or "-",
             "-" if r.exit_code is None else str(r.exit_code),
-            _duration(run_duration(r)),
+            format_duration(r.elapsed()),
             _ago(r.created_at),
             (r.reason or "")[:60],
         )
@@ -157,7 +136,7 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         f"  host       {run.host or '-'}   attempt {run.attempt}   pid {run.pid or '-'}",
         f"  seed       {run.seed}",
         f"  exit code  {'-' if run.exit_code is None else run.exit_code}",
-        f"  duration   {_duration(run_duration(run))}",
+        f"  duration   {format_duration(run.elapsed())}",
         f"  run dir    {run.run_dir or '-'}",
     ]
     if git:

@@ -7,7 +7,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -27,18 +27,6 @@ class EngineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state_dir: str = "runs"
     sample_interval_s: float = 1.0
     cancel_grace_s: float = 10.0
-
-
-class HostSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    kind: Literal["local", "ssh"]
-    max_jobs: int = 2
-    tags: list[str] = []
-    workdir: str | None = None
-    address: str | None = None
-    user: str | None = None
-    port: int | None = None
-    identity: str | None = None
-    setup: str | None = None
 
 
 class RouteMatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -157,8 +145,9 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
         if name.lower() in seen:
             raise where.error(key, f"duplicate host: {seen[name.lower()]!r} is already declared")
         seen[name.lower()] = name
-        section = _convert(where, key, table, HostSection)
-        hosts[name] = _host_spec(where, key, name, section)
+        if isinstance(table, dict) and "name" in table:
+            raise where.error(f"{key}.name", "unknown key; a host's name is its table's name")
+        hosts[name] = _check_host(where, key, _convert(where, key, table, HostSpec, name=name))
 
     routes_raw = raw.get("routes", [])
     if not isinstance(routes_raw, list):
@@ -199,40 +188,29 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
     )
 
 
-def _host_spec(where: _Locator, key: str, name: str, section: HostSection) -> HostSpec:
-    if section.max_jobs < 1:
+def _check_host(where: _Locator, key: str, host: HostSpec) -> HostSpec:
+    if host.max_jobs < 1:
         raise where.error(
-            f"{key}.max_jobs", f"expected an integer of 1 or more, got {section.max_jobs}"
+            f"{key}.max_jobs", f"expected an integer of 1 or more, got {host.max_jobs}"
         )
-    if section.port is not None and not 0 < section.port < 65536:
-        raise where.error(f"{key}.port", f"expected a TCP port 1-65535, got {section.port}")
-    if section.kind == "ssh" and not section.address:
+    if host.port is not None and not 0 < host.port < 65536:
+        raise where.error(f"{key}.port", f"expected a TCP port 1-65535, got {host.port}")
+    if host.kind == "ssh" and not host.address:
         raise where.error(
             f"{key}.address", "an ssh host needs `address` (a host name or ssh alias)"
         )
-    if section.kind == "local":
+    if host.kind == "local":
         for field in ("address", "user", "port", "identity"):
-            if getattr(section, field) is not None:
+            if getattr(host, field) is not None:
                 raise where.error(f"{key}.{field}", 'only ssh hosts take this key; kind is "local"')
-    return HostSpec(
-        name=name,
-        kind=section.kind,
-        max_jobs=section.max_jobs,
-        tags=tuple(section.tags),
-        workdir=section.workdir,
-        address=section.address,
-        user=section.user,
-        port=section.port,
-        identity=section.identity,
-        setup=section.setup,
-    )
+    return host
 
 
-def _convert(where: _Locator, key: str, value: Any, kind: type[T]) -> T:
+def _convert(where: _Locator, key: str, value: Any, kind: type[T], **extra: Any) -> T:
     if not isinstance(value, dict):
         raise where.error(key, f"expected a table, got {_toml_type(value)}")
     try:
-        return msgspec.convert(value, kind)
+        return msgspec.convert({**value, **extra}, kind)
     except msgspec.ValidationError as exc:
         message, _, at = str(exc).partition(" - at `$")
         sub = at.rstrip("`")
@@ -257,7 +235,9 @@ def _fields_at(kind: type, sub: str) -> list[str]:
     for name in [p for p in sub.split(".") if p]:
         field = next(f for f in msgspec.structs.fields(kind) if f.name == name)
         kind = field.type
-    return [f.name for f in msgspec.structs.fields(kind)]
+    return [
+        f.name for f in msgspec.structs.fields(kind) if f.name != "name" or kind is not HostSpec
+    ]
 
 
 def _choices_at(kind: type, sub: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import time
+from typing import Literal
 
 import msgspec
 
@@ -58,11 +60,11 @@ class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gpu_mem_gb: float = 0.0
 
 
-class HostSpec(msgspec.Struct, frozen=True):
+class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One machine from hosts.toml."""
 
     name: str
-    kind: str
+    kind: Literal["local", "ssh"]
     max_jobs: int = 2
     tags: tuple[str, ...] = ()
     workdir: str | None = None
@@ -107,6 +109,26 @@ class Run(msgspec.Struct, frozen=True):
     failure_class: FailureClass | None = None
     reason: str | None = None
     run_dir: str | None = None
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        """Seconds the run has run: to its end, or to `now` while it runs."""
+        if self.started_at is None:
+            return None
+        return (self.ended_at or (now if now is not None else time.time())) - self.started_at
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: 4.2s, 3m07s, 2h05m; "-" for none."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m"
 
 
 class MetricPoint(msgspec.Struct, frozen=True, array_like=True):

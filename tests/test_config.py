@@ -122,6 +122,10 @@ def test_the_repositorys_default_holds_only_the_local_host() -> None:
         ),
         ('[hosts."bad name"]\nkind = "local"\n', r"hosts.bad name: a host name is letters, digits"),
         (
+            '[hosts.local]\nkind = "local"\nname = "x"\n',
+            r"hosts.toml:3: hosts.local.name: unknown key; a host's name is its table's name",
+        ),
+        (
             '[engine]\nsample_interval_s = 0\n[hosts.local]\nkind = "local"\n',
             r"engine.sample_interval_s: expected a number of seconds above 0",
         ),

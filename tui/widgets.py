@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import collections
-import time
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from engine.model import HostSample, Run, RunStatus
+from engine.model import HostSample, Run, RunStatus, format_duration
 
 STATUS_STYLE = {
     RunStatus.QUEUED: "dim",
@@ -41,19 +40,6 @@ def spark(values: list[float], width: int) -> str:
     scales to the data's own min and max, which makes 3% look like a full bar)."""
     shown = values[-width:]
     return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, s = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}m"
 
 
 class HostPane(Vertical):
@@ -181,9 +167,7 @@ class RunsTable(DataTable):
 
     @staticmethod
     def duration_text(run: Run) -> str:
-        if run.started_at is None:
-            return "-"
-        return duration((run.ended_at or time.time()) - run.started_at)
+        return format_duration(run.elapsed())
 
     def cells(self, run: Run) -> tuple[object, ...]:
         return (
