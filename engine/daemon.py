@@ -87,6 +87,7 @@ class Daemon:
             for name, h in config.hosts.items()
             if h.kind == "local"
         }
+        self.unsaved: list[HostSample] = []  # samples not yet in the store
         self.db: StoreThread | None = None
         self.supervisor: Supervisor | None = None
 
@@ -145,7 +146,6 @@ class Daemon:
         if not names:
             return
         sampler = await asyncio.to_thread(LocalSampler, names[0])
-        self._unsaved: list[HostSample] = []
         last_flush = time.monotonic()
         while True:
             await asyncio.sleep(self.config.sample_interval_s)
@@ -153,17 +153,16 @@ class Daemon:
             for name in names:
                 per_host = msgspec.structs.replace(sample, host=name)
                 self.recent[name].append(per_host)
-                self._unsaved.append(per_host)
+                self.unsaved.append(per_host)
                 self.bus.publish(SampleTaken(sample=per_host))
             if time.monotonic() - last_flush >= SAMPLE_FLUSH_S:
                 await self._flush_samples()
                 last_flush = time.monotonic()
 
     async def _flush_samples(self) -> None:
-        unsaved = getattr(self, "_unsaved", [])
-        if unsaved and self.db:
-            self._unsaved = []
-            await self.db.call(self.db.store.append_host_samples, unsaved)
+        if self.unsaved and self.db:
+            batch, self.unsaved = self.unsaved, []
+            await self.db.call(self.db.store.append_host_samples, batch)
 
 
 def run_daemon(config: Config) -> int:

@@ -417,3 +417,21 @@ async def test_a_job_without_env_gets_the_submitters_environment(
     [run] = await client.submit([spec])
     await client.wait(run.id, 20)
     assert (await client.log(run.id))[0] == b"from-the-submitter\n"
+
+
+async def test_host_samples_reach_the_store(client: Client, daemon: Project) -> None:
+    seen = []
+    stream = client.events()
+    async for batch in stream:
+        seen += [e for e in batch if type(e).__struct_config__.tag == "sample"]
+        if len(seen) >= 2:
+            break
+    await stream.aclose()
+    daemon.kill_daemon(signal.SIGTERM)  # a clean stop writes the samples not yet stored
+    import duckdb
+
+    con = duckdb.connect(str(daemon.config.state_dir / "store.duckdb"), read_only=True)
+    rows = con.execute("SELECT host, cpu_per_core, mem_total_mb FROM host_samples").fetchall()
+    con.close()
+    assert len(rows) >= 2
+    assert rows[0][0] == "local" and len(rows[0][1]) == os.cpu_count() and rows[0][2] > 0
