@@ -189,6 +189,15 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
 
 
 def _check_host(where: _Locator, key: str, host: HostSpec) -> HostSpec:
+    for field in ("cpus", "mem_gb"):
+        value = getattr(host, field)
+        if value is not None and value <= 0:
+            raise where.error(f"{key}.{field}", f"expected a number above 0, got {value:g}")
+    for i, gpu in enumerate(host.gpus or ()):
+        if gpu.memory_gb <= 0:
+            raise where.error(
+                f"{key}.gpus[{i}].memory_gb", f"expected GB above 0, got {gpu.memory_gb:g}"
+            )
     if host.max_jobs < 1:
         raise where.error(
             f"{key}.max_jobs", f"expected an integer of 1 or more, got {host.max_jobs}"

@@ -104,7 +104,7 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()  # we hold the lock, so any socket left here is stale
             self.db = StoreThread(state_dir / "store.duckdb")
-            self.supervisor = Supervisor(self.config, self.db, self.bus)
+            self.supervisor = Supervisor(self.config, self.db, self.bus, self.latest_sample)
             await self.supervisor.start()
             runner = web.AppRunner(make_app(self), handle_signals=False, access_log=None)
             await runner.setup()
@@ -139,6 +139,10 @@ class Daemon:
                 self.db.close()
             lock.release()
         print("engine daemon stopped; runs keep going", file=sys.stderr, flush=True)
+
+    def latest_sample(self, host: str) -> HostSample | None:
+        recent = self.recent.get(host)
+        return recent[-1] if recent else None
 
     async def _sample(self) -> None:
         """Sample this machine at the configured rate for the live view; store them in batches."""

@@ -52,16 +52,39 @@ class FailureClass(enum.StrEnum):
 
 
 class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What one job asks of a host."""
+    """What one job asks of a host. Zero claims nothing (CPUs, memory); `gpus` with
+    `gpu_mem_gb = 0` takes whole GPUs, with a size it shares a GPU while the sizes fit."""
 
-    cpus: float = 1.0
+    cpus: float = 0.0
     mem_gb: float = 0.0
     gpus: int = 0
     gpu_mem_gb: float = 0.0
 
 
+class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which failure classes are retried, how often, and after how long (backoff_s, then
+    multiplied by `factor` for each further attempt)."""
+
+    attempts: int = 3
+    backoff_s: float = 10.0
+    factor: float = 2.0
+    on: tuple[str, ...] = ("oom", "host_lost")
+
+    def delay(self, attempt: int) -> float:
+        """The wait before attempt number `attempt + 1`, after `attempt` attempts."""
+        return self.backoff_s * self.factor ** max(0, attempt - 1)
+
+
+class DeclaredGpu(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A GPU written in hosts.toml rather than found by NVML (to reserve part of a machine, or
+    to test scheduling where there is no GPU)."""
+
+    memory_gb: float
+    name: str = "declared GPU"
+
+
 class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One machine from hosts.toml."""
+    """One machine from hosts.toml. `cpus`, `mem_gb` and `gpus` override what is detected."""
 
     name: str
     kind: Literal["local", "ssh"]
@@ -73,6 +96,9 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int | None = None
     identity: str | None = None
     setup: str | None = None
+    cpus: float | None = None
+    mem_gb: float | None = None
+    gpus: tuple[DeclaredGpu, ...] | None = None
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -86,6 +112,13 @@ class JobSpec(msgspec.Struct, frozen=True):
     env: dict[str, str] | None = None  # None: the submitter's environment (the client fills it in)
     host: str | None = None
     resources: Resources = Resources()
+    priority: int = 0
+    model_type: str | None = None  # for routes
+    tags: tuple[str, ...] = ()  # for routes
+    requires: tuple[str, ...] = ()  # tags a host must have
+    sweep: str | None = None
+    max_concurrent: int | None = None  # per sweep
+    retry: RetryPolicy = RetryPolicy()
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -109,6 +142,18 @@ class Run(msgspec.Struct, frozen=True):
     failure_class: FailureClass | None = None
     reason: str | None = None
     run_dir: str | None = None
+    priority: int = 0
+    held: bool = False
+    gpus: tuple[int, ...] = ()
+    resources: Resources = Resources()
+    model_type: str | None = None
+    tags: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    sweep: str | None = None
+    max_concurrent: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+    queued_at: float | None = None
+    not_before: float = 0.0
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""
@@ -173,11 +218,14 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.QUEUED: frozenset({_S.ASSIGNED, _S.CANCELLED}),
     _S.ASSIGNED: frozenset({_S.STARTING, _S.QUEUED, _S.CANCELLED, _S.LOST}),
     _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST}),
+    # RUNNING/UNREACHABLE → QUEUED: the attempt failed and the retry policy queues another.
     _S.RUNNING: frozenset(
-        {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.PRUNED, _S.LOST, _S.UNREACHABLE}
+        {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.PRUNED, _S.LOST, _S.UNREACHABLE, _S.QUEUED}
     ),
-    _S.UNREACHABLE: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.LOST}),
-    # A retry is a new attempt of the same run, queued again with its reason.
+    _S.UNREACHABLE: frozenset(
+        {_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.LOST, _S.QUEUED}
+    ),
+    # A run retried by hand is a new attempt of the same run, queued again with its reason.
     _S.FAILED: frozenset({_S.QUEUED}),
     _S.LOST: frozenset({_S.QUEUED}),
     _S.SUCCEEDED: frozenset(),

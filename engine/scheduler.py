@@ -1,51 +1,242 @@
-"""Deciding where and when queued runs start: a pure function of a snapshot, no IO, no clock."""
+"""Deciding where and when queued runs start: `plan(snapshot)` is a pure function of what it is
+given (hosts with their reservations, routes, the queue, the time), with no IO and no clock."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
+from engine.config import Route
+from engine.model import Resources
 
-class HostSlots(msgspec.Struct, frozen=True):
-    """A host as the planner sees it: whether it can take work and how many runs it has."""
+UP = "up"
+
+
+class GpuState(msgspec.Struct, frozen=True):
+    """One GPU: its size, what NVML says is free, and what the engine has reserved on it."""
+
+    index: int
+    total_mb: float
+    free_mb: float
+    reserved_mb: float = 0.0
+
+    @property
+    def available_mb(self) -> float:
+        # Reservations cover engine jobs that have not allocated yet; NVML's free covers
+        # everything else on the GPU. The smaller of the two is what a new job can count on.
+        return min(self.total_mb - self.reserved_mb, self.free_mb)
+
+
+class HostState(msgspec.Struct, frozen=True):
+    """A host as the planner sees it: whether it takes work, what it has, what is taken."""
 
     name: str
-    usable: bool
+    state: str  # up | unreachable | down | disabled
     max_jobs: int
-    active: int
+    active: int = 0
+    tags: tuple[str, ...] = ()
+    cpus: float = 0.0
+    mem_gb: float = 0.0
+    reserved_cpus: float = 0.0
+    reserved_mem_gb: float = 0.0
+    gpus: tuple[GpuState, ...] = ()
 
 
 class QueuedJob(msgspec.Struct, frozen=True):
+    """A queued run as the planner sees it."""
+
     run_id: int
-    requested_host: str | None
+    queued_at: float
+    priority: int = 0
+    resources: Resources = Resources()
+    requires: tuple[str, ...] = ()
+    model_type: str | None = None
+    tags: tuple[str, ...] = ()
+    requested_host: str | None = None
+    sweep: str | None = None
+    max_concurrent: int | None = None
+    held: bool = False
+    not_before: float = 0.0  # a retry's backoff
+    roomy_gpu: bool = False  # after an out-of-memory failure: the GPU with the most room
 
 
 class Snapshot(msgspec.Struct, frozen=True):
-    hosts: tuple[HostSlots, ...]  # in hosts.toml order
-    queue: tuple[QueuedJob, ...]  # in submission order
+    now: float
+    hosts: tuple[HostState, ...]  # in hosts.toml order
+    queue: tuple[QueuedJob, ...]  # any order; the plan orders by priority, then run id
+    routes: tuple[Route, ...] = ()
+    running_per_sweep: dict[str, int] = {}
 
 
 class Assignment(msgspec.Struct, frozen=True):
     run_id: int
     host: str
+    gpus: tuple[int, ...]
     reason: str
 
 
-def plan(snapshot: Snapshot) -> list[Assignment]:
-    """Assign queued jobs, oldest first, to hosts with free slots. A job pinned to a host waits
-    for that host; others take the first usable host in hosts.toml order that has a free slot."""
-    free = {h.name: max(0, h.max_jobs - h.active) for h in snapshot.hosts if h.usable}
-    assignments = []
-    for job in snapshot.queue:
-        if job.requested_host is not None:
-            candidates = [job.requested_host] if free.get(job.requested_host, 0) > 0 else []
-        else:
-            candidates = [name for name, n in free.items() if n > 0]
-        if not candidates:
-            if not any(free.values()):
-                break
+class Plan(msgspec.Struct, frozen=True):
+    assignments: list[Assignment]
+    waiting: dict[int, str]  # run id → why it waits
+
+
+class _Host:
+    """A host's capacity while a plan is being made: each assignment takes from it."""
+
+    __slots__ = ("cpus_free", "gpus", "mem_free", "slots", "spec")
+
+    def __init__(self, spec: HostState) -> None:
+        self.spec = spec
+        self.slots = spec.max_jobs - spec.active
+        self.cpus_free = spec.cpus - spec.reserved_cpus
+        self.mem_free = spec.mem_gb - spec.reserved_mem_gb
+        self.gpus = {g.index: [g.total_mb, g.available_mb, g.reserved_mb] for g in spec.gpus}
+
+    def fit(self, job: QueuedJob) -> tuple[tuple[int, ...] | None, str]:
+        """The GPUs a job would get here (() for none needed), or None and why it does not fit."""
+        need = job.resources
+        name = self.spec.name
+        if self.slots <= 0:
+            return None, f"{name}: all {self.spec.max_jobs} slots busy"
+        if need.cpus > 0 and need.cpus > self.cpus_free + 1e-9:
+            return None, f"{name}: needs {need.cpus:g} CPUs, {max(0, self.cpus_free):g} free"
+        if need.mem_gb > 0 and need.mem_gb > self.mem_free + 1e-9:
+            return (
+                None,
+                f"{name}: needs {need.mem_gb:g} GB memory, {max(0, self.mem_free):.1f} GB free",
+            )
+        if need.gpus == 0:
+            return (), ""
+        if len(self.gpus) < need.gpus:
+            return None, f"{name}: needs {need.gpus} GPU(s), has {len(self.gpus)}"
+        if need.gpu_mem_gb > 0:
+            want = need.gpu_mem_gb * 1024
+            fitting = [i for i, (_, avail, _) in self.gpus.items() if avail >= want]
+            order = sorted(fitting, key=lambda i: self.gpus[i][1], reverse=job.roomy_gpu)
+        else:  # no size given: the job takes whole GPUs that nothing of ours uses
+            want = 0.0
+            order = [i for i, (_, _, reserved) in self.gpus.items() if reserved == 0]
+        if len(order) < need.gpus:
+            best = max((avail for _, avail, _ in self.gpus.values()), default=0) / 1024
+            what = f"with {need.gpu_mem_gb:g} GB free" if want else "to itself"
+            return None, (
+                f"{name}: needs {need.gpus} GPU(s) {what}; "
+                + (f"the roomiest has {best:.1f} GB free" if want else "all are in use")
+            )
+        return tuple(sorted(order[: need.gpus])), ""
+
+    def take(self, job: QueuedJob, gpus: tuple[int, ...]) -> None:
+        self.slots -= 1
+        self.cpus_free -= job.resources.cpus
+        self.mem_free -= job.resources.mem_gb
+        for i in gpus:
+            total, avail, reserved = self.gpus[i]
+            size = job.resources.gpu_mem_gb * 1024 or total
+            self.gpus[i] = [total, avail - size, reserved + size]
+
+
+def plan(snapshot: Snapshot) -> Plan:
+    """Assign queued jobs, highest priority first and oldest first within a priority, to hosts
+    where they fit, following the routes; say for every other job why it waits."""
+    hosts = {h.name: _Host(h) for h in snapshot.hosts}
+    order = {h.name: i for i, h in enumerate(snapshot.hosts)}
+    running = dict(snapshot.running_per_sweep)
+    assignments: list[Assignment] = []
+    waiting: dict[int, str] = {}
+    # A job shape that found no host in this plan finds none later in it either: nothing is
+    # freed while planning. This keeps a plan over a long queue of similar jobs cheap.
+    no_room: dict[tuple, str] = {}
+    for job in sorted(snapshot.queue, key=lambda j: (-j.priority, j.run_id)):
+        if job.held:
+            waiting[job.run_id] = "held"
             continue
-        host = candidates[0]
-        free[host] -= 1
-        why = "requested host" if job.requested_host else "first host with a free slot"
-        assignments.append(Assignment(run_id=job.run_id, host=host, reason=f"{host}: {why}"))
-    return assignments
+        if job.not_before > snapshot.now:
+            waiting[job.run_id] = (
+                f"retry backoff: may start in {job.not_before - snapshot.now:.0f}s"
+            )
+            continue
+        if (
+            job.sweep is not None
+            and job.max_concurrent is not None
+            and running.get(job.sweep, 0) >= job.max_concurrent
+        ):
+            waiting[job.run_id] = f"sweep {job.sweep} runs its max_concurrent={job.max_concurrent}"
+            continue
+        candidates, why_route = _candidates(job, snapshot, order)
+        shape = (job.resources, job.requires, job.roomy_gpu, candidates)
+        if shape in no_room:
+            waiting[job.run_id] = no_room[shape]
+            continue
+        placed = None
+        reasons = []
+        for name in candidates:
+            host = hosts[name]
+            if host.spec.state != UP:
+                reasons.append(f"{name}: {host.spec.state}")
+                continue
+            missing = [t for t in job.requires if t not in host.spec.tags]
+            if missing:
+                reasons.append(f"{name}: lacks tags {', '.join(missing)}")
+                continue
+            gpus, why = host.fit(job)
+            if gpus is None:
+                reasons.append(why)
+                continue
+            placed = (name, gpus)
+            break
+        if placed is None:
+            why = "; ".join(reasons) or "no host can take it"
+            no_room[shape] = waiting[job.run_id] = f"waits: {why}" + (
+                f" ({why_route})" if why_route else ""
+            )
+            continue
+        name, gpus = placed
+        hosts[name].take(job, gpus)
+        if job.sweep is not None:
+            running[job.sweep] = running.get(job.sweep, 0) + 1
+        where = f"GPU {','.join(map(str, gpus))} on {name}" if gpus else name
+        assignments.append(
+            Assignment(
+                job.run_id, name, gpus, f"{where}" + (f" ({why_route})" if why_route else "")
+            )
+        )
+    return Plan(assignments=assignments, waiting=waiting)
+
+
+def _candidates(
+    job: QueuedJob, snapshot: Snapshot, order: dict[str, int]
+) -> tuple[tuple[str, ...], str]:
+    """The hosts to try for a job, in order, and the routing reason."""
+    if job.requested_host is not None:
+        return (job.requested_host,) if job.requested_host in order else (), "requested host"
+    route = next((r for r in snapshot.routes if _matches(r, job)), None)
+    if route is None:
+        return tuple(order), ""
+    states = {h.name: h.state for h in snapshot.hosts}
+    up = [h for h in route.prefer if states.get(h) == UP]
+    waited = snapshot.now - job.queued_at
+    if not route.prefer:
+        return route.fallback, "route has only fallback hosts"
+    if not up:
+        return route.prefer + route.fallback, "preferred hosts are down: fallback"
+    if route.fallback_after_s is not None and waited >= route.fallback_after_s:
+        return (
+            route.prefer + route.fallback,
+            f"waited {waited:.0f}s ≥ {route.fallback_after_s:g}s: fallback",
+        )
+    return route.prefer, "route: preferred hosts"
+
+
+def _matches(route: Route, job: QueuedJob) -> bool:
+    if route.model_type is not None and route.model_type != job.model_type:
+        return False
+    return all(t in job.tags for t in route.tags)
+
+
+def running_per_sweep(sweeps: Sequence[str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for sweep in sweeps:
+        if sweep is not None:
+            counts[sweep] = counts.get(sweep, 0) + 1
+    return counts

@@ -10,20 +10,22 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import psutil
 
 from engine import repro
 from engine.capture import Parser, Points
 from engine.config import Config
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
-from engine.model import FailureClass, JobSpec, Run, RunStatus, can_transition
+from engine.model import FailureClass, HostSample, JobSpec, Run, RunStatus, can_transition
 from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged
-from engine.scheduler import HostSlots, QueuedJob, Snapshot, plan
+from engine.scheduler import Assignment, GpuState, HostState, QueuedJob, Snapshot, plan
 from engine.store import (
     IllegalTransition,
     LogPosition,
@@ -92,11 +94,18 @@ class Active:
     position: LogPosition
     cancel_requested: bool = False
     kill_at: float | None = None
+    oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Supervisor:
-    def __init__(self, config: Config, db: StoreThread, bus: EventBus) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: StoreThread,
+        bus: EventBus,
+        latest_sample: Callable[[str], HostSample | None] = lambda _: None,
+    ) -> None:
         self.config = config
         self.db = db
         self.store = db.store
@@ -116,6 +125,13 @@ class Supervisor:
         self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
         self.queue: dict[int, None] = {}  # queued run ids, oldest first
         self.active: dict[int, Active] = {}
+        self.latest_sample = latest_sample
+        # A host's state: up, or disabled with why (by config or by `engine host disable`).
+        self.host_state: dict[str, tuple[str, str | None]] = {
+            name: ("disabled", self.disabled[name]) if name in self.disabled else ("up", None)
+            for name in config.hosts
+        }
+        self.waiting: dict[int, str] = {}  # queued run → why it waits, from the last plan
         self.writer = TransitionWriter(db)
         self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
         self.wake = asyncio.Event()
@@ -125,9 +141,7 @@ class Supervisor:
 
     async def start(self) -> None:
         for name, host in self.config.hosts.items():
-            state, reason = (
-                ("disabled", self.disabled[name]) if name in self.disabled else ("up", None)
-            )
+            state, reason = self.host_state[name]
             spec = {"max_jobs": host.max_jobs, "tags": list(host.tags), "address": host.address}
             await self.db.call(self.store.upsert_host, name, host.kind, spec, state, reason)
         await self.reconcile()
@@ -196,44 +210,126 @@ class Supervisor:
 
     async def tick(self) -> None:
         if not self.queue:
+            self.waiting = {}
             return
-        counts: dict[str, int] = {}
-        for active in self.active.values():
-            host = active.run.host or ""
-            counts[host] = counts.get(host, 0) + 1
-        snapshot = Snapshot(
-            hosts=tuple(
-                HostSlots(
-                    name=name,
-                    usable=name in self.executors,
-                    max_jobs=host.max_jobs,
-                    active=counts.get(name, 0),
-                )
-                for name, host in self.config.hosts.items()
-            ),
-            queue=tuple(
-                QueuedJob(run_id=i, requested_host=self.runs[i].requested_host) for i in self.queue
-            ),
-        )
-        for assignment in plan(snapshot):
-            await self._start(assignment.run_id, assignment.host, assignment.reason)
+        result = plan(self.snapshot())
+        self.waiting = result.waiting
+        for assignment in result.assignments:
+            await self._start(assignment)
 
-    async def _start(self, run_id: int, host: str, reason: str) -> None:
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """What the planner needs: each host's capacity and reservations, the queue, the time."""
+        reserved: dict[str, dict[str, Any]] = {
+            name: {"active": 0, "cpus": 0.0, "mem": 0.0, "gpu_mb": {}} for name in self.config.hosts
+        }
+        sweeps: dict[str, int] = {}
+        for active in self.active.values():
+            run = active.run
+            held = reserved.setdefault(
+                run.host or "", {"active": 0, "cpus": 0.0, "mem": 0.0, "gpu_mb": {}}
+            )
+            held["active"] += 1
+            held["cpus"] += run.resources.cpus
+            held["mem"] += run.resources.mem_gb
+            for index in run.gpus:
+                held["gpu_mb"][index] = held["gpu_mb"].get(index, 0.0) + self._gpu_claim(run, index)
+            if run.sweep is not None:
+                sweeps[run.sweep] = sweeps.get(run.sweep, 0) + 1
+        hosts = []
+        for name, spec in self.config.hosts.items():
+            cpus, mem_gb, gpus = self.inventory(name)
+            held = reserved[name]
+            hosts.append(
+                HostState(
+                    name=name,
+                    state=self.host_state[name][0],
+                    max_jobs=spec.max_jobs,
+                    active=held["active"],
+                    tags=spec.tags,
+                    cpus=cpus,
+                    mem_gb=mem_gb,
+                    reserved_cpus=held["cpus"],
+                    reserved_mem_gb=held["mem"],
+                    gpus=tuple(
+                        GpuState(
+                            index=i,
+                            total_mb=total,
+                            free_mb=free,
+                            reserved_mb=held["gpu_mb"].get(i, 0.0),
+                        )
+                        for i, total, free in gpus
+                    ),
+                )
+            )
+        queue = []
+        for run_id in self.queue:
+            run = self.runs[run_id]
+            queue.append(
+                QueuedJob(
+                    run_id=run.id,
+                    queued_at=run.queued_at or run.created_at,
+                    priority=run.priority,
+                    resources=run.resources,
+                    requires=run.requires,
+                    model_type=run.model_type,
+                    tags=run.tags,
+                    requested_host=run.requested_host,
+                    sweep=run.sweep,
+                    max_concurrent=run.max_concurrent,
+                    held=run.held,
+                    not_before=run.not_before,
+                    roomy_gpu=run.failure_class is FailureClass.OOM,
+                )
+            )
+        return Snapshot(
+            now=time.time() if now is None else now,
+            hosts=tuple(hosts),
+            queue=tuple(queue),
+            routes=self.config.routes,
+            running_per_sweep=sweeps,
+        )
+
+    def inventory(self, host: str) -> tuple[float, float, list[tuple[int, float, float]]]:
+        """A host's CPUs, memory (GB) and GPUs as (index, total MB, free MB): what hosts.toml
+        declares, else what this machine's telemetry found."""
+        spec = self.config.hosts[host]
+        sample = self.latest_sample(host)
+        cpus = spec.cpus or float(psutil.cpu_count() or 1)
+        mem_gb = spec.mem_gb or psutil.virtual_memory().total / 2**30
+        if spec.gpus is not None:
+            gpus = [(i, g.memory_gb * 1024, g.memory_gb * 1024) for i, g in enumerate(spec.gpus)]
+        elif sample is not None:
+            gpus = [(g.index, g.mem_total_mb, g.mem_total_mb - g.mem_used_mb) for g in sample.gpus]
+        else:
+            gpus = []
+        return cpus, mem_gb, gpus
+
+    def _gpu_claim(self, run: Run, index: int) -> float:
+        """The MB a run holds on one GPU: its declared size, or the whole GPU."""
+        if run.resources.gpu_mem_gb > 0:
+            return run.resources.gpu_mem_gb * 1024
+        gpus = {i: total for i, total, _ in self.inventory(run.host or "")[2]}
+        return gpus.get(index, float("inf"))
+
+    async def _start(self, assignment: Assignment) -> None:
+        host, gpus = assignment.host, assignment.gpus
         executor = self.executors[host]
-        run = self.runs[run_id]
+        run = self.runs[assignment.run_id]
         number = run.attempt + 1
         run_dir = executor.run_dir(run.id)
-        self._transition(
+        run = self._transition(
             [
-                Transition(run.id, RunStatus.ASSIGNED, reason, {"host": host}),
+                Transition(
+                    run.id, RunStatus.ASSIGNED, assignment.reason, {"host": host, "gpus": gpus}
+                ),
                 Transition(
                     run.id,
                     RunStatus.STARTING,
                     f"starting attempt {number} on {host}",
-                    {"attempt": number, "host": host, "run_dir": run_dir},
+                    {"attempt": number, "host": host, "run_dir": run_dir, "gpus": gpus},
                 ),
             ]
-        )
+        )[-1]
         launch = Launch(
             run_id=run.id,
             attempt=number,
@@ -263,6 +359,7 @@ class Supervisor:
             number=number,
             parser=Parser(run.capture),
             position=LogPosition(),
+            oom_kills=_oom_kills(),
         )
         self.active[run.id] = active
         changed = self._transition(
@@ -407,10 +504,62 @@ class Supervisor:
         status, failure, reason = classify(
             ended, tail.decode("utf-8", "replace"), active.run.argv, active.cancel_requested
         )
-        fields = {"exit_code": ended.exit_code, "ended_at": time.time()}
+        if failure is FailureClass.KILLED and _oom_kills() not in (None, active.oom_kills):
+            failure, reason = FailureClass.OOM, f"{reason}, by the kernel's out-of-memory killer"
+        now = time.time()
+        fields: dict[str, Any] = {"exit_code": ended.exit_code, "ended_at": now}
         if failure is not None:
             fields["failure_class"] = failure.value
-        self._transition([Transition(active.run.id, status, reason, fields)])
+        run = self.runs[active.run.id]
+        policy = run.retry
+        if status is RunStatus.FAILED and failure is not None and failure.value in policy.on:
+            if active.number < policy.attempts:
+                delay = policy.delay(active.number)
+                fields.update(not_before=now + delay, queued_at=now)
+                why = f"attempt {active.number} failed ({failure}: {reason}); retry {active.number + 1}/{policy.attempts} in {delay:g}s"
+                self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
+                return
+            reason = f"{reason}; gave up after {active.number} attempts"
+        self._transition([Transition(run.id, status, reason, fields)])
+
+    # --- the queue ---------------------------------------------------------------------------
+
+    async def set_queue_fields(self, run: Run, reason: str, **fields: Any) -> Run:
+        """Change a queued run's priority or hold; recorded as an event with its reason."""
+        current = self.runs.get(run.id)
+        if current is None or current.status is not RunStatus.QUEUED:
+            status = current.status if current else run.status
+            raise SubmitError(f"run {run.id} is {status}, not queued")
+        changed = msgspec.structs.replace(current, **fields)
+        self.runs[run.id] = changed
+        await self.writer.flush()
+        await self.db.call(self.store.set_queue_fields, run.id, reason, fields)
+        self.bus.publish(RunChanged(run=changed, previous=changed.status, reason=reason))
+        self.wake.set()
+        return changed
+
+    async def cancel_sweep(self, sweep: str) -> list[Run]:
+        """Cancel every unfinished run of a sweep."""
+        runs = [r for r in list(self.runs.values()) if r.sweep == sweep]
+        if not runs:
+            raise SubmitError(f"no unfinished runs in sweep {sweep!r}")
+        return [await self.cancel(r) for r in runs]
+
+    def explain(self) -> dict[int, str]:
+        """For every queued run: where it would start now and why, or why it waits."""
+        result = plan(self.snapshot())
+        out = dict(result.waiting)
+        for a in result.assignments:
+            out[a.run_id] = f"would start: {a.reason}"
+        return out
+
+    def set_host_state(self, host: str, enabled: bool, reason: str) -> None:
+        if host not in self.config.hosts:
+            raise SubmitError(f"unknown host {host!r}; hosts.toml has {sorted(self.config.hosts)}")
+        if host in self.disabled:
+            raise SubmitError(f"host {host!r} is disabled: {self.disabled[host]}")
+        self.host_state[host] = ("up", None) if enabled else ("disabled", reason)
+        self.wake.set()
 
     # --- cancel ------------------------------------------------------------------------------
 
@@ -613,6 +762,15 @@ def classify(
     return RunStatus.FAILED, FailureClass.ERROR, f"exit code {code}" + (f": {last}" if last else "")
 
 
+def _oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (Linux), else None."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    return None
+
+
 def _last_line(tail: str) -> str:
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
@@ -634,6 +792,8 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
         RUNYARD_PARAMS=json.dumps({}),
         RUNYARD_ARTIFACT_DIR=str(Path(run_dir) / "artifacts"),
         RUNYARD_CHECKPOINT_DIR=str(Path(run_dir) / "checkpoints"),
+        # Always set: empty keeps a CPU-only job off a GPU host's GPUs.
+        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in run.gpus),
     )
     env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
     return env

@@ -39,7 +39,10 @@ def job(project: Project, argv: list[str], **kw) -> JobSpec:  # type: ignore[no-
 
 def ticker(project: Project, n: int, delay: float, **kw) -> JobSpec:  # type: ignore[no-untyped-def]
     script = project.folder / "ticker.py"
-    script.write_text(TICKER)
+    if not script.exists():  # written once, atomically: jobs may be starting from it already
+        tmp = script.with_suffix(".tmp")
+        tmp.write_text(TICKER)
+        tmp.replace(script)
     return job(project, [sys.executable, str(script), str(n), str(delay)], **kw)
 
 

@@ -82,6 +82,22 @@ MIGRATIONS: tuple[str, ...] = (
         gpus JSON NOT NULL
     );
     """,
+    # 2: scheduling: what a run asks for and how it is queued; the GPUs each attempt held.
+    """
+    ALTER TABLE runs ADD COLUMN priority INTEGER DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN held BOOLEAN DEFAULT false;
+    ALTER TABLE runs ADD COLUMN gpus JSON DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN model_type VARCHAR;
+    ALTER TABLE runs ADD COLUMN tags JSON DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN requires JSON DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN sweep VARCHAR;
+    ALTER TABLE runs ADD COLUMN max_concurrent INTEGER;
+    ALTER TABLE runs ADD COLUMN retry JSON DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN queued_at DOUBLE;
+    ALTER TABLE runs ADD COLUMN not_before DOUBLE DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN gpus JSON DEFAULT '[]';
+    UPDATE runs SET queued_at = created_at;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,7 +17,6 @@ import msgspec
 import pyarrow as pa
 
 from engine.model import (
-    FailureClass,
     HostSample,
     JobSpec,
     Run,
@@ -35,10 +34,41 @@ class IllegalTransition(StoreError):
     """A status change the run life cycle does not allow."""
 
 
-_RUN_COLUMNS = (
-    "id, name, status, argv, cwd, seed, capture, created_at, host, requested_host, attempt, pid, "
-    "started_at, ended_at, exit_code, failure_class, reason, run_dir"
+# The runs columns that make a Run, in its field order; JSON ones are decoded into it.
+_RUN_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "argv",
+    "cwd",
+    "seed",
+    "capture",
+    "created_at",
+    "host",
+    "requested_host",
+    "attempt",
+    "pid",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "failure_class",
+    "reason",
+    "run_dir",
+    "priority",
+    "held",
+    "gpus",
+    "resources",
+    "model_type",
+    "tags",
+    "requires",
+    "sweep",
+    "max_concurrent",
+    "retry",
+    "queued_at",
+    "not_before",
 )
+_JSON_FIELDS = frozenset({"argv", "capture", "gpus", "resources", "tags", "requires", "retry"})
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 _EVENTS_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
@@ -56,6 +86,7 @@ _ATTEMPT_START_SCHEMA = pa.schema(
         ("run_dir", pa.string()),
         ("started_at", pa.float64()),
         ("status", pa.string()),
+        ("gpus", pa.string()),
     ]
 )
 _ATTEMPT_END_SCHEMA = pa.schema(
@@ -83,6 +114,14 @@ _NEW_RUNS_SCHEMA = pa.schema(
         ("requested_host", pa.string()),
         ("created_at", pa.float64()),
         ("manifest", pa.string()),
+        ("priority", pa.int32()),
+        ("model_type", pa.string()),
+        ("tags", pa.string()),
+        ("requires", pa.string()),
+        ("sweep", pa.string()),
+        ("max_concurrent", pa.int32()),
+        ("retry", pa.string()),
+        ("queued_at", pa.float64()),
     ]
 )
 # The run columns a transition may set, with their types for bulk updates.
@@ -100,9 +139,13 @@ _RUN_FIELD_TYPES = {
         pa.field("exit_code", pa.int32()),
         pa.field("failure_class", pa.string()),
         pa.field("reason", pa.string()),
+        pa.field("gpus", pa.string()),  # JSON
+        pa.field("queued_at", pa.float64()),
+        pa.field("not_before", pa.float64()),
     ]
 }
 _TRANSITION_FIELDS = frozenset(_RUN_FIELD_TYPES) - {"status"}
+_ATTEMPT_STATUSES = frozenset({RunStatus.STARTING, RunStatus.RUNNING, RunStatus.UNREACHABLE})
 _METRICS_SCHEMA = pa.schema(
     [
         ("run_id", pa.int64()),
@@ -240,6 +283,15 @@ class Store:
                     capture=job.capture,
                     created_at=now,
                     requested_host=job.host,
+                    priority=job.priority,
+                    resources=job.resources,
+                    model_type=job.model_type,
+                    tags=job.tags,
+                    requires=job.requires,
+                    sweep=job.sweep,
+                    max_concurrent=job.max_concurrent,
+                    retry=job.retry,
+                    queued_at=now,
                 )
                 for i, (job, name, seed, _) in enumerate(jobs)
             ]
@@ -257,6 +309,14 @@ class Store:
                 "requested_host": [j.host for j, *_ in jobs],
                 "created_at": [now] * len(runs),
                 "manifest": [encode(m).decode() for *_, m in jobs],
+                "priority": [j.priority for j, *_ in jobs],
+                "model_type": [j.model_type for j, *_ in jobs],
+                "tags": [encode(j.tags).decode() for j, *_ in jobs],
+                "requires": [encode(j.requires).decode() for j, *_ in jobs],
+                "sweep": [j.sweep for j, *_ in jobs],
+                "max_concurrent": [j.max_concurrent for j, *_ in jobs],
+                "retry": [encode(j.retry).decode() for j, *_ in jobs],
+                "queued_at": [now] * len(runs),
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)})", pa.table(columns, schema=_NEW_RUNS_SCHEMA)
@@ -361,6 +421,19 @@ class Store:
             "bad_markers": int(bad),
         }
 
+    def set_queue_fields(self, run_id: int, reason: str, fields: dict[str, Any]) -> None:
+        """Set a queued run's priority or hold, with an event (status unchanged) saying why."""
+        unknown = set(fields) - {"priority", "held"}
+        if unknown:
+            raise StoreError(f"cannot set {sorted(unknown)} this way")
+        with self._transaction():
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.con.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+            self.con.execute(
+                "INSERT INTO events SELECT id, ?, status, status, ? FROM runs WHERE id = ?",
+                [time.time(), reason, run_id],
+            )
+
     def request_cancel(self, run_id: int) -> None:
         self.con.execute("UPDATE runs SET cancel_requested = true WHERE id = ?", [run_id])
 
@@ -395,6 +468,8 @@ class Store:
             events.append((change.run_id, change.time, old.value, change.to.value, change.reason))
             fields = updates.setdefault(change.run_id, {})
             fields.update(change.fields)
+            if "gpus" in fields and not isinstance(fields["gpus"], str):
+                fields["gpus"] = json.dumps(list(fields["gpus"]))
             fields["status"] = change.to.value
             if change.to.terminal or change.to in (RunStatus.QUEUED, RunStatus.RUNNING):
                 fields["reason"] = change.fields.get("reason", change.reason)
@@ -408,18 +483,21 @@ class Store:
                         change.fields["run_dir"],
                         change.time,
                         "starting",
+                        json.dumps(list(change.fields.get("gpus", ()))),
                     )
                 )
-            elif (
-                change.to not in (RunStatus.ASSIGNED, RunStatus.RUNNING)
-                and old is not RunStatus.QUEUED
+            elif old in _ATTEMPT_STATUSES and change.to not in (
+                RunStatus.RUNNING,
+                RunStatus.UNREACHABLE,
             ):
+                # The attempt ended: as the run did, or, when a retry queues the run again, failed.
+                ended = RunStatus.FAILED if change.to is RunStatus.QUEUED else change.to
                 ends.append(
                     (
                         change.run_id,
                         attempt[change.run_id],
-                        change.to.value,
-                        change.fields.get("ended_at") if change.to.terminal else None,
+                        ended.value,
+                        change.fields.get("ended_at"),
                         change.fields.get("exit_code"),
                         change.fields.get("failure_class"),
                         change.reason,
@@ -432,7 +510,7 @@ class Store:
             self._update_runs(updates)
             if starts:
                 self._insert_arrow(
-                    "attempts (run_id, attempt, host, run_dir, started_at, status)",
+                    "attempts (run_id, attempt, host, run_dir, started_at, status, gpus)",
                     pa.table(list(zip(*starts, strict=True)), schema=_ATTEMPT_START_SCHEMA),
                 )
             if ends:
@@ -563,43 +641,10 @@ class _Transaction:
 
 
 def _run(row: tuple[Any, ...]) -> Run:
-    (
-        run_id,
-        name,
-        status,
-        argv,
-        cwd,
-        seed,
-        capture,
-        created,
-        host,
-        requested,
-        attempt,
-        pid,
-        started,
-        ended,
-        code,
-        failure,
-        reason,
-        run_dir,
-    ) = row
-    return Run(
-        id=run_id,
-        name=name,
-        status=RunStatus(status),
-        argv=tuple(json.loads(argv)),
-        cwd=cwd,
-        seed=seed,
-        capture=tuple(json.loads(capture)),
-        created_at=created,
-        host=host,
-        requested_host=requested,
-        attempt=attempt,
-        pid=pid,
-        started_at=started,
-        ended_at=ended,
-        exit_code=code,
-        failure_class=FailureClass(failure) if failure else None,
-        reason=reason,
-        run_dir=run_dir,
-    )
+    values = {
+        name: (json.loads(value) if name in _JSON_FIELDS and value is not None else value)
+        for name, value in zip(_RUN_FIELDS, row, strict=True)
+    }
+    if values["retry"] == {}:
+        values["retry"] = None
+    return msgspec.convert({k: v for k, v in values.items() if v is not None}, Run)
