@@ -140,7 +140,8 @@ def plan(snapshot: Snapshot) -> Plan:
     """Assign queued jobs, highest priority first and oldest first within a priority, to hosts
     where they fit, following the routes; say for every other job why it waits."""
     hosts = {h.name: _Host(h) for h in snapshot.hosts}
-    order = {h.name: i for i, h in enumerate(snapshot.hosts)}
+    states = {h.name: h.state for h in snapshot.hosts}
+    everywhere = tuple(states)
     running = dict(snapshot.running_per_sweep)
     assignments: list[Assignment] = []
     waiting: dict[int, str] = {}
@@ -163,7 +164,7 @@ def plan(snapshot: Snapshot) -> Plan:
         ):
             waiting[job.run_id] = f"sweep {job.sweep} runs its max_concurrent={job.max_concurrent}"
             continue
-        candidates, why_route = _candidates(job, snapshot, order)
+        candidates, why_route = _candidates(job, snapshot, states, everywhere)
         shape = (job.resources, job.requires, job.roomy_gpu, candidates)
         if shape in no_room:
             waiting[job.run_id] = no_room[shape]
@@ -205,15 +206,14 @@ def plan(snapshot: Snapshot) -> Plan:
 
 
 def _candidates(
-    job: QueuedJob, snapshot: Snapshot, order: dict[str, int]
+    job: QueuedJob, snapshot: Snapshot, states: dict[str, str], everywhere: tuple[str, ...]
 ) -> tuple[tuple[str, ...], str]:
     """The hosts to try for a job, in order, and the routing reason."""
     if job.requested_host is not None:
-        return (job.requested_host,) if job.requested_host in order else (), "requested host"
+        return (job.requested_host,) if job.requested_host in states else (), "requested host"
     route = next((r for r in snapshot.routes if _matches(r, job)), None)
     if route is None:
-        return tuple(order), ""
-    states = {h.name: h.state for h in snapshot.hosts}
+        return everywhere, ""
     up = [h for h in route.prefer if states.get(h) == UP]
     waited = snapshot.now - job.queued_at
     if not route.prefer:
