@@ -23,7 +23,15 @@ from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config
 from engine.daemon import DaemonError, run_daemon, socket_path
-from engine.model import JobSpec, RunStatus, format_duration
+from engine.model import (
+    FailureClass,
+    JobSpec,
+    Resources,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    format_duration,
+)
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -71,6 +79,12 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    defaults = RetryPolicy()
+    retry = RetryPolicy(
+        attempts=args.attempts if args.attempts is not None else defaults.attempts,
+        backoff_s=args.backoff if args.backoff is not None else defaults.backoff_s,
+        on=tuple(args.retry_on) if args.retry_on else defaults.on,
+    )
     job = JobSpec(
         argv=tuple(argv),
         cwd=os.getcwd(),
@@ -79,6 +93,16 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
         capture=tuple(args.capture or ()),
         env=dict(os.environ),
         host=args.host,
+        resources=Resources(
+            cpus=args.cpus, mem_gb=args.mem, gpus=args.gpus, gpu_mem_gb=args.gpu_mem
+        ),
+        priority=args.priority,
+        model_type=args.model_type,
+        tags=tuple(args.tag or ()),
+        requires=tuple(args.requires or ()),
+        sweep=args.sweep,
+        max_concurrent=args.max_concurrent,
+        retry=retry,
     )
     [run] = await engine.submit([job])
     print(f"run {run.id} ({run.name}) queued: {shlex.join(run.argv)}", file=sys.stderr)
@@ -156,6 +180,14 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
             out.append(
                 f"    {m['key']:<20} n={m['count']:<8} last={m['last']:.6g}  min={m['min']:.6g}  max={m['max']:.6g}"
             )
+    if run.gpus:
+        out.append(f"  gpus       {','.join(map(str, run.gpus))} (CUDA_VISIBLE_DEVICES)")
+    if d["attempts"]:
+        out.append("  attempts")
+        for a in d["attempts"]:
+            on = a["host"] + (f" GPU {','.join(map(str, a['gpus']))}" if a["gpus"] else "")
+            cls = f" [{a['failure_class']}]" if a.get("failure_class") else ""
+            out.append(f"    #{a['attempt']} on {on}: {a['status']}{cls}  {a['reason'] or ''}")
     if d["bad_markers"]:
         out.append(f"  malformed @runyard lines: {d['bad_markers']} (kept in the log)")
     out.append("  events")
@@ -203,9 +235,120 @@ async def cmd_metrics(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
-    run = await engine.cancel(args.run)
-    print(f"run {run.id}: cancel requested", file=sys.stderr)
+    if (args.run is None) == (args.sweep is None):
+        print("engine cancel: give a RUN or --sweep S", file=sys.stderr)
+        return EXIT_USAGE
+    runs = await engine.cancel_sweep(args.sweep) if args.sweep else [await engine.cancel(args.run)]
+    for run in runs:
+        print(f"run {run.id}: cancel requested", file=sys.stderr)
     return 0
+
+
+async def cmd_queue(engine: Client, args: argparse.Namespace) -> int:
+    entries = (await engine.queue()).entries
+    if args.json:
+        _print_json(entries)
+        return 0
+    rows = [
+        (
+            str(e.run.id),
+            e.run.name[:24],
+            str(e.run.priority),
+            _asks(e.run),
+            e.run.sweep or "-",
+            e.reason,
+        )
+        for e in entries
+    ]
+    print(_table(rows, ("ID", "NAME", "PRIO", "ASKS", "SWEEP", "WHERE / WHY IT WAITS")))
+    return 0
+
+
+async def cmd_plan(engine: Client, args: argparse.Namespace) -> int:
+    entries = (await engine.queue()).entries
+    if args.runs:
+        wanted = set(args.runs)
+        entries = [e for e in entries if str(e.run.id) in wanted or e.run.name in wanted]
+        missing = wanted - {str(e.run.id) for e in entries} - {e.run.name for e in entries}
+        if missing:
+            print(f"engine plan: not queued: {', '.join(sorted(missing))}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+    if args.json:
+        _print_json({str(e.run.id): e.reason for e in entries})
+        return 0
+    for e in entries:
+        print(f"run {e.run.id} ({e.run.name}): {e.reason}")
+    return 0
+
+
+def _asks(run: Run) -> str:
+    r = run.resources
+    parts = []
+    if r.gpus:
+        parts.append(f"{r.gpus} GPU" + (f" {r.gpu_mem_gb:g}G" if r.gpu_mem_gb else " whole"))
+    if r.cpus:
+        parts.append(f"{r.cpus:g} CPU")
+    if r.mem_gb:
+        parts.append(f"{r.mem_gb:g}G RAM")
+    if run.requires:
+        parts.append("needs " + ",".join(run.requires))
+    return " ".join(parts) or "-"
+
+
+async def cmd_priority(engine: Client, args: argparse.Namespace) -> int:
+    run = await engine.set_priority(args.run, args.priority)
+    print(f"run {run.id}: priority {run.priority}", file=sys.stderr)
+    return 0
+
+
+async def cmd_hold(engine: Client, args: argparse.Namespace) -> int:
+    run = await (engine.hold(args.run) if args.cmd == "hold" else engine.release(args.run))
+    print(f"run {run.id}: {'held' if run.held else 'released'}", file=sys.stderr)
+    return 0
+
+
+async def cmd_host(engine: Client, args: argparse.Namespace) -> int:
+    result = await engine.set_host(args.name, args.action == "enable", args.reason)
+    print(f"host {result['host']}: {result['state']}", file=sys.stderr)
+    return 0
+
+
+async def cmd_util(engine: Client, args: argparse.Namespace) -> int:
+    try:
+        since = _seconds(args.since)
+    except argparse.ArgumentTypeError as exc:
+        print(f"engine util: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = await engine.util(since, args.buckets)
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = []
+    for r in rows:
+        what = r["what"] if r["gpu"] is None else f"gpu{r['gpu']} {r['what'].removeprefix('gpu ')}"
+        scale = 100.0 if "%" in r["what"] else (r.get("of") or max(r["peak"], 1e-9))
+        spark = "".join(
+            " " if v is None else SPARK[min(7, int(v / scale * 8))] for v in r["buckets"]
+        )
+        table.append(
+            (r["host"], what, f"{r['mean']:.1f}", f"{r['peak']:.1f}", spark, str(r["samples"]))
+        )
+    print(_table(table, ("HOST", "WHAT", "MEAN", "PEAK", f"OVER {args.since}", "SAMPLES")))
+    return 0
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def _seconds(text: str) -> float:
+    """'90', '90s', '15m', '1h', '2d' as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
 
 
 async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
@@ -218,17 +361,10 @@ async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
         s = h.sample
         cpu = f"{s.cpu_percent:.0f}%" if s else "-"
         mem = f"{s.mem_used_mb / 1024:.1f}/{s.mem_total_mb / 1024:.1f} GiB" if s else "-"
-        gpus = (
-            (
-                "; ".join(
-                    f"{g.index}:{g.mem_used_mb / 1024:.1f}/{g.mem_total_mb / 1024:.0f}G {g.util_percent:.0f}%"
-                    for g in s.gpus
-                )
-                or (s.gpu_error or "-")
-            )
-            if s
-            else "-"
-        )
+        gpus = "; ".join(
+            f"{g.index}: {g.reserved_mb / 1024:.0f}G held, {g.free_mb / 1024:.0f}/{g.total_mb / 1024:.0f}G free"
+            for g in h.gpus
+        ) or (s.gpu_error if s and s.gpu_error else "-")
         rows.append(
             (h.name, h.kind, h.state, f"{h.active}/{h.max_jobs}", cpu, mem, gpus, h.reason or "")
         )
@@ -266,6 +402,39 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read metrics from plain output too: a preset ({presets}) or a regex with named groups; repeatable",
     )
     p.add_argument("--host", help="run on this host")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the run needs (default 0)")
+    p.add_argument(
+        "--gpu-mem",
+        type=float,
+        default=0.0,
+        metavar="GB",
+        help="GPU memory per GPU; without it each GPU is the run's alone",
+    )
+    p.add_argument("--cpus", type=float, default=0.0, help="CPUs to reserve (default: none)")
+    p.add_argument(
+        "--mem", type=float, default=0.0, metavar="GB", help="memory to reserve (default: none)"
+    )
+    p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
+    p.add_argument("--model-type", help="for [[routes]] match")
+    p.add_argument("--tag", action="append", help="a tag for [[routes]] match; repeatable")
+    p.add_argument(
+        "--requires", action="append", metavar="TAG", help="a tag the host must have; repeatable"
+    )
+    p.add_argument("--sweep", help="the sweep this run belongs to")
+    p.add_argument("--max-concurrent", type=int, help="at most this many runs of the sweep at once")
+    p.add_argument("--attempts", type=int, help="attempts at most, retries included (default 3)")
+    p.add_argument(
+        "--retry-on",
+        action="append",
+        choices=[c.value for c in FailureClass],
+        help="failure classes to retry (default: oom, host_lost); repeatable",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        metavar="S",
+        help="seconds before the first retry, doubling after (default 10)",
+    )
     p.add_argument(
         "--wait", action="store_true", help="wait for the run and exit with its exit code"
     )
@@ -284,14 +453,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("show", help="a run's details, manifest, attempts and events")
+    p.add_argument("run", help="run id or name")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("cancel", help="cancel a run, or every unfinished run of a sweep")
+    p.add_argument("run", nargs="?", help="run id or name")
+    p.add_argument("--sweep", help="cancel the whole sweep")
+
+    p = sub.add_parser(
+        "queue", help="queued runs in planning order: where each goes, or why it waits"
+    )
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plan", help="explain where queued runs would start now, or why they wait")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (default: all queued)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("priority", help="set a queued run's priority (higher first)")
+    p.add_argument("run", help="run id or name")
+    p.add_argument("priority", type=int)
     for name, text in (
-        ("show", "a run's details, manifest and events"),
-        ("cancel", "cancel a run"),
+        ("hold", "keep a queued run from starting"),
+        ("release", "let a held run start"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", help="run id or name")
-        if name == "show":
-            p.add_argument("--json", action="store_true")
+    p = sub.add_parser("host", help="take a host out of use, or back into use")
+    p.add_argument("action", choices=["enable", "disable"])
+    p.add_argument("name")
+    p.add_argument("--reason", help="why (shown with the host's state)")
+    p = sub.add_parser("util", help="each host's and GPU's utilisation over time")
+    p.add_argument("--since", default="1h", help="how far back: 90s, 15m, 1h, 2d (default 1h)")
+    p.add_argument(
+        "--buckets", type=int, default=24, help="time slices in the sparkline (default 24)"
+    )
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("logs", help="a run's output")
     p.add_argument("run", help="run id or name")
@@ -316,6 +511,13 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "metrics": cmd_metrics,
     "cancel": cmd_cancel,
     "hosts": cmd_hosts,
+    "queue": cmd_queue,
+    "plan": cmd_plan,
+    "priority": cmd_priority,
+    "hold": cmd_hold,
+    "release": cmd_hold,
+    "host": cmd_host,
+    "util": cmd_util,
 }
 
 

@@ -30,6 +30,7 @@ from engine.protocol import (
     ErrorBody,
     Event,
     HostList,
+    QueueView,
     RunDetail,
     RunList,
     SubmitRequest,
@@ -166,6 +167,33 @@ class Client:
                 int(response.headers["X-Next-Offset"]),
                 response.headers["X-Run-Ended"] == "1",
             )
+
+    async def queue(self) -> QueueView:
+        return await self._request("GET", "/queue", QueueView)
+
+    async def set_priority(self, ref: int | str, priority: int) -> Run:
+        return await self._request(
+            "POST", f"/runs/{ref}/priority", Run, json={"priority": priority}
+        )
+
+    async def hold(self, ref: int | str) -> Run:
+        return await self._request("POST", f"/runs/{ref}/hold", Run)
+
+    async def release(self, ref: int | str) -> Run:
+        return await self._request("POST", f"/runs/{ref}/release", Run)
+
+    async def cancel_sweep(self, sweep: str) -> list[Run]:
+        return (await self._request("POST", f"/sweeps/{sweep}/cancel", RunList)).runs
+
+    async def set_host(self, name: str, enabled: bool, reason: str | None = None) -> dict[str, Any]:
+        action = "enable" if enabled else "disable"
+        params = {"reason": reason} if reason else {}
+        return await self._request("POST", f"/hosts/{name}/{action}", params=params)
+
+    async def util(self, since_s: float = 3600, buckets: int = 12) -> list[dict[str, Any]]:
+        """Each host's and GPU's utilisation over the last `since_s` seconds, in buckets."""
+        params = {"since": str(since_s), "buckets": str(buckets)}
+        return await self._request("GET", "/util", params=params)
 
     async def hosts(self) -> HostList:
         return await self._request("GET", "/hosts", HostList)

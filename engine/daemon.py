@@ -163,10 +163,48 @@ class Daemon:
                 await self._flush_samples()
                 last_flush = time.monotonic()
 
+    async def flush_samples(self) -> None:
+        await self._flush_samples()
+
     async def _flush_samples(self) -> None:
+        """Store what was sampled since the last flush, one mean sample per host (the live view
+        keeps every sample; the history needs no more than this)."""
         if self.unsaved and self.db:
             batch, self.unsaved = self.unsaved, []
-            await self.db.call(self.db.store.append_host_samples, batch)
+            by_host: dict[str, list[HostSample]] = {}
+            for sample in batch:
+                by_host.setdefault(sample.host, []).append(sample)
+            means = [mean_sample(samples) for samples in by_host.values()]
+            await self.db.call(self.db.store.append_host_samples, means)
+
+
+def mean_sample(samples: list[HostSample]) -> HostSample:
+    """One sample standing for several of one host: their means, at the time of the last."""
+    n = len(samples)
+    last = samples[-1]
+
+    def avg(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    cores = [
+        avg([s.cpu_per_core[i] for s in samples if i < len(s.cpu_per_core)])
+        for i in range(len(last.cpu_per_core))
+    ]
+    gpus = tuple(
+        msgspec.structs.replace(
+            g,
+            util_percent=avg([s.gpus[k].util_percent for s in samples if k < len(s.gpus)]),
+            mem_used_mb=avg([s.gpus[k].mem_used_mb for s in samples if k < len(s.gpus)]),
+        )
+        for k, g in enumerate(last.gpus)
+    )
+    return msgspec.structs.replace(
+        last,
+        cpu_percent=avg([s.cpu_percent for s in samples]) if n > 1 else last.cpu_percent,
+        cpu_per_core=tuple(cores),
+        mem_used_mb=avg([s.mem_used_mb for s in samples]),
+        gpus=gpus,
+    )
 
 
 def run_daemon(config: Config) -> int:

@@ -34,6 +34,15 @@ class RunDetail(msgspec.Struct, frozen=True):
     details: dict
 
 
+class GpuCapacity(msgspec.Struct, frozen=True):
+    """A GPU as the scheduler counts it: size, free memory (NVML or declared) and reservations."""
+
+    index: int
+    total_mb: float
+    free_mb: float
+    reserved_mb: float
+
+
 class HostState(msgspec.Struct, frozen=True):
     name: str
     kind: str
@@ -43,10 +52,20 @@ class HostState(msgspec.Struct, frozen=True):
     active: int
     tags: tuple[str, ...]
     sample: HostSample | None = None
+    gpus: tuple[GpuCapacity, ...] = ()
 
 
 class HostList(msgspec.Struct, frozen=True):
     hosts: list[HostState]
+
+
+class QueueEntry(msgspec.Struct, frozen=True):
+    run: Run
+    reason: str  # "would start: …" or "waits: …", "held", "retry backoff: …"
+
+
+class QueueView(msgspec.Struct, frozen=True):
+    entries: list[QueueEntry]
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

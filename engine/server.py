@@ -19,8 +19,11 @@ from engine.protocol import (
     PROTOCOL_VERSION,
     DaemonStatus,
     ErrorBody,
+    GpuCapacity,
     HostList,
     HostState,
+    QueueEntry,
+    QueueView,
     RunDetail,
     RunList,
     SubmitRequest,
@@ -173,25 +176,86 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(f"{API}/hosts")
     async def hosts(_: web.Request) -> web.Response:
-        counts: dict[str, int] = {}
-        for active in sup.active.values():
-            counts[active.run.host or ""] = counts.get(active.run.host or "", 0) + 1
         states = []
-        for name, host in daemon.config.hosts.items():
-            recent = daemon.recent.get(name)
+        for h in sup.snapshot().hosts:
+            spec = daemon.config.hosts[h.name]
             states.append(
                 HostState(
-                    name=name,
-                    kind=host.kind,
-                    state="disabled" if name in sup.disabled else "up",
-                    reason=sup.disabled.get(name),
-                    max_jobs=host.max_jobs,
-                    active=counts.get(name, 0),
-                    tags=host.tags,
-                    sample=recent[-1] if recent else None,
+                    name=h.name,
+                    kind=spec.kind,
+                    state=h.state,
+                    reason=sup.host_state[h.name][1],
+                    max_jobs=h.max_jobs,
+                    active=h.active,
+                    tags=h.tags,
+                    sample=daemon.latest_sample(h.name),
+                    gpus=tuple(
+                        GpuCapacity(g.index, g.total_mb, g.free_mb, g.reserved_mb) for g in h.gpus
+                    ),
                 )
             )
         return _json(HostList(hosts=states))
+
+    @routes.get(f"{API}/queue")
+    async def queue(_: web.Request) -> web.Response:
+        """Queued runs, in the order the planner takes them, each with where it would start now
+        and why, or why it waits."""
+        why = sup.explain()
+        runs = sorted((sup.runs[i] for i in sup.queue), key=lambda r: (-r.priority, r.id))
+        return _json(QueueView(entries=[QueueEntry(run=r, reason=why.get(r.id, "")) for r in runs]))
+
+    @routes.post(API + "/runs/{ref}/priority")
+    async def priority(request: web.Request) -> web.Response:
+        run = await find(request)
+        try:
+            value = int((await request.json())["priority"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, f'bad request: expected {{"priority": N}} ({exc})')
+        return await _queue_change(run, f"priority set to {value}", priority=value)
+
+    @routes.post(API + "/runs/{ref}/hold")
+    async def hold(request: web.Request) -> web.Response:
+        return await _queue_change(await find(request), "held by user", held=True)
+
+    @routes.post(API + "/runs/{ref}/release")
+    async def release(request: web.Request) -> web.Response:
+        return await _queue_change(await find(request), "released by user", held=False)
+
+    async def _queue_change(run, reason: str, **fields) -> web.Response:  # type: ignore[no-untyped-def]
+        try:
+            return _json(await sup.set_queue_fields(run, reason, **fields))
+        except SubmitError as exc:
+            return _error(409, str(exc))
+
+    @routes.post(API + "/sweeps/{sweep}/cancel")
+    async def cancel_sweep(request: web.Request) -> web.Response:
+        try:
+            runs = await sup.cancel_sweep(request.match_info["sweep"])
+        except SubmitError as exc:
+            return _error(404, str(exc))
+        return _json(RunList(runs=runs))
+
+    @routes.post(API + "/hosts/{name}/{action:enable|disable}")
+    async def host_state(request: web.Request) -> web.Response:
+        name, enable = request.match_info["name"], request.match_info["action"] == "enable"
+        reason = request.query.get("reason") or "disabled by user"
+        try:
+            sup.set_host_state(name, enable, reason)
+        except SubmitError as exc:
+            return _error(409, str(exc))
+        state, why = sup.host_state[name]
+        await db.call(store.upsert_host, name, daemon.config.hosts[name].kind, {}, state, why)
+        return _json({"host": name, "state": state, "reason": why})
+
+    @routes.get(f"{API}/util")
+    async def util(request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "3600"))
+            buckets = int(request.query.get("buckets", "12"))
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        await daemon.flush_samples()
+        return _json(await db.call(store.utilisation, since, max(1, min(buckets, 120))))
 
     @routes.post(f"{API}/shutdown")
     async def shutdown(_: web.Request) -> web.Response:

@@ -260,6 +260,54 @@ class Store:
         )
         self._insert_arrow("host_samples", table)
 
+    def utilisation(self, since_s: float, buckets: int) -> list[dict[str, Any]]:
+        """Each host's CPU and memory, and each GPU's utilisation and memory, over the last
+        `since_s` seconds: mean and peak, and the means of `buckets` equal slices of time."""
+        start = time.time() - since_s
+        width = since_s / buckets
+        rows = self.con.execute(
+            "SELECT host, time, cpu_percent, mem_used_mb, mem_total_mb, gpus FROM host_samples"
+            " WHERE time >= ? ORDER BY host, time",
+            [start],
+        ).fetchall()
+        series: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+
+        def add(key: tuple[str, str, int | None], t: float, value: float, extra: dict) -> None:
+            entry = series.setdefault(
+                key,
+                {
+                    "host": key[0],
+                    "what": key[1],
+                    "gpu": key[2],
+                    "values": [],
+                    "slices": [[] for _ in range(buckets)],
+                    **extra,
+                },
+            )
+            entry["values"].append(value)
+            entry["slices"][min(buckets - 1, int((t - start) / width))].append(value)
+
+        for host, t, cpu, mem_used, mem_total, gpus in rows:
+            add((host, "cpu %", None), t, cpu, {})
+            add((host, "memory GB", None), t, mem_used / 1024, {"of": mem_total / 1024})
+            for g in json.loads(gpus):
+                add((host, "gpu util %", g["index"]), t, g["util_percent"], {"name": g["name"]})
+                add(
+                    (host, "gpu memory GB", g["index"]),
+                    t,
+                    g["mem_used_mb"] / 1024,
+                    {"name": g["name"], "of": g["mem_total_mb"] / 1024},
+                )
+        out = []
+        for entry in series.values():
+            values = entry.pop("values")
+            entry["mean"] = sum(values) / len(values)
+            entry["peak"] = max(values)
+            entry["samples"] = len(values)
+            entry["buckets"] = [sum(v) / len(v) if v else None for v in entry.pop("slices")]
+            out.append(entry)
+        return out
+
     def host_sample_count(self, host: str) -> int:
         return self._one("SELECT count(*) FROM host_samples WHERE host = ?", [host])[0]
 
@@ -365,30 +413,27 @@ class Store:
             " FROM runs WHERE id = ?",
             [run_id],
         )
+        names = (
+            "attempt",
+            "host",
+            "run_dir",
+            "started_at",
+            "ended_at",
+            "exit_code",
+            "status",
+            "failure_class",
+            "reason",
+            "gpus",
+        )
         attempts = [
-            dict(
-                zip(
-                    (
-                        "attempt",
-                        "host",
-                        "run_dir",
-                        "started_at",
-                        "ended_at",
-                        "exit_code",
-                        "status",
-                        "failure_class",
-                        "reason",
-                    ),
-                    row,
-                    strict=True,
-                )
-            )
+            dict(zip(names, row, strict=True))
             for row in self.con.execute(
-                "SELECT attempt, host, run_dir, started_at, ended_at, exit_code, status,"
-                " failure_class, reason FROM attempts WHERE run_id = ? ORDER BY attempt",
+                f"SELECT {', '.join(names)} FROM attempts WHERE run_id = ? ORDER BY attempt",
                 [run_id],
             ).fetchall()
         ]
+        for attempt in attempts:
+            attempt["gpus"] = json.loads(attempt["gpus"] or "[]")
         events = [
             {"time": t, "from": f, "to": to, "reason": r}
             for t, f, to, r in self.con.execute(
