@@ -24,6 +24,8 @@ test: lint
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/dispatch.py
+	$(PY) bench/plan.py
+	$(PY) bench/sampling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

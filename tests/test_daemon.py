@@ -422,19 +422,24 @@ async def test_a_job_without_env_gets_the_submitters_environment(
     assert (await client.log(run.id))[0] == b"from-the-submitter\n"
 
 
-async def test_host_samples_reach_the_store(client: Client, daemon: Project) -> None:
+async def test_host_samples_reach_the_store_as_window_means(
+    client: Client, daemon: Project
+) -> None:
     seen = []
     stream = client.events()
     async for batch in stream:
-        seen += [e for e in batch if type(e).__struct_config__.tag == "sample"]
-        if len(seen) >= 2:
+        seen += [e.sample for e in batch if type(e).__struct_config__.tag == "sample"]
+        if len(seen) >= 3:
             break
     await stream.aclose()
     daemon.kill_daemon(signal.SIGTERM)  # a clean stop writes the samples not yet stored
     import duckdb
 
     con = duckdb.connect(str(daemon.config.state_dir / "store.duckdb"), read_only=True)
-    rows = con.execute("SELECT host, cpu_per_core, mem_total_mb FROM host_samples").fetchall()
+    rows = con.execute("SELECT host, cpu_per_core, mem_used_mb, time FROM host_samples").fetchall()
     con.close()
-    assert len(rows) >= 2
-    assert rows[0][0] == "local" and len(rows[0][1]) == os.cpu_count() and rows[0][2] > 0
+    assert len(rows) == 1  # one flush window: one stored sample, the mean of the window
+    host, cores, mem_used, when = rows[0]
+    assert host == "local" and len(cores) == os.cpu_count()
+    assert min(s.mem_used_mb for s in seen) - 1 <= mem_used  # a mean of at least these samples
+    assert when >= seen[-1].time
