@@ -197,6 +197,7 @@ class GpuSample(msgspec.Struct, frozen=True):
     util_percent: float
     temperature_c: float | None = None
     power_w: float | None = None
+    processes: tuple[tuple[int, float], ...] = ()  # (pid, MB used) where NVML tells
 
 
 class HostSample(msgspec.Struct, frozen=True):

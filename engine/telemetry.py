@@ -47,6 +47,12 @@ class Nvml:
                 temperature = float(nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))
             with contextlib.suppress(Exception):
                 power = nv.nvmlDeviceGetPowerUsage(handle) / 1000.0
+            processes: tuple[tuple[int, float], ...] = ()
+            with contextlib.suppress(Exception):  # not every driver or device reports them
+                processes = tuple(
+                    (p.pid, (p.usedGpuMemory or 0) / 2**20)
+                    for p in nv.nvmlDeviceGetComputeRunningProcesses(handle)
+                )
             gpus.append(
                 GpuSample(
                     index=index,
@@ -56,6 +62,7 @@ class Nvml:
                     util_percent=float(util.gpu),
                     temperature_c=temperature,
                     power_w=power,
+                    processes=processes,
                 )
             )
         return tuple(gpus)

@@ -443,3 +443,28 @@ async def test_host_samples_reach_the_store_as_window_means(
     assert host == "local" and len(cores) == os.cpu_count()
     assert min(s.mem_used_mb for s in seen) - 1 <= mem_used  # a mean of at least these samples
     assert when >= seen[-1].time
+
+
+async def test_util_reports_each_hosts_use_over_time(client: Client, daemon: Project) -> None:
+    stream = client.events()
+    seen = 0
+    async for batch in stream:
+        seen += sum(type(e).__struct_config__.tag == "sample" for e in batch)
+        if seen >= 2:
+            break
+    await stream.aclose()
+    rows = json.loads(daemon.engine("util", "--since", "1h", "--json").stdout)
+    cpu = next(r for r in rows if r["host"] == "local" and r["what"] == "cpu %")
+    assert cpu["samples"] >= 1 and 0 <= cpu["mean"] <= cpu["peak"] <= 100
+    assert len(cpu["buckets"]) == 24 and cpu["buckets"][-1] is not None
+    memory = next(r for r in rows if r["what"] == "memory GB")
+    assert 0 < memory["mean"] <= memory["of"]
+    table = daemon.engine("util", "--since", "15m")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:4] == [
+        "HOST",
+        "WHAT",
+        "MEAN",
+        "PEAK",
+    ]
+    bad = daemon.engine("util", "--since", "soon")
+    assert bad.returncode == 2 and "not a duration: 'soon'" in bad.stderr

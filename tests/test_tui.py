@@ -102,6 +102,12 @@ class FakeNvml:
     def nvmlDeviceGetPowerUsage(self, h: int) -> int:
         return 312_000
 
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
+        return [
+            SimpleNamespace(pid=4242, usedGpuMemory=3 * 2**30),
+            SimpleNamespace(pid=7, usedGpuMemory=None),
+        ]
+
 
 def test_gpu_lines_from_nvml_reach_the_host_pane() -> None:
     sample = LocalSampler("gpu-box", Nvml(FakeNvml())).sample()
@@ -113,6 +119,7 @@ def test_gpu_lines_from_nvml_reach_the_host_pane() -> None:
         87,
     )
     assert (gpu.temperature_c, gpu.power_w) == (64, 312)
+    assert gpu.processes == ((4242, 3072.0), (7, 0.0))
     pane = HostPane("gpu-box")
     pane.sample = sample
     line = pane.detail_text().plain.splitlines()[-1]
