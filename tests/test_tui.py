@@ -159,3 +159,20 @@ def test_dependencies_point_one_way() -> None:
                         assert name in allowed_in_tui, f"{path} imports {name}"
                     assert "duckdb" not in name or package == "engine", f"{path} imports {name}"
     assert os.path.isdir(root / "tui")
+
+
+def test_declared_gpus_show_what_runs_hold() -> None:
+    from engine.model import HostSample
+    from engine.protocol import GpuCapacity
+
+    pane = HostPane("gpu-box")
+    pane.sample = HostSample("gpu-box", 1.0, 5.0, (5.0,), 1024.0, 4096.0, gpu_error="no NVIDIA GPU")
+    pane.capacity = (
+        GpuCapacity(0, 24 * 1024, 24 * 1024, 10 * 1024),
+        GpuCapacity(1, 24 * 1024, 24 * 1024, 0),
+    )
+    lines = pane.detail_text().plain.splitlines()
+    assert lines[-2].startswith("gpu0 declared 24 GiB") and lines[-2].endswith("10.0 GiB by runs")
+    assert (
+        lines[-1].endswith(" 0.0 GiB by runs") and "no NVIDIA GPU" not in pane.detail_text().plain
+    )

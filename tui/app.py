@@ -20,6 +20,7 @@ from tui.widgets import HostPane, RunsTable
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000
 RUNS_SHOWN = 500
+HOST_REFRESH_S = 2.0
 
 
 class RunyardApp(App[int]):
@@ -88,7 +89,8 @@ class RunyardApp(App[int]):
         for host in hosts:
             pane = HostPane(host.name)
             await pane_box.mount(pane)
-            pane.show(host.state, host.reason, host.sample)
+            pane.show(host.state, host.reason, host.sample, host.gpus)
+        self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
         table = self.query_one(RunsTable)
         for run in reversed(await self.client.runs(limit=RUNS_SHOWN)):
             table.upsert(run)
@@ -112,6 +114,16 @@ class RunyardApp(App[int]):
                 await self.reload_runs()
         for run_id, values in latest.items():
             table.set_metrics(run_id, values)
+
+    @work(exclusive=True, group="hosts")
+    async def refresh_hosts(self) -> None:
+        """Host states and GPU reservations change without an event of their own: poll them."""
+        if self.client is None:
+            return
+        panes = {pane.host: pane for pane in self.query(HostPane)}
+        for host in (await self.client.hosts()).hosts:
+            if host.name in panes:
+                panes[host.name].show(host.state, host.reason, None, host.gpus)
 
     async def reload_runs(self) -> None:
         assert self.client is not None

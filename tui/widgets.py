@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from engine.model import HostSample, Run, RunStatus, format_duration
+from engine.protocol import GpuCapacity
 
 STATUS_STYLE = {
     RunStatus.QUEUED: "dim",
@@ -55,6 +56,7 @@ class HostPane(Vertical):
         self.state = "connecting"
         self.reason: str | None = None
         self.sample: HostSample | None = None
+        self.capacity: tuple[GpuCapacity, ...] = ()  # GPUs as the scheduler counts them
         self.cpu_history: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self.border_title = host
 
@@ -62,9 +64,17 @@ class HostPane(Vertical):
         yield Static(id="host-title")
         yield Static(id="host-detail")
 
-    def show(self, state: str, reason: str | None, sample: HostSample | None) -> None:
-        """Show the host's state and, if given, a new sample."""
+    def show(
+        self,
+        state: str,
+        reason: str | None,
+        sample: HostSample | None,
+        capacity: tuple[GpuCapacity, ...] | None = None,
+    ) -> None:
+        """Show the host's state and, if given, a new sample and the scheduler's GPU counts."""
         self.state, self.reason = state, reason
+        if capacity is not None:
+            self.capacity = capacity
         if sample is not None and sample is not self.sample:
             self.sample = sample
             self.cpu_history.append(sample.cpu_percent)
@@ -101,7 +111,14 @@ class HostPane(Vertical):
             f"mem   {bar(s.mem_used_mb / max(s.mem_total_mb, 1), 20)} "
             f"{s.mem_used_mb / gib:.1f}/{s.mem_total_mb / gib:.1f} GiB\n"
         )
-        if not s.gpus:
+        if not s.gpus and self.capacity:  # declared in hosts.toml: what the engine holds of each
+            for g in self.capacity:
+                held = g.reserved_mb / max(g.total_mb, 1)
+                text.append(
+                    f"gpu{g.index} declared {g.total_mb / 1024:.0f} GiB   held {bar(held, 12)} "
+                    f"{g.reserved_mb / 1024:5.1f} GiB by runs\n"
+                )
+        elif not s.gpus:
             text.append(s.gpu_error or "no NVIDIA GPU", "dim")
         for g in s.gpus:
             extra = ""
