@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from engine.model import HostSpec
+from engine.capture import CaptureError, readers_for
+from engine.model import HostSpec, Resources, RetryPolicy
 
 CONFIG_NAME = "hosts.toml"
 CONFIG_ENV = "RUNYARD_CONFIG"
@@ -239,20 +242,43 @@ def _convert(where: _Locator, key: str, value: Any, kind: type[T], **extra: Any)
         raise where.error(key + sub, _friendly(message)) from None
 
 
+def _type_at(kind: Any, sub: str) -> Any:
+    """The type found by walking a dotted path of field names through (optional) structs."""
+    for name in [p for p in sub.split(".") if p and not p.startswith("[")]:
+        kind = _struct_in(kind)
+        if kind is None:
+            return None
+        field = next((f for f in msgspec.structs.fields(kind) if f.name == name), None)
+        if field is None:
+            return None
+        kind = field.type
+    return kind
+
+
+def _struct_in(kind: Any) -> Any:
+    """`kind` if it is a struct type, else the struct type inside an `X | None`."""
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        return kind
+    return next(
+        (a for a in typing.get_args(kind) if isinstance(a, type) and issubclass(a, msgspec.Struct)),
+        None,
+    )
+
+
 def _fields_at(kind: type, sub: str) -> list[str]:
     """The keys a (possibly nested) table accepts, for "expected one of" messages."""
-    for name in [p for p in sub.split(".") if p]:
-        field = next(f for f in msgspec.structs.fields(kind) if f.name == name)
-        kind = field.type
+    struct = _struct_in(_type_at(kind, sub))
+    if struct is None:
+        return []
     return [
-        f.name for f in msgspec.structs.fields(kind) if f.name != "name" or kind is not HostSpec
+        f.name
+        for f in msgspec.structs.fields(struct)
+        if not (struct is HostSpec and f.name == "name")
     ]
 
 
 def _choices_at(kind: type, sub: str) -> str:
-    name = sub.rsplit(".", 1)[-1]
-    field = next(f for f in msgspec.structs.fields(kind) if f.name == name)
-    return ", ".join(repr(v) for v in getattr(field.type, "__args__", ()))
+    return ", ".join(repr(v) for v in typing.get_args(_type_at(kind, sub)))
 
 
 _TYPE_WORDS = {
@@ -288,6 +314,7 @@ class _Locator:
         self.lines = text.splitlines()
 
     def error(self, key: str, expected: str) -> ConfigError:
+        key = key.lstrip(".")  # a top-level table's keys come with an empty prefix
         line = self.line_of(key)
         place = f"{self.path}:{line}" if line else str(self.path)
         return ConfigError(f"{place}: {key}: {expected}")
@@ -323,3 +350,225 @@ class _Locator:
             if re.match(rf"^\s*{re.escape(parts[0])}\s*=", text) if parts else False:
                 return n + 1
         return None
+
+
+# --- experiment files ----------------------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class MetricSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    mode: Literal["min", "max"] = "max"
+
+
+class EarlyStopSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    method: Literal["asha", "hyperband", "median", "none"] = "none"
+
+
+class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    method: Literal["grid", "random", "tpe"] = "grid"
+    trials: int | None = None
+    seeds: list[int] = msgspec.field(default_factory=lambda: [0])
+    max_concurrent: int | None = None
+    params: dict[str, Any] = {}
+    early_stop: EarlyStopSection = EarlyStopSection()
+
+
+class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    command: str
+    model_type: str | None = None
+    requires: list[str] = []
+    tags: list[str] = []
+    priority: int = 0
+    resources: Resources = Resources()
+    metric: MetricSection | None = None
+    capture: str | list[str] = []
+    sweep: SweepSection = SweepSection()
+    retry: RetryPolicy = RetryPolicy()
+
+
+class Param(msgspec.Struct, frozen=True):
+    """One swept parameter: a list of values, or a range (`low`..`high`, optionally `log` or `step`)."""
+
+    name: str
+    values: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+    def grid(self) -> tuple[Any, ...]:
+        """Every value a grid sweep takes."""
+        if self.values is not None:
+            return self.values
+        assert self.low is not None and self.high is not None and self.step is not None
+        count = int((self.high - self.low) / self.step + 1e-9) + 1
+        values = [self.low + i * self.step for i in range(count)]
+        return tuple(round(v) if self.integer else round(v, 12) for v in values)
+
+
+class Experiment(msgspec.Struct, frozen=True):
+    """An experiment file, validated: a command template, what it needs, and its sweep."""
+
+    path: Path
+    name: str
+    command: str
+    argv: tuple[str, ...]  # the command split as a shell would, placeholders still in it
+    model_type: str | None
+    requires: tuple[str, ...]
+    tags: tuple[str, ...]
+    priority: int
+    resources: Resources
+    metric: MetricSection | None
+    capture: tuple[str, ...]
+    method: str
+    trials: int | None
+    seeds: tuple[int, ...]
+    max_concurrent: int | None
+    params: tuple[Param, ...]
+    early_stop: str
+    retry: RetryPolicy
+
+
+def load_experiment(
+    path: str | os.PathLike[str], overrides: dict[str, str] | None = None
+) -> Experiment:
+    """Read and validate one experiment file; `overrides` (from --set KEY=VALUE) fix a parameter
+    to a value or list, or set `trials`, `seeds`, `max_concurrent` or `method`."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_syntax_message(path, str(exc))) from None
+    where = _Locator(path, text)
+    if overrides:
+        raw = _apply_overrides(path, raw, overrides)
+    section = _convert(where, "", raw, ExperimentSection)
+    if not EXPERIMENT_NAME.match(section.name):
+        raise where.error("name", "letters, digits, '.', '_' or '-' (at most 63 characters)")
+    try:
+        argv = tuple(shlex.split(section.command))
+    except ValueError as exc:
+        raise where.error("command", f"cannot be split into words: {exc}") from None
+    if not argv:
+        raise where.error("command", "expected a command, got nothing")
+    sweep = section.sweep
+    params = tuple(_param(where, name, value) for name, value in sweep.params.items())
+    known = {p.name for p in params} | {"seed"}
+    for name in PLACEHOLDER.findall(section.command):
+        if name not in known:
+            raise where.error(
+                "command",
+                f"unknown parameter {{{name}}}; [sweep.params] has {sorted(known - {'seed'})} (and {{seed}})",
+            )
+    if not sweep.seeds:
+        raise where.error("sweep.seeds", "expected at least one seed")
+    if sweep.max_concurrent is not None and sweep.max_concurrent < 1:
+        raise where.error("sweep.max_concurrent", "expected 1 or more")
+    if sweep.trials is not None and sweep.trials < 1:
+        raise where.error("sweep.trials", "expected 1 or more")
+    if sweep.method in ("random", "tpe") and sweep.trials is None:
+        raise where.error("sweep.trials", f"a {sweep.method} sweep needs `trials`")
+    if sweep.method == "grid":
+        for p in params:
+            if p.values is None and p.step is None:
+                raise where.error(
+                    f"sweep.params.{p.name}", "a grid needs a list, or a range with `step`"
+                )
+    capture = (section.capture,) if isinstance(section.capture, str) else tuple(section.capture)
+    try:
+        readers_for(capture)
+    except CaptureError as exc:
+        raise where.error("capture", str(exc)) from None
+    if section.retry.attempts < 1:
+        raise where.error("retry.attempts", "expected 1 or more")
+    return Experiment(
+        path=path,
+        name=section.name,
+        command=section.command,
+        argv=argv,
+        model_type=section.model_type,
+        requires=tuple(section.requires),
+        tags=tuple(section.tags),
+        priority=section.priority,
+        resources=section.resources,
+        metric=section.metric,
+        capture=capture,
+        method=sweep.method,
+        trials=sweep.trials,
+        seeds=tuple(sweep.seeds),
+        max_concurrent=sweep.max_concurrent,
+        params=params,
+        early_stop=sweep.early_stop.method,
+        retry=section.retry,
+    )
+
+
+def _param(where: _Locator, name: str, value: Any) -> Param:
+    key = f"sweep.params.{name}"
+    if isinstance(value, list):
+        if not value:
+            raise where.error(key, "empty list: give at least one value")
+        return Param(name=name, values=tuple(value))
+    if not isinstance(value, dict):
+        return Param(name=name, values=(value,))  # one fixed value
+    unknown = set(value) - {"low", "high", "log", "step"}
+    if unknown:
+        raise where.error(
+            f"{key}.{sorted(unknown)[0]}", "unknown key; expected low, high, log, step"
+        )
+    for bound in ("low", "high"):
+        if bound not in value:
+            raise where.error(key, f"a range needs `{bound}`")
+        if isinstance(value[bound], bool) or not isinstance(value[bound], int | float):
+            raise where.error(
+                f"{key}.{bound}", f"expected a number, got {_toml_type(value[bound])}"
+            )
+    low, high = value["low"], value["high"]
+    if low > high:
+        raise where.error(key, f"expected low ≤ high, got low = {low} and high = {high}")
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise where.error(f"{key}.log", f"expected true or false, got {_toml_type(log)}")
+    if log and low <= 0:
+        raise where.error(key, f"a log range needs low > 0, got {low}")
+    step = value.get("step")
+    if step is not None and (
+        isinstance(step, bool) or not isinstance(step, int | float) or step <= 0
+    ):
+        raise where.error(f"{key}.step", "expected a number above 0")
+    if step is not None and log:
+        raise where.error(key, "a range takes `log` or `step`, not both")
+    integer = all(isinstance(v, int) for v in (low, high)) and (
+        step is None or isinstance(step, int)
+    )
+    return Param(name=name, low=low, high=high, log=log, step=step, integer=integer)
+
+
+def _apply_overrides(path: Path, raw: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    raw = {**raw, "sweep": dict(raw.get("sweep", {}))}
+    sweep = raw["sweep"]
+    sweep["params"] = dict(sweep.get("params", {}))
+    for key, text in overrides.items():
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word is a string
+        if key in ("trials", "seeds", "max_concurrent", "method"):
+            sweep[key] = value
+        elif key in sweep["params"]:
+            sweep["params"][key] = value
+        else:
+            raise ConfigError(
+                f"{path}: --set {key}: not a parameter of this experiment; expected one of "
+                f"{sorted(sweep['params'])} or trials, seeds, max_concurrent, method"
+            )
+    return raw

@@ -1,0 +1,176 @@
+"""Experiment files: validation with file/key/line errors, and expansion into trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.config import ConfigError, load_experiment
+from engine.sweep import SweepError, command, trials
+
+GOOD = """\
+name = "xgb-digits"
+command = "python train.py --max-depth {max_depth} --eta {eta} --seed {seed}"
+model_type = "XGBoost"
+resources = { gpus = 1, gpu_mem_gb = 2, cpus = 2 }
+metric = { name = "val_auc", mode = "max" }
+capture = "xgboost"
+
+[sweep]
+method = "grid"
+seeds = [0, 1, 2]
+max_concurrent = 4
+
+[sweep.params]
+max_depth = [3, 5, 7]
+eta = { low = 0.1, high = 0.3, step = 0.1 }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_grid_expands_every_configuration_over_every_seed(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GOOD))
+    assert (exp.name, exp.method, exp.seeds, exp.max_concurrent, exp.capture) == (
+        "xgb-digits",
+        "grid",
+        (0, 1, 2),
+        4,
+        ("xgboost",),
+    )
+    runs = trials(exp)
+    assert len(runs) == 3 * 3 * 3
+    assert runs[0].params == {"max_depth": 3, "eta": 0.1} and runs[0].seed == 0
+    assert runs[0].argv == ("python", "train.py", "--max-depth", "3", "--eta", "0.1", "--seed", "0")
+    assert {r.params["eta"] for r in runs} == {0.1, 0.2, 0.3}
+    assert [r.config for r in runs[:4]] == [0, 0, 0, 1]
+
+
+def test_random_sweeps_draw_with_optuna_reproducibly(tmp_path: Path) -> None:
+    text = GOOD.replace('method = "grid"', 'method = "random"\ntrials = 8').replace(
+        "eta = { low = 0.1, high = 0.3, step = 0.1 }",
+        "eta = { low = 0.001, high = 0.3, log = true }",
+    )
+    exp = load_experiment(write(tmp_path, text))
+    first, again = trials(exp, sampler_seed=7), trials(exp, sampler_seed=7)
+    assert len(first) == 8 * 3 and first == again
+    assert all(
+        0.001 <= t.params["eta"] <= 0.3 and t.params["max_depth"] in (3, 5, 7) for t in first
+    )
+    assert len({t.params["eta"] for t in first}) == 8
+
+
+def test_overrides_fix_parameters_and_sweep_settings(tmp_path: Path) -> None:
+    exp = load_experiment(
+        write(tmp_path, GOOD), {"max_depth": "5", "seeds": "[9]", "eta": "[0.05, 0.5]"}
+    )
+    assert [(t.params, t.seed) for t in trials(exp)] == [
+        ({"max_depth": 5, "eta": 0.05}, 9),
+        ({"max_depth": 5, "eta": 0.5}, 9),
+    ]
+    with pytest.raises(ConfigError, match=r"--set depth: not a parameter of this experiment"):
+        load_experiment(write(tmp_path, GOOD), {"depth": "3"})
+
+
+def test_hostile_values_stay_single_arguments(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GOOD))
+    argv = command(exp, {"max_depth": "'; touch PWNED", "eta": "$(id)"}, seed=1)
+    assert argv == (
+        "python",
+        "train.py",
+        "--max-depth",
+        "'; touch PWNED",
+        "--eta",
+        "$(id)",
+        "--seed",
+        "1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("--eta {eta}", "--eta {lr}"), r"exp.toml:2: command: unknown parameter \{lr\}"),
+        (
+            ("max_depth = [3, 5, 7]", "max_depth = []"),
+            r"exp.toml:\d+: sweep.params.max_depth: empty list",
+        ),
+        (
+            ("low = 0.1, high = 0.3", "low = 0.3, high = 0.1"),
+            r"sweep.params.eta: expected low ≤ high, got low = 0.3 and high = 0.1",
+        ),
+        (
+            ("step = 0.1", "log = true"),
+            r"sweep.params.eta: a grid needs a list, or a range with `step`",
+        ),
+        (
+            ('capture = "xgboost"', 'capture = "xgb"'),
+            r"exp.toml:6: capture: unknown capture preset 'xgb'",
+        ),
+        (
+            ('method = "grid"', 'method = "bayes"'),
+            r"sweep.method: expected one of 'grid', 'random', 'tpe', got 'bayes'",
+        ),
+        (('method = "grid"', 'method = "random"'), r"sweep.trials: a random sweep needs `trials`"),
+        (("seeds = [0, 1, 2]", "seeds = []"), r"sweep.seeds: expected at least one seed"),
+        (('mode = "max"', 'mode = "up"'), r"metric.mode: expected one of 'min', 'max', got 'up'"),
+        (('name = "xgb-digits"', 'name = "has space"'), r"exp.toml:1: name: letters, digits"),
+        (
+            ('model_type = "XGBoost"', 'model_typ = "XGBoost"'),
+            r"exp.toml:3: model_typ: unknown key; expected one of: name, command",
+        ),
+        (("gpus = 1,", "gpus = 'one',"), r"resources.gpus: expected an integer, got a string"),
+        (('name = "xgb-digits"\n', ""), r"missing required key `name`"),
+        (
+            ("step = 0.1", "step = 0.1, log = true"),
+            r"sweep.params.eta: a range takes `log` or `step`, not both",
+        ),
+        (
+            ("[sweep.params]", "[sweep.params]\nlr = { low = 0, high = 1, log = true }"),
+            r"sweep.params.lr: a log range needs low > 0",
+        ),
+    ],
+)
+def test_bad_experiments_name_file_key_and_expectation(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    old, new = change
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=expected) as caught:
+        load_experiment(path)
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+def test_tpe_is_refused_clearly_until_adaptive_sampling_exists(tmp_path: Path) -> None:
+    exp = load_experiment(
+        write(tmp_path, GOOD.replace('method = "grid"', 'method = "tpe"\ntrials = 4'))
+    )
+    with pytest.raises(SweepError, match="needs adaptive sampling"):
+        trials(exp)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mangled_files_fail_with_one_clear_line_never_a_traceback(tmp_path_factory, data) -> None:  # type: ignore[no-untyped-def]
+    lines = GOOD.splitlines()
+    i = data.draw(st.integers(0, len(lines) - 1))
+    junk = data.draw(
+        st.sampled_from(['"x"', "[]", "-1", "{ low = 5, high = 1 }", "true", "{", "= 3", "3.5"])
+    )
+    key = lines[i].split("=")[0].strip() if "=" in lines[i] else None
+    lines[i] = f"{key} = {junk}" if key else junk
+    path = tmp_path_factory.mktemp("exp") / "exp.toml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        exp = load_experiment(path)
+        trials(exp)
+    except (ConfigError, SweepError) as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
