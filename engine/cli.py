@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import sys
@@ -21,7 +22,7 @@ import msgspec
 
 from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
-from engine.config import CONFIG_NAME, ConfigError, find_config, load_config
+from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
 from engine.daemon import DaemonError, run_daemon, socket_path
 from engine.model import (
     FailureClass,
@@ -170,6 +171,10 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         )
         if git.get("untracked"):
             out.append(f"  untracked  {len(git['untracked'])} files")
+    if manifest.get("snapshot"):
+        out.append(f"  snapshot   {manifest['snapshot']} (the code this run ran from)")
+    if run.sweep:
+        out.append(f"  sweep      {run.sweep}  params {json.dumps(run.params)}")
     if interp:
         out.append(
             f"  python     {interp.get('version')} {interp.get('path')} ({interp.get('package_count')} packages)"
@@ -241,6 +246,60 @@ async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
     runs = await engine.cancel_sweep(args.sweep) if args.sweep else [await engine.cancel(args.run)]
     for run in runs:
         print(f"run {run.id}: cancel requested", file=sys.stderr)
+    return 0
+
+
+async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"engine sweep: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        overrides[key.strip()] = value.strip()
+    load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2), said here
+    result = await engine.sweep(args.file, overrides, dry_run=args.dry_run)
+    if args.json:
+        _print_json(result)
+    what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
+    print(f"{what}: {result.trials} trials → {result.where}", file=sys.stderr)
+    if args.dry_run:
+        if not args.json:
+            for job in result.first:
+                print(f"{job.name}  {shlex.join(job.argv)}")
+            if result.trials > len(result.first):
+                print(f"… and {result.trials - len(result.first)} more")
+        return 0
+    if not args.json:
+        print(result.sweep)
+    if not args.wait:
+        return 0
+    ended = [await engine.wait(run.id) for run in result.runs]
+    failed = [r for r in ended if r.status is not RunStatus.SUCCEEDED]
+    print(
+        f"sweep {result.sweep}: {len(ended) - len(failed)} succeeded, {len(failed)} not",
+        file=sys.stderr,
+    )
+    return 0 if not failed else EXIT_REFUSED
+
+
+async def cmd_sweeps(engine: Client, args: argparse.Namespace) -> int:
+    sweeps = await engine.sweeps()
+    if args.json:
+        _print_json(sweeps)
+        return 0
+    rows = [
+        (
+            s.id,
+            s.method,
+            str(s.trials),
+            " ".join(f"{k}={v}" for k, v in sorted(s.counts.items())),
+            s.snapshot or "-",
+            _ago(s.created_at),
+        )
+        for s in sweeps
+    ]
+    print(_table(rows, ("SWEEP", "METHOD", "TRIALS", "RUNS", "SNAPSHOT", "CREATED")))
     return 0
 
 
@@ -443,6 +502,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
 
+    p = sub.add_parser("sweep", help="launch (or --dry-run) a sweep of an experiment file")
+    p.add_argument("file", help="an experiment file, e.g. experiments/xgb_digits.toml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fix a parameter (a value or [list]) or set trials, seeds, max_concurrent, method; repeatable",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the trial count, the first trials and where they would run",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for every trial; exit 1 unless all succeed"
+    )
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("sweeps", help="sweeps, newest first, with their runs by status")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument(
         "--status",
@@ -512,6 +591,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "cancel": cmd_cancel,
     "hosts": cmd_hosts,
     "queue": cmd_queue,
+    "sweep": cmd_sweep,
+    "sweeps": cmd_sweeps,
     "plan": cmd_plan,
     "priority": cmd_priority,
     "hold": cmd_hold,

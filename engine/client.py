@@ -21,7 +21,7 @@ import msgspec
 
 from engine.config import Config, ConfigError, find_config, load_config
 from engine.daemon import DaemonError, prepare_state_dir, socket_path
-from engine.model import JobSpec, Run, RunStatus
+from engine.model import JobSpec, Run, RunStatus, Sweep
 from engine.protocol import (
     API,
     ENCODER,
@@ -35,6 +35,9 @@ from engine.protocol import (
     RunList,
     SubmitRequest,
     Subscribe,
+    SweepList,
+    SweepPlan,
+    SweepRequest,
 )
 
 START_TIMEOUT_S = 20.0
@@ -167,6 +170,35 @@ class Client:
                 int(response.headers["X-Next-Offset"]),
                 response.headers["X-Run-Ended"] == "1",
             )
+
+    async def sweep(
+        self,
+        file: str | os.PathLike[str],
+        overrides: dict[str, str] | None = None,
+        dry_run: bool = False,
+        cwd: str | None = None,
+    ) -> SweepPlan:
+        """Launch a sweep of an experiment file (or preview it with `dry_run`)."""
+        request = SweepRequest(
+            file=str(Path(file).resolve()),
+            cwd=cwd or os.getcwd(),
+            overrides=overrides or {},
+            env=dict(os.environ),
+            dry_run=dry_run,
+        )
+        return await self._request(
+            "POST",
+            "/sweeps",
+            SweepPlan,
+            data=ENCODER.encode(request),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def sweeps(self) -> list[Sweep]:
+        return (await self._request("GET", "/sweeps", SweepList)).sweeps
+
+    async def sweep_status(self, sweep: str) -> Sweep:
+        return await self._request("GET", f"/sweeps/{sweep}", Sweep)
 
     async def queue(self) -> QueueView:
         return await self._request("GET", "/queue", QueueView)

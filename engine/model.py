@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -119,6 +119,7 @@ class JobSpec(msgspec.Struct, frozen=True):
     sweep: str | None = None
     max_concurrent: int | None = None  # per sweep
     retry: RetryPolicy = RetryPolicy()
+    params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -154,6 +155,7 @@ class Run(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     queued_at: float | None = None
     not_before: float = 0.0
+    params: dict[str, Any] = {}
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""
@@ -174,6 +176,20 @@ def format_duration(seconds: float | None) -> str:
         return f"{minutes}m{s:02d}s"
     hours, m = divmod(minutes, 60)
     return f"{hours}h{m:02d}m"
+
+
+class Sweep(msgspec.Struct, frozen=True):
+    """A sweep as the store records it, with its runs counted by status."""
+
+    id: str
+    name: str
+    file: str
+    method: str
+    trials: int
+    snapshot: str | None
+    created_at: float
+    metric: dict[str, str] | None = None
+    counts: dict[str, int] = {}
 
 
 class MetricPoint(msgspec.Struct, frozen=True, array_like=True):

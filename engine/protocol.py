@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.model import HostSample, JobSpec, Run, RunStatus
+from engine.model import HostSample, JobSpec, Run, RunStatus, Sweep
 
 PROTOCOL_VERSION = 1
 API = "/v1"
@@ -66,6 +66,31 @@ class QueueEntry(msgspec.Struct, frozen=True):
 
 class QueueView(msgspec.Struct, frozen=True):
     entries: list[QueueEntry]
+
+
+class SweepRequest(msgspec.Struct, frozen=True):
+    """Launch (or, with dry_run, preview) a sweep of an experiment file."""
+
+    file: str
+    cwd: str
+    overrides: dict[str, str] = {}
+    env: dict[str, str] | None = None
+    dry_run: bool = False
+
+
+class SweepPlan(msgspec.Struct, frozen=True):
+    """What a sweep submission did, or would do: its id, trial count, the first trials and
+    where they go."""
+
+    sweep: str | None
+    trials: int
+    first: list[JobSpec]
+    where: str
+    runs: list[Run]
+
+
+class SweepList(msgspec.Struct, frozen=True):
+    sweeps: list[Sweep]
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

@@ -198,3 +198,102 @@ async def _none() -> None:
 def run_manifest(shared: dict[str, Any], argv: tuple[str, ...], seed: int) -> dict[str, Any]:
     """One run's manifest: the submission's plus its seed and resolved command."""
     return {**shared, "seed": seed, "command": shlex.join(argv), "argv": list(argv)}
+
+
+# --- code snapshots ----------------------------------------------------------------------
+
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".venv",
+        "venv",
+        "__pycache__",
+        "node_modules",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".tox",
+    }
+)
+MAX_SNAPSHOT_BYTES = 1 << 30
+
+
+class SnapshotError(Exception):
+    """The project cannot be snapshotted; the message says why."""
+
+
+def take_snapshot(
+    project: Path, store: Path, exclude: tuple[Path, ...] = ()
+) -> tuple[str, Path, int]:
+    """Copy the project's code (git-tracked files plus untracked ones git does not ignore, or
+    every file outside caches and virtual environments where there is no git) into
+    `store/<hash>`, named by the hash of its contents; return the hash, the folder and the file
+    count. A snapshot that exists already is reused."""
+    files = _project_files(project, exclude)
+    digest = hashlib.sha256()
+    entries = []
+    total = 0
+    for rel in sorted(files):
+        path = project / rel
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        total += len(data)
+        if total > MAX_SNAPSHOT_BYTES:
+            raise SnapshotError(
+                f"{project}: the code to snapshot is over {MAX_SNAPSHOT_BYTES >> 30} GiB; "
+                "keep data out of git (or in .gitignore) so snapshots stay code"
+            )
+        mode = path.stat().st_mode & 0o777
+        digest.update(f"{rel}\0{hashlib.sha256(data).hexdigest()}\0{mode:o}\n".encode())
+        entries.append((rel, data, mode))
+    name = digest.hexdigest()[:16]
+    target = store / name
+    if not target.exists():
+        tmp = store / f".{name}.{os.getpid()}.tmp"
+        for rel, data, mode in entries:
+            out = tmp / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            os.chmod(out, mode)
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another submission made the same snapshot first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return name, target, len(entries)
+
+
+def _project_files(project: Path, exclude: tuple[Path, ...]) -> list[str]:
+    skipped = [p.resolve() for p in exclude]
+
+    def kept(rel: str) -> bool:
+        path = (project / rel).resolve()
+        return not any(path == s or s in path.parents for s in skipped)
+
+    if shutil.which("git"):
+        import subprocess
+
+        found = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=project,
+            capture_output=True,
+            check=False,
+        )
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=project, capture_output=True, check=False
+        )
+        if (
+            found.returncode == 0
+            and Path(top.stdout.decode().strip()).resolve() == project.resolve()
+        ):
+            return [f for f in found.stdout.decode().split("\0") if f and kept(f)]
+    files = []
+    for folder, dirs, names in os.walk(project):
+        dirs[:] = [
+            d
+            for d in dirs
+            if d not in SKIP_DIRS and kept(os.path.relpath(os.path.join(folder, d), project))
+        ]
+        files += [os.path.relpath(os.path.join(folder, n), project) for n in names]
+    return [f for f in files if kept(f)]

@@ -28,6 +28,8 @@ from engine.protocol import (
     RunList,
     SubmitRequest,
     Subscribe,
+    SweepList,
+    SweepRequest,
 )
 from engine.repro import mask_env
 from engine.store import StoreError
@@ -195,6 +197,31 @@ def make_app(daemon: Daemon) -> web.Application:
                 )
             )
         return _json(HostList(hosts=states))
+
+    @routes.post(f"{API}/sweeps")
+    async def sweep(request: web.Request) -> web.Response:
+        try:
+            body = msgspec.json.decode(await request.read(), type=SweepRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _error(400, f"bad request: {exc}")
+        try:
+            result = await sup.submit_sweep(
+                body.file, body.overrides, body.cwd, body.env or {}, body.dry_run
+            )
+        except SubmitError as exc:
+            return _error(400, str(exc))
+        return _json(result, 200 if body.dry_run else 201)
+
+    @routes.get(f"{API}/sweeps")
+    async def sweeps(_: web.Request) -> web.Response:
+        return _json(SweepList(sweeps=await db.call(store.sweeps)))
+
+    @routes.get(API + "/sweeps/{sweep}")
+    async def one_sweep(request: web.Request) -> web.Response:
+        found = await db.call(store.sweeps, request.match_info["sweep"])
+        if not found:
+            return _error(404, f"no sweep {request.match_info['sweep']!r}")
+        return _json(found[0])
 
     @routes.get(f"{API}/queue")
     async def queue(_: web.Request) -> web.Response:

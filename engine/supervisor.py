@@ -20,11 +20,11 @@ import psutil
 
 from engine import repro
 from engine.capture import Parser, Points
-from engine.config import Config
+from engine.config import Config, ConfigError, load_experiment
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
 from engine.model import FailureClass, HostSample, JobSpec, Run, RunStatus, can_transition
-from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged
+from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged, SweepPlan
 from engine.scheduler import Assignment, GpuState, HostState, QueuedJob, Snapshot, plan
 from engine.store import (
     IllegalTransition,
@@ -34,6 +34,8 @@ from engine.store import (
     Transition,
     TransitionWriter,
 )
+from engine.sweep import SweepError
+from engine.sweep import trials as sweep_trials
 
 LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
 READ_CHUNK = 8 * 2**20  # the most output read and ingested in one batch
@@ -168,7 +170,7 @@ class Supervisor:
 
     # --- submitting and dispatching ---------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[JobSpec]) -> list[Run]:
+    async def submit(self, jobs: Sequence[JobSpec], snapshot: str | None = None) -> list[Run]:
         """Validate and queue jobs as new runs; their manifest is taken now, once per submission."""
         if not jobs:
             raise SubmitError("no jobs given")
@@ -195,6 +197,8 @@ class Supervisor:
         shared = await repro.submission_manifest(
             first.cwd, first.argv, dict(first.env or {}), self.config.state_dir, self.interpreters
         )
+        if snapshot is not None:
+            shared["snapshot"] = snapshot
         rows = [
             (job, name, seed, repro.run_manifest(shared, job.argv, seed))
             for job, name, seed in named
@@ -207,6 +211,105 @@ class Supervisor:
             self.bus.publish(RunChanged(run=run, previous=None, reason="submitted"))
         self.wake.set()
         return runs
+
+    async def submit_sweep(
+        self, file: str, overrides: dict[str, str], cwd: str, env: dict[str, str], dry_run: bool
+    ) -> SweepPlan:
+        """Expand an experiment into trials, snapshot the project's code, and queue every trial
+        as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
+        try:
+            experiment = load_experiment(file, overrides)
+            planned = sweep_trials(experiment)
+        except (ConfigError, SweepError) as exc:
+            raise SubmitError(str(exc)) from None
+        project = self.config.project_dir
+        jobs = [
+            JobSpec(
+                argv=t.argv,
+                cwd=cwd,
+                name=f"{experiment.name}-{t.config:03d}-s{t.seed}",
+                seed=t.seed,
+                capture=experiment.capture,
+                env=env,
+                resources=experiment.resources,
+                priority=experiment.priority,
+                model_type=experiment.model_type,
+                tags=experiment.tags,
+                requires=experiment.requires,
+                max_concurrent=experiment.max_concurrent,
+                retry=experiment.retry,
+                params=t.params,
+            )
+            for t in planned
+        ]
+        where = self.preview(jobs[0]) if jobs else "no trials"
+        if dry_run:
+            return SweepPlan(sweep=None, trials=len(jobs), first=jobs[:10], where=where, runs=[])
+        try:
+            snapshot, folder, _ = await asyncio.to_thread(
+                repro.take_snapshot,
+                project,
+                self.config.state_dir / "snapshots",
+                (self.config.state_dir,),
+            )
+        except (repro.SnapshotError, OSError) as exc:
+            raise SubmitError(f"cannot snapshot {project}: {exc}") from None
+        inside = Path(cwd).resolve()
+        rel = (
+            inside.relative_to(project)
+            if inside == project or project in inside.parents
+            else Path()
+        )
+        sweep_id = await self.db.call(
+            self.store.add_sweep,
+            experiment.name,
+            str(experiment.path),
+            experiment.method,
+            len(jobs),
+            snapshot,
+            msgspec.to_builtins(experiment.metric) if experiment.metric else None,
+        )
+        jobs = [msgspec.structs.replace(j, sweep=sweep_id, cwd=str(folder / rel)) for j in jobs]
+        runs = await self.submit(jobs, snapshot=snapshot)
+        return SweepPlan(sweep=sweep_id, trials=len(runs), first=jobs[:10], where=where, runs=runs)
+
+    def preview(self, job: JobSpec) -> str:
+        """Where a sweep's trials would go on idle hosts (all trials share their needs), and how
+        many could start right now."""
+        idle = msgspec.structs.replace(
+            self.snapshot(),
+            queue=(
+                QueuedJob(
+                    run_id=0,
+                    queued_at=time.time(),
+                    resources=job.resources,
+                    requires=job.requires,
+                    model_type=job.model_type,
+                    tags=job.tags,
+                    requested_host=job.host,
+                ),
+            ),
+        )
+        idle = msgspec.structs.replace(
+            idle,
+            hosts=tuple(
+                msgspec.structs.replace(
+                    h,
+                    active=0,
+                    reserved_cpus=0.0,
+                    reserved_mem_gb=0.0,
+                    gpus=tuple(
+                        msgspec.structs.replace(g, reserved_mb=0.0, free_mb=g.total_mb)
+                        for g in h.gpus
+                    ),
+                )
+                for h in idle.hosts
+            ),
+        )
+        result = plan(idle)
+        return (
+            result.assignments[0].reason if result.assignments else result.waiting.get(0, "nowhere")
+        )
 
     async def tick(self) -> None:
         if not self.queue:
@@ -789,7 +892,7 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
         RUNYARD_RUN_ID=str(run.id),
         RUNYARD_ATTEMPT=str(attempt),
         RUNYARD_SEED=str(run.seed),
-        RUNYARD_PARAMS=json.dumps({}),
+        RUNYARD_PARAMS=json.dumps(run.params),
         RUNYARD_ARTIFACT_DIR=str(Path(run_dir) / "artifacts"),
         RUNYARD_CHECKPOINT_DIR=str(Path(run_dir) / "checkpoints"),
         # Always set: empty keeps a CPU-only job off a GPU host's GPUs.

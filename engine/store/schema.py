@@ -98,6 +98,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN gpus JSON DEFAULT '[]';
     UPDATE runs SET queued_at = created_at;
     """,
+    # 3: sweeps, and the parameters of each run.
+    """
+    CREATE TABLE sweeps (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        file VARCHAR NOT NULL,
+        method VARCHAR NOT NULL,
+        trials INTEGER NOT NULL,
+        snapshot VARCHAR,
+        metric JSON,
+        created_at DOUBLE NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN params JSON DEFAULT '{}';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,6 +21,7 @@ from engine.model import (
     JobSpec,
     Run,
     RunStatus,
+    Sweep,
     can_transition,
 )
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -67,7 +68,9 @@ _RUN_FIELDS = (
     "queued_at",
     "not_before",
 )
-_JSON_FIELDS = frozenset({"argv", "capture", "gpus", "resources", "tags", "requires", "retry"})
+_JSON_FIELDS = frozenset(
+    {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params"}
+)
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 _EVENTS_SCHEMA = pa.schema(
     [
@@ -122,6 +125,7 @@ _NEW_RUNS_SCHEMA = pa.schema(
         ("max_concurrent", pa.int32()),
         ("retry", pa.string()),
         ("queued_at", pa.float64()),
+        ("params", pa.string()),
     ]
 )
 # The run columns a transition may set, with their types for bulk updates.
@@ -340,6 +344,7 @@ class Store:
                     max_concurrent=job.max_concurrent,
                     retry=job.retry,
                     queued_at=now,
+                    params=job.params,
                 )
                 for i, (job, name, seed, _) in enumerate(jobs)
             ]
@@ -365,6 +370,7 @@ class Store:
                 "max_concurrent": [j.max_concurrent for j, *_ in jobs],
                 "retry": [encode(j.retry).decode() for j, *_ in jobs],
                 "queued_at": [now] * len(runs),
+                "params": [encode(j.params).decode() for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)})", pa.table(columns, schema=_NEW_RUNS_SCHEMA)
@@ -374,6 +380,56 @@ class Store:
                 "events", pa.table(list(zip(*events, strict=True)), schema=_EVENTS_SCHEMA)
             )
         return runs
+
+    def add_sweep(
+        self,
+        name: str,
+        file: str,
+        method: str,
+        trials: int,
+        snapshot: str | None,
+        metric: dict[str, str] | None,
+    ) -> str:
+        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3."""
+        with self._transaction():
+            n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
+            while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
+                n += 1
+            sweep_id = f"{name}-{n}"
+            self.con.execute(
+                "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [sweep_id, name, file, method, trials, snapshot, json.dumps(metric), time.time()],
+            )
+        return sweep_id
+
+    def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
+        """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
+        where, args = ("WHERE s.id = ?", [sweep_id]) if sweep_id else ("", [])
+        rows = self.con.execute(
+            "SELECT s.id, s.name, s.file, s.method, s.trials, s.snapshot, s.created_at, s.metric,"
+            " r.status, count(r.id) FROM sweeps s LEFT JOIN runs r ON r.sweep = s.id"
+            f" {where} GROUP BY ALL ORDER BY s.created_at DESC",
+            args,
+        ).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for sid, name, file, method, trials, snap, created, metric, status, count in rows:
+            entry = found.setdefault(
+                sid,
+                {
+                    "id": sid,
+                    "name": name,
+                    "file": file,
+                    "method": method,
+                    "trials": trials,
+                    "snapshot": snap,
+                    "created_at": created,
+                    "metric": json.loads(metric) if metric else None,
+                    "counts": {},
+                },
+            )
+            if status is not None:
+                entry["counts"][status] = count
+        return [msgspec.convert(e, Sweep) for e in found.values()]
 
     def get_run(self, run_id: int) -> Run | None:
         row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])

@@ -1,0 +1,102 @@
+"""Sweeps through the real daemon: trials from a code snapshot, parameters, hostile values."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.client import Client
+from engine.model import RunStatus
+
+from .conftest import Project, wait_until
+
+TRAIN = """\
+import json, os, sys
+print("@runyard", json.dumps({"step": 0, "score": float(os.environ["RUNYARD_SEED"])}))
+print("VERSION", 1, "ARGV", json.dumps(sys.argv[1:]), "PARAMS", os.environ["RUNYARD_PARAMS"])
+"""
+EXPERIMENT = """\
+name = "toy"
+command = "{python} train.py --tag {{tag}} --lr {{lr}} --seed {{seed}}"
+metric = {{ name = "score", mode = "max" }}
+[sweep]
+method = "grid"
+seeds = [0, 1]
+[sweep.params]
+tag = ["plain", "'; touch PWNED", "$(touch PWNED2)"]
+lr = {{ low = 0.1, high = 0.2, step = 0.1 }}
+"""
+
+
+def make_project(project: Project) -> Path:
+    (project.folder / "train.py").write_text(TRAIN)
+    (project.folder / "experiments").mkdir()
+    exp = project.folder / "experiments" / "toy.toml"
+    exp.write_text(EXPERIMENT.format(python=sys.executable))
+    (project.folder / ".gitignore").write_text("runs/\n*.log\n")
+    subprocess.run(["git", "init", "-q"], cwd=project.folder, check=True)
+    return exp
+
+
+async def test_trials_run_from_the_snapshot_taken_at_submission(
+    client: Client, daemon: Project
+) -> None:
+    exp = make_project(daemon)
+    blockers = await client.submit(
+        [daemon_job(daemon, "sleep 30") for _ in range(4)]  # every slot busy: trials must queue
+    )
+    result = await client.sweep(exp, cwd=str(daemon.folder))
+    assert result.trials == 3 * 2 * 2 and result.sweep == "toy-1"
+    (daemon.folder / "train.py").write_text(
+        TRAIN.replace('"VERSION", 1', '"VERSION", 2')
+    )  # edited later
+    for b in blockers:
+        await client.cancel(b.id)
+    ended = [await client.wait(r.id, 60) for r in result.runs]
+    assert [r.status for r in ended] == [RunStatus.SUCCEEDED] * 12
+    outputs = [(await client.log(r.id))[0].decode() for r in ended]
+    assert all("VERSION 1 " in out for out in outputs), outputs[0]  # the snapshot, not the edit
+    # parameters arrive as single arguments and as RUNYARD_PARAMS; nothing reached a shell
+    argvs = [json.loads(out.split("ARGV ")[1].split(" PARAMS")[0]) for out in outputs]
+    assert argvs[2][:2] == ["--tag", "plain"] and argvs[4][:2] == ["--tag", "'; touch PWNED"]
+    assert {a[1] for a in argvs} == {"plain", "'; touch PWNED", "$(touch PWNED2)"}
+    assert json.loads(outputs[0].split("PARAMS ")[1]) == {"tag": "plain", "lr": 0.1}
+    assert not list(daemon.folder.rglob("PWNED*"))
+    detail = await client.run(ended[0].id)
+    assert detail.details["manifest"]["snapshot"] and detail.run.sweep == "toy-1"
+    assert detail.run.cwd.startswith(str(daemon.state_dir / "snapshots"))
+    [sweep] = await client.sweeps()
+    assert (sweep.id, sweep.trials, sweep.counts) == ("toy-1", 12, {"succeeded": 12})
+    # the same code again gives the same snapshot; the edit gives a new one
+    again = await client.sweep(exp, {"tag": '["x"]', "seeds": "[5]"}, cwd=str(daemon.folder))
+    assert again.sweep == "toy-2" and again.trials == 2
+    await wait_until(lambda: _done(client, again.runs), what="the second sweep")
+    snaps = {s.id: s.snapshot for s in await client.sweeps()}
+    assert snaps["toy-1"] != snaps["toy-2"]
+
+
+def daemon_job(project: Project, script: str):  # type: ignore[no-untyped-def]
+    from engine.model import JobSpec
+
+    return JobSpec(argv=("sh", "-c", script), cwd=str(project.folder))
+
+
+async def _done(client: Client, runs) -> bool:  # type: ignore[no-untyped-def]
+    return all([(await client.run(r.id)).run.status.terminal for r in runs])
+
+
+def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
+    exp = make_project(project)
+    dry = project.engine("sweep", str(exp), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would run: 12 trials → local" in dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("toy-000-s0  ") and lines[-1] == "… and 2 more"
+    assert project.engine("sweeps", "--json").stdout.strip() == "[]"  # a dry run queues nothing
+    bad = project.engine("sweep", str(exp), "--set", "depth=3")
+    assert bad.returncode == 2 and "--set depth: not a parameter of this experiment" in bad.stderr
+    exp.write_text(exp.read_text().replace("--lr {lr}", "--lr {rate}"))
+    bad = project.engine("sweep", str(exp))
+    assert bad.returncode == 2 and "toy.toml:2: command: unknown parameter {rate}" in bad.stderr
