@@ -303,6 +303,31 @@ async def cmd_sweeps(engine: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
+    result = await engine.best(args.sweep, args.by, args.mode)
+    if args.json:
+        _print_json(result)
+        return 0
+    configs = result["configs"]
+    if not configs:
+        print(f"sweep {args.sweep}: no succeeded run reported {result['metric']}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    top = configs[0]
+    print(
+        f"best of {len(configs)} configs by {result['metric']} ({result['mode']}): "
+        f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds; best run {top['best_run']}"
+    )
+    print(json.dumps(top["params"]))
+    return 0
+
+
+async def cmd_reproduce(engine: Client, args: argparse.Namespace) -> int:
+    run = await engine.reproduce(args.run)
+    print(f"run {run.id} ({run.name}) queued, reproducing run {args.run}", file=sys.stderr)
+    print(run.id)
+    return 0
+
+
 async def cmd_queue(engine: Client, args: argparse.Namespace) -> int:
     entries = (await engine.queue()).entries
     if args.json:
@@ -522,6 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweeps", help="sweeps, newest first, with their runs by status")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("best", help="a sweep's best configuration: mean and spread over seeds")
+    p.add_argument("sweep")
+    p.add_argument("--by", metavar="KEY", help="the metric (default: the experiment's)")
+    p.add_argument("--mode", choices=["min", "max"], help="(default: the experiment's)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("reproduce", help="queue a run again: same snapshot, command, params, seed")
+    p.add_argument("run", help="run id or name")
+
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument(
         "--status",
@@ -593,6 +626,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "queue": cmd_queue,
     "sweep": cmd_sweep,
     "sweeps": cmd_sweeps,
+    "best": cmd_best,
+    "reproduce": cmd_reproduce,
     "plan": cmd_plan,
     "priority": cmd_priority,
     "hold": cmd_hold,

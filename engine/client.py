@@ -200,6 +200,16 @@ class Client:
     async def sweep_status(self, sweep: str) -> Sweep:
         return await self._request("GET", f"/sweeps/{sweep}", Sweep)
 
+    async def best(
+        self, sweep: str, by: str | None = None, mode: str | None = None
+    ) -> dict[str, Any]:
+        """A sweep's configurations, best first by its metric (mean over seeds, with spread)."""
+        params = {k: v for k, v in (("by", by), ("mode", mode)) if v}
+        return await self._request("GET", f"/sweeps/{sweep}/best", params=params)
+
+    async def reproduce(self, ref: int | str) -> Run:
+        return await self._request("POST", f"/runs/{ref}/reproduce", Run)
+
     async def queue(self) -> QueueView:
         return await self._request("GET", "/queue", QueueView)
 

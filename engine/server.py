@@ -223,6 +223,30 @@ def make_app(daemon: Daemon) -> web.Application:
             return _error(404, f"no sweep {request.match_info['sweep']!r}")
         return _json(found[0])
 
+    @routes.get(API + "/sweeps/{sweep}/best")
+    async def best(request: web.Request) -> web.Response:
+        sweep_id = request.match_info["sweep"]
+        found = await db.call(store.sweeps, sweep_id)
+        if not found:
+            return _error(404, f"no sweep {sweep_id!r}")
+        metric = found[0].metric or {}
+        key = request.query.get("by") or metric.get("name")
+        if not key:
+            return _error(400, f"sweep {sweep_id} names no metric; say which with ?by=KEY")
+        mode = request.query.get("mode") or metric.get("mode", "max")
+        if mode not in ("min", "max"):
+            return _error(400, f"mode must be min or max, got {mode!r}")
+        results = await db.call(store.sweep_results, sweep_id, key, mode)
+        return _json({"sweep": sweep_id, "metric": key, "mode": mode, "configs": results})
+
+    @routes.post(API + "/runs/{ref}/reproduce")
+    async def reproduce(request: web.Request) -> web.Response:
+        run = await find(request)
+        try:
+            return _json(await sup.reproduce(run), 201)
+        except SubmitError as exc:
+            return _error(400, str(exc))
+
     @routes.get(f"{API}/queue")
     async def queue(_: web.Request) -> web.Response:
         """Queued runs, in the order the planner takes them, each with where it would start now

@@ -170,7 +170,9 @@ class Supervisor:
 
     # --- submitting and dispatching ---------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[JobSpec], snapshot: str | None = None) -> list[Run]:
+    async def submit(
+        self, jobs: Sequence[JobSpec], snapshot: str | None = None, reproduces: int | None = None
+    ) -> list[Run]:
         """Validate and queue jobs as new runs; their manifest is taken now, once per submission."""
         if not jobs:
             raise SubmitError("no jobs given")
@@ -199,6 +201,8 @@ class Supervisor:
         )
         if snapshot is not None:
             shared["snapshot"] = snapshot
+        if reproduces is not None:
+            shared["reproduces"] = reproduces
         rows = [
             (job, name, seed, repro.run_manifest(shared, job.argv, seed))
             for job, name, seed in named
@@ -272,6 +276,30 @@ class Supervisor:
         jobs = [msgspec.structs.replace(j, sweep=sweep_id, cwd=str(folder / rel)) for j in jobs]
         runs = await self.submit(jobs, snapshot=snapshot)
         return SweepPlan(sweep=sweep_id, trials=len(runs), first=jobs[:10], where=where, runs=runs)
+
+    async def reproduce(self, run: Run) -> Run:
+        """Queue a new run with the original's code snapshot (or working directory), command,
+        parameters, seed and needs; its manifest names the run it reproduces."""
+        env = await self.db.call(self.store.launch_env, run.id)
+        manifest = (await self.db.call(self.store.run_details, run.id))["manifest"] or {}
+        job = JobSpec(
+            argv=run.argv,
+            cwd=run.cwd,
+            name=f"{run.name}-repro",
+            seed=run.seed,
+            capture=run.capture,
+            env=env,
+            host=run.requested_host,
+            resources=run.resources,
+            priority=run.priority,
+            model_type=run.model_type,
+            tags=run.tags,
+            requires=run.requires,
+            retry=run.retry,
+            params=run.params,
+        )
+        [new] = await self.submit([job], snapshot=manifest.get("snapshot"), reproduces=run.id)
+        return new
 
     def preview(self, job: JobSpec) -> str:
         """Where a sweep's trials would go on idle hosts (all trials share their needs), and how

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.client import Client
 from engine.model import RunStatus
 
@@ -14,7 +16,8 @@ from .conftest import Project, wait_until
 
 TRAIN = """\
 import json, os, sys
-print("@runyard", json.dumps({"step": 0, "score": float(os.environ["RUNYARD_SEED"])}))
+params, seed = json.loads(os.environ["RUNYARD_PARAMS"]), int(os.environ["RUNYARD_SEED"])
+print("@runyard", json.dumps({"step": 0, "score": params["lr"] * 10 + seed * 0.1 + len(params["tag"]) * 0.01}))
 print("VERSION", 1, "ARGV", json.dumps(sys.argv[1:]), "PARAMS", os.environ["RUNYARD_PARAMS"])
 """
 EXPERIMENT = """\
@@ -66,9 +69,35 @@ async def test_trials_run_from_the_snapshot_taken_at_submission(
     assert not list(daemon.folder.rglob("PWNED*"))
     detail = await client.run(ended[0].id)
     assert detail.details["manifest"]["snapshot"] and detail.run.sweep == "toy-1"
+    assert detail.run.params == {"tag": "plain", "lr": 0.1}  # stored, not only passed on
     assert detail.run.cwd.startswith(str(daemon.state_dir / "snapshots"))
     [sweep] = await client.sweeps()
     assert (sweep.id, sweep.trials, sweep.counts) == ("toy-1", 12, {"succeeded": 12})
+    # the best configuration by the experiment's metric, mean and spread over the seeds
+    best = await client.best("toy-1")
+    top = best["configs"][0]
+    assert (best["metric"], best["mode"], len(best["configs"])) == ("score", "max", 6)
+    assert top["params"] == {"tag": "$(touch PWNED2)", "lr": 0.2} and top["n"] == 2
+    assert top["mean"] == pytest.approx(2.0 + 0.05 + 0.15) and top["std"] == pytest.approx(
+        0.1 / 2**0.5
+    )
+    shown = daemon.engine("best", "toy-1")
+    assert shown.returncode == 0 and shown.stdout.startswith(
+        "best of 6 configs by score (max): 2.2 ± 0.0707"
+    )
+    # reproduce: the same snapshot, command, params and seed give the same output
+    again_run = await client.reproduce(top["best_run"])
+    redone = await client.wait(again_run.id, 30)
+    original = await client.run(top["best_run"])
+    assert (redone.argv, redone.cwd, redone.seed, redone.params) == (
+        original.run.argv,
+        original.run.cwd,
+        original.run.seed,
+        original.run.params,
+    )
+    assert (await client.log(redone.id))[0] == (await client.log(original.run.id))[0]
+    manifest = (await client.run(redone.id)).details["manifest"]
+    assert manifest["reproduces"] == original.run.id and manifest["snapshot"] == sweep.snapshot
     # the same code again gives the same snapshot; the edit gives a new one
     again = await client.sweep(exp, {"tag": '["x"]', "seeds": "[5]"}, cwd=str(daemon.folder))
     assert again.sweep == "toy-2" and again.trials == 2

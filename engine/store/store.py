@@ -67,6 +67,7 @@ _RUN_FIELDS = (
     "retry",
     "queued_at",
     "not_before",
+    "params",
 )
 _JSON_FIELDS = frozenset(
     {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params"}
@@ -430,6 +431,50 @@ class Store:
             if status is not None:
                 entry["counts"][status] = count
         return [msgspec.convert(e, Sweep) for e in found.values()]
+
+    def sweep_results(self, sweep_id: str, key: str, mode: str) -> list[dict[str, Any]]:
+        """Each configuration of a sweep (runs with the same params) with the best value of
+        `key` each of its runs reached, over seeds: mean, standard deviation, runs, best run."""
+        agg = "max" if mode == "max" else "min"
+        rows = self.con.execute(
+            f"SELECT r.id, r.params, r.seed, {agg}(m.value) FROM runs r"
+            " JOIN metrics m ON m.run_id = r.id AND m.key = ?"
+            " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.id, r.params, r.seed",
+            [key, sweep_id],
+        ).fetchall()
+        configs: dict[str, dict[str, Any]] = {}
+        for run_id, params, seed, value in rows:
+            entry = configs.setdefault(
+                params, {"params": json.loads(params), "values": [], "runs": [], "seeds": []}
+            )
+            entry["values"].append(value)
+            entry["runs"].append(run_id)
+            entry["seeds"].append(seed)
+        out = []
+        for entry in configs.values():
+            values = entry["values"]
+            mean = sum(values) / len(values)
+            std = (
+                (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+                if len(values) > 1
+                else 0.0
+            )
+            best = (max if mode == "max" else min)(range(len(values)), key=values.__getitem__)
+            out.append(
+                {
+                    **entry,
+                    "mean": mean,
+                    "std": std,
+                    "n": len(values),
+                    "best_run": entry["runs"][best],
+                }
+            )
+        out.sort(key=lambda e: e["mean"], reverse=mode == "max")
+        return out
+
+    def launch_env(self, run_id: int) -> dict[str, str]:
+        row = self._one("SELECT env FROM runs WHERE id = ?", [run_id])
+        return json.loads(row[0]) if row else {}
 
     def get_run(self, run_id: int) -> Run | None:
         row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
