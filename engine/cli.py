@@ -257,7 +257,13 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
             print(f"engine sweep: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
             return EXIT_USAGE
         overrides[key.strip()] = value.strip()
-    load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2), said here
+    experiment = load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
+    if experiment.early_stop != "none":
+        print(
+            f"engine sweep: early_stop = {experiment.early_stop!r} is not applied by this version "
+            "yet; every trial runs to its end",
+            file=sys.stderr,
+        )
     result = await engine.sweep(args.file, overrides, dry_run=args.dry_run)
     if args.json:
         _print_json(result)

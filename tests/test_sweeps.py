@@ -124,6 +124,9 @@ def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
     lines = dry.stdout.splitlines()
     assert lines[0].startswith("toy-000-s0  ") and lines[-1] == "… and 2 more"
     assert project.engine("sweeps", "--json").stdout.strip() == "[]"  # a dry run queues nothing
+    exp.write_text(exp.read_text() + '[sweep.early_stop]\nmethod = "asha"\n')
+    honest = project.engine("sweep", str(exp), "--dry-run")
+    assert "early_stop = 'asha' is not applied by this version yet" in honest.stderr
     bad = project.engine("sweep", str(exp), "--set", "depth=3")
     assert bad.returncode == 2 and "--set depth: not a parameter of this experiment" in bad.stderr
     exp.write_text(exp.read_text().replace("--lr {lr}", "--lr {rate}"))
