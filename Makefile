@@ -5,18 +5,19 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q torch==2.13.0  # the CPU build; a bare torch would pull CUDA's
+	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/runyard
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine tui tests bench
-	$(VENV)/bin/ruff format --check engine tui tests bench
+	$(VENV)/bin/ruff check engine tui tests bench experiments
+	$(VENV)/bin/ruff format --check engine tui tests bench experiments
 
 test: lint
 	$(VENV)/bin/pytest -q
