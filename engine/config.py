@@ -96,16 +96,22 @@ def find_config(explicit: str | os.PathLike[str] | None = None, start: Path | No
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate one hosts.toml."""
+    path, text, raw = _read_toml(path)
+    return _build(path, text, raw)
+
+
+def _read_toml(path: str | os.PathLike[str]) -> tuple[Path, str, dict[str, Any]]:
+    """A TOML file's resolved path, text and contents; unreadable or invalid ones are a
+    ConfigError naming the file (and the line and column)."""
     path = Path(path).resolve()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        raw = tomllib.loads(text)
+        return path, text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_syntax_message(path, str(exc))) from None
-    return _build(path, text, raw)
 
 
 def _toml_syntax_message(path: Path, message: str) -> str:
@@ -439,15 +445,7 @@ def load_experiment(
 ) -> Experiment:
     """Read and validate one experiment file; `overrides` (from --set KEY=VALUE) fix a parameter
     to a value or list, or set `trials`, `seeds`, `max_concurrent` or `method`."""
-    path = Path(path).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_syntax_message(path, str(exc))) from None
+    path, text, raw = _read_toml(path)
     where = _Locator(path, text)
     if overrides:
         raw = _apply_overrides(path, raw, overrides)
