@@ -268,7 +268,7 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
-    print(f"{what}: {result.trials} trials → {result.where}", file=sys.stderr)
+    print(f"{what}: {result.trials} trials: {result.where}", file=sys.stderr)
     if args.dry_run:
         if not args.json:
             for job in result.first:

@@ -336,7 +336,7 @@ class _Locator:
                 for n, text in enumerate(self.lines)
                 if re.match(rf"^\s*\[\[?\s*{re.escape(header)}\s*\]\]?\s*(#.*)?$", text)
             ]
-            if key.startswith("routes[") and hits and index:
+            if hits and index and re.match(r"^\w+\[\d+\]", key):
                 i = int(index[0])
                 hits = hits[i : i + 1]
             if not hits:
@@ -382,9 +382,23 @@ class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     early_stop: EarlyStopSection = EarlyStopSection()
 
 
-class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ModelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One of several models an experiment launches together; unset fields come from the top."""
+
     name: str
     command: str
+    model_type: str | None = None
+    requires: list[str] | None = None
+    tags: list[str] | None = None
+    resources: Resources | None = None
+    capture: str | list[str] | None = None
+    params: dict[str, Any] = {}
+
+
+class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    command: str | None = None
+    models: list[ModelSection] = []
     model_type: str | None = None
     requires: list[str] = []
     tags: list[str] = []
@@ -417,25 +431,32 @@ class Param(msgspec.Struct, frozen=True):
         return tuple(round(v) if self.integer else round(v, 12) for v in values)
 
 
-class Experiment(msgspec.Struct, frozen=True):
-    """An experiment file, validated: a command template, what it needs, and its sweep."""
+class Model(msgspec.Struct, frozen=True):
+    """What one command of an experiment runs and needs, and the parameters it sweeps."""
 
-    path: Path
-    name: str
+    name: str | None  # None for an experiment with a single command
     command: str
     argv: tuple[str, ...]  # the command split as a shell would, placeholders still in it
     model_type: str | None
     requires: tuple[str, ...]
     tags: tuple[str, ...]
-    priority: int
     resources: Resources
-    metric: MetricSection | None
     capture: tuple[str, ...]
+    params: tuple[Param, ...]
+
+
+class Experiment(msgspec.Struct, frozen=True):
+    """An experiment file, validated: its models (one per command) and the sweep over them."""
+
+    path: Path
+    name: str
+    models: tuple[Model, ...]
+    priority: int
+    metric: MetricSection | None
     method: str
     trials: int | None
     seeds: tuple[int, ...]
     max_concurrent: int | None
-    params: tuple[Param, ...]
     early_stop: str
     retry: RetryPolicy
 
@@ -452,21 +473,26 @@ def load_experiment(
     section = _convert(where, "", raw, ExperimentSection)
     if not EXPERIMENT_NAME.match(section.name):
         raise where.error("name", "letters, digits, '.', '_' or '-' (at most 63 characters)")
-    try:
-        argv = tuple(shlex.split(section.command))
-    except ValueError as exc:
-        raise where.error("command", f"cannot be split into words: {exc}") from None
-    if not argv:
-        raise where.error("command", "expected a command, got nothing")
     sweep = section.sweep
-    params = tuple(_param(where, name, value) for name, value in sweep.params.items())
-    known = {p.name for p in params} | {"seed"}
-    for name in PLACEHOLDER.findall(section.command):
-        if name not in known:
-            raise where.error(
-                "command",
-                f"unknown parameter {{{name}}}; [sweep.params] has {sorted(known - {'seed'})} (and {{seed}})",
-            )
+    if section.command is None and not section.models:
+        raise where.error("command", "expected a command, or [[models]] each with one")
+    if section.command is not None and section.models:
+        raise where.error("command", "give a top-level `command` or [[models]], not both")
+    shared = {name: value for name, value in sweep.params.items()}
+    if section.models:
+        names = [m.name for m in section.models]
+        for i, m in enumerate(section.models):
+            if not EXPERIMENT_NAME.match(m.name) or m.name in names[:i]:
+                raise where.error(
+                    f"models[{i}].name", "a unique name of letters, digits, '.', '_' or '-'"
+                )
+        models = tuple(
+            _model(where, f"models[{i}].", section, m, {**shared, **m.params}, sweep.method)
+            for i, m in enumerate(section.models)
+        )
+    else:
+        only = ModelSection(name="", command=section.command or "")
+        models = (_model(where, "", section, only, shared, sweep.method),)
     if not sweep.seeds:
         raise where.error("sweep.seeds", "expected at least one seed")
     if sweep.max_concurrent is not None and sweep.max_concurrent < 1:
@@ -475,43 +501,82 @@ def load_experiment(
         raise where.error("sweep.trials", "expected 1 or more")
     if sweep.method in ("random", "tpe") and sweep.trials is None:
         raise where.error("sweep.trials", f"a {sweep.method} sweep needs `trials`")
-    if sweep.method == "grid":
-        for p in params:
-            if p.values is None and p.step is None:
-                raise where.error(
-                    f"sweep.params.{p.name}", "a grid needs a list, or a range with `step`"
-                )
-    capture = (section.capture,) if isinstance(section.capture, str) else tuple(section.capture)
-    try:
-        readers_for(capture)
-    except CaptureError as exc:
-        raise where.error("capture", str(exc)) from None
     if section.retry.attempts < 1:
         raise where.error("retry.attempts", "expected 1 or more")
     return Experiment(
         path=path,
         name=section.name,
-        command=section.command,
-        argv=argv,
-        model_type=section.model_type,
-        requires=tuple(section.requires),
-        tags=tuple(section.tags),
+        models=models,
         priority=section.priority,
-        resources=section.resources,
         metric=section.metric,
-        capture=capture,
         method=sweep.method,
         trials=sweep.trials,
         seeds=tuple(sweep.seeds),
         max_concurrent=sweep.max_concurrent,
-        params=params,
         early_stop=sweep.early_stop.method,
         retry=section.retry,
     )
 
 
-def _param(where: _Locator, name: str, value: Any) -> Param:
-    key = f"sweep.params.{name}"
+def _model(
+    where: _Locator,
+    prefix: str,
+    top: ExperimentSection,
+    model: ModelSection,
+    raw_params: dict[str, Any],
+    method: str,
+) -> Model:
+    """One model of an experiment, with the top-level fields it does not set itself."""
+    key = f"{prefix}command"
+    try:
+        argv = tuple(shlex.split(model.command))
+    except ValueError as exc:
+        raise where.error(key, f"cannot be split into words: {exc}") from None
+    if not argv:
+        raise where.error(key, "expected a command, got nothing")
+    in_model = set(model.params)
+    params = tuple(
+        _param(
+            where, name, value, f"{prefix}params" if name in in_model and prefix else "sweep.params"
+        )
+        for name, value in raw_params.items()
+    )
+    known = {p.name for p in params} | {"seed"}
+    for name in PLACEHOLDER.findall(model.command):
+        if name not in known:
+            raise where.error(
+                key,
+                f"unknown parameter {{{name}}}; params are {sorted(known - {'seed'})} (and {{seed}})",
+            )
+    if method == "grid":
+        for p in params:
+            if p.values is None and p.step is None:
+                raise where.error(
+                    f"sweep.params.{p.name}", "a grid needs a list, or a range with `step`"
+                )
+    capture_spec = model.capture if model.capture is not None else top.capture
+    capture = (capture_spec,) if isinstance(capture_spec, str) else tuple(capture_spec)
+    try:
+        readers_for(capture)
+    except CaptureError as exc:
+        raise where.error(
+            f"{prefix}capture" if model.capture is not None else "capture", str(exc)
+        ) from None
+    return Model(
+        name=model.name or None,
+        command=model.command,
+        argv=argv,
+        model_type=model.model_type or top.model_type,
+        requires=tuple(model.requires if model.requires is not None else top.requires),
+        tags=tuple(model.tags if model.tags is not None else top.tags),
+        resources=model.resources or top.resources,
+        capture=capture,
+        params=params,
+    )
+
+
+def _param(where: _Locator, name: str, value: Any, table: str = "sweep.params") -> Param:
+    key = f"{table}.{name}"
     if isinstance(value, list):
         if not value:
             raise where.error(key, "empty list: give at least one value")
@@ -560,13 +625,20 @@ def _apply_overrides(path: Path, raw: dict[str, Any], overrides: dict[str, str])
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text  # a bare word is a string
+        in_models = [m for m in raw.get("models", []) if key in m.get("params", {})]
         if key in ("trials", "seeds", "max_concurrent", "method"):
             sweep[key] = value
-        elif key in sweep["params"]:
-            sweep["params"][key] = value
+        elif key in sweep["params"] or in_models:
+            if key in sweep["params"]:
+                sweep["params"][key] = value
+            raw["models"] = [
+                {**m, "params": {**m["params"], key: value}} if m in in_models else m
+                for m in raw.get("models", [])
+            ]
         else:
             raise ConfigError(
                 f"{path}: --set {key}: not a parameter of this experiment; expected one of "
-                f"{sorted(sweep['params'])} or trials, seeds, max_concurrent, method"
+                f"{sorted(set(sweep['params']).union(*(m.get('params', {}) for m in raw.get('models', []))))}"
+                " or trials, seeds, max_concurrent, method"
             )
     return raw

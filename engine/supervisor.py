@@ -20,7 +20,7 @@ import psutil
 
 from engine import repro
 from engine.capture import Parser, Points
-from engine.config import Config, ConfigError, load_experiment
+from engine.config import Config, ConfigError, Experiment, load_experiment
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
 from engine.model import FailureClass, HostSample, JobSpec, Run, RunStatus, can_transition
@@ -227,26 +227,28 @@ class Supervisor:
         except (ConfigError, SweepError) as exc:
             raise SubmitError(str(exc)) from None
         project = self.config.project_dir
-        jobs = [
-            JobSpec(
-                argv=t.argv,
-                cwd=cwd,
-                name=f"{experiment.name}-{t.config:03d}-s{t.seed}",
-                seed=t.seed,
-                capture=experiment.capture,
-                env=env,
-                resources=experiment.resources,
-                priority=experiment.priority,
-                model_type=experiment.model_type,
-                tags=experiment.tags,
-                requires=experiment.requires,
-                max_concurrent=experiment.max_concurrent,
-                retry=experiment.retry,
-                params=t.params,
+        jobs = []
+        for t in planned:
+            model = experiment.models[t.model]
+            jobs.append(
+                JobSpec(
+                    argv=t.argv,
+                    cwd=cwd,
+                    name=t.name(experiment),
+                    seed=t.seed,
+                    capture=model.capture,
+                    env=env,
+                    resources=model.resources,
+                    priority=experiment.priority,
+                    model_type=model.model_type,
+                    tags=model.tags,
+                    requires=model.requires,
+                    max_concurrent=experiment.max_concurrent,
+                    retry=experiment.retry,
+                    params=t.params,
+                )
             )
-            for t in planned
-        ]
-        where = self.preview(jobs[0]) if jobs else "no trials"
+        where = self._where(experiment, planned, jobs)
         if dry_run:
             return SweepPlan(sweep=None, trials=len(jobs), first=jobs[:10], where=where, runs=[])
         try:
@@ -301,9 +303,30 @@ class Supervisor:
         [new] = await self.submit([job], snapshot=manifest.get("snapshot"), reproduces=run.id)
         return new
 
-    def preview(self, job: JobSpec) -> str:
-        """Where a sweep's trials would go on idle hosts (all trials share their needs), and how
-        many could start right now."""
+    def _where(self, experiment: Experiment, planned: list, jobs: list[JobSpec]) -> str:
+        """Where a sweep's trials would go, e.g. "18 → gpu-box, 18 → laptop (glm: laptop; …)"."""
+        if not jobs:
+            return "no trials"
+        per_model: dict[int, tuple[str | None, str]] = {}
+        counts: dict[str, int] = {}
+        for trial, job in zip(planned, jobs, strict=True):
+            if trial.model not in per_model:
+                per_model[trial.model] = self.preview(job)
+            host = per_model[trial.model][0] or "nowhere"
+            counts[host] = counts.get(host, 0) + 1
+        summary = ", ".join(f"{n} → {host}" for host, n in counts.items())
+        named = [
+            (experiment.models[m].name, why)
+            for m, (host, why) in per_model.items()
+            if why != host  # "local" says no more than "→ local"
+        ]
+        if not named:
+            return summary
+        detail = "; ".join(f"{name}: {why}" if name else why for name, why in named)
+        return f"{summary} ({detail})"
+
+    def preview(self, job: JobSpec) -> tuple[str | None, str]:
+        """The host a job would go to on idle hosts (None if none could take it), and why."""
         idle = msgspec.structs.replace(
             self.snapshot(),
             queue=(
@@ -335,9 +358,9 @@ class Supervisor:
             ),
         )
         result = plan(idle)
-        return (
-            result.assignments[0].reason if result.assignments else result.waiting.get(0, "nowhere")
-        )
+        if result.assignments:
+            return result.assignments[0].host, result.assignments[0].reason
+        return None, result.waiting.get(0, "nowhere")
 
     async def tick(self) -> None:
         if not self.queue:

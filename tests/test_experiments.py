@@ -38,7 +38,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_a_grid_expands_every_configuration_over_every_seed(tmp_path: Path) -> None:
     exp = load_experiment(write(tmp_path, GOOD))
-    assert (exp.name, exp.method, exp.seeds, exp.max_concurrent, exp.capture) == (
+    assert (exp.name, exp.method, exp.seeds, exp.max_concurrent, exp.models[0].capture) == (
         "xgb-digits",
         "grid",
         (0, 1, 2),
@@ -81,7 +81,7 @@ def test_overrides_fix_parameters_and_sweep_settings(tmp_path: Path) -> None:
 
 def test_hostile_values_stay_single_arguments(tmp_path: Path) -> None:
     exp = load_experiment(write(tmp_path, GOOD))
-    argv = command(exp, {"max_depth": "'; touch PWNED", "eta": "$(id)"}, seed=1)
+    argv = command(exp.models[0], {"max_depth": "'; touch PWNED", "eta": "$(id)"}, seed=1)
     assert argv == (
         "python",
         "train.py",
@@ -174,3 +174,44 @@ def test_mangled_files_fail_with_one_clear_line_never_a_traceback(tmp_path_facto
         trials(exp)
     except (ConfigError, SweepError) as exc:
         assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+
+
+ENSEMBLE = Path(__file__).resolve().parent.parent / "experiments" / "ensemble.toml"
+
+
+def test_an_experiment_of_several_models_expands_each_with_its_own_params() -> None:
+    exp = load_experiment(ENSEMBLE)
+    assert [(m.name, m.model_type) for m in exp.models] == [
+        ("glm", "GLM"),
+        ("rf", "RandomForest"),
+        ("xgb", "XGBoost"),
+        ("mlp", "MLP"),
+    ]
+    runs = trials(exp)
+    assert len(runs) == 4 * 2 * 3
+    assert (
+        runs[0].name(exp) == "ensemble-glm-000-s0" and runs[-1].name(exp) == "ensemble-mlp-001-s2"
+    )
+    assert {tuple(r.params) for r in runs if r.model == 2} == {("max_depth",)}
+    assert "--max-depth" in runs[12].argv and runs[12].params == {"max_depth": 3}
+    fixed = load_experiment(ENSEMBLE, {"max_depth": "[4]"})
+    assert {r.params["max_depth"] for r in trials(fixed) if r.model == 2} == {4}
+
+
+def test_bad_models_are_named_by_index(tmp_path: Path) -> None:
+    text = ENSEMBLE.read_text()
+    path = write(tmp_path, text.replace("--max-depth {max_depth}", "--max-depth {depth}"))
+    with pytest.raises(
+        ConfigError, match=r"exp.toml:\d+: models\[2\].command: unknown parameter \{depth\}"
+    ):
+        load_experiment(path)
+    path = write(tmp_path, text.replace('name = "rf"', 'name = "glm"'))
+    with pytest.raises(ConfigError, match=r"models\[1\].name: a unique name"):
+        load_experiment(path)
+    path = write(
+        tmp_path, 'name = "x"\ncommand = "true"\n[[models]]\nname = "a"\ncommand = "true"\n'
+    )
+    with pytest.raises(
+        ConfigError, match="give a top-level `command` or \\[\\[models\\]\\], not both"
+    ):
+        load_experiment(path)

@@ -120,7 +120,7 @@ def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
     exp = make_project(project)
     dry = project.engine("sweep", str(exp), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would run: 12 trials → local" in dry.stderr
+    assert "would run: 12 trials: 12 → local" in dry.stderr
     lines = dry.stdout.splitlines()
     assert lines[0].startswith("toy-000-s0  ") and lines[-1] == "… and 2 more"
     assert project.engine("sweeps", "--json").stdout.strip() == "[]"  # a dry run queues nothing
@@ -132,3 +132,22 @@ def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
     exp.write_text(exp.read_text().replace("--lr {lr}", "--lr {rate}"))
     bad = project.engine("sweep", str(exp))
     assert bad.returncode == 2 and "toy.toml:2: command: unknown parameter {rate}" in bad.stderr
+
+
+def test_an_ensemble_previews_its_routing_over_two_hosts(short_tmp: Path) -> None:
+    hosts = (
+        '[engine]\nstate_dir = "runs"\n'
+        '[hosts.laptop]\nkind = "local"\ntags = ["cpu"]\n'
+        '[hosts.gpu-box]\nkind = "local"\ngpus = [{ memory_gb = 24 }]\n'
+        '[[routes]]\nmatch = { model_type = "XGBoost" }\nprefer = ["gpu-box"]\nfallback = ["laptop"]\n'
+        '[[routes]]\nmatch = { model_type = "MLP" }\nprefer = ["gpu-box"]\nfallback = ["laptop"]\n'
+    )
+    project = Project(short_tmp, hosts)
+    try:
+        ensemble = Path(__file__).resolve().parent.parent / "experiments" / "ensemble.toml"
+        dry = project.engine("sweep", str(ensemble), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert dry.stderr.startswith("would run: 24 trials: 12 → laptop, 12 → gpu-box (")
+        assert "xgb: gpu-box (route: preferred hosts)" in dry.stderr
+    finally:
+        project.cleanup()

@@ -70,7 +70,8 @@ def test_the_shipped_experiments_are_valid() -> None:
     for path in sorted((ROOT / "experiments").glob("*.toml")):
         exp = load_experiment(path)
         assert trials(exp), path
-        assert (ROOT / exp.argv[1]).exists(), f"{path}: {exp.argv[1]} is missing"
+        for model in exp.models:
+            assert (ROOT / model.argv[1]).exists(), f"{path}: {model.argv[1]} is missing"
 
 
 async def test_a_real_sweep_of_a_trainer_through_the_daemon(client: Client, daemon) -> None:  # type: ignore[no-untyped-def]
