@@ -323,7 +323,7 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
         f"best of {len(configs)} configs by {result['metric']} ({result['mode']}): "
         f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds; best run {top['best_run']}"
     )
-    print(json.dumps(top["params"]))
+    print((f"{top['model_type']} " if top.get("model_type") else "") + json.dumps(top["params"]))
     return 0
 
 

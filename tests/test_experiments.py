@@ -215,3 +215,50 @@ def test_bad_models_are_named_by_index(tmp_path: Path) -> None:
         ConfigError, match="give a top-level `command` or \\[\\[models\\]\\], not both"
     ):
         load_experiment(path)
+
+
+def test_best_keeps_models_apart_when_their_params_coincide(tmp_path: Path) -> None:
+    from engine.model import JobSpec, RunStatus
+    from engine.store import MetricBatch, Store, Transition
+
+    store = Store(tmp_path / "s.duckdb")
+    sweep = store.add_sweep("e", "e.toml", "grid", 4, None, {"name": "auc", "mode": "max"})
+    jobs = [
+        (
+            JobSpec(argv=("x",), cwd="/", sweep=sweep, model_type=m, params={"C": 1.0}),
+            f"r{i}",
+            seed,
+            {},
+        )
+        for i, (m, seed) in enumerate([("GLM", 0), ("GLM", 1), ("SVM", 0), ("SVM", 1)])
+    ]
+    for run, value in zip(store.add_runs(jobs), [0.9, 0.8, 0.7, 0.75], strict=True):
+        store.apply_transitions(
+            [
+                Transition(run.id, RunStatus.ASSIGNED, "a", {"host": "h"}),
+                Transition(
+                    run.id, RunStatus.STARTING, "s", {"attempt": 1, "host": "h", "run_dir": "/d"}
+                ),
+                Transition(run.id, RunStatus.RUNNING, "r"),
+                Transition(run.id, RunStatus.SUCCEEDED, "ok", {"exit_code": 0}),
+            ]
+        )
+        store.ingest(
+            MetricBatch(
+                run.id,
+                1,
+                ["auc", "auc"],
+                [0, 1],
+                [value - 0.1, value],
+                [0.0, 0.0],
+                [0, 1],
+                10,
+                2,
+                0,
+            )
+        )
+    results = store.sweep_results(sweep, "auc", "max")
+    assert [(r["model_type"], r["n"]) for r in results] == [("GLM", 2), ("SVM", 2)]
+    assert results[0]["mean"] == pytest.approx(0.85) and results[1]["mean"] == pytest.approx(0.725)
+    assert results[0]["std"] == pytest.approx(0.0707, abs=1e-4)
+    store.close()

@@ -433,19 +433,28 @@ class Store:
         return [msgspec.convert(e, Sweep) for e in found.values()]
 
     def sweep_results(self, sweep_id: str, key: str, mode: str) -> list[dict[str, Any]]:
-        """Each configuration of a sweep (runs with the same params) with the best value of
-        `key` each of its runs reached, over seeds: mean, standard deviation, runs, best run."""
+        """Each configuration of a sweep (runs of one model with the same params) with the best
+        value of `key` each of its runs reached, over seeds: mean, standard deviation, runs,
+        best run; best configuration first."""
         agg = "max" if mode == "max" else "min"
         rows = self.con.execute(
-            f"SELECT r.id, r.params, r.seed, {agg}(m.value) FROM runs r"
+            f"SELECT r.id, r.model_type, r.params, r.seed, {agg}(m.value) FROM runs r"
             " JOIN metrics m ON m.run_id = r.id AND m.key = ?"
-            " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.id, r.params, r.seed",
+            " WHERE r.sweep = ? AND r.status = 'succeeded'"
+            " GROUP BY r.id, r.model_type, r.params, r.seed",
             [key, sweep_id],
         ).fetchall()
-        configs: dict[str, dict[str, Any]] = {}
-        for run_id, params, seed, value in rows:
+        configs: dict[tuple[str | None, str], dict[str, Any]] = {}
+        for run_id, model_type, params, seed, value in rows:
             entry = configs.setdefault(
-                params, {"params": json.loads(params), "values": [], "runs": [], "seeds": []}
+                (model_type, params),
+                {
+                    "model_type": model_type,
+                    "params": json.loads(params),
+                    "values": [],
+                    "runs": [],
+                    "seeds": [],
+                },
             )
             entry["values"].append(value)
             entry["runs"].append(run_id)
@@ -454,17 +463,15 @@ class Store:
         for entry in configs.values():
             values = entry["values"]
             mean = sum(values) / len(values)
-            std = (
-                (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-                if len(values) > 1
-                else 0.0
+            spread = (
+                sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
             )
             best = (max if mode == "max" else min)(range(len(values)), key=values.__getitem__)
             out.append(
                 {
                     **entry,
                     "mean": mean,
-                    "std": std,
+                    "std": spread**0.5,
                     "n": len(values),
                     "best_run": entry["runs"][best],
                 }
