@@ -122,7 +122,7 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(engine: Client, args: argparse.Namespace) -> int:
-    runs = await engine.runs(args.status or (), args.limit)
+    runs = await engine.runs(args.status or (), args.limit, getattr(args, "sweep", None))
     if args.json:
         _print_json(runs)
         return 0
@@ -332,6 +332,21 @@ async def cmd_reproduce(engine: Client, args: argparse.Namespace) -> int:
     print(f"run {run.id} ({run.name}) queued, reproducing run {args.run}", file=sys.stderr)
     print(run.id)
     return 0
+
+
+async def cmd_sweep_status(engine: Client, args: argparse.Namespace) -> int:
+    sweep = await engine.sweep_status(args.sweep)
+    if args.json:
+        _print_json({"sweep": sweep, "runs": await engine.runs(sweep=sweep.id, limit=None)})
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.counts.items()))
+    print(
+        f"sweep {sweep.id}: {sweep.trials} trials ({sweep.method}) from {sweep.file}",
+        file=sys.stderr,
+    )
+    print(f"  {counts}; snapshot {sweep.snapshot}", file=sys.stderr)
+    args.status, args.limit = None, None
+    return await cmd_runs(engine, args)
 
 
 async def cmd_queue(engine: Client, args: argparse.Namespace) -> int:
@@ -553,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweeps", help="sweeps, newest first, with their runs by status")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("sweep-status", help="a sweep's runs and how far it has got")
+    p.add_argument("sweep")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("best", help="a sweep's best configuration: mean and spread over seeds")
     p.add_argument("sweep")
     p.add_argument("--by", metavar="KEY", help="the metric (default: the experiment's)")
@@ -569,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only runs with this status; repeatable",
     )
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--sweep", help="only the runs of this sweep")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("show", help="a run's details, manifest, attempts and events")
@@ -633,6 +652,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "sweep": cmd_sweep,
     "sweeps": cmd_sweeps,
     "best": cmd_best,
+    "sweep-status": cmd_sweep_status,
     "reproduce": cmd_reproduce,
     "plan": cmd_plan,
     "priority": cmd_priority,

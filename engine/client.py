@@ -117,9 +117,12 @@ class Client:
         return result.runs
 
     async def runs(
-        self, statuses: Sequence[RunStatus | str] = (), limit: int | None = None
+        self,
+        statuses: Sequence[RunStatus | str] = (),
+        limit: int | None = None,
+        sweep: str | None = None,
     ) -> list[Run]:
-        params: dict[str, str] = {}
+        params: dict[str, str] = {"sweep": sweep} if sweep else {}
         if statuses:
             params["status"] = ",".join(str(s) for s in statuses)
         if limit is not None:

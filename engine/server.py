@@ -100,7 +100,8 @@ def make_app(daemon: Daemon) -> web.Application:
             return _error(400, f"bad query: {exc}")
         if limit is not None and limit < 0:
             return _error(400, "limit must be 0 or more")
-        return _json(RunList(runs=await db.call(store.list_runs, statuses, limit)))
+        sweep = request.query.get("sweep")
+        return _json(RunList(runs=await db.call(store.list_runs, statuses, limit, 0, sweep)))
 
     @routes.get(API + "/runs/{ref}")
     async def show(request: web.Request) -> web.Response:

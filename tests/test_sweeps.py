@@ -73,6 +73,10 @@ async def test_trials_run_from_the_snapshot_taken_at_submission(
     assert detail.run.cwd.startswith(str(daemon.state_dir / "snapshots"))
     [sweep] = await client.sweeps()
     assert (sweep.id, sweep.trials, sweep.counts) == ("toy-1", 12, {"succeeded": 12})
+    status = daemon.engine("sweep-status", "toy-1")
+    assert status.returncode == 0 and "12 succeeded" in status.stderr
+    assert len(status.stdout.splitlines()) == 1 + 12  # header and every run of the sweep
+    assert len(await client.runs(sweep="toy-1", limit=None)) == 12
     # the best configuration by the experiment's metric, mean and spread over the seeds
     best = await client.best("toy-1")
     top = best["configs"][0]

@@ -501,9 +501,13 @@ class Store:
         statuses: Iterable[RunStatus] = (),
         limit: int | None = None,
         since_id: int = 0,
+        sweep: str | None = None,
     ) -> list[Run]:
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE id > ?"
         args: list[Any] = [since_id]
+        if sweep is not None:
+            sql += " AND sweep = ?"
+            args.append(sweep)
         wanted = [s.value for s in statuses]
         if wanted:
             sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
