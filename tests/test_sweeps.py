@@ -155,3 +155,42 @@ def test_an_ensemble_previews_its_routing_over_two_hosts(short_tmp: Path) -> Non
         assert "xgb: gpu-box (route: preferred hosts)" in dry.stderr
     finally:
         project.cleanup()
+
+
+async def test_a_sweep_goes_on_after_kill_9_and_runs_every_trial_exactly_once(
+    project: Project,
+) -> None:
+    import signal
+
+    from engine.client import connect
+
+    exp = make_project(project)
+    slow = TRAIN.replace('print("VERSION"', 'import time; time.sleep(0.3); print("VERSION"')
+    (project.folder / "train.py").write_text(slow)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    result = await client.sweep(exp, cwd=str(project.folder))
+    await wait_until(
+        lambda: _count(client, "toy-1", 2), what="some trials to finish before the kill"
+    )
+    assert not await _count(client, "toy-1", 12)  # the kill lands mid-sweep
+    await client.close()
+    project.kill_daemon(signal.SIGKILL)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        ended = [await client.wait(r.id, 90) for r in result.runs]
+        assert [(r.status, r.attempt) for r in ended] == [(RunStatus.SUCCEEDED, 1)] * 12
+        assert len(await client.runs(sweep="toy-1", limit=None)) == 12
+        assert len(list((project.state_dir / "runs").glob("*/attempt-*"))) == 12  # none ran twice
+        for run in ended:
+            assert len(await client.metrics(run.id)) == 1  # one point each: no gap, no duplicate
+        [sweep] = await client.sweeps()
+        assert sweep.counts == {"succeeded": 12}
+    finally:
+        await client.close()
+
+
+async def _count(client: Client, sweep: str, n: int) -> bool:
+    runs = await client.runs(sweep=sweep, limit=None)
+    return sum(r.status is RunStatus.SUCCEEDED for r in runs) >= n
