@@ -97,6 +97,19 @@ class Project:
             self.daemon.send_signal(signum)
             self.daemon.wait(timeout=30)
 
+    def stop_started_daemon(self) -> None:
+        """Stop a daemon the CLI started in the background for this project (its pid is in the
+        state dir's lock file), checking that the process really serves this project."""
+        lock = self.state_dir / "daemon.lock"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(lock.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if str(self.config_path).encode() in cmdline:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+
     def run_pids(self) -> list[int]:
         pids = []
         for pid_file in self.state_dir.glob("runs/*/attempt-*/pid"):
@@ -106,6 +119,7 @@ class Project:
 
     def cleanup(self) -> None:
         self.kill_daemon(signal.SIGTERM)
+        self.stop_started_daemon()
         log = self.folder / "daemon-test.log"
         if log.exists() and "Traceback" in (text := log.read_text(errors="replace")):
             print(f"--- the daemon's log ({log}) ---\n{text}", file=sys.stderr)
