@@ -192,17 +192,6 @@ class Sweep(msgspec.Struct, frozen=True):
     counts: dict[str, int] = {}
 
 
-class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
-    """One captured value: run, metric key, optional step, value, wall time, and the log line it came from."""
-
-    run_id: int
-    key: str
-    step: int | None
-    value: float
-    wall_time: float
-    line: int
-
-
 class GpuSample(msgspec.Struct, frozen=True):
     """One GPU as NVML saw it at one moment."""
 
@@ -254,3 +243,35 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 def can_transition(old: RunStatus, new: RunStatus) -> bool:
     """Whether the life cycle allows a run to go from `old` to `new`."""
     return new in LEGAL_TRANSITIONS[old]
+
+
+# What a job asks for and a run keeps of it, under the same names in both. (`host` is
+# not: a job's is the host it asks for, a run's the host it ran on.)
+_JOB_FIELDS_IN_RUN = (frozenset(JobSpec.__struct_fields__) & frozenset(Run.__struct_fields__)) - {
+    "name",
+    "seed",
+    "host",
+}
+
+
+def queued_run(job: JobSpec, run_id: int, name: str, seed: int, now: float) -> Run:
+    """The run a submitted job becomes: queued now, with everything the job asked for."""
+    return Run(
+        id=run_id,
+        name=name,
+        status=RunStatus.QUEUED,
+        seed=seed,
+        created_at=now,
+        queued_at=now,
+        requested_host=job.host,
+        **{f: getattr(job, f) for f in _JOB_FIELDS_IN_RUN},
+    )
+
+
+def job_again(run: Run, env: dict[str, str], name: str) -> JobSpec:
+    """A job asking for what `run` asked for again (outside any sweep), with its seed."""
+    fields = {f: getattr(run, f) for f in _JOB_FIELDS_IN_RUN} | {
+        "sweep": None,
+        "max_concurrent": None,
+    }
+    return JobSpec(name=name, seed=run.seed, env=env, host=run.requested_host, **fields)

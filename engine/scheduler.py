@@ -3,8 +3,6 @@ given (hosts with their reservations, routes, the queue, the time), with no IO a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import msgspec
 
 from engine.config import Route
@@ -232,11 +230,3 @@ def _matches(route: Route, job: QueuedJob) -> bool:
     if route.model_type is not None and route.model_type != job.model_type:
         return False
     return all(t in job.tags for t in route.tags)
-
-
-def running_per_sweep(sweeps: Sequence[str | None]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for sweep in sweeps:
-        if sweep is not None:
-            counts[sweep] = counts.get(sweep, 0) + 1
-    return counts

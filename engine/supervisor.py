@@ -23,7 +23,15 @@ from engine.capture import Parser, Points
 from engine.config import Config, ConfigError, Experiment, load_experiment
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
-from engine.model import FailureClass, HostSample, JobSpec, Run, RunStatus, can_transition
+from engine.model import (
+    FailureClass,
+    HostSample,
+    JobSpec,
+    Run,
+    RunStatus,
+    can_transition,
+    job_again,
+)
 from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged, SweepPlan
 from engine.scheduler import Assignment, GpuState, HostState, QueuedJob, Snapshot, plan
 from engine.store import (
@@ -284,22 +292,7 @@ class Supervisor:
         parameters, seed and needs; its manifest names the run it reproduces."""
         env = await self.db.call(self.store.launch_env, run.id)
         manifest = (await self.db.call(self.store.run_details, run.id))["manifest"] or {}
-        job = JobSpec(
-            argv=run.argv,
-            cwd=run.cwd,
-            name=f"{run.name}-repro",
-            seed=run.seed,
-            capture=run.capture,
-            env=env,
-            host=run.requested_host,
-            resources=run.resources,
-            priority=run.priority,
-            model_type=run.model_type,
-            tags=run.tags,
-            requires=run.requires,
-            retry=run.retry,
-            params=run.params,
-        )
+        job = job_again(run, env, name=f"{run.name}-repro")
         [new] = await self.submit([job], snapshot=manifest.get("snapshot"), reproduces=run.id)
         return new
 

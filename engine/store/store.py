@@ -23,6 +23,7 @@ from engine.model import (
     RunStatus,
     Sweep,
     can_transition,
+    queued_run,
 )
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -326,27 +327,7 @@ class Store:
         with self._transaction():
             first = self._one("SELECT coalesce(max(id), 0) + 1 FROM runs")[0]
             runs = [
-                Run(
-                    id=first + i,
-                    name=name,
-                    status=RunStatus.QUEUED,
-                    argv=job.argv,
-                    cwd=job.cwd,
-                    seed=seed,
-                    capture=job.capture,
-                    created_at=now,
-                    requested_host=job.host,
-                    priority=job.priority,
-                    resources=job.resources,
-                    model_type=job.model_type,
-                    tags=job.tags,
-                    requires=job.requires,
-                    sweep=job.sweep,
-                    max_concurrent=job.max_concurrent,
-                    retry=job.retry,
-                    queued_at=now,
-                    params=job.params,
-                )
+                queued_run(job, first + i, name, seed, now)
                 for i, (job, name, seed, _) in enumerate(jobs)
             ]
             envs: dict[int, str] = {}  # one submission's jobs usually share one environment
