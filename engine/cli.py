@@ -257,13 +257,7 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
             print(f"engine sweep: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
             return EXIT_USAGE
         overrides[key.strip()] = value.strip()
-    experiment = load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
-    if experiment.early_stop != "none":
-        print(
-            f"engine sweep: early_stop = {experiment.early_stop!r} is not applied by this version "
-            "yet; every trial runs to its end",
-            file=sys.stderr,
-        )
+    load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
     result = await engine.sweep(args.file, overrides, dry_run=args.dry_run)
     if args.json:
         _print_json(result)
@@ -280,13 +274,15 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
         print(result.sweep)
     if not args.wait:
         return 0
-    ended = [await engine.wait(run.id) for run in result.runs]
-    failed = [r for r in ended if r.status is not RunStatus.SUCCEEDED]
+    assert result.sweep is not None
+    done = await engine.wait_sweep(result.sweep)
     print(
-        f"sweep {result.sweep}: {len(ended) - len(failed)} succeeded, {len(failed)} not",
+        f"sweep {result.sweep}: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(done.counts.items())),
         file=sys.stderr,
     )
-    return 0 if not failed else EXIT_REFUSED
+    bad = sum(n for status, n in done.counts.items() if status not in ("succeeded", "pruned"))
+    return 0 if not bad else EXIT_REFUSED
 
 
 async def cmd_sweeps(engine: Client, args: argparse.Namespace) -> int:

@@ -203,6 +203,15 @@ class Client:
     async def sweep_status(self, sweep: str) -> Sweep:
         return await self._request("GET", f"/sweeps/{sweep}", Sweep)
 
+    async def wait_sweep(self, sweep: str) -> Sweep:
+        """Wait until every run of the sweep has ended and it has nothing left to sample."""
+        while True:
+            found = await self._request(
+                "GET", f"/sweeps/{sweep}/wait", Sweep, params={"timeout": "300"}
+            )
+            if not found.going:
+                return found
+
     async def best(
         self, sweep: str, by: str | None = None, mode: str | None = None
     ) -> dict[str, Any]:

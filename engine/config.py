@@ -369,8 +369,13 @@ class MetricSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mode: Literal["min", "max"] = "max"
 
 
-class EarlyStopSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class EarlyStop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How a sweep stops trials that fall behind: an Optuna pruner and its few settings."""
+
     method: Literal["asha", "hyperband", "median", "none"] = "none"
+    min_steps: int | None = None  # asha/hyperband: the first rung; median: warm-up steps
+    min_trials: int | None = None  # median: finished trials before anything is pruned
+    reduction_factor: int | None = None  # asha/hyperband: keep 1 in this many at each rung
 
 
 class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -379,7 +384,7 @@ class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seeds: list[int] = msgspec.field(default_factory=lambda: [0])
     max_concurrent: int | None = None
     params: dict[str, Any] = {}
-    early_stop: EarlyStopSection = EarlyStopSection()
+    early_stop: EarlyStop = EarlyStop()
 
 
 class ModelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -457,8 +462,23 @@ class Experiment(msgspec.Struct, frozen=True):
     trials: int | None
     seeds: tuple[int, ...]
     max_concurrent: int | None
-    early_stop: str
+    early_stop: EarlyStop
     retry: RetryPolicy
+
+
+def experiment_json(experiment: Experiment) -> str:
+    """An experiment as JSON, to be read back by `experiment_from_json` after a restart."""
+    return msgspec.json.encode(experiment, enc_hook=str).decode()
+
+
+def experiment_from_json(text: str) -> Experiment:
+    return msgspec.json.decode(text, type=Experiment, dec_hook=_path_hook)
+
+
+def _path_hook(kind: type, value: Any) -> Any:
+    if kind is Path:
+        return Path(value)
+    raise NotImplementedError(kind)
 
 
 def load_experiment(
@@ -503,6 +523,14 @@ def load_experiment(
         raise where.error("sweep.trials", f"a {sweep.method} sweep needs `trials`")
     if section.retry.attempts < 1:
         raise where.error("retry.attempts", "expected 1 or more")
+    _check_early_stop(where, sweep.early_stop)
+    if section.metric is None and sweep.method == "tpe":
+        raise where.error("sweep.method", "tpe learns from a metric: set `metric`")
+    if section.metric is None and sweep.early_stop.method != "none":
+        raise where.error(
+            "sweep.early_stop.method",
+            f"{sweep.early_stop.method} compares a metric between trials: set `metric`",
+        )
     return Experiment(
         path=path,
         name=section.name,
@@ -513,9 +541,27 @@ def load_experiment(
         trials=sweep.trials,
         seeds=tuple(sweep.seeds),
         max_concurrent=sweep.max_concurrent,
-        early_stop=sweep.early_stop.method,
+        early_stop=sweep.early_stop,
         retry=section.retry,
     )
+
+
+def _check_early_stop(where: _Locator, stop: EarlyStop) -> None:
+    key = "sweep.early_stop."
+    if stop.min_steps is not None and stop.min_steps < (0 if stop.method == "median" else 1):
+        raise where.error(key + "min_steps", "expected 1 or more (0 or more for median)")
+    if stop.min_trials is not None:
+        if stop.method != "median":
+            raise where.error(key + "min_trials", "applies to method = median only")
+        if stop.min_trials < 0:
+            raise where.error(key + "min_trials", "expected 0 or more")
+    if stop.reduction_factor is not None:
+        if stop.method not in ("asha", "hyperband"):
+            raise where.error(key + "reduction_factor", "applies to asha and hyperband only")
+        if stop.reduction_factor < 2:
+            raise where.error(key + "reduction_factor", "expected 2 or more")
+    if stop.method == "none" and stop.min_steps is not None:
+        raise where.error(key + "min_steps", "applies only with an early-stopping method")
 
 
 def _model(

@@ -120,6 +120,7 @@ class JobSpec(msgspec.Struct, frozen=True):
     max_concurrent: int | None = None  # per sweep
     retry: RetryPolicy = RetryPolicy()
     params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
+    trial: tuple[int, int] | None = None  # a sweep trial's (model, configuration) numbers
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -156,6 +157,7 @@ class Run(msgspec.Struct, frozen=True):
     queued_at: float | None = None
     not_before: float = 0.0
     params: dict[str, Any] = {}
+    trial: tuple[int, int] | None = None
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""
@@ -190,6 +192,7 @@ class Sweep(msgspec.Struct, frozen=True):
     created_at: float
     metric: dict[str, str] | None = None
     counts: dict[str, int] = {}
+    going: bool | None = None  # in a wait's answer: runs unfinished or trials still to sample
 
 
 class GpuSample(msgspec.Struct, frozen=True):
@@ -273,5 +276,6 @@ def job_again(run: Run, env: dict[str, str], name: str) -> JobSpec:
     fields = {f: getattr(run, f) for f in _JOB_FIELDS_IN_RUN} | {
         "sweep": None,
         "max_concurrent": None,
+        "trial": None,
     }
     return JobSpec(name=name, seed=run.seed, env=env, host=run.requested_host, **fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -118,18 +119,7 @@ def make_app(daemon: Daemon) -> web.Application:
             timeout = float(request.query.get("timeout", "300"))
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        sub = Subscriber()
-        daemon.bus.subscribers.add(sub)
-        try:
-            # The live view changes and publishes in one step: checked after subscribing, an end
-            # is either seen here or arrives as an event.
-            while run.id in sup.runs and (left := deadline - loop.time()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.queue.get(), left)
-        finally:
-            daemon.bus.subscribers.discard(sub)
+        await wait_while(lambda: run.id in sup.runs, timeout)
         if run.id in sup.runs:
             return _json(sup.runs[run.id])
         await sup.flush()
@@ -223,6 +213,37 @@ def make_app(daemon: Daemon) -> web.Application:
         if not found:
             return _error(404, f"no sweep {request.match_info['sweep']!r}")
         return _json(found[0])
+
+    @routes.get(API + "/sweeps/{sweep}/wait")
+    async def wait_sweep(request: web.Request) -> web.Response:
+        """Answer when the sweep has no unfinished runs and nothing left to sample (or after
+        `timeout` seconds), with its state."""
+        sweep_id = request.match_info["sweep"]
+        try:
+            timeout = float(request.query.get("timeout", "300"))
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        if not await db.call(store.sweeps, sweep_id):
+            return _error(404, f"no sweep {sweep_id!r}")
+        await wait_while(lambda: sup.sweep_going(sweep_id), timeout)
+        await sup.flush()
+        found = await db.call(store.sweeps, sweep_id)
+        return _json(msgspec.structs.replace(found[0], going=sup.sweep_going(sweep_id)))
+
+    async def wait_while(condition: Callable[[], bool], timeout: float) -> None:
+        """Return when `condition` is false, re-checked on every event, or after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sub = Subscriber()
+        daemon.bus.subscribers.add(sub)
+        try:
+            # The live view changes and publishes in one step: checked after subscribing, a
+            # change is either seen here or arrives as an event.
+            while condition() and (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.queue.get(), left)
+        finally:
+            daemon.bus.subscribers.discard(sub)
 
     @routes.get(API + "/sweeps/{sweep}/best")
     async def best(request: web.Request) -> web.Response:

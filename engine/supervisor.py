@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,14 @@ import psutil
 
 from engine import repro
 from engine.capture import Parser, Points
-from engine.config import Config, ConfigError, Experiment, load_experiment
+from engine.config import (
+    Config,
+    ConfigError,
+    Experiment,
+    experiment_from_json,
+    experiment_json,
+    load_experiment,
+)
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
 from engine.model import (
@@ -42,7 +50,7 @@ from engine.store import (
     Transition,
     TransitionWriter,
 )
-from engine.sweep import SweepError
+from engine.sweep import AdaptiveSweep, SweepError, Trial, is_adaptive, total_runs
 from engine.sweep import trials as sweep_trials
 
 LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
@@ -93,6 +101,16 @@ class EventBus:
 
 
 @dataclass
+class Adaptive:
+    """An adaptive sweep the daemon drives: its Optuna side, and what its later trials are
+    queued with (the code snapshot's directory, environment and manifest of its first run)."""
+
+    study: AdaptiveSweep
+    snapshot: str | None
+    launch: tuple[str, dict[str, str], dict[str, Any]] | None = None
+
+
+@dataclass
 class Active:
     """One attempt the supervisor follows: where its output has been read to, and its task."""
 
@@ -103,6 +121,7 @@ class Active:
     parser: Parser
     position: LogPosition
     cancel_requested: bool = False
+    prune_reason: str | None = None  # set when the sweep's pruner stops it
     kill_at: float | None = None
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -142,6 +161,7 @@ class Supervisor:
             for name in config.hosts
         }
         self.waiting: dict[int, str] = {}  # queued run → why it waits, from the last plan
+        self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
         self.writer = TransitionWriter(db)
         self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
         self.wake = asyncio.Event()
@@ -179,9 +199,14 @@ class Supervisor:
     # --- submitting and dispatching ---------------------------------------------------------
 
     async def submit(
-        self, jobs: Sequence[JobSpec], snapshot: str | None = None, reproduces: int | None = None
+        self,
+        jobs: Sequence[JobSpec],
+        snapshot: str | None = None,
+        reproduces: int | None = None,
+        shared: dict[str, Any] | None = None,
     ) -> list[Run]:
-        """Validate and queue jobs as new runs; their manifest is taken now, once per submission."""
+        """Validate and queue jobs as new runs; their manifest is taken now, once per submission
+        (or is `shared`, the manifest of the sweep they continue)."""
         if not jobs:
             raise SubmitError("no jobs given")
         named = []
@@ -204,9 +229,14 @@ class Supervisor:
             seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
             named.append((job, job.name or default_name(job.argv), seed))
         first = jobs[0]
-        shared = await repro.submission_manifest(
-            first.cwd, first.argv, dict(first.env or {}), self.config.state_dir, self.interpreters
-        )
+        if shared is None:
+            shared = await repro.submission_manifest(
+                first.cwd,
+                first.argv,
+                dict(first.env or {}),
+                self.config.state_dir,
+                self.interpreters,
+            )
         if snapshot is not None:
             shared["snapshot"] = snapshot
         if reproduces is not None:
@@ -231,34 +261,20 @@ class Supervisor:
         as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
         try:
             experiment = load_experiment(file, overrides)
-            planned = sweep_trials(experiment)
+            study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
+            if experiment.method == "tpe":
+                assert study is not None
+                planned = study.ask(self._configs_in_flight(experiment))
+            else:
+                planned = sweep_trials(experiment)
         except (ConfigError, SweepError) as exc:
             raise SubmitError(str(exc)) from None
         project = self.config.project_dir
-        jobs = []
-        for t in planned:
-            model = experiment.models[t.model]
-            jobs.append(
-                JobSpec(
-                    argv=t.argv,
-                    cwd=cwd,
-                    name=t.name(experiment),
-                    seed=t.seed,
-                    capture=model.capture,
-                    env=env,
-                    resources=model.resources,
-                    priority=experiment.priority,
-                    model_type=model.model_type,
-                    tags=model.tags,
-                    requires=model.requires,
-                    max_concurrent=experiment.max_concurrent,
-                    retry=experiment.retry,
-                    params=t.params,
-                )
-            )
+        total = total_runs(experiment)
+        jobs = [_trial_job(experiment, t, cwd, env) for t in planned]
         where = self._where(experiment, planned, jobs)
         if dry_run:
-            return SweepPlan(sweep=None, trials=len(jobs), first=jobs[:10], where=where, runs=[])
+            return SweepPlan(sweep=None, trials=total, first=jobs[:10], where=where, runs=[])
         try:
             snapshot, folder, _ = await asyncio.to_thread(
                 repro.take_snapshot,
@@ -279,13 +295,56 @@ class Supervisor:
             experiment.name,
             str(experiment.path),
             experiment.method,
-            len(jobs),
+            total,
             snapshot,
             msgspec.to_builtins(experiment.metric) if experiment.metric else None,
+            experiment_json(experiment) if study else None,
         )
         jobs = [msgspec.structs.replace(j, sweep=sweep_id, cwd=str(folder / rel)) for j in jobs]
         runs = await self.submit(jobs, snapshot=snapshot)
-        return SweepPlan(sweep=sweep_id, trials=len(runs), first=jobs[:10], where=where, runs=runs)
+        if study is not None:
+            self.adaptive[sweep_id] = Adaptive(study, snapshot)
+        return SweepPlan(sweep=sweep_id, trials=total, first=jobs[:10], where=where, runs=runs)
+
+    def _configs_in_flight(self, experiment: Experiment) -> int:
+        """How many configurations a TPE sweep keeps queued or running at once: enough to fill
+        its `max_concurrent` (or every host's slots), so it learns from each result early."""
+        slots = experiment.max_concurrent or sum(
+            spec.max_jobs
+            for name, spec in self.config.hosts.items()
+            if self.host_state[name][0] == "up"
+        )
+        return max(1, -(-slots // len(experiment.seeds)))
+
+    async def _sample_more(self) -> None:
+        """Queue the next configurations of each TPE sweep as its runs end."""
+        for sweep_id, adaptive in list(self.adaptive.items()):
+            study = adaptive.study
+            in_flight = {r.trial for r in self.runs.values() if r.sweep == sweep_id}
+            if not study.remaining():
+                if not in_flight:
+                    del self.adaptive[sweep_id]  # sampled and finished: nothing more to judge
+                continue
+            wanted = self._configs_in_flight(study.experiment) - len(in_flight)
+            if wanted <= 0:
+                continue
+            if adaptive.launch is None:
+                adaptive.launch = await self.db.call(self.store.sweep_launch, sweep_id)
+            if adaptive.launch is None:
+                continue
+            cwd, env, manifest = adaptive.launch
+            jobs = [
+                msgspec.structs.replace(_trial_job(study.experiment, t, cwd, env), sweep=sweep_id)
+                for t in study.ask(wanted)
+            ]
+            await self.submit(jobs, snapshot=adaptive.snapshot, shared=manifest)
+
+    def sweep_going(self, sweep_id: str) -> bool:
+        """Whether a sweep has runs unfinished or trials still to sample."""
+        adaptive = self.adaptive.get(sweep_id)
+        if adaptive is not None and adaptive.study.remaining():
+            return True
+        return any(r.sweep == sweep_id for r in self.runs.values())
 
     async def reproduce(self, run: Run) -> Run:
         """Queue a new run with the original's code snapshot (or working directory), command,
@@ -356,6 +415,8 @@ class Supervisor:
         return None, result.waiting.get(0, "nowhere")
 
     async def tick(self) -> None:
+        if self.adaptive:
+            await self._sample_more()
         if not self.queue:
             self.waiting = {}
             return
@@ -509,6 +570,8 @@ class Supervisor:
             oom_kills=_oom_kills(),
         )
         self.active[run.id] = active
+        if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+            adaptive.study.attach(run)
         changed = self._transition(
             [
                 Transition(
@@ -576,6 +639,8 @@ class Supervisor:
                 active.position = LogPosition(
                     batch.byte_offset, batch.line_count, batch.bad_markers
                 )
+                if len(points):
+                    await self._judge(active, points)
                 if storing is not None:
                     await storing
                 storing = asyncio.create_task(
@@ -602,6 +667,25 @@ class Supervisor:
             end = len(data)  # one enormous line: take it in pieces rather than stall
         block = data[:end]
         return block, b"\r" in block
+
+    async def _judge(self, active: Active, points: Points) -> None:
+        """Feed a run's new values of its sweep's metric to the pruner; stop it if told to."""
+        adaptive = self.adaptive.get(active.run.sweep or "")
+        if adaptive is None or active.prune_reason or active.cancel_requested:
+            return
+        key = adaptive.study.key
+        values = [
+            (step, value)
+            for k, step, value in zip(points.keys, points.steps, points.values, strict=True)
+            if k == key
+        ]
+        if values and (reason := adaptive.study.report(active.run.id, values)):
+            await self._prune(active, reason)
+
+    async def _prune(self, active: Active, reason: str) -> None:
+        active.prune_reason = reason
+        await self.db.call(self.store.request_prune, active.run.id, reason)
+        await self._stop(active)
 
     async def _store(
         self, active: Active, batch: MetricBatch, lines: list[bytes], points: Points, start: int
@@ -651,6 +735,8 @@ class Supervisor:
         status, failure, reason = classify(
             ended, tail.decode("utf-8", "replace"), active.run.argv, active.cancel_requested
         )
+        if active.prune_reason and not active.cancel_requested:
+            status, failure, reason = RunStatus.PRUNED, None, active.prune_reason
         if failure is FailureClass.KILLED and _oom_kills() not in (None, active.oom_kills):
             failure, reason = FailureClass.OOM, f"{reason}, by the kernel's out-of-memory killer"
         now = time.time()
@@ -686,10 +772,12 @@ class Supervisor:
         return changed
 
     async def cancel_sweep(self, sweep: str) -> list[Run]:
-        """Cancel every unfinished run of a sweep."""
+        """Cancel every unfinished run of a sweep, and sample no more of it."""
         runs = [r for r in list(self.runs.values()) if r.sweep == sweep]
-        if not runs:
+        if not runs and sweep not in self.adaptive:
             raise SubmitError(f"no unfinished runs in sweep {sweep!r}")
+        self.adaptive.pop(sweep, None)
+        await self.db.call(self.store.cancel_sweep, sweep)
         return [await self.cancel(r) for r in runs]
 
     def explain(self) -> dict[int, str]:
@@ -726,11 +814,12 @@ class Supervisor:
                 return cancelled
             raise SubmitError(f"run {run.id} is {run.status} and not followed by this daemon")
         await self.db.call(self.store.request_cancel, run.id)
-        await self._send_term(active)
+        active.cancel_requested = True
+        await self._stop(active)
         return run
 
-    async def _send_term(self, active: Active) -> None:
-        active.cancel_requested = True
+    async def _stop(self, active: Active) -> None:
+        """SIGTERM the attempt's process group now, and SIGKILL it after the grace period."""
         active.kill_at = time.time() + self.config.cancel_grace_s
         await active.executor.signal(active.attempt, signal.SIGTERM)
 
@@ -740,7 +829,8 @@ class Supervisor:
         """Load every unfinished run and re-read it from its files: finalise those that ended
         while no daemon watched, reattach those still running, adopt those the last daemon
         started but did not get to record, and mark the rest lost with the reason."""
-        for run, env, pid_start, cancel in await self.db.call(self.store.unfinished):
+        replayed = await self._resume_sweeps()
+        for run, env, pid_start, cancel, prune in await self.db.call(self.store.unfinished):
             self.runs[run.id] = run
             self.envs[run.id] = env
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
@@ -816,15 +906,43 @@ class Supervisor:
                 parser=Parser(run.capture),
                 position=position,
                 cancel_requested=cancel,
+                prune_reason=prune,
             )
             self.active[run.id] = active
+            if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+                adaptive.study.attach(run)
+                adaptive.study.report(run.id, replayed.get(run.id, []))
             if state is ProcessState.EXITED:
                 await self._follow(active)  # ended while no daemon watched: finalise before serving
                 continue
-            if active.cancel_requested:
-                await self._send_term(active)
+            if active.cancel_requested or active.prune_reason:
+                await self._stop(active)
             active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
         await self.writer.flush()
+
+    async def _resume_sweeps(self) -> dict[int, list[tuple[int | None, float]]]:
+        """Rebuild each adaptive sweep still going: ended runs are fed back to its study as
+        they ended; returns the metric points so far of its unfinished runs, to be fed when
+        they are reattached."""
+        points: dict[int, list[tuple[int | None, float]]] = {}
+        for sweep_id, text in await self.db.call(self.store.adaptive_sweeps):
+            try:
+                experiment = experiment_from_json(text)
+                study = AdaptiveSweep(experiment)
+            except (msgspec.ValidationError, SweepError) as exc:
+                await self.db.call(self.store.cancel_sweep, sweep_id)
+                print(f"sweep {sweep_id} cannot go on sampling: {exc}", file=sys.stderr, flush=True)
+                continue
+            for run, values in await self.db.call(self.store.sweep_history, sweep_id, study.key):
+                if run.status.terminal:
+                    study.replay(run, values)
+                else:
+                    points[run.id] = values
+            snapshot = next(
+                (s.snapshot for s in await self.db.call(self.store.sweeps, sweep_id)), None
+            )
+            self.adaptive[sweep_id] = Adaptive(study, snapshot)
+        return points
 
     def _started_attempt(self, run: Run) -> tuple[str, int] | None:
         """The host on which the next attempt of a queued run already has its folder: the last
@@ -861,6 +979,8 @@ class Supervisor:
             if change.to.terminal:
                 del self.runs[run.id]
                 self.envs.pop(run.id, None)
+                if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+                    adaptive.study.finish(run)
             else:
                 self.runs[run.id] = run
             if change.to is RunStatus.QUEUED:
@@ -944,6 +1064,28 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
     )
     env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
     return env
+
+
+def _trial_job(experiment: Experiment, trial: Trial, cwd: str, env: dict[str, str]) -> JobSpec:
+    """The job one trial of a sweep runs: its model's command and needs, with its params."""
+    model = experiment.models[trial.model]
+    return JobSpec(
+        argv=trial.argv,
+        cwd=cwd,
+        name=trial.name(experiment),
+        seed=trial.seed,
+        capture=model.capture,
+        env=env,
+        resources=model.resources,
+        priority=experiment.priority,
+        model_type=model.model_type,
+        tags=model.tags,
+        requires=model.requires,
+        max_concurrent=experiment.max_concurrent,
+        retry=experiment.retry,
+        params=trial.params,
+        trial=(trial.model, trial.config),
+    )
 
 
 def default_name(argv: Sequence[str]) -> str:

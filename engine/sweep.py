@@ -1,16 +1,19 @@
 """Expanding an experiment into trials: every configuration of a grid, or `trials` drawn by
-Optuna's random sampler (ask/tell), each replicated over the experiment's seeds. Commands are
-built as argv, so a parameter value is never read by a shell."""
+Optuna's random sampler, each replicated over the experiment's seeds; and the adaptive side of a
+running sweep (TPE sampling as slots free, pruning runs that fall behind) by Optuna ask/tell.
+Commands are built as argv, so a parameter value is never read by a shell."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from engine.config import PLACEHOLDER, Experiment, Model, Param
+from engine.config import PLACEHOLDER, EarlyStop, Experiment, Model, Param
+from engine.model import Run, RunStatus
 
 MAX_TRIALS = 100_000
 
@@ -33,9 +36,23 @@ class Trial(msgspec.Struct, frozen=True):
         return f"{experiment.name}-{model + '-' if model else ''}{self.config:03d}-s{self.seed}"
 
 
+def is_adaptive(experiment: Experiment) -> bool:
+    """Whether a sweep needs Optuna while it runs: to sample (TPE) or to prune."""
+    return experiment.method == "tpe" or experiment.early_stop.method != "none"
+
+
+def total_runs(experiment: Experiment) -> int:
+    """How many runs a sweep makes at most: every configuration of every model, times seeds."""
+    if experiment.method == "grid":
+        configs = sum(math.prod(len(p.grid()) for p in m.params) for m in experiment.models)
+    else:
+        configs = (experiment.trials or 0) * len(experiment.models)
+    return configs * len(experiment.seeds)
+
+
 def trials(experiment: Experiment, sampler_seed: int = 0) -> list[Trial]:
-    """Every trial of an experiment: model by model, configuration by configuration, seed by
-    seed."""
+    """Every trial of a grid or random experiment: model by model, configuration by
+    configuration, seed by seed. (A TPE sweep's trials come from `AdaptiveSweep.ask`.)"""
     out: list[Trial] = []
     for m, model in enumerate(experiment.models):
         configs = configurations(experiment, model, sampler_seed + m)
@@ -65,16 +82,185 @@ def configurations(
             for values in itertools.product(*(p.grid() for p in model.params))
         ]
     if experiment.method == "random":
-        import optuna  # only sweeps need it, not every engine start
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna = _optuna()
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sampler_seed))
         space = {p.name: _distribution(p) for p in model.params}
         return [study.ask(space).params for _ in range(experiment.trials or 0)]
-    raise SweepError(
-        f"{experiment.path}: sweep.method = {experiment.method!r} needs adaptive sampling, which "
-        "this engine version does not do yet; use grid or random"
-    )
+    raise SweepError(f"{experiment.path}: a {experiment.method} sweep samples as it runs")
+
+
+@dataclass
+class _Live:
+    """A run's Optuna trial while it runs, and what it has reported so far."""
+
+    model: int
+    trial: Any  # optuna.Trial
+    best: float | None = None
+    last_step: int | None = None
+
+
+class AdaptiveSweep:
+    """The Optuna side of a running sweep: one study per model that asks for configurations as
+    slots free (TPE) and judges each run's intermediate metric values with the pruner. Each run
+    is one Optuna trial; the seeds of a configuration are trials with the same parameters."""
+
+    def __init__(self, experiment: Experiment, sampler_seed: int = 0) -> None:
+        if experiment.metric is None:
+            raise SweepError(f"{experiment.path}: an adaptive sweep needs `metric`")
+        optuna = _optuna()
+        self.experiment = experiment
+        self.key = experiment.metric.name
+        self.maximize = experiment.metric.mode == "max"
+        self.prunes = experiment.early_stop.method != "none"
+        self.spaces = [{p.name: _distribution(p) for p in m.params} for m in experiment.models]
+        budget = total_runs(experiment)
+        self.studies = [
+            optuna.create_study(
+                direction="maximize" if self.maximize else "minimize",
+                sampler=_sampler(experiment.method, sampler_seed + m, budget),
+                pruner=_pruner(experiment.early_stop),
+            )
+            for m in range(len(experiment.models))
+        ]
+        self.asked = [0] * len(experiment.models)  # configurations sampled so far, per model
+        self.live: dict[int, _Live] = {}  # run id → its trial
+        self._sampled: dict[tuple[int, int, int], Any] = {}  # (model, config, seed) → trial
+
+    def remaining(self) -> int:
+        """Configurations a TPE sweep has still to sample (none for grid and random)."""
+        if self.experiment.method != "tpe":
+            return 0
+        return sum((self.experiment.trials or 0) - n for n in self.asked)
+
+    def ask(self, configs: int) -> list[Trial]:
+        """Sample up to `configs` new configurations (the model with the fewest first), each as
+        one trial per seed."""
+        out: list[Trial] = []
+        seeds = self.experiment.seeds
+        for _ in range(min(configs, self.remaining())):
+            m = min(range(len(self.asked)), key=self.asked.__getitem__)
+            trial = self.studies[m].ask(self.spaces[m])
+            config = self.asked[m]
+            self.asked[m] += 1
+            self._sampled[(m, config, seeds[0])] = trial
+            model = self.experiment.models[m]
+            out += [
+                Trial(m, config, trial.params, seed, command(model, trial.params, seed))
+                for seed in seeds
+            ]
+        return out
+
+    def attach(self, run: Run) -> None:
+        """Give a starting run its Optuna trial: the one sampled for it, or a new one with its
+        parameters (a grid or random trial, or another seed of a sampled configuration)."""
+        if run.id in self.live or run.trial is None:
+            return
+        m, config = run.trial
+        trial = self._sampled.pop((m, config, run.seed), None)
+        if trial is None:
+            self.studies[m].enqueue_trial(run.params)
+            trial = self.studies[m].ask(self.spaces[m])
+        self.live[run.id] = _Live(m, trial)
+        self.asked[m] = max(self.asked[m], config + 1)
+
+    def report(self, run_id: int, points: list[tuple[int | None, float]]) -> str | None:
+        """Feed a run's new (step, value) points of the metric to its trial, step by step; the
+        reason at the first step the pruner says to stop it, else None."""
+        live = self.live.get(run_id)
+        if live is None:
+            return None
+        for step, value in points:
+            if math.isnan(value):
+                continue
+            if live.best is None or (value > live.best if self.maximize else value < live.best):
+                live.best = value
+            if step is None or (live.last_step is not None and step <= live.last_step):
+                continue  # no step to judge at, or one a retry reports again
+            live.trial.report(value, step)
+            live.last_step = step
+            if self.prunes and live.trial.should_prune():
+                method = self.experiment.early_stop.method
+                return f"pruned by {method} at step {step}: {self.key} = {value:.6g}"
+        return None
+
+    def finish(self, run: Run) -> None:
+        """Tell the study how a run ended: its best metric value, pruned, or failed."""
+        optuna = _optuna()
+        live = self.live.pop(run.id, None)
+        if live is None:
+            if run.trial is None:
+                return
+            trial = self._sampled.pop((*run.trial, run.seed), None)
+            if trial is not None:  # sampled, and ended before it started
+                self.studies[run.trial[0]].tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        study = self.studies[live.model]
+        if run.status is RunStatus.PRUNED and live.last_step is not None:
+            study.tell(live.trial, state=optuna.trial.TrialState.PRUNED)
+        elif run.status is RunStatus.SUCCEEDED and live.best is not None:
+            study.tell(live.trial, live.best)
+        else:
+            study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
+
+    def replay(self, run: Run, points: list[tuple[int | None, float]]) -> None:
+        """Feed a run that ended before a daemon restart back to its study, as it ended."""
+        if run.trial is None:
+            return
+        optuna = _optuna()
+        m, config = run.trial
+        self.asked[m] = max(self.asked[m], config + 1)
+        steps = {step: v for step, v in points if step is not None and not math.isnan(v)}
+        values = [v for _, v in points if not math.isnan(v)]
+        best = (max if self.maximize else min)(values) if values else None
+        state, value = optuna.trial.TrialState.FAIL, None
+        if run.status is RunStatus.SUCCEEDED and best is not None:
+            state, value = optuna.trial.TrialState.COMPLETE, best
+        elif run.status is RunStatus.PRUNED and steps:
+            state, value = optuna.trial.TrialState.PRUNED, steps[max(steps)]
+        self.studies[m].add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params=run.params,
+                distributions=self.spaces[m],
+                intermediate_values=steps,
+            )
+        )
+
+
+def _optuna():  # type: ignore[no-untyped-def]
+    import optuna  # only sweeps need it, not every engine start
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna
+
+
+def _sampler(method: str, seed: int, budget: int):  # type: ignore[no-untyped-def]
+    """TPE explores at random for its first quarter of runs (at most Optuna's default 10);
+    grid and random sweeps give every trial its parameters, so their sampler never chooses."""
+    optuna = _optuna()
+    if method == "tpe":
+        startup = min(10, max(2, budget // 4))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _pruner(stop: EarlyStop):  # type: ignore[no-untyped-def]
+    pruners = _optuna().pruners
+    if stop.method == "asha":
+        return pruners.SuccessiveHalvingPruner(
+            min_resource=stop.min_steps or "auto", reduction_factor=stop.reduction_factor or 4
+        )
+    if stop.method == "hyperband":
+        return pruners.HyperbandPruner(
+            min_resource=stop.min_steps or 1, reduction_factor=stop.reduction_factor or 3
+        )
+    if stop.method == "median":
+        return pruners.MedianPruner(
+            n_startup_trials=5 if stop.min_trials is None else stop.min_trials,
+            n_warmup_steps=stop.min_steps or 0,
+        )
+    return pruners.NopPruner()
 
 
 def _distribution(param: Param):  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, load_experiment
-from engine.sweep import SweepError, command, trials
+from engine.sweep import SweepError, command, is_adaptive, trials
 
 GOOD = """\
 name = "xgb-digits"
@@ -149,12 +150,25 @@ def test_bad_experiments_name_file_key_and_expectation(
     assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
 
 
-def test_tpe_is_refused_clearly_until_adaptive_sampling_exists(tmp_path: Path) -> None:
-    exp = load_experiment(
-        write(tmp_path, GOOD.replace('method = "grid"', 'method = "tpe"\ntrials = 4'))
-    )
-    with pytest.raises(SweepError, match="needs adaptive sampling"):
-        trials(exp)
+def test_early_stopping_and_tpe_need_a_metric_and_sane_settings(tmp_path: Path) -> None:
+    no_metric = GOOD.replace('metric = { name = "val_auc", mode = "max" }\n', "")
+    with pytest.raises(ConfigError, match=r"sweep.method: tpe learns from a metric: set `metric`"):
+        load_experiment(write(tmp_path, no_metric.replace('"grid"', '"tpe"\ntrials = 4')))
+    stop = no_metric + '[sweep.early_stop]\nmethod = "asha"\n'
+    with pytest.raises(ConfigError, match=r"sweep.early_stop.method: asha compares a metric"):
+        load_experiment(write(tmp_path, stop))
+    for setting, expected in [
+        ("min_trials = 3", "sweep.early_stop.min_trials: applies to method = median only"),
+        ("reduction_factor = 1", "sweep.early_stop.reduction_factor: expected 2 or more"),
+        ("min_steps = 0", "sweep.early_stop.min_steps: expected 1 or more"),
+        ("patience = 3", "sweep.early_stop.patience: unknown key"),
+    ]:
+        text = GOOD + f'[sweep.early_stop]\nmethod = "asha"\n{setting}\n'
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_experiment(write(tmp_path, text))
+    fine = load_experiment(write(tmp_path, GOOD + '[sweep.early_stop]\nmethod = "median"\n'))
+    assert fine.early_stop.method == "median" and is_adaptive(fine)
+    assert not is_adaptive(load_experiment(write(tmp_path, GOOD)))
 
 
 @settings(max_examples=150, deadline=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -128,9 +129,13 @@ def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
     lines = dry.stdout.splitlines()
     assert lines[0].startswith("toy-000-s0  ") and lines[-1] == "… and 2 more"
     assert project.engine("sweeps", "--json").stdout.strip() == "[]"  # a dry run queues nothing
-    exp.write_text(exp.read_text() + '[sweep.early_stop]\nmethod = "asha"\n')
-    honest = project.engine("sweep", str(exp), "--dry-run")
-    assert "early_stop = 'asha' is not applied by this version yet" in honest.stderr
+    tpe = exp.read_text().replace('"grid"', '"tpe"\ntrials = 5')
+    exp.write_text(tpe + '[sweep.early_stop]\nmethod = "asha"\n')
+    adaptive = project.engine("sweep", str(exp), "--dry-run")
+    assert adaptive.returncode == 0, adaptive.stderr
+    assert adaptive.stderr.startswith("would run: 10 trials: ")  # 5 sampled configs, 2 seeds each
+    assert adaptive.stdout.splitlines()[0].startswith("toy-000-s0  ")
+    exp.write_text(tpe.replace('"tpe"', '"grid"'))
     bad = project.engine("sweep", str(exp), "--set", "depth=3")
     assert bad.returncode == 2 and "--set depth: not a parameter of this experiment" in bad.stderr
     exp.write_text(exp.read_text().replace("--lr {lr}", "--lr {rate}"))
@@ -194,3 +199,103 @@ async def test_a_sweep_goes_on_after_kill_9_and_runs_every_trial_exactly_once(
 async def _count(client: Client, sweep: str, n: int) -> bool:
     runs = await client.runs(sweep=sweep, limit=None)
     return sum(r.status is RunStatus.SUCCEEDED for r in runs) >= n
+
+
+STEPS = """\
+import json, os, sys, time
+params = json.loads(os.environ["RUNYARD_PARAMS"])
+for step in range(40):
+    print("@runyard", json.dumps({"step": step, "score": params["quality"] + step / 1000}), flush=True)
+    time.sleep(0.05)
+print("done")
+"""
+PRUNED = """\
+name = "prune"
+command = "{python} steps.py --quality {{quality}}"
+metric = {{ name = "score", mode = "max" }}
+[sweep]
+method = "grid"
+max_concurrent = 1
+[sweep.params]
+quality = [0.9, 0.8, 0.1]
+[sweep.early_stop]
+method = "median"
+min_trials = 2
+min_steps = 2
+"""
+
+
+def test_a_run_that_falls_behind_is_pruned_and_stopped(project: Project) -> None:
+    (project.folder / "steps.py").write_text(STEPS)
+    exp = project.folder / "prune.toml"
+    exp.write_text(PRUNED.format(python=sys.executable))
+    done = project.engine("sweep", str(exp), "--wait", timeout=90)
+    assert done.returncode == 0, done.stderr  # a pruned trial is not a failure of the sweep
+    assert "prune-1: 1 pruned, 2 succeeded" in done.stderr
+    runs = json.loads(project.engine("runs", "--sweep", "prune-1", "--json").stdout)
+    by_quality = {r["params"]["quality"]: r for r in runs}
+    bad = by_quality[0.1]
+    assert bad["status"] == "pruned"
+    assert bad["reason"] == "pruned by median at step 2: score = 0.102"
+    points = json.loads(project.engine("metrics", str(bad["id"]), "--json").stdout)
+    assert 3 <= len(points) < 40  # stopped soon after step 2, long before its end
+    assert "done" not in project.engine("logs", str(bad["id"])).stdout
+    assert all(by_quality[q]["status"] == "succeeded" for q in (0.9, 0.8))
+    best = project.engine("best", "prune-1")
+    assert best.stdout.startswith("best of 2 configs by score (max): 0.939")
+
+
+TPE = """\
+name = "tpe"
+command = "{python} tpe_train.py --x {{x}} --seed {{seed}}"
+metric = {{ name = "score", mode = "max" }}
+[sweep]
+method = "tpe"
+trials = 6
+seeds = [0, 1]
+max_concurrent = 2
+[sweep.params]
+x = {{ low = -3.0, high = 3.0 }}
+"""
+TPE_TRAIN = """\
+import json, os, sys, time
+params = json.loads(os.environ["RUNYARD_PARAMS"])
+time.sleep(0.3)
+print("@runyard", json.dumps({"step": 0, "score": -(params["x"] - 1) ** 2}), flush=True)
+"""
+
+
+async def test_a_tpe_sweep_samples_as_runs_end_and_goes_on_after_kill_9(
+    project: Project,
+) -> None:
+    import signal
+
+    from engine.client import connect
+
+    (project.folder / "tpe_train.py").write_text(TPE_TRAIN)
+    exp = project.folder / "tpe.toml"
+    exp.write_text(TPE.format(python=sys.executable))
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    result = await client.sweep(exp, cwd=str(project.folder))
+    assert result.trials == 12 and len(result.runs) == 2  # one config (2 seeds) at a time
+    await wait_until(lambda: _count(client, "tpe-1", 4), what="two configs to finish")
+    assert not await _count(client, "tpe-1", 12)  # the kill lands mid-sweep
+    await client.close()
+    project.kill_daemon(signal.SIGKILL)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        done = await asyncio.wait_for(client.wait_sweep("tpe-1"), 90)
+        assert done.counts == {"succeeded": 12} and done.trials == 12
+        runs = await client.runs(sweep="tpe-1", limit=None)
+        names = sorted(r.name for r in runs)
+        assert names == [f"tpe-{c:03d}-s{s}" for c in range(6) for s in (0, 1)]  # none twice
+        assert len(list((project.state_dir / "runs").glob("*/attempt-*"))) == 12
+        for config in range(6):
+            seeds = [r for r in runs if r.trial == (0, config)]
+            assert len(seeds) == 2 and seeds[0].params == seeds[1].params
+        best = await client.best("tpe-1")
+        assert best["configs"][0]["n"] == 2 and len(best["configs"]) == 6
+    finally:
+        await client.close()

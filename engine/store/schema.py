@@ -112,6 +112,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE runs ADD COLUMN params JSON DEFAULT '{}';
     """,
+    # 4: adaptive sweeps: the experiment as submitted (to go on sampling after a restart),
+    # whether the sweep was cancelled, each run's trial numbers, and a pruning in progress.
+    """
+    ALTER TABLE sweeps ADD COLUMN experiment JSON;
+    ALTER TABLE sweeps ADD COLUMN cancelled BOOLEAN DEFAULT false;
+    ALTER TABLE runs ADD COLUMN trial JSON;
+    ALTER TABLE runs ADD COLUMN prune_reason VARCHAR;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -69,9 +69,10 @@ _RUN_FIELDS = (
     "queued_at",
     "not_before",
     "params",
+    "trial",
 )
 _JSON_FIELDS = frozenset(
-    {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params"}
+    {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params", "trial"}
 )
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 _EVENTS_SCHEMA = pa.schema(
@@ -128,6 +129,7 @@ _NEW_RUNS_SCHEMA = pa.schema(
         ("retry", pa.string()),
         ("queued_at", pa.float64()),
         ("params", pa.string()),
+        ("trial", pa.string()),
     ]
 )
 # The run columns a transition may set, with their types for bulk updates.
@@ -353,6 +355,7 @@ class Store:
                 "retry": [encode(j.retry).decode() for j, *_ in jobs],
                 "queued_at": [now] * len(runs),
                 "params": [encode(j.params).decode() for j, *_ in jobs],
+                "trial": [encode(j.trial).decode() if j.trial else None for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)})", pa.table(columns, schema=_NEW_RUNS_SCHEMA)
@@ -371,18 +374,75 @@ class Store:
         trials: int,
         snapshot: str | None,
         metric: dict[str, str] | None,
+        experiment: str | None = None,
     ) -> str:
-        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3."""
+        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3.
+        `experiment` (JSON) is the experiment as submitted, kept for adaptive sweeps."""
         with self._transaction():
             n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
             while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
                 n += 1
             sweep_id = f"{name}-{n}"
             self.con.execute(
-                "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [sweep_id, name, file, method, trials, snapshot, json.dumps(metric), time.time()],
+                "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
+                " created_at, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    sweep_id,
+                    name,
+                    file,
+                    method,
+                    trials,
+                    snapshot,
+                    json.dumps(metric),
+                    time.time(),
+                    experiment,
+                ],
             )
         return sweep_id
+
+    def cancel_sweep(self, sweep_id: str) -> None:
+        """Mark a sweep cancelled: an adaptive one samples no more trials."""
+        self.con.execute("UPDATE sweeps SET cancelled = true WHERE id = ?", [sweep_id])
+
+    def adaptive_sweeps(self) -> list[tuple[str, str]]:
+        """(id, experiment JSON) of each adaptive sweep still going: with unfinished runs, or
+        a TPE sweep with trials still to sample."""
+        return self.con.execute(
+            "SELECT s.id, s.experiment FROM sweeps s WHERE s.experiment IS NOT NULL"
+            " AND NOT s.cancelled AND (EXISTS (SELECT 1 FROM runs r WHERE r.sweep = s.id AND"
+            " r.status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost'))"
+            " OR (s.method = 'tpe' AND (SELECT count(*) FROM runs r WHERE r.sweep = s.id)"
+            " < s.trials)) ORDER BY s.created_at"
+        ).fetchall()
+
+    def sweep_history(
+        self, sweep_id: str, key: str
+    ) -> list[tuple[Run, list[tuple[int | None, float]]]]:
+        """Every run of a sweep with its (step, value) points of `key`, in the order printed."""
+        runs = [
+            _run(r)
+            for r in self.con.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE sweep = ? ORDER BY id", [sweep_id]
+            ).fetchall()
+        ]
+        points: dict[int, list[tuple[int | None, float]]] = {r.id: [] for r in runs}
+        for run_id, step, value in self.con.execute(
+            "SELECT m.run_id, m.step, m.value FROM metrics m JOIN runs r ON r.id = m.run_id"
+            " WHERE r.sweep = ? AND m.key = ? ORDER BY m.run_id, m.attempt, m.line",
+            [sweep_id, key],
+        ).fetchall():
+            points[run_id].append((step, value))
+        return [(r, points[r.id]) for r in runs]
+
+    def sweep_launch(self, sweep_id: str) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+        """The working directory, environment and manifest a sweep's first run was queued with:
+        what its later trials are queued with too."""
+        row = self._one(
+            "SELECT cwd, env, manifest FROM runs WHERE sweep = ? ORDER BY id LIMIT 1", [sweep_id]
+        )
+        if row is None:
+            return None
+        return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else {}
 
     def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
         """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
@@ -575,6 +635,11 @@ class Store:
     def request_cancel(self, run_id: int) -> None:
         self.con.execute("UPDATE runs SET cancel_requested = true WHERE id = ?", [run_id])
 
+    def request_prune(self, run_id: int, reason: str) -> None:
+        """Record that a run is being stopped by its sweep's pruner, so a restarted daemon that
+        finds it ended still marks it pruned."""
+        self.con.execute("UPDATE runs SET prune_reason = ? WHERE id = ?", [reason, run_id])
+
     def apply_transitions(self, changes: Sequence[Transition]) -> None:
         """Apply status changes, in order, in one transaction; each writes an events row with its
         reason. Raises IllegalTransition, changing nothing, when any change is not allowed by
@@ -685,15 +750,16 @@ class Store:
 
     def unfinished(self) -> list[tuple[Run, dict[str, str], float | None, bool]]:
         """Every run that has not ended, oldest first, with its launch environment, the start
-        time of its process, and whether a cancel was asked for."""
+        time of its process, whether a cancel was asked for, and why it is being pruned."""
         rows = self.con.execute(
-            f"SELECT {_RUN_COLUMNS}, env, pid_start_time, cancel_requested FROM runs"
+            f"SELECT {_RUN_COLUMNS}, env, pid_start_time, cancel_requested, prune_reason FROM runs"
             " WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost')"
             " ORDER BY id"
         ).fetchall()
         envs: dict[str, dict[str, str]] = {}  # runs of one submission share one environment
         return [
-            (_run(r[:-3]), envs.setdefault(r[-3], json.loads(r[-3])), r[-2], r[-1]) for r in rows
+            (_run(r[:-4]), envs.setdefault(r[-4], json.loads(r[-4])), r[-3], r[-2], r[-1])
+            for r in rows
         ]
 
     # --- output and metrics ---------------------------------------------------------------
