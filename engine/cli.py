@@ -409,6 +409,11 @@ async def cmd_hold(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_host(engine: Client, args: argparse.Namespace) -> int:
+    if args.action == "check":
+        steps = await engine.check_host(args.name)
+        for step, ok, detail in steps:
+            print(f"{'ok  ' if ok else 'FAIL'}  {step:<8} {detail}")
+        return 0 if all(ok for _, ok, _ in steps) else EXIT_REFUSED
     result = await engine.set_host(args.name, args.action == "enable", args.reason)
     print(f"host {result['host']}: {result['state']}", file=sys.stderr)
     return 0
@@ -466,8 +471,11 @@ async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
             f"{g.index}: {g.reserved_mb / 1024:.0f}G held, {g.free_mb / 1024:.0f}/{g.total_mb / 1024:.0f}G free"
             for g in h.gpus
         ) or (s.gpu_error if s and s.gpu_error else "-")
+        state = h.state
+        if h.state == "unreachable" and h.since:
+            state = f"unreachable for {format_duration(time.time() - h.since)}"
         rows.append(
-            (h.name, h.kind, h.state, f"{h.active}/{h.max_jobs}", cpu, mem, gpus, h.reason or "")
+            (h.name, h.kind, state, f"{h.active}/{h.max_jobs}", cpu, mem, gpus, h.reason or "")
         )
     print(_table(rows, ("HOST", "KIND", "STATE", "RUNS", "CPU", "MEMORY", "GPUS", "REASON")))
     return 0
@@ -610,8 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", help="run id or name")
-    p = sub.add_parser("host", help="take a host out of use, or back into use")
-    p.add_argument("action", choices=["enable", "disable"])
+    p = sub.add_parser(
+        "host", help="take a host out of use or back into use, or check it step by step"
+    )
+    p.add_argument("action", choices=["enable", "disable", "check"])
     p.add_argument("name")
     p.add_argument("--reason", help="why (shown with the host's state)")
     p = sub.add_parser("util", help="each host's and GPU's utilisation over time")

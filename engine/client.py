@@ -239,6 +239,11 @@ class Client:
     async def cancel_sweep(self, sweep: str) -> list[Run]:
         return (await self._request("POST", f"/sweeps/{sweep}/cancel", RunList)).runs
 
+    async def check_host(self, name: str) -> list[tuple[str, bool, str]]:
+        """Diagnose a host step by step: each step's name, whether it passed, and what was seen."""
+        found = await self._request("GET", f"/hosts/{name}/check")
+        return [(step, ok, detail) for step, ok, detail in found["steps"]]
+
     async def set_host(self, name: str, enabled: bool, reason: str | None = None) -> dict[str, Any]:
         action = "enable" if enabled else "disable"
         params = {"reason": reason} if reason else {}

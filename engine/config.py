@@ -217,8 +217,11 @@ def _check_host(where: _Locator, key: str, host: HostSpec) -> HostSpec:
         raise where.error(
             f"{key}.address", "an ssh host needs `address` (a host name or ssh alias)"
         )
+    for field in ("keepalive_s", "lost_after_s"):
+        if getattr(host, field) <= 0:
+            raise where.error(f"{key}.{field}", "expected seconds above 0")
     if host.kind == "local":
-        for field in ("address", "user", "port", "identity"):
+        for field in ("address", "user", "port", "identity", "known_hosts"):
             if getattr(host, field) is not None:
                 raise where.error(f"{key}.{field}", 'only ssh hosts take this key; kind is "local"')
     return host

@@ -83,9 +83,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.bus = EventBus()
         self.recent: dict[str, collections.deque[HostSample]] = {
-            name: collections.deque(maxlen=RECENT_SAMPLES)
-            for name, h in config.hosts.items()
-            if h.kind == "local"
+            name: collections.deque(maxlen=RECENT_SAMPLES) for name in config.hosts
         }
         self.unsaved: list[HostSample] = []  # samples not yet in the store
         self.db: StoreThread | None = None
@@ -104,7 +102,9 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()  # we hold the lock, so any socket left here is stale
             self.db = StoreThread(state_dir / "store.duckdb")
-            self.supervisor = Supervisor(self.config, self.db, self.bus, self.latest_sample)
+            self.supervisor = Supervisor(
+                self.config, self.db, self.bus, self.latest_sample, self.add_sample
+            )
             await self.supervisor.start()
             runner = web.AppRunner(make_app(self), handle_signals=False, access_log=None)
             await runner.setup()
@@ -144,21 +144,25 @@ class Daemon:
         recent = self.recent.get(host)
         return recent[-1] if recent else None
 
+    def add_sample(self, sample: HostSample) -> None:
+        """Take one host sample (from this machine's sampler or an SSH host's probe): into the
+        live view and the event stream now, into the store with the next flush."""
+        self.recent[sample.host].append(sample)
+        self.unsaved.append(sample)
+        self.bus.publish(SampleTaken(sample=sample))
+
     async def _sample(self) -> None:
-        """Sample this machine at the configured rate for the live view; store them in batches."""
-        names = list(self.recent)
-        if not names:
-            return
-        sampler = await asyncio.to_thread(LocalSampler, names[0])
+        """Sample this machine at the configured rate for its local hosts; store every host's
+        samples in batches."""
+        names = [name for name, h in self.config.hosts.items() if h.kind == "local"]
+        sampler = await asyncio.to_thread(LocalSampler, names[0]) if names else None
         last_flush = time.monotonic()
         while True:
             await asyncio.sleep(self.config.sample_interval_s)
-            sample = await asyncio.to_thread(sampler.sample)
-            for name in names:
-                per_host = msgspec.structs.replace(sample, host=name)
-                self.recent[name].append(per_host)
-                self.unsaved.append(per_host)
-                self.bus.publish(SampleTaken(sample=per_host))
+            if sampler is not None:
+                sample = await asyncio.to_thread(sampler.sample)
+                for name in names:
+                    self.add_sample(msgspec.structs.replace(sample, host=name))
             if time.monotonic() - last_flush >= SAMPLE_FLUSH_S:
                 await self._flush_samples()
                 last_flush = time.monotonic()

@@ -95,7 +95,11 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user: str | None = None
     port: int | None = None
     identity: str | None = None
+    known_hosts: str | None = None  # ssh: the known_hosts file (default: ~/.ssh/known_hosts)
+    python: str = "python3"  # ssh: the interpreter that runs the telemetry probe
     setup: str | None = None
+    keepalive_s: float = 2.0  # ssh: a hung link is noticed after about 3 of these
+    lost_after_s: float = 300.0  # ssh: unreachable this long, its runs are retried elsewhere
     cpus: float | None = None
     mem_gb: float | None = None
     gpus: tuple[DeclaredGpu, ...] | None = None
@@ -226,7 +230,7 @@ _S = RunStatus
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.QUEUED: frozenset({_S.ASSIGNED, _S.CANCELLED}),
     _S.ASSIGNED: frozenset({_S.STARTING, _S.QUEUED, _S.CANCELLED, _S.LOST}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST, _S.UNREACHABLE}),
     # RUNNING/UNREACHABLE → QUEUED: the attempt failed and the retry policy queues another.
     _S.RUNNING: frozenset(
         {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.PRUNED, _S.LOST, _S.UNREACHABLE, _S.QUEUED}

@@ -53,6 +53,7 @@ class HostState(msgspec.Struct, frozen=True):
     tags: tuple[str, ...]
     sample: HostSample | None = None
     gpus: tuple[GpuCapacity, ...] = ()
+    since: float | None = None  # when an SSH host went up or unreachable
 
 
 class HostList(msgspec.Struct, frozen=True):
@@ -136,12 +137,20 @@ class SampleTaken(msgspec.Struct, frozen=True, tag="sample"):
     sample: HostSample
 
 
+class HostChanged(msgspec.Struct, frozen=True, tag="host"):
+    """A host went up, unreachable (with why) or disabled."""
+
+    host: str
+    state: str
+    reason: str | None
+
+
 class EventsDropped(msgspec.Struct, frozen=True, tag="dropped"):
     """The client read too slowly and `count` events were dropped; it should re-fetch state."""
 
     count: int
 
 
-Event = RunChanged | MetricsAdded | LogLines | SampleTaken | EventsDropped
+Event = RunChanged | MetricsAdded | LogLines | SampleTaken | HostChanged | EventsDropped
 EVENT_DECODER = msgspec.json.Decoder(Event)
 ENCODER = msgspec.json.Encoder()

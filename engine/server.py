@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 
 from engine import __version__
 from engine.executors import Attempt
+from engine.executors.ssh import diagnose
 from engine.model import RunStatus
 from engine.protocol import (
     API,
@@ -185,6 +186,7 @@ def make_app(daemon: Daemon) -> web.Application:
                     gpus=tuple(
                         GpuCapacity(g.index, g.total_mb, g.free_mb, g.reserved_mb) for g in h.gpus
                     ),
+                    since=sup.host_since.get(h.name),
                 )
             )
         return _json(HostList(hosts=states))
@@ -307,6 +309,21 @@ def make_app(daemon: Daemon) -> web.Application:
         except SubmitError as exc:
             return _error(404, str(exc))
         return _json(RunList(runs=runs))
+
+    @routes.get(API + "/hosts/{name}/check")
+    async def host_check(request: web.Request) -> web.Response:
+        """Diagnose a host step by step: DNS, TCP, SSH, workdir, Python, setsid, GPU."""
+        name = request.match_info["name"]
+        spec = daemon.config.hosts.get(name)
+        if spec is None:
+            return _error(
+                404, f"unknown host {name!r}; hosts.toml has {sorted(daemon.config.hosts)}"
+            )
+        if spec.kind == "local":
+            steps = [("local", True, "this machine: runs start directly, no SSH involved")]
+        else:
+            steps = await diagnose(spec)
+        return _json({"host": name, "steps": [list(step) for step in steps]})
 
     @routes.post(API + "/hosts/{name}/{action:enable|disable}")
     async def host_state(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from engine.config import (
 )
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
 from engine.executors.local import signal_name
+from engine.executors.ssh import HostUnreachable, SshExecutor
 from engine.model import (
     FailureClass,
     HostSample,
@@ -40,7 +41,14 @@ from engine.model import (
     can_transition,
     job_again,
 )
-from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged, SweepPlan
+from engine.protocol import (
+    EventsDropped,
+    HostChanged,
+    LogLines,
+    MetricsAdded,
+    RunChanged,
+    SweepPlan,
+)
 from engine.scheduler import Assignment, GpuState, HostState, QueuedJob, Snapshot, plan
 from engine.store import (
     IllegalTransition,
@@ -134,13 +142,13 @@ class Supervisor:
         db: StoreThread,
         bus: EventBus,
         latest_sample: Callable[[str], HostSample | None] = lambda _: None,
+        on_sample: Callable[[HostSample], None] = lambda _: None,
     ) -> None:
         self.config = config
         self.db = db
         self.store = db.store
         self.bus = bus
         self.executors: dict[str, Executor] = {}
-        self.disabled: dict[str, str] = {}
         for name, host in config.hosts.items():
             if host.kind == "local":
                 workdir = Path(host.workdir).expanduser() if host.workdir else config.state_dir
@@ -148,18 +156,27 @@ class Supervisor:
                     workdir = config.project_dir / workdir
                 self.executors[name] = LocalExecutor(host, workdir)
             else:
-                self.disabled[name] = "SSH hosts are not supported by this engine version yet"
+                self.executors[name] = SshExecutor(
+                    host,
+                    snapshots=config.state_dir / "snapshots",
+                    fetched=config.state_dir / "runs",
+                    on_change=lambda name=name: self._host_changed(name),
+                    on_sample=on_sample,
+                )
+        self.disabled_by_user: dict[str, str] = {}
+        # Attempts given up on while their host was away: stopped when it comes back.
+        self.abandoned: dict[str, list[Attempt]] = {}
         # The daemon's live view of every unfinished run; the store follows it in batches.
         self.runs: dict[int, Run] = {}
         self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
         self.queue: dict[int, None] = {}  # queued run ids, oldest first
         self.active: dict[int, Active] = {}
         self.latest_sample = latest_sample
-        # A host's state: up, or disabled with why (by config or by `engine host disable`).
-        self.host_state: dict[str, tuple[str, str | None]] = {
-            name: ("disabled", self.disabled[name]) if name in self.disabled else ("up", None)
-            for name in config.hosts
-        }
+        # A host's state: up, unreachable (why, since when), or disabled by `engine host disable`.
+        self.host_state: dict[str, tuple[str, str | None]] = {}
+        self.host_since: dict[str, float | None] = {}
+        for name in config.hosts:
+            self._refresh_host(name)
         self.waiting: dict[int, str] = {}  # queued run → why it waits, from the last plan
         self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
         self.writer = TransitionWriter(db)
@@ -170,6 +187,9 @@ class Supervisor:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        for executor in self.executors.values():
+            if isinstance(executor, SshExecutor):
+                executor.start_link()
         for name, host in self.config.hosts.items():
             state, reason = self.host_state[name]
             spec = {"max_jobs": host.max_jobs, "tags": list(host.tags), "address": host.address}
@@ -184,6 +204,8 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.writer.flush()
+        for executor in self.executors.values():
+            await executor.close()
 
     async def flush(self) -> None:
         """Return once every transition so far is in the store (call before reading it)."""
@@ -218,8 +240,9 @@ class Supervisor:
                     raise SubmitError(
                         f"unknown host {job.host!r}; hosts.toml has {sorted(self.config.hosts)}"
                     )
-                if job.host in self.disabled:
-                    raise SubmitError(f"host {job.host!r} is disabled: {self.disabled[job.host]}")
+                if job.host in self.disabled_by_user:
+                    why = self.disabled_by_user[job.host]
+                    raise SubmitError(f"host {job.host!r} is disabled: {why}")
             if not Path(job.cwd).is_absolute():
                 raise SubmitError(f"working directory must be absolute, got {job.cwd!r}")
             try:
@@ -499,11 +522,16 @@ class Supervisor:
 
     def inventory(self, host: str) -> tuple[float, float, list[tuple[int, float, float]]]:
         """A host's CPUs, memory (GB) and GPUs as (index, total MB, free MB): what hosts.toml
-        declares, else what this machine's telemetry found."""
+        declares, else what the host's telemetry found (an SSH host not sampled yet: its
+        CPUs and memory unknown, so unlimited)."""
         spec = self.config.hosts[host]
         sample = self.latest_sample(host)
-        cpus = spec.cpus or float(psutil.cpu_count() or 1)
-        mem_gb = spec.mem_gb or psutil.virtual_memory().total / 2**30
+        if spec.kind == "local":
+            cpus = spec.cpus or float(psutil.cpu_count() or 1)
+            mem_gb = spec.mem_gb or psutil.virtual_memory().total / 2**30
+        else:
+            cpus = spec.cpus or (float(len(sample.cpu_per_core)) if sample else float("inf"))
+            mem_gb = spec.mem_gb or (sample.mem_total_mb / 1024 if sample else float("inf"))
         if spec.gpus is not None:
             gpus = [(i, g.memory_gb * 1024, g.memory_gb * 1024) for i, g in enumerate(spec.gpus)]
         elif sample is not None:
@@ -548,6 +576,21 @@ class Supervisor:
         )
         try:
             attempt = await executor.start(launch)
+        except HostUnreachable as exc:
+            # It may or may not have started: its files will tell once the host is back.
+            active = Active(
+                run=run,
+                executor=executor,
+                attempt=Attempt(launch.attempt_dir, 0, None),
+                number=number,
+                parser=Parser(run.capture),
+                position=LogPosition(),
+            )
+            self.active[run.id] = active
+            active.task = asyncio.create_task(
+                self._follow(active, unreachable=str(exc)), name=f"run-{run.id}"
+            )
+            return
         except OSError as exc:
             self._transition(
                 [
@@ -591,7 +634,25 @@ class Supervisor:
 
     # --- following an attempt ----------------------------------------------------------------
 
-    async def _follow(self, active: Active) -> None:
+    async def _follow(self, active: Active, unreachable: str | None = None) -> None:
+        """Follow an attempt to its end; while its host is unreachable, wait for it to return
+        (or give the attempt up after the host's `lost_after_s`)."""
+        try:
+            while True:
+                if unreachable is not None:
+                    if not await self._ride_out(active, unreachable):
+                        return
+                    unreachable = None
+                try:
+                    await self._watch(active)
+                    return
+                except HostUnreachable as exc:
+                    unreachable = str(exc)
+        finally:
+            self.active.pop(active.run.id, None)
+            self.wake.set()
+
+    async def _watch(self, active: Active) -> None:
         waiter = asyncio.create_task(active.executor.wait(active.attempt))
         try:
             while not waiter.done():
@@ -605,8 +666,82 @@ class Supervisor:
             await self._finish(active, ended)
         finally:
             waiter.cancel()
-            self.active.pop(active.run.id, None)
-            self.wake.set()
+            with contextlib.suppress(BaseException):
+                await waiter
+
+    async def _ride_out(self, active: Active, why: str) -> bool:
+        """Mark a run unreachable and wait for its host. True when the host is back and the
+        attempt should be followed again; False when the run has ended or was given up."""
+        run = self.runs[active.run.id]
+        host = run.host or ""
+        if run.status is not RunStatus.UNREACHABLE:
+            run = self._transition(
+                [Transition(run.id, RunStatus.UNREACHABLE, f"host {host} unreachable: {why}")]
+            )[0]
+        executor = active.executor
+        assert isinstance(executor, SshExecutor)
+        while True:
+            since = self.host_since.get(host) or time.time()
+            left = since + self.config.hosts[host].lost_after_s - time.time()
+            try:
+                await asyncio.wait_for(executor.link.up.wait(), max(0.0, left))
+            except TimeoutError:
+                self._give_up(
+                    active,
+                    f"host {host} unreachable for over {left + time.time() - since:.0f}s: {why}",
+                )
+                return False
+            try:
+                if active.attempt.pid == 0:  # the link dropped during the start
+                    if not await executor.attempt_exists(run.id, active.number):
+                        why = f"host {host} dropped before attempt {active.number} started"
+                        self._transition([Transition(run.id, RunStatus.QUEUED, why)])
+                        return False
+                    active.attempt = await executor.reattach(active.attempt)
+                state = await executor.probe(active.attempt)
+            except HostUnreachable as exc:
+                why = str(exc)
+                await asyncio.sleep(0.2)  # the link is back but failing: let it settle
+                continue
+            if state is ProcessState.GONE:
+                gone = "its process is gone and left no exit code"
+                self._transition(
+                    [
+                        Transition(
+                            run.id,
+                            RunStatus.LOST,
+                            f"host {host} is back, but {gone}",
+                            {"ended_at": time.time()},
+                        )
+                    ]
+                )
+                return False
+            what = "still running" if state is ProcessState.RUNNING else "it ended meanwhile"
+            active.run = self._transition(
+                [
+                    Transition(
+                        run.id,
+                        RunStatus.RUNNING,
+                        f"host {host} is back: {what}",
+                        {"pid": active.attempt.pid or None},
+                    )
+                ]
+            )[0]
+            if state is ProcessState.RUNNING and (active.cancel_requested or active.prune_reason):
+                with contextlib.suppress(HostUnreachable):
+                    await self._stop(active)
+            return True
+
+    def _give_up(self, active: Active, why: str) -> None:
+        """The host stayed away too long: end this attempt as host_lost (retried elsewhere
+        under the retry policy) and kill its copy if the host ever returns."""
+        run = self.runs[active.run.id]
+        self.abandoned.setdefault(run.host or "", []).append(active.attempt)
+        fields: dict[str, Any] = {
+            "failure_class": FailureClass.HOST_LOST.value,
+            "ended_at": time.time(),
+        }
+        self._end_attempt(run, active.number, RunStatus.FAILED, FailureClass.HOST_LOST, why, fields)
 
     async def _ingest(self, active: Active, final: bool) -> None:
         """Read output.log on from the stored offset, store its points and the new offset in
@@ -685,7 +820,8 @@ class Supervisor:
     async def _prune(self, active: Active, reason: str) -> None:
         active.prune_reason = reason
         await self.db.call(self.store.request_prune, active.run.id, reason)
-        await self._stop(active)
+        with contextlib.suppress(HostUnreachable):  # sent when the host is back
+            await self._stop(active)
 
     async def _store(
         self, active: Active, batch: MetricBatch, lines: list[bytes], points: Points, start: int
@@ -739,20 +875,34 @@ class Supervisor:
             status, failure, reason = RunStatus.PRUNED, None, active.prune_reason
         if failure is FailureClass.KILLED and _oom_kills() not in (None, active.oom_kills):
             failure, reason = FailureClass.OOM, f"{reason}, by the kernel's out-of-memory killer"
-        now = time.time()
-        fields: dict[str, Any] = {"exit_code": ended.exit_code, "ended_at": now}
+        fields: dict[str, Any] = {"exit_code": ended.exit_code, "ended_at": time.time()}
         if failure is not None:
             fields["failure_class"] = failure.value
         run = self.runs[active.run.id]
+        with contextlib.suppress(HostUnreachable):
+            await active.executor.fetch_artifacts(run.id)
+        self._end_attempt(run, active.number, status, failure, reason, fields)
+
+    def _end_attempt(
+        self,
+        run: Run,
+        number: int,
+        status: RunStatus,
+        failure: FailureClass | None,
+        reason: str,
+        fields: dict[str, Any],
+    ) -> None:
+        """End an attempt: queue the next one where the retry policy says so, else end the run."""
         policy = run.retry
         if status is RunStatus.FAILED and failure is not None and failure.value in policy.on:
-            if active.number < policy.attempts:
-                delay = policy.delay(active.number)
+            if number < policy.attempts:
+                now = time.time()
+                delay = policy.delay(number)
                 fields.update(not_before=now + delay, queued_at=now)
-                why = f"attempt {active.number} failed ({failure}: {reason}); retry {active.number + 1}/{policy.attempts} in {delay:g}s"
+                why = f"attempt {number} failed ({failure}: {reason}); retry {number + 1}/{policy.attempts} in {delay:g}s"
                 self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
                 return
-            reason = f"{reason}; gave up after {active.number} attempts"
+            reason = f"{reason}; gave up after {number} attempts"
         self._transition([Transition(run.id, status, reason, fields)])
 
     # --- the queue ---------------------------------------------------------------------------
@@ -791,10 +941,50 @@ class Supervisor:
     def set_host_state(self, host: str, enabled: bool, reason: str) -> None:
         if host not in self.config.hosts:
             raise SubmitError(f"unknown host {host!r}; hosts.toml has {sorted(self.config.hosts)}")
-        if host in self.disabled:
-            raise SubmitError(f"host {host!r} is disabled: {self.disabled[host]}")
-        self.host_state[host] = ("up", None) if enabled else ("disabled", reason)
+        if enabled:
+            self.disabled_by_user.pop(host, None)
+        else:
+            self.disabled_by_user[host] = reason
+        self._refresh_host(host)
         self.wake.set()
+
+    def _refresh_host(self, host: str) -> None:
+        """A host's state from the user's say and its executor's link."""
+        state, why, since = self.executors[host].state
+        if host in self.disabled_by_user:
+            state, why, since = "disabled", self.disabled_by_user[host], None
+        self.host_state[host] = (state, why)
+        self.host_since[host] = since
+
+    def _host_changed(self, host: str) -> None:
+        """An SSH link went up or down: update the host, stop what was given up on it."""
+        old = self.host_state.get(host, ("", None))[0]
+        self._refresh_host(host)
+        state, why = self.host_state[host]
+        if state != old:
+            self.bus.publish(HostChanged(host=host, state=state, reason=why))
+            with contextlib.suppress(RuntimeError):  # no loop yet while constructing
+                asyncio.get_running_loop().create_task(
+                    self.db.call(
+                        self.store.upsert_host,
+                        host,
+                        self.config.hosts[host].kind,
+                        {},
+                        state,
+                        why,
+                    )
+                )
+        if state == "up" and self.abandoned.get(host):
+            asyncio.get_running_loop().create_task(self._stop_abandoned(host))
+        self.wake.set()
+
+    async def _stop_abandoned(self, host: str) -> None:
+        """Kill the old copies of runs that were retried elsewhere while this host was away, so
+        each run's result is kept once."""
+        executor = self.executors[host]
+        for attempt in self.abandoned.pop(host, []):
+            with contextlib.suppress(HostUnreachable):
+                await executor.signal(attempt, signal.SIGKILL)
 
     # --- cancel ------------------------------------------------------------------------------
 
@@ -815,7 +1005,8 @@ class Supervisor:
             raise SubmitError(f"run {run.id} is {run.status} and not followed by this daemon")
         await self.db.call(self.store.request_cancel, run.id)
         active.cancel_requested = True
-        await self._stop(active)
+        with contextlib.suppress(HostUnreachable):  # sent when the host is back
+            await self._stop(active)
         return run
 
     async def _stop(self, active: Active) -> None:
@@ -834,7 +1025,7 @@ class Supervisor:
             self.runs[run.id] = run
             self.envs[run.id] = env
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
-                started = self._started_attempt(run)
+                started = await self._started_attempt(run)
                 if started is None:
                     if run.status is RunStatus.ASSIGNED:
                         self._transition(
@@ -876,13 +1067,33 @@ class Supervisor:
                 why = f"host {run.host!r} is no longer configured"
                 self._transition([Transition(run.id, RunStatus.LOST, why)])
                 continue
-            folder = Path(executor.attempt_dir(run.id, run.attempt))
-            pid = run.pid or _read_pid(folder)
-            attempt = Attempt(str(folder), pid or 0, pid_start)
-            state = (
-                await executor.probe(attempt) if pid or (folder / "exit_code").exists() else None
+            active = Active(
+                run=run,
+                executor=executor,
+                attempt=Attempt(executor.attempt_dir(run.id, run.attempt), run.pid or 0, pid_start),
+                number=run.attempt,
+                parser=Parser(run.capture),
+                position=await self.db.call(self.store.log_position, run.id, run.attempt),
+                cancel_requested=cancel,
+                prune_reason=prune,
             )
-            if state in (None, ProcessState.GONE):
+            if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+                adaptive.study.attach(run)
+                adaptive.study.report(run.id, replayed.get(run.id, []))
+            try:
+                if isinstance(executor, SshExecutor):
+                    await executor.link.tried.wait()  # its first connection try
+                if not active.attempt.pid:
+                    active.attempt = await executor.reattach(active.attempt)
+                state = await executor.probe(active.attempt)
+            except HostUnreachable as exc:
+                self.active[run.id] = active
+                active.task = asyncio.create_task(
+                    self._follow(active, unreachable=str(exc)), name=f"run-{run.id}"
+                )
+                continue
+            pid = active.attempt.pid
+            if state is ProcessState.GONE:
                 why = (
                     f"process {pid} is gone and left no exit code"
                     if pid
@@ -896,27 +1107,14 @@ class Supervisor:
                 reattached = Transition(
                     run.id, RunStatus.RUNNING, "reattached after daemon restart", {"pid": pid}
                 )
-                run = self._transition([reattached])[0]
-            position = await self.db.call(self.store.log_position, run.id, run.attempt)
-            active = Active(
-                run=run,
-                executor=executor,
-                attempt=attempt,
-                number=run.attempt,
-                parser=Parser(run.capture),
-                position=position,
-                cancel_requested=cancel,
-                prune_reason=prune,
-            )
+                active.run = self._transition([reattached])[0]
             self.active[run.id] = active
-            if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
-                adaptive.study.attach(run)
-                adaptive.study.report(run.id, replayed.get(run.id, []))
             if state is ProcessState.EXITED:
                 await self._follow(active)  # ended while no daemon watched: finalise before serving
                 continue
             if active.cancel_requested or active.prune_reason:
-                await self._stop(active)
+                with contextlib.suppress(HostUnreachable):
+                    await self._stop(active)
             active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
         await self.writer.flush()
 
@@ -944,13 +1142,18 @@ class Supervisor:
             self.adaptive[sweep_id] = Adaptive(study, snapshot)
         return points
 
-    def _started_attempt(self, run: Run) -> tuple[str, int] | None:
+    async def _started_attempt(self, run: Run) -> tuple[str, int] | None:
         """The host on which the next attempt of a queued run already has its folder: the last
         daemon started it and stopped before the store heard of it."""
         number = run.attempt + 1
         for name, executor in self.executors.items():
-            if Path(executor.attempt_dir(run.id, number)).is_dir():
-                return name, number
+            try:
+                if isinstance(executor, SshExecutor):
+                    await executor.link.tried.wait()
+                if await executor.attempt_exists(run.id, number):
+                    return name, number
+            except HostUnreachable:
+                continue  # a host that is away cannot tell; its folder is found on its return
         return None
 
     def _transition(self, changes: list[Transition]) -> list[Run]:
@@ -1041,12 +1244,6 @@ def _oom_kills() -> int | None:
 def _last_line(tail: str) -> str:
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
-
-
-def _read_pid(folder: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int((folder / "pid").read_text().strip())
-    return None
 
 
 def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[str, str]:

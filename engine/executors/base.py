@@ -78,3 +78,27 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def signal(self, attempt: Attempt, signum: int) -> bool:
         """Send a signal to the attempt's process group; False when it is already gone."""
+
+    async def reattach(self, attempt: Attempt) -> Attempt:
+        """The attempt with the pid its wrapper wrote (for one whose start we did not see)."""
+        try:
+            pid = int((Path(attempt.attempt_dir) / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return attempt
+        return msgspec.structs.replace(attempt, pid=pid)
+
+    async def attempt_exists(self, run_id: int, attempt: int) -> bool:
+        """Whether the attempt's folder exists: a daemon started it, recorded or not."""
+        return Path(self.attempt_dir(run_id, attempt)).is_dir()
+
+    async def fetch_artifacts(self, run_id: int) -> Path | None:
+        """Bring a finished run's artifacts to this machine (where they are not already)."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - a local host holds nothing to let go of
+        """Let go of the host (connections, background tasks); runs keep going."""
+
+    @property
+    def state(self) -> tuple[str, str | None, float | None]:
+        """The host as this executor sees it: ("up" | "unreachable", why, since when)."""
+        return "up", None, None

@@ -47,6 +47,8 @@ class LocalExecutor(Executor):
     async def probe(self, attempt: Attempt) -> ProcessState:
         if _exit_code_file(attempt).exists():
             return ProcessState.EXITED
+        if not attempt.pid:
+            return ProcessState.GONE
         if attempt.pid in self._children:
             running = self._children[attempt.pid].poll() is None
             return ProcessState.RUNNING if running else ProcessState.GONE

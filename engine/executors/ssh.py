@@ -1,0 +1,513 @@
+"""The SSH executor: runs attempts on a machine reached over plain SSH (asyncssh), through the
+same detached sh wrapper as local runs, reading their files back over SFTP.
+
+One pooled connection per host, kept alive with keepalives and reconnected with backoff. While
+it is down every call raises `HostUnreachable`; the supervisor marks the host's runs
+unreachable and re-checks them from their files when the link is back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import asyncssh
+import msgspec
+
+from engine.executors.base import Attempt, Executor, ExitInfo, Launch, ProcessState
+from engine.executors.local import WRAPPER
+from engine.model import HostSample, HostSpec
+
+PROBE = Path(__file__).resolve().parent.parent / "probe.py"
+CONNECT_TIMEOUT_S = 10.0
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between reconnection tries
+# What a remote run is given of the daemon's environment; the rest comes from the host's own
+# login environment and the host's `setup`.
+PASSED_ENV = ("RUNYARD_", "CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED")
+
+
+class HostUnreachable(Exception):
+    """The host cannot be reached now; the message says why."""
+
+
+class HostLink:
+    """One SSH host's connection: opened and kept open in the background, with its state (up,
+    or unreachable since when and why) for the host panes and the scheduler."""
+
+    def __init__(self, spec: HostSpec, on_change: Callable[[], None]) -> None:
+        self.spec = spec
+        self.on_change = on_change
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.sftp: asyncssh.SFTPClient | None = None
+        self.home: str | None = None
+        self.error: str | None = "not connected yet"
+        self.since = time.time()
+        self.tried = asyncio.Event()  # set after the first connection attempt, however it went
+        self.up = asyncio.Event()
+        self.lost = asyncio.Event()  # set when an open connection drops
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_connected(), name=f"ssh-{self.spec.name}")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.conn:
+            self.conn.close()
+
+    async def connection(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
+        if self.conn is None or self.sftp is None:
+            raise HostUnreachable(self.error or "not connected")
+        return self.conn, self.sftp
+
+    async def _keep_connected(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._connect()
+            except Exception as exc:
+                self._down(describe(exc, self.spec))
+                self.tried.set()
+                await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+                failures += 1
+                continue
+            failures = 0
+            self.tried.set()
+            assert self.conn is not None
+            await self.conn.wait_closed()
+            self._down("connection lost (no keepalive answer)")
+
+    async def _connect(self) -> None:
+        conn = await open_connection(self.spec)
+        try:
+            sftp = await conn.start_sftp_client()
+            home = await sftp.realpath(".")
+        except BaseException:
+            conn.close()
+            raise
+        self.conn, self.sftp, self.home = conn, sftp, home
+        self.error, self.since = None, time.time()
+        self.lost.clear()
+        self.up.set()
+        self.on_change()
+
+    def _down(self, error: str) -> None:
+        was_up = self.conn is not None
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = self.sftp = None
+        if was_up or self.error != error:
+            if was_up or self.error is None:
+                self.since = time.time()
+            self.error = error
+            self.up.clear()
+            self.lost.set()
+            self.on_change()
+
+
+async def open_connection(spec: HostSpec) -> asyncssh.SSHClientConnection:
+    """Connect to an SSH host as `ssh` would (its ~/.ssh/config alias, keys and agent), with
+    the host key checked against known_hosts, and keepalives so a hung link is noticed."""
+    options: dict[str, Any] = {
+        "known_hosts": os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts"),
+        "keepalive_interval": spec.keepalive_s,
+        "keepalive_count_max": 3,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+    }
+    if spec.port is not None:
+        options["port"] = spec.port
+    if spec.user is not None:
+        options["username"] = spec.user
+    if spec.identity is not None:
+        options["client_keys"] = [os.path.expanduser(spec.identity)]
+        options["agent_path"] = None
+    return await asyncssh.connect(spec.address or spec.name, **options)
+
+
+async def diagnose(spec: HostSpec) -> list[tuple[str, bool, str]]:
+    """Check an SSH host step by step, as (step, ok, what was found): name resolution, TCP,
+    SSH (host key and authentication), workdir, Python, setsid, GPU. Stops at the first
+    step the others depend on."""
+    address, port = spec.address or spec.name, spec.port or 22
+    steps: list[tuple[str, bool, str]] = []
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        steps.append(("resolve", True, f"{address} → {found[0][4][0]}"))
+    except OSError as exc:
+        steps.append(
+            (
+                "resolve",
+                False,
+                f"{address}: {exc.strerror or exc} (an ~/.ssh/config alias is tried next)",
+            )
+        )
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), 5.0)
+        writer.close()
+        steps.append(("tcp", True, f"port {port} open"))
+    except (OSError, TimeoutError) as exc:
+        steps.append(("tcp", False, describe(exc, spec)))
+        if steps[0][1]:
+            return steps
+    try:
+        conn = await open_connection(spec)
+    except Exception as exc:
+        steps.append(("ssh", False, describe(exc, spec)))
+        return steps
+    async with conn:
+        steps.append(
+            ("ssh", True, f"host key verified, logged in as {conn.get_extra_info('username')}")
+        )
+        workdir = spec.workdir or "~/runyard"
+        quoted = workdir if workdir.startswith("~") and " " not in workdir else shlex.quote(workdir)
+        checks = [
+            ("workdir", f"mkdir -p {quoted} && test -w {quoted} && cd {quoted} && pwd", workdir),
+            (
+                "python",
+                f"{shlex.quote(spec.python)} -c 'import sys; print(sys.version.split()[0])'",
+                "",
+            ),
+            ("setsid", "command -v setsid", ""),
+            ("gpu", "nvidia-smi -L", ""),
+        ]
+        for name, command, _ in checks:
+            if spec.setup and name == "python":
+                command = f"{spec.setup}\n{command}"
+            result = await conn.run(command, check=False)
+            out = _text(result.stdout).strip().replace("\n", "; ")
+            ok = result.exit_status == 0
+            if name == "gpu" and not ok:
+                steps.append((name, True, "no NVIDIA GPU (nvidia-smi not found or failed)"))
+                continue
+            detail = out if ok else (_last(result.stderr) or f"exit status {result.exit_status}")
+            steps.append((name, ok, detail))
+    return steps
+
+
+class SshExecutor(Executor):
+    """Runs attempts under `workdir` on an SSH host. Code snapshots are uploaded there once
+    per content hash; a run's artifacts are copied back to this machine when it ends."""
+
+    def __init__(
+        self,
+        host: HostSpec,
+        snapshots: Path,
+        fetched: Path,
+        on_change: Callable[[], None] = lambda: None,
+        on_sample: Callable[[HostSample], None] = lambda _: None,
+    ) -> None:
+        super().__init__(host, Path(host.workdir or "~/runyard"))
+        self.snapshots = snapshots  # this machine's snapshot store
+        self.fetched = fetched  # where artifacts are copied back to
+        self.link = HostLink(host, self._changed)
+        self.on_change = on_change
+        self.on_sample = on_sample
+        self.note: str | None = None  # a problem that leaves the host usable (no Python)
+        self._ready: asyncssh.SSHClientConnection | None = None  # connection prepared
+        self._probe: asyncio.Task[None] | None = None
+
+    # --- the link ----------------------------------------------------------------------------
+
+    def start_link(self) -> None:
+        self.link.start()
+
+    async def close(self) -> None:
+        if self._probe:
+            self._probe.cancel()
+        await self.link.close()
+
+    @property
+    def state(self) -> tuple[str, str | None, float]:
+        """("up" | "unreachable", the last error, since when)."""
+        if self.link.conn is not None:
+            return "up", self.note, self.link.since
+        return "unreachable", self.link.error, self.link.since
+
+    def _changed(self) -> None:
+        if self.link.conn is not None and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.create_task(self._run_probe(), name=f"probe-{self.host.name}")
+        self.on_change()
+
+    @property
+    def remote_workdir(self) -> PurePosixPath:
+        """The workdir as an absolute path on the host (`~` is the login's home)."""
+        text = self.host.workdir or "~/runyard"
+        if text.startswith("/"):
+            return PurePosixPath(text)
+        if self.link.home is None:
+            raise HostUnreachable(self.link.error or "not connected yet")
+        return PurePosixPath(self.link.home) / text.removeprefix("~").lstrip("/")
+
+    def attempt_dir(self, run_id: int, attempt: int) -> str:
+        return str(self.remote_workdir / "runs" / str(run_id) / f"attempt-{attempt}")
+
+    def run_dir(self, run_id: int) -> str:
+        return str(self.remote_workdir / "runs" / str(run_id))
+
+    async def _exec(
+        self, command: str, timeout: float | None = 30.0
+    ) -> asyncssh.SSHCompletedProcess:
+        conn, _ = await self.link.connection()
+        try:
+            return await asyncio.wait_for(conn.run(command, check=False), timeout)
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            raise HostUnreachable(describe(exc, self.host)) from exc
+
+    async def _prepare(self) -> PurePosixPath:
+        """Create the workdir and upload the wrapper and probe, once per connection."""
+        conn, sftp = await self.link.connection()
+        tools = self.remote_workdir / ".runyard"
+        if self._ready is not conn:
+            made = await self._exec(f"mkdir -p {shlex.quote(str(tools))}")
+            if made.exit_status != 0:
+                raise OSError(
+                    f"cannot create workdir {self.remote_workdir} on {self.host.name}: "
+                    f"{_text(made.stderr).strip() or 'mkdir failed'}"
+                )
+            for source in (WRAPPER, PROBE):
+                await _upload_if_changed(sftp, source, tools / source.name)
+            self._ready = conn
+        return tools
+
+    def _failure(self, exc: BaseException) -> Exception:
+        """What a failed remote call means: a file problem on a live link is an OSError (the
+        operation failed); anything else is the link going down."""
+        lost = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
+        if isinstance(exc, asyncssh.SFTPError) and not isinstance(exc, lost):
+            return OSError(f"{self.host.name}: {exc.reason}")
+        return HostUnreachable(describe(exc, self.host))
+
+    # --- the executor interface --------------------------------------------------------------
+
+    async def start(self, launch: Launch) -> Attempt:
+        tools = await self._prepare()
+        _, sftp = await self.link.connection()
+        cwd = await self._remote_cwd(launch.cwd)
+        folder = PurePosixPath(launch.attempt_dir)
+        env = [
+            f"{k}={v}" for k, v in launch.env.items() if k.startswith(PASSED_ENV) or k in PASSED_ENV
+        ]
+        command = list(launch.argv)
+        if self.host.setup:  # the host's own set-up (e.g. `source venv/bin/activate`) runs
+            # first, in the same bash (`source` is not POSIX sh)
+            command = ["bash", "-c", f'{self.host.setup}\nexec "$@"', "bash", *command]
+        wrapper = [
+            "setsid", "-f", "sh", str(tools / WRAPPER.name), str(folder), cwd, "env", *env, *command
+        ]  # fmt: skip
+        dirs = " ".join(
+            shlex.quote(str(d))
+            for d in (folder, folder.parent / "checkpoints", folder.parent / "artifacts")
+        )
+        script = (
+            f"mkdir -p {dirs} && cd {shlex.quote(str(folder))} && "
+            f"{shlex.join(wrapper)} >/dev/null 2>&1 </dev/null; "
+            "i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid"
+        )
+        result = await self._exec(script)
+        try:
+            pid = int(_text(result.stdout).strip())
+        except ValueError:
+            raise OSError(
+                f"could not start on {self.host.name}: "
+                f"{_text(result.stderr).strip() or 'the wrapper wrote no pid'}"
+            ) from None
+        del sftp
+        return Attempt(attempt_dir=str(folder), pid=pid, start_time=None)
+
+    async def _remote_cwd(self, cwd: str) -> str:
+        """Where a run starts on the host: inside this host's copy of its code snapshot
+        (uploaded now if the host has none), or the same path as given."""
+        local = Path(cwd)
+        if self.snapshots not in local.parents:
+            return cwd
+        relative = local.relative_to(self.snapshots)
+        digest = relative.parts[0]
+        remote = self.remote_workdir / "snapshots" / digest
+        _, sftp = await self.link.connection()
+        try:
+            if not await sftp.exists(str(remote / ".complete")):
+                await sftp.makedirs(str(remote.parent), exist_ok=True)
+                partial = remote.with_name(f"{digest}.part-{secrets.token_hex(4)}")
+                await sftp.put(str(self.snapshots / digest), str(partial), recurse=True)
+                async with sftp.open(str(partial / ".complete"), "w") as f:
+                    await f.write(digest)
+                done = await self._exec(
+                    f"mv -T {shlex.quote(str(partial))} {shlex.quote(str(remote))} 2>/dev/null"
+                    f" || rm -rf {shlex.quote(str(partial))}"
+                )
+                del done  # a concurrent upload may have won the rename; either copy is the same
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+        return str(remote.joinpath(*relative.parts[1:]))
+
+    async def probe(self, attempt: Attempt) -> ProcessState:
+        folder = shlex.quote(attempt.attempt_dir)
+        result = await self._exec(
+            f"{_pid(attempt)}; if [ -f {folder}/exit_code ]; then echo exited;"
+            ' elif [ -n "$p" ] && kill -0 -- "$p" 2>/dev/null; then echo running; else echo gone; fi'
+        )
+        return ProcessState(_text(result.stdout).strip() or "gone")
+
+    async def wait(self, attempt: Attempt) -> ExitInfo:
+        folder = shlex.quote(attempt.attempt_dir)
+        # One channel that returns when the attempt ends: no polling round trips meanwhile.
+        result = await self._exec(
+            f'{_pid(attempt)}; while [ ! -f {folder}/exit_code ] && [ -n "$p" ]'
+            f' && kill -0 -- "$p" 2>/dev/null; do sleep 0.2; done; cat {folder}/exit_code 2>/dev/null',
+            timeout=None,
+        )
+        if result.exit_status is None:  # the channel closed under us: the link went down
+            raise HostUnreachable(self.link.error or "connection lost while waiting")
+        text = _text(result.stdout).strip()
+        return ExitInfo(exit_code=int(text) if text.lstrip("-").isdigit() else None)
+
+    async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
+        _, sftp = await self.link.connection()
+        try:
+            async with sftp.open(f"{attempt.attempt_dir}/output.log", "rb") as f:
+                return await f.read(max_bytes, offset)
+        except asyncssh.SFTPNoSuchFile:
+            return b""
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+
+    async def output_size(self, attempt: Attempt) -> int:
+        _, sftp = await self.link.connection()
+        try:
+            return (await sftp.stat(f"{attempt.attempt_dir}/output.log")).size or 0
+        except asyncssh.SFTPNoSuchFile:
+            return 0
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+
+    async def signal(self, attempt: Attempt, signum: int) -> bool:
+        if not attempt.pid:
+            return False
+        result = await self._exec(f"kill -{int(signum)} -- -{attempt.pid} 2>/dev/null")
+        return result.exit_status == 0
+
+    async def reattach(self, attempt: Attempt) -> Attempt:
+        """The attempt with the pid its wrapper wrote (for one whose start we did not see)."""
+        _, sftp = await self.link.connection()
+        try:
+            async with sftp.open(f"{attempt.attempt_dir}/pid", "r") as f:
+                text = await f.read()
+        except asyncssh.SFTPNoSuchFile:
+            return attempt
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+        text = _text(text).strip()
+        return msgspec.structs.replace(attempt, pid=int(text)) if text.isdigit() else attempt
+
+    async def attempt_exists(self, run_id: int, attempt: int) -> bool:
+        _, sftp = await self.link.connection()
+        try:
+            return await sftp.isdir(self.attempt_dir(run_id, attempt))
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+
+    async def fetch_artifacts(self, run_id: int) -> Path | None:
+        """Copy a run's artifacts folder back to this machine; where it now is, or None."""
+        _, sftp = await self.link.connection()
+        remote = f"{self.run_dir(run_id)}/artifacts"
+        target = self.fetched / str(run_id)
+        try:
+            if not await sftp.isdir(remote) or not await sftp.listdir(remote):
+                return None
+            target.mkdir(parents=True, exist_ok=True)
+            await sftp.get(remote, str(target), recurse=True, preserve=True)
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+        return target / "artifacts"
+
+    # --- telemetry ---------------------------------------------------------------------------
+
+    async def _run_probe(self) -> None:
+        """Run the uploaded probe with the host's Python for as long as the link is up, turning
+        each JSON line it prints into a host sample."""
+        try:
+            tools = await self._prepare()
+            conn, _ = await self.link.connection()
+            command = shlex.join([self.host.python, str(tools / PROBE.name), "2"])
+            async with conn.create_process(command) as process:
+                async for line in process.stdout:
+                    with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                        sample = msgspec.json.decode(line, type=HostSample)
+                        self.note = None
+                        self.on_sample(msgspec.structs.replace(sample, host=self.host.name))
+                errors = await process.stderr.read()
+                status = process.exit_status
+            if status == 127:
+                self.note = f"no Python ({self.host.python}) on the host: no telemetry"
+            elif status:
+                self.note = f"telemetry probe exited {status}: {_last(errors)}"
+        except (HostUnreachable, asyncssh.Error, OSError) as exc:
+            self.note = f"telemetry probe: {exc}"
+        self.on_change()
+
+
+async def _upload_if_changed(
+    sftp: asyncssh.SFTPClient, source: Path, target: PurePosixPath
+) -> None:
+    data = source.read_bytes()
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+        async with sftp.open(str(target), "rb") as f:
+            if hashlib.sha256(await f.read()).digest() == hashlib.sha256(data).digest():
+                return
+    partial = f"{target}.part-{secrets.token_hex(4)}"
+    async with sftp.open(partial, "wb") as f:
+        await f.write(data)
+    await sftp.posix_rename(partial, str(target))
+
+
+def describe(exc: BaseException, spec: HostSpec) -> str:
+    """One line saying why a host cannot be used, and what to do about it where we know."""
+    where = f"{spec.address or spec.name}" + (f":{spec.port}" if spec.port else "")
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        known = spec.known_hosts or "~/.ssh/known_hosts"
+        port = f"-p {spec.port} " if spec.port else ""
+        return (
+            f"host key of {where} is not trusted ({exc.reason}); check its fingerprint and accept "
+            f"it with `ssh {port}{spec.address}` once (or add it to {known}); never trusted silently"
+        )
+    if isinstance(exc, asyncssh.PermissionDenied):
+        key = f" with key {spec.identity}" if spec.identity else ""
+        return f"authentication to {where} failed{key}: {exc.reason}"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return f"{where} disconnected: {exc.reason}"
+    if isinstance(exc, TimeoutError):
+        return f"{where}: timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where}: connection refused (is sshd running?)"
+    if isinstance(exc, OSError):
+        return f"{where}: {exc.strerror or exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def _last(data: str | bytes | None) -> str:
+    lines = [line for line in _text(data).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _pid(attempt: Attempt) -> str:
+    """Shell that sets $p to the attempt's pid: the one we know, else its `pid` file."""
+    if attempt.pid:
+        return f"p={int(attempt.pid)}"
+    return f"p=$(cat {shlex.quote(attempt.attempt_dir)}/pid 2>/dev/null)"

@@ -1,0 +1,362 @@
+"""SSH hosts against real OpenSSH sshd processes on loopback: remote runs streamed and
+reconciled through hangs, sshd restarts and daemon kills; bad hosts give clear states."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import psutil
+import pytest
+
+from engine.client import Client, connect
+from engine.model import JobSpec, RetryPolicy, RunStatus
+
+from .conftest import Project, wait_until
+from .sshd import SshLab
+
+REMOTE_PY = "/usr/bin/python3"  # the hosts' own Python, not this test's virtualenv
+STEPS = (
+    "import json, os, sys, time\n"
+    "n, pause = int(sys.argv[1]), float(sys.argv[2])\n"
+    "pause *= float(os.environ.get('SLOWER', '1'))  # set by a host's `setup`\n"
+    "print('ARGV', json.dumps(sys.argv[3:]), flush=True)\n"
+    "for step in range(n):\n"
+    "    print('@runyard', json.dumps({'step': step, 'loss': 1 / (step + 1)}), flush=True)\n"
+    "    time.sleep(pause)\n"
+)
+
+
+def steps_job(project: Project, host: str, n: int, pause: float, *extra: str) -> JobSpec:
+    return JobSpec(
+        argv=(REMOTE_PY, "-c", STEPS, str(n), str(pause), *extra),
+        cwd="/",
+        host=host,
+        name=f"steps-{host}",
+    )
+
+
+@pytest.fixture
+def lab(short_tmp: Path) -> Iterator[SshLab]:
+    lab = SshLab(short_tmp / "lab", 2)
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+async def remote(short_tmp: Path, lab: SshLab) -> AsyncIterator[tuple[Project, Client]]:
+    hosts = (
+        '[engine]\nstate_dir = "runs"\nsample_interval_s = 0.5\ncancel_grace_s = 1\n'
+        '[hosts.local]\nkind = "local"\nmax_jobs = 2\n'
+        + lab.toml(0, "box1", lost_after_s=60)
+        + lab.toml(1, "box2", lost_after_s=60)
+    )
+    folder = short_tmp / "p"
+    folder.mkdir()
+    project = Project(folder, hosts)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    await wait_until(lambda: _all_up(client), timeout=30, what="both SSH hosts up")
+    try:
+        yield project, client
+    finally:
+        await client.close()
+        project.cleanup()
+
+
+async def _all_up(client: Client) -> bool:
+    return all(h.state == "up" for h in (await client.hosts()).hosts)
+
+
+async def _host(client: Client, name: str):  # type: ignore[no-untyped-def]
+    return next(h for h in (await client.hosts()).hosts if h.name == name)
+
+
+async def test_a_remote_run_streams_its_metrics_and_takes_hostile_values_verbatim(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    hostile = ("'; touch PWNED", "$(touch PWNED2)", "`touch PWNED3`", "a b\nc")
+    [run] = await client.submit([steps_job(project, "box1", 30, 0.01, *hostile)])
+    ended = await client.wait(run.id, 60)
+    assert (ended.status, ended.host, ended.exit_code) == (RunStatus.SUCCEEDED, "box1", 0)
+    assert ended.run_dir.startswith(str(lab.hosts[0].workdir))
+    points = await client.metrics(run.id)
+    assert [p["step"] for p in points] == list(range(30))  # every step once, in order
+    log = (await client.log(run.id))[0].decode()
+    assert json.loads(log.splitlines()[0].removeprefix("ARGV ")) == list(hostile)
+    assert not [p for p in lab.folder.parent.rglob("PWNED*")]  # nothing reached a shell
+    # the host's own telemetry probe feeds its pane
+    await wait_until(
+        lambda: _host_sampled(client, "box1"), timeout=20, what="a sample from box1's probe"
+    )
+
+
+async def _host_sampled(client: Client, name: str) -> bool:
+    host = await _host(client, name)
+    return host.sample is not None and len(host.sample.cpu_per_core) == psutil.cpu_count()
+
+
+async def test_cancel_kills_the_remote_process_group(
+    remote: tuple[Project, Client],
+) -> None:
+    project, client = remote
+    [run] = await client.submit([steps_job(project, "box2", 1000, 0.05)])
+    await wait_until(lambda: _has_points(client, run.id, 3), what="the run to print")
+    pid = (await client.run(run.id)).run.pid
+    assert pid and psutil.pid_exists(pid)  # the hosts share this machine: we can look
+    await client.cancel(run.id)
+    ended = await client.wait(run.id, 30)
+    assert ended.status is RunStatus.CANCELLED
+    await wait_until(lambda: not psutil.pid_exists(pid), what="the remote process to end")
+
+
+async def _has_points(client: Client, run_id: int, n: int) -> bool:
+    return len(await client.metrics(run_id)) >= n
+
+
+async def _status(client: Client, run_id: int) -> RunStatus:
+    return (await client.run(run_id)).run.status
+
+
+async def _events(client: Client, run_id: int) -> list[str]:
+    return [f"{e['to']}: {e['reason']}" for e in (await client.run(run_id)).details["events"]]
+
+
+async def test_a_hung_link_is_noticed_in_seconds_and_the_run_goes_on(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    [run] = await client.submit([steps_job(project, "box1", 80, 0.1)])
+    await wait_until(lambda: _has_points(client, run.id, 5), what="the run to print")
+    loop = asyncio.get_running_loop()
+    hung_at = loop.time()
+    frozen = lab.hosts[0].hang()
+    assert frozen  # the daemon's connection (and only it) is frozen mid-run
+    try:
+        await wait_until(
+            lambda: _was(client, run.id, "unreachable"), timeout=20, what="the hang noticed"
+        )
+        noticed = loop.time() - hung_at
+        print(f"hung link noticed after {noticed:.1f}s (keepalive 0.5s)")
+        assert noticed < 10
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+    ended = await client.wait(run.id, 60)
+    assert ended.status is RunStatus.SUCCEEDED and ended.attempt == 1
+    assert [p["step"] for p in await client.metrics(run.id)] == list(range(80))
+    events = await _events(client, run.id)
+    assert any(e.startswith("unreachable: host box1 unreachable") for e in events), events
+    assert any(e.startswith("running: host box1 is back") for e in events), events
+
+
+async def _was(client: Client, run_id: int, status: str) -> bool:
+    return any(e.startswith(f"{status}:") for e in await _events(client, run_id))
+
+
+async def test_a_host_killed_and_restarted_mid_run_loses_nothing(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    [run] = await client.submit([steps_job(project, "box2", 60, 0.1)])
+    await wait_until(lambda: _has_points(client, run.id, 5), what="the run to print")
+    lab.hosts[1].kill()
+    await wait_until(
+        lambda: _status_is(client, run.id, RunStatus.UNREACHABLE), what="the run unreachable"
+    )
+    host = await _host(client, "box2")
+    assert host.state == "unreachable" and host.reason and host.since
+    local = await client.submit([JobSpec(argv=("true",), cwd="/", host="local")])
+    assert (await client.wait(local[0].id, 30)).status is RunStatus.SUCCEEDED  # rest works
+    lab.hosts[1].start()
+    ended = await client.wait(run.id, 60)
+    assert ended.status is RunStatus.SUCCEEDED and ended.attempt == 1
+    assert [p["step"] for p in await client.metrics(run.id)] == list(range(60))
+
+
+async def _status_is(client: Client, run_id: int, status: RunStatus) -> bool:
+    return await _status(client, run_id) is status
+
+
+async def test_remote_runs_survive_kill_9_of_the_daemon(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    runs = await client.submit(
+        [steps_job(project, host, 50, 0.08) for host in ("box1", "box2", "local")]
+    )
+    for run in runs:
+        await wait_until(lambda run=run: _has_points(client, run.id, 5), what="runs printing")
+    await client.close()
+    project.kill_daemon(signal.SIGKILL)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        for run in runs:
+            ended = await client.wait(run.id, 60)
+            assert (ended.status, ended.attempt) == (RunStatus.SUCCEEDED, 1), ended
+            assert [p["step"] for p in await client.metrics(run.id)] == list(range(50))
+    finally:
+        await client.close()
+
+
+SWEEP = """\
+name = "spread"
+command = "/usr/bin/python3 train.py --i {i}"
+metric = { name = "score", mode = "max" }
+[sweep]
+method = "grid"
+[sweep.params]
+i = [0, 1, 2, 3, 4, 5]
+"""
+TRAIN = """\
+import json, sys, time
+i = int(sys.argv[2])
+time.sleep(1)
+print("@runyard", json.dumps({"step": 0, "score": i}))
+"""
+
+
+async def test_a_sweep_spreads_over_remote_hosts_from_one_uploaded_snapshot(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    (project.folder / "train.py").write_text(TRAIN)
+    exp = project.folder / "spread.toml"
+    exp.write_text(SWEEP)
+    result = await client.sweep(exp, cwd=str(project.folder))
+    ended = [await client.wait(r.id, 60) for r in result.runs]
+    assert {r.status for r in ended} == {RunStatus.SUCCEEDED}
+    assert {r.host for r in ended} == {"local", "box1", "box2"}
+    for host in lab.hosts:
+        snapshots = list((host.workdir / "snapshots").iterdir())
+        assert len(snapshots) == 1 and (snapshots[0] / "train.py").read_text() == TRAIN
+    best = await client.best(result.sweep)
+    assert best["configs"][0]["params"] == {"i": 5}
+
+
+async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    from .sshd import free_port, keygen
+
+    good = lab.hosts[0]
+    stranger = keygen(short_tmp / "stranger")
+    empty_known = short_tmp / "empty_known_hosts"
+    empty_known.write_text("")
+    nothing = free_port("127.0.0.9")
+    hosts = (
+        '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
+        + good.toml("badkey", stranger, lab.known_hosts)
+        + good.toml("newkey", lab.client_key, empty_known)
+        + good.toml("nobody", lab.client_key, lab.known_hosts)
+        .replace(f"port = {good.port}", f'port = {nothing}\naddress = "127.0.0.9"', 1)
+        .replace(f'address = "{good.address}"\n', "", 1)
+        + good.toml("noworkdir", lab.client_key, lab.known_hosts, workdir="/proc/runyard")
+        + good.toml("nopython", lab.client_key, lab.known_hosts, python="/no/such/python3")
+    )
+    folder = short_tmp / "p"
+    folder.mkdir()
+    project = Project(folder, hosts)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        expected = {
+            "badkey": ("unreachable", "authentication to 127.0.0.2"),
+            "newkey": ("unreachable", "host key of 127.0.0.2"),
+            "nobody": ("unreachable", "127.0.0.9:"),
+            "noworkdir": ("up", None),
+            "nopython": ("up", "no Python (/no/such/python3) on the host: no telemetry"),
+        }
+
+        async def settled() -> bool:
+            found = {h.name: h for h in (await client.hosts()).hosts}
+            return all(
+                found[n].state == state and (why is None or (found[n].reason or "").startswith(why))
+                for n, (state, why) in expected.items()
+            )
+
+        await wait_until(settled, timeout=30, what="every bad host in its state")
+        found = {h.name: h for h in (await client.hosts()).hosts}
+        assert "accept it with `ssh -p" in (found["newkey"].reason or "")
+        assert "connection refused" in (found["nobody"].reason or "")
+        # a run sent to a host whose workdir cannot be made fails with that reason
+        [bad] = await client.submit([JobSpec(argv=("true",), cwd="/", host="noworkdir")])
+        failed = await client.wait(bad.id, 30)
+        assert failed.status is RunStatus.FAILED
+        assert "cannot create workdir /proc/runyard on noworkdir" in (failed.reason or "")
+        # a host without Python still runs jobs (only its telemetry is off)
+        [ok] = await client.submit(
+            [JobSpec(argv=("sh", "-c", "echo fine"), cwd="/", host="nopython")]
+        )
+        assert (await client.wait(ok.id, 30)).status is RunStatus.SUCCEEDED
+        [local] = await client.submit([JobSpec(argv=("true",), cwd="/", host="local")])
+        assert (await client.wait(local.id, 30)).status is RunStatus.SUCCEEDED
+        shown = project.engine("hosts")
+        assert shown.returncode == 0 and "unreachable for" in shown.stdout
+        check = project.engine("host", "check", "badkey")
+        assert check.returncode == 1
+        lines = check.stdout.splitlines()
+        assert lines[0].startswith("ok    resolve") and lines[1].startswith("ok    tcp")
+        assert lines[2].startswith("FAIL  ssh      authentication to 127.0.0.2")
+        check = project.engine("host", "check", "nopython")
+        assert check.returncode == 1 and "FAIL  python" in check.stdout
+        assert "ok    setsid" in check.stdout and "ok    gpu      no NVIDIA GPU" in check.stdout
+    finally:
+        await client.close()
+        project.cleanup()
+
+
+async def test_a_host_away_too_long_has_its_runs_retried_elsewhere_and_kept_once(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    box = lab.hosts[0]
+    hosts = (
+        '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\ntags = ["train"]\n'
+        + lab.toml(
+            0,
+            "box1",
+            lost_after_s=1.5,
+            tags=["train"],
+            setup="source /dev/null && export SLOWER=10",
+        )
+        + '[[routes]]\nmatch = { tags = ["train"] }\nprefer = ["box1"]\nfallback = ["local"]\n'
+    )
+    folder = short_tmp / "p"
+    folder.mkdir()
+    project = Project(folder, hosts)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        await wait_until(lambda: _all_up(client), timeout=30, what="box1 up")
+        job = msgspec.structs.replace(
+            steps_job(project, "box1", 40, 0.1),
+            host=None,
+            tags=("train",),
+            retry=RetryPolicy(attempts=2, backoff_s=0.1),
+        )
+        [run] = await client.submit([job])
+        await wait_until(lambda: _has_points(client, run.id, 3), what="the run to print on box1")
+        first = (await client.run(run.id)).run
+        assert first.host == "box1"
+        box.kill()
+        ended = await client.wait(run.id, 60)
+        assert (ended.status, ended.attempt, ended.host) == (RunStatus.SUCCEEDED, 2, "local")
+        events = await _events(client, run.id)
+        assert any("host box1 unreachable for over" in e for e in events), events
+        assert psutil.pid_exists(first.pid)  # the old copy still runs on the unreachable host
+        box.start()
+        await wait_until(lambda: not psutil.pid_exists(first.pid), what="the old copy killed")
+        assert (await client.run(run.id)).run.status is RunStatus.SUCCEEDED  # kept once
+        second = [p for p in await client.metrics(run.id) if p["attempt"] == 2]
+        assert [p["step"] for p in second] == list(range(40))
+    finally:
+        await client.close()
+        project.cleanup()
