@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/dispatch.py
 	$(PY) bench/plan.py
 	$(PY) bench/sampling.py
+	$(PY) bench/remote.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

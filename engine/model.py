@@ -98,7 +98,7 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     known_hosts: str | None = None  # ssh: the known_hosts file (default: ~/.ssh/known_hosts)
     python: str = "python3"  # ssh: the interpreter that runs the telemetry probe
     setup: str | None = None
-    keepalive_s: float = 2.0  # ssh: a hung link is noticed after about 3 of these
+    keepalive_s: float = 1.0  # ssh: a hung link is noticed after about 3 of these
     lost_after_s: float = 300.0  # ssh: unreachable this long, its runs are retried elsewhere
     cpus: float | None = None
     mem_gb: float | None = None

@@ -49,6 +49,7 @@ class Project:
         self.config_path.write_text(hosts)
         self.state_dir = folder / "runs"
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}  # for the daemon and CLI, e.g. another HOME
 
     @property
     def config(self):  # type: ignore[no-untyped-def]
@@ -62,7 +63,7 @@ class Project:
         env = dict(os.environ)
         env["RUNYARD_CONFIG"] = str(self.config_path)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return env | self.extra_env
 
     def engine(
         self, *args: str, check: bool = False, timeout: float = 60, cwd: Path | None = None

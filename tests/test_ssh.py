@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,9 @@ STEPS = (
     "import json, os, sys, time\n"
     "n, pause = int(sys.argv[1]), float(sys.argv[2])\n"
     "pause *= float(os.environ.get('SLOWER', '1'))  # set by a host's `setup`\n"
+    "folder = os.environ['RUNYARD_ARTIFACT_DIR']\n"
+    "os.makedirs(folder, exist_ok=True)\n"
+    "open(os.path.join(folder, 'result.json'), 'w').write(json.dumps({'n': n}))\n"
     "print('ARGV', json.dumps(sys.argv[3:]), flush=True)\n"
     "for step in range(n):\n"
     "    print('@runyard', json.dumps({'step': step, 'loss': 1 / (step + 1)}), flush=True)\n"
@@ -91,6 +95,8 @@ async def test_a_remote_run_streams_its_metrics_and_takes_hostile_values_verbati
     log = (await client.log(run.id))[0].decode()
     assert json.loads(log.splitlines()[0].removeprefix("ARGV ")) == list(hostile)
     assert not [p for p in lab.folder.parent.rglob("PWNED*")]  # nothing reached a shell
+    fetched = project.state_dir / "runs" / str(run.id) / "artifacts" / "result.json"
+    assert json.loads(fetched.read_text()) == {"n": 30}  # artifacts copied back at the end
     # the host's own telemetry probe feeds its pane
     await wait_until(
         lambda: _host_sampled(client, "box1"), timeout=20, what="a sample from box1's probe"
@@ -357,6 +363,44 @@ async def test_a_host_away_too_long_has_its_runs_retried_elsewhere_and_kept_once
         assert (await client.run(run.id)).run.status is RunStatus.SUCCEEDED  # kept once
         second = [p for p in await client.metrics(run.id) if p["attempt"] == 2]
         assert [p["step"] for p in second] == list(range(40))
+    finally:
+        await client.close()
+        project.cleanup()
+
+
+async def test_hosts_named_by_ssh_config_alias_through_a_proxy_jump(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    jump, inner = lab.hosts
+    home = short_tmp / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(lab.known_hosts.read_text())
+    user = getpass.getuser()
+    (home / ".ssh" / "config").write_text(
+        f"Host jumpbox\n  HostName {jump.address}\n  Port {jump.port}\n  User {user}\n"
+        f"  IdentityFile {lab.client_key}\n"
+        f"Host inner\n  HostName {inner.address}\n  Port {inner.port}\n  User {user}\n"
+        f"  IdentityFile {lab.client_key}\n  ProxyJump jumpbox\n"
+    )
+    hosts = (
+        '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
+        f'[hosts.gpu-box]\nkind = "ssh"\naddress = "inner"\nworkdir = "{inner.workdir}"\n'
+    )
+    folder = short_tmp / "p"
+    folder.mkdir()
+    project = Project(folder, hosts)
+    project.extra_env = {"HOME": str(home), "SSH_AUTH_SOCK": ""}
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        await wait_until(lambda: _all_up(client), timeout=30, what="gpu-box up via jumpbox")
+        [run] = await client.submit([steps_job(project, "gpu-box", 5, 0.01)])
+        ended = await client.wait(run.id, 30)
+        assert ended.status is RunStatus.SUCCEEDED and len(await client.metrics(run.id)) == 5
+        assert ended.run_dir.startswith(str(inner.workdir))
+        # the connection went through the first host: it logged the jump login
+        log = (jump.folder / "sshd.log").read_text()
+        assert "Accepted publickey" in log  # the daemon never connects to jumpbox by name
     finally:
         await client.close()
         project.cleanup()
