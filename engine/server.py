@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 
 from engine import __version__
 from engine.executors import Attempt
-from engine.executors.ssh import diagnose
+from engine.executors.ssh import HostUnreachable, diagnose
 from engine.model import RunStatus
 from engine.protocol import (
     API,
@@ -154,10 +154,13 @@ def make_app(daemon: Daemon) -> web.Application:
             limit = min(int(request.query.get("max_bytes", MAX_LOG_READ)), MAX_LOG_READ)
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
-        attempt = Attempt(executor.attempt_dir(run.id, number), pid=0, start_time=None)
-        if offset < 0:  # from the end: the last -offset bytes
-            offset = max(0, await executor.output_size(attempt) + offset)
-        data = await executor.read_output(attempt, offset, limit)
+        try:
+            attempt = Attempt(executor.attempt_dir(run.id, number), pid=0, start_time=None)
+            if offset < 0:  # from the end: the last -offset bytes
+                offset = max(0, await executor.output_size(attempt) + offset)
+            data = await executor.read_output(attempt, offset, limit)
+        except HostUnreachable as exc:
+            return _error(503, f"host {run.host} is unreachable: {exc}")
         fresh = await db.call(store.get_run, run.id)
         return web.Response(
             body=data,

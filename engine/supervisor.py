@@ -666,8 +666,7 @@ class Supervisor:
             await self._finish(active, ended)
         finally:
             waiter.cancel()
-            with contextlib.suppress(BaseException):
-                await waiter
+            waiter.add_done_callback(_retrieve)  # its error, if any, was the link's: seen above
 
     async def _ride_out(self, active: Active, why: str) -> bool:
         """Mark a run unreachable and wait for its host. True when the host is back and the
@@ -1197,6 +1196,11 @@ class Supervisor:
 
 
 _RUN_FIELDS = frozenset(Run.__struct_fields__)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def classify(

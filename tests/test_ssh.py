@@ -282,14 +282,19 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
             "nopython": ("up", "no Python (/no/such/python3) on the host: no telemetry"),
         }
 
+        seen: dict[str, tuple[str, str | None]] = {}
+
         async def settled() -> bool:
-            found = {h.name: h for h in (await client.hosts()).hosts}
+            seen.update({h.name: (h.state, h.reason) for h in (await client.hosts()).hosts})
             return all(
-                found[n].state == state and (why is None or (found[n].reason or "").startswith(why))
+                seen[n][0] == state and (why is None or (seen[n][1] or "").startswith(why))
                 for n, (state, why) in expected.items()
             )
 
-        await wait_until(settled, timeout=30, what="every bad host in its state")
+        try:
+            await wait_until(settled, timeout=30, what="every bad host in its state")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {seen}") from None
         found = {h.name: h for h in (await client.hosts()).hosts}
         assert "accept it with `ssh -p" in (found["newkey"].reason or "")
         assert "connection refused" in (found["nobody"].reason or "")

@@ -447,7 +447,7 @@ class SshExecutor(Executor):
                         self.note = None
                         self.on_sample(msgspec.structs.replace(sample, host=self.host.name))
                 errors = await process.stderr.read()
-                status = process.exit_status
+                status = (await process.wait()).exit_status  # stdout can end before the status
             if status == 127:
                 self.note = f"no Python ({self.host.python}) on the host: no telemetry"
             elif status:
