@@ -249,6 +249,12 @@ async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_retry(engine: Client, args: argparse.Namespace) -> int:
+    run = await engine.retry(args.run)
+    print(f"run {run.id}: queued again as attempt {run.attempt + 1}", file=sys.stderr)
+    return 0
+
+
 async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
     overrides = {}
     for item in args.set or ():
@@ -602,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run id or name")
     p.add_argument("--sweep", help="cancel the whole sweep")
 
+    p = sub.add_parser("retry", help="queue a failed or lost run again, as its next attempt")
+    p.add_argument("run", help="run id or name")
+
     p = sub.add_parser(
         "queue", help="queued runs in planning order: where each goes, or why it waits"
     )
@@ -653,6 +662,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "logs": cmd_logs,
     "metrics": cmd_metrics,
     "cancel": cmd_cancel,
+    "retry": cmd_retry,
     "hosts": cmd_hosts,
     "queue": cmd_queue,
     "sweep": cmd_sweep,

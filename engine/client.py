@@ -33,6 +33,7 @@ from engine.protocol import (
     QueueView,
     RunDetail,
     RunList,
+    RunPage,
     SubmitRequest,
     Subscribe,
     SweepList,
@@ -146,6 +147,10 @@ class Client:
     async def cancel(self, ref: int | str) -> Run:
         return await self._request("POST", f"/runs/{ref}/cancel", Run)
 
+    async def retry(self, ref: int | str) -> Run:
+        """Queue a failed or lost run again, as its next attempt."""
+        return await self._request("POST", f"/runs/{ref}/retry", Run)
+
     async def metrics(self, ref: int | str, key: str | None = None) -> list[dict[str, Any]]:
         params = {"key": key} if key else {}
         return await self._request("GET", f"/runs/{ref}/metrics", params=params)
@@ -202,6 +207,24 @@ class Client:
 
     async def sweep_status(self, sweep: str) -> Sweep:
         return await self._request("GET", f"/sweeps/{sweep}", Sweep)
+
+    async def runs_page(
+        self,
+        query: str = "",
+        sort: str = "id",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RunPage:
+        """A window of the runs table, filtered and sorted by the daemon (see README: filters)."""
+        params = {
+            "q": query,
+            "sort": sort,
+            "desc": "1" if descending else "0",
+            "offset": str(offset),
+            "limit": str(limit),
+        }
+        return await self._request("GET", "/runs/page", RunPage, params=params)
 
     async def wait_sweep(self, sweep: str) -> Sweep:
         """Wait until every run of the sweep has ended and it has nothing left to sample."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import time
 from typing import Any, Literal
 
@@ -168,6 +169,59 @@ class Run(msgspec.Struct, frozen=True):
         if self.started_at is None:
             return None
         return (self.ended_at or (now if now is not None else time.time())) - self.started_at
+
+
+class RunQuery(msgspec.Struct, frozen=True):
+    """A window onto the runs, filtered and sorted by the store: what a table shows."""
+
+    statuses: tuple[str, ...] = ()
+    equals: tuple[tuple[str, str], ...] = ()  # (host | sweep | model_type, value)
+    metric_filters: tuple[tuple[str, str, float], ...] = ()  # (key, > < >= <= =, value)
+    text: tuple[str, ...] = ()  # in the name, command or reason
+    sort: str = "id"  # id name status host created started duration sweep, or metric:KEY
+    descending: bool = True
+    offset: int = 0
+    limit: int = 100
+
+
+_FILTER_FIELDS = {"host": "host", "sweep": "sweep", "model": "model_type"}
+_COMPARISON = re.compile(r"^([A-Za-z_][\w./-]*)(>=|<=|>|<|=)(-?[0-9.eE+-]+)$")
+
+
+def parse_filter(text: str) -> dict[str, Any]:
+    """RunQuery fields from a small filter: `failed`, `status:running`, `host:gpu-box`,
+    `sweep:xgb-1`, `model:XGBoost`, `val_auc>0.9`, and any other word is searched for in names,
+    commands and reasons. Raises ValueError naming the term it cannot read."""
+    statuses: list[str] = []
+    equals: list[tuple[str, str]] = []
+    metrics: list[tuple[str, str, float]] = []
+    words: list[str] = []
+    for term in text.split():
+        field, sep, value = term.partition(":")
+        if term in RunStatus.__members__.values():
+            statuses.append(term)
+        elif sep and field == "status":
+            for status in value.split(","):
+                if status not in RunStatus.__members__.values():
+                    known = ", ".join(s.value for s in RunStatus)
+                    raise ValueError(f"unknown status {status!r}; one of {known}")
+                statuses.append(status)
+        elif sep and field in _FILTER_FIELDS and value:
+            equals.append((_FILTER_FIELDS[field], value))
+        elif match := _COMPARISON.match(term):
+            try:
+                number = float(match.group(3))
+            except ValueError:
+                raise ValueError(f"{term!r}: {match.group(3)!r} is not a number") from None
+            metrics.append((match.group(1), match.group(2), number))
+        else:
+            words.append(term)
+    return {
+        "statuses": tuple(statuses),
+        "equals": tuple(equals),
+        "metric_filters": tuple(metrics),
+        "text": tuple(words),
+    }
 
 
 def format_duration(seconds: float | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from engine.model import HostSample, JobSpec, Run, RunStatus, Sweep
@@ -21,6 +23,18 @@ class DaemonStatus(msgspec.Struct, frozen=True):
 
 class SubmitRequest(msgspec.Struct, frozen=True):
     jobs: list[JobSpec]
+
+
+class RunPage(msgspec.Struct, frozen=True):
+    """One window of the runs table: how many runs match the query, those in the window, each
+    one's metric summaries (count, last, step, min, max per key), and the metric (name and
+    mode) of each sweep among them."""
+
+    total: int
+    offset: int
+    runs: list[Run]
+    metrics: dict[int, dict[str, dict[str, Any]]]
+    sweep_metrics: dict[str, dict[str, str]]
 
 
 class RunList(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 from engine import __version__
 from engine.executors import Attempt
 from engine.executors.ssh import HostUnreachable, diagnose
-from engine.model import RunStatus
+from engine.model import RunQuery, RunStatus, parse_filter
 from engine.protocol import (
     API,
     ENCODER,
@@ -28,6 +28,7 @@ from engine.protocol import (
     QueueView,
     RunDetail,
     RunList,
+    RunPage,
     SubmitRequest,
     Subscribe,
     SweepList,
@@ -93,6 +94,36 @@ def make_app(daemon: Daemon) -> web.Application:
             return _error(400, str(exc))
         return _json(RunList(runs=runs), 201)
 
+    @routes.get(f"{API}/runs/page")
+    async def runs_page(request: web.Request) -> web.Response:
+        """A window of runs filtered (`q`, see parse_filter) and sorted (`sort`, `desc`) by the
+        store, with their metric summaries: what the TUI's runs table shows."""
+        q = request.query
+        try:
+            query = RunQuery(
+                **parse_filter(q.get("q", "")),
+                sort=q.get("sort", "id"),
+                descending=q.get("desc", "1") != "0",
+                offset=max(0, int(q.get("offset", "0"))),
+                limit=min(1000, max(0, int(q.get("limit", "100")))),
+            )
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        await sup.flush()
+        total, runs = await db.call(store.runs_page, query)
+        live = [sup.runs.get(r.id, r) for r in runs]  # the daemon's view is the newest
+        metrics = await db.call(store.metric_summaries, [r.id for r in runs])
+        sweep_metrics = await db.call(store.sweep_metrics, {r.sweep for r in runs if r.sweep})
+        return _json(
+            RunPage(
+                total=total,
+                offset=query.offset,
+                runs=live,
+                metrics=metrics,
+                sweep_metrics=sweep_metrics,
+            )
+        )
+
     @routes.get(f"{API}/runs")
     async def list_runs(request: web.Request) -> web.Response:
         try:
@@ -131,6 +162,14 @@ def make_app(daemon: Daemon) -> web.Application:
         run = await find(request)
         try:
             return _json(await sup.cancel(run))
+        except (SubmitError, StoreError) as exc:
+            return _error(409, str(exc))
+
+    @routes.post(API + "/runs/{ref}/retry")
+    async def retry(request: web.Request) -> web.Response:
+        run = await find(request)
+        try:
+            return _json(await sup.retry(run))
         except (SubmitError, StoreError) as exc:
             return _error(409, str(exc))
 

@@ -1008,6 +1008,28 @@ class Supervisor:
             await self._stop(active)
         return run
 
+    async def retry(self, run: Run) -> Run:
+        """Queue a failed or lost run again by hand: its next attempt, with the reason."""
+        if run.id in self.runs or run.status not in (RunStatus.FAILED, RunStatus.LOST):
+            status = self.runs[run.id].status if run.id in self.runs else run.status
+            raise SubmitError(f"run {run.id} is {status}; only failed or lost runs are retried")
+        self.runs[run.id] = run
+        self.envs[run.id] = await self.db.call(self.store.launch_env, run.id)
+        now = time.time()
+        [queued] = self._transition(
+            [
+                Transition(
+                    run.id,
+                    RunStatus.QUEUED,
+                    f"retried by user after attempt {run.attempt} ({run.reason or run.status})",
+                    {"queued_at": now, "not_before": 0.0},
+                )
+            ]
+        )
+        await self.writer.flush()
+        self.wake.set()
+        return queued
+
     async def _stop(self, active: Active) -> None:
         """SIGTERM the attempt's process group now, and SIGKILL it after the grace period."""
         active.kill_at = time.time() + self.config.cancel_grace_s

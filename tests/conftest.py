@@ -167,3 +167,73 @@ async def client(daemon: Project) -> AsyncIterator[Client]:
     engine = await connect(daemon.config, start=False)
     yield engine
     await engine.close()
+
+
+def fill_store(state_dir: Path, runs: int, steps: int = 5) -> None:
+    """Put `runs` finished runs (every 7th failed) with `steps` points each of `loss` and `auc`
+    into a state directory's store, through the store's own bulk paths, before a daemon
+    opens it."""
+    import pyarrow as pa
+
+    from engine.model import JobSpec, RunStatus
+    from engine.store.store import Store, Transition
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(state_dir / "store.duckdb")
+    try:
+        jobs = [
+            (
+                JobSpec(argv=("train", str(i)), cwd="/", sweep="big", params={"lr": i % 10}),
+                f"run-{i:06d}",
+                i,
+                {},
+            )
+            for i in range(runs)
+        ]
+        made = store.add_runs(jobs)
+        changes = []
+        for run in made:
+            end = RunStatus.FAILED if run.id % 7 == 0 else RunStatus.SUCCEEDED
+            changes += [
+                Transition(run.id, RunStatus.ASSIGNED, "filled", {"host": "local"}),
+                Transition(
+                    run.id,
+                    RunStatus.STARTING,
+                    "filled",
+                    {"attempt": 1, "host": "local", "run_dir": "/"},
+                ),
+                Transition(run.id, RunStatus.RUNNING, "filled", {"started_at": 1.0, "pid": 1}),
+                Transition(
+                    run.id,
+                    end,
+                    "filled",
+                    {
+                        "ended_at": 2.0 + run.id % 100,
+                        "exit_code": 0 if end is RunStatus.SUCCEEDED else 1,
+                    },
+                ),
+            ]
+        for i in range(0, len(changes), 200_000):
+            store.apply_transitions(changes[i : i + 200_000])
+        n = runs * steps
+        ids = [r.id for r in made for _ in range(steps)]
+        step = [s for _ in made for s in range(steps)]
+        for key, value in (
+            ("loss", lambda r, s: 1.0 / (s + 1) + (r % 13) / 100),
+            ("auc", lambda r, s: 0.5 + (r % 1000) / 2000 + s / 1000),
+        ):
+            store.import_points(
+                pa.table(
+                    {
+                        "run_id": ids,
+                        "attempt": [1] * n,
+                        "key": [key] * n,
+                        "step": step,
+                        "value": [value(r, s) for r, s in zip(ids, step, strict=True)],
+                        "wall_time": [0.0] * n,
+                        "line": step,
+                    }
+                )
+            )
+    finally:
+        store.close()

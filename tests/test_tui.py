@@ -45,9 +45,11 @@ async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_runnin
         assert table.runs[quick.id].status is RunStatus.SUCCEEDED
         # the log tail follows the selected run
         log = app.query_one(Log)
-        await wait_until(lambda: app.log_run == quick.id, what="the first run selected")
-        await wait_until(lambda: "hello from quick" in "\n".join(log.lines), what="quick's log")
+        await wait_until(lambda: app.log_run == slow.id, what="the newest run selected")
         await pilot.press("down")
+        await wait_until(lambda: app.log_run == quick.id, what="the older run selected")
+        await wait_until(lambda: "hello from quick" in "\n".join(log.lines), what="quick's log")
+        await pilot.press("up")
         await wait_until(lambda: app.log_run == slow.id, what="the slow run selected")
         await wait_until(lambda: any("plain line" in line for line in log.lines), what="slow's log")
         seen = len(log.lines)

@@ -1,71 +1,131 @@
-"""`runyard`: the dashboard. The app alone talks to the daemon, from a worker; it hands data
-down to the widgets."""
+"""`runyard`: the control center. The app alone talks to the daemon, from workers; it hands data
+down to widgets and screens and answers their messages."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Log, Static
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Input, Log
 
 from engine.client import Client, ConfigError, DaemonError, EngineError, connect, load_project
-from engine.protocol import EventsDropped, LogLines, MetricsAdded, RunChanged, SampleTaken
-from tui.widgets import HostPane, RunsTable
+from engine.model import RunStatus
+from engine.protocol import (
+    EventsDropped,
+    HostChanged,
+    LogLines,
+    MetricsAdded,
+    RunChanged,
+    SampleTaken,
+)
+from tui.screens import CompareScreen, LauncherScreen, PromptScreen, RunDetailScreen
+from tui.widgets import HostPane, QueueTable, RunsTable
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000
-RUNS_SHOWN = 500
 HOST_REFRESH_S = 2.0
+LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetched
+RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most this often
+SORTS = ("id", "status", "host", "name", "duration", "created")
+UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
 
 
 class RunyardApp(App[int]):
-    """Hosts at the top, the runs table in the middle, the selected run's live log below."""
+    """Hosts at the top, then the queue, the runs table (a window the daemon sorts and
+    filters) and the highlighted run's live log; screens for a run, the launcher, compare."""
 
     TITLE = "Runyard"
     CSS = """
-    #hosts { height: auto; }
-    RunsTable { height: 1fr; min-height: 6; }
-    #log-title { height: 1; background: $boost; padding: 0 1; }
-    Log { height: 1fr; min-height: 5; border: round $secondary; }
+    #hosts { height: auto; max-height: 50%; }
+    QueueTable { height: auto; max-height: 7; }
+    RunsTable { height: 1fr; min-height: 6; border: round $primary; }
+    #log { height: 10; border: round $secondary; }
+    #filter { dock: bottom; display: none; }
+    #filter.shown { display: block; }
     """
     BINDINGS = [
-        Binding("q", "quit", "Quit (runs keep going)"),
-        Binding("l", "focus_log", "Log"),
-        Binding("t", "focus_runs", "Runs"),
+        Binding("q", "quit", "Quit (runs go on)"),
+        Binding("enter", "open_run", "Open", show=False),
+        Binding("n", "launch", "New sweep"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "retry", "Retry"),
+        Binding("p", "priority", "Priority"),
+        Binding("h", "hold", "Hold/release"),
+        Binding("space", "select", "Select", show=False),
+        Binding("C", "compare", "Compare"),
+        Binding("l", "logs", "Logs"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("question_mark", "help", "Help"),
     ]
 
     def __init__(self, config_path: str | None = None) -> None:
         super().__init__()
         self.config_path = config_path
         self.client: Client | None = None
+        self.project: Path | None = None
         self.log_run: int | None = None
         self.log_offset = 0
+        self.query_text = ""
+        self.sort = "id"
+        self.descending = True
+        self.pages_shown = 0  # windows loaded so far: tests and benchmarks wait on it
+        self.reload_pending = False
+        self.log_timer: Timer | None = None
+        self.host_states: dict[str, str] = {}
+        self.sweeps_told: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Vertical(id="hosts")
+        yield QueueTable(id="queue")
         yield RunsTable(id="runs")
-        yield Static("log: select a run", id="log-title")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
+        yield Input(placeholder="filter: failed host:gpu-box sweep:S val_auc>0.9 text", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "connecting…"
-        self.set_interval(1.0, self.query_one(RunsTable).tick)
+        table = self.dash.query_one(RunsTable)
+        self.set_interval(1.0, table.tick)
+        table.focus()
         self.follow_engine()
 
-    # --- the daemon ------------------------------------------------------------------------
+    @property
+    def dash(self) -> Screen:
+        """The dashboard: the bottom screen, whichever screen is on top of it."""
+        return self.screen_stack[0]
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every action is also in the command palette (ctrl+p)."""
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            action = binding.action
+            yield SystemCommand(
+                binding.description,
+                f"{binding.description} (key: {binding.key})",
+                lambda action=action: self.run_action(action),
+            )
+
+    # --- the daemon ----------------------------------------------------------------------
 
     @work(exclusive=True, group="engine")
     async def follow_engine(self) -> None:
         try:
             self.client = await connect(self.config_path)
             status = await self.client.status()
+            self.project = Path(status.config).parent
             self.sub_title = f"{status.config}  ·  daemon {status.pid}"
             await self.load_state()
             async for batch in self.client.events(logs=[self.log_run] if self.log_run else []):
@@ -85,59 +145,168 @@ class RunyardApp(App[int]):
     async def load_state(self) -> None:
         assert self.client is not None
         hosts = (await self.client.hosts()).hosts
-        pane_box = self.query_one("#hosts", Vertical)
+        pane_box = self.dash.query_one("#hosts", Vertical)
         for host in hosts:
             pane = HostPane(host.name)
             await pane_box.mount(pane)
             pane.show(host.state, host.reason, host.sample, host.gpus)
+            self.host_states[host.name] = host.state
         self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
-        table = self.query_one(RunsTable)
-        for run in reversed(await self.client.runs(limit=RUNS_SHOWN)):
-            table.upsert(run)
+        await self.fetch_page(0)
 
     async def apply(self, batch: list) -> None:
-        table = self.query_one(RunsTable)
-        latest: dict[int, dict[str, float]] = {}
+        table = self.dash.query_one(RunsTable)
+        latest: dict[int, dict[str, tuple[int | None, float]]] = {}
+        detail = self.screen if isinstance(self.screen, RunDetailScreen) else None
         for event in batch:
             if isinstance(event, RunChanged):
-                table.upsert(event.run)
+                if not table.upsert(event.run):
+                    self.reload_soon()
+                self.tell(event)
             elif isinstance(event, MetricsAdded):
-                for key, _step, value, _line in event.points:
-                    latest.setdefault(event.run_id, {})[key] = value
+                values = latest.setdefault(event.run_id, {})
+                for key, step, value, _line in event.points:
+                    values[key] = (step, value)
+                if detail is not None and detail.run_id == event.run_id:
+                    detail.add_points(event.points)
             elif isinstance(event, SampleTaken):
-                for pane in self.query(HostPane):
+                for pane in self.dash.query(HostPane):
                     if pane.host == event.sample.host:
                         pane.show(pane.state, pane.reason, event.sample)
             elif isinstance(event, LogLines) and event.run_id == self.log_run:
                 await self.add_log(event)
+            elif isinstance(event, HostChanged):
+                self.host_changed(event)
             elif isinstance(event, EventsDropped):
-                await self.reload_runs()
+                self.reload_soon()
         for run_id, values in latest.items():
             table.set_metrics(run_id, values)
 
+    def tell(self, event: RunChanged) -> None:
+        """Notify what deserves it: a run failing or lost, a sweep ending."""
+        run = event.run
+        if event.previous == run.status:
+            return
+        if run.status is RunStatus.FAILED:
+            self.notify(f"run {run.id} {run.name} failed: {run.reason}", severity="error")
+        elif run.status is RunStatus.LOST:
+            self.notify(f"run {run.id} {run.name} lost: {run.reason}", severity="warning")
+        if run.status.terminal and run.sweep and run.sweep not in self.sweeps_told:
+            self.check_sweep(run.sweep)
+
+    @work(group="sweeps")
+    async def check_sweep(self, sweep: str) -> None:
+        if self.client is None or sweep in self.sweeps_told:
+            return
+        status = await self.client.sweep_status(sweep)
+        if not UNFINISHED & set(status.counts) and sweep not in self.sweeps_told:
+            self.sweeps_told.add(sweep)
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(status.counts.items()))
+            self.notify(f"sweep {sweep} finished: {counts}", title="sweep done")
+
+    def host_changed(self, event: HostChanged) -> None:
+        old = self.host_states.get(event.host)
+        self.host_states[event.host] = event.state
+        for pane in self.dash.query(HostPane):
+            if pane.host == event.host:
+                pane.show(event.state, event.reason, None)
+        if event.state == "unreachable":
+            self.notify(f"host {event.host} unreachable: {event.reason}", severity="warning")
+        elif event.state == "up" and old == "unreachable":
+            self.notify(f"host {event.host} is back")
+
     @work(exclusive=True, group="hosts")
     async def refresh_hosts(self) -> None:
-        """Host states and GPU reservations change without an event of their own: poll them."""
+        """Host states, GPU reservations and the queue change without events: poll them."""
         if self.client is None:
             return
-        panes = {pane.host: pane for pane in self.query(HostPane)}
+        panes = {pane.host: pane for pane in self.dash.query(HostPane)}
         for host in (await self.client.hosts()).hosts:
             if host.name in panes:
                 panes[host.name].show(host.state, host.reason, None, host.gpus)
+        self.dash.query_one(QueueTable).show((await self.client.queue()).entries)
 
-    async def reload_runs(self) -> None:
-        assert self.client is not None
-        table = self.query_one(RunsTable)
-        for run in reversed(await self.client.runs(limit=RUNS_SHOWN)):
-            table.upsert(run)
+    # --- the runs window ---------------------------------------------------------------------
 
-    # --- the log tail ------------------------------------------------------------------------
+    def reload_soon(self) -> None:
+        if not self.reload_pending:
+            self.reload_pending = True
+            self.set_timer(RELOAD_DELAY_S, self.reload)
 
-    @on(DataTable.RowHighlighted, "#runs")
-    def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        run_id = int(event.row_key.value) if event.row_key.value is not None else None
-        if run_id is not None and run_id != self.log_run:
-            self.show_log(run_id)
+    def reload(self) -> None:
+        self.reload_pending = False
+        self.load_page(self.dash.query_one(RunsTable).window_offset)
+
+    @work(exclusive=True, group="page")
+    async def load_page(self, offset: int, reset: bool = False) -> None:
+        await self.fetch_page(offset, reset)
+
+    async def fetch_page(self, offset: int, reset: bool = False) -> None:
+        if self.client is None:
+            return
+        table = self.dash.query_one(RunsTable)
+        try:
+            page = await self.client.runs_page(
+                self.query_text, self.sort, self.descending, offset, table.page_size
+            )
+        except EngineError as exc:
+            self.notify(str(exc), title="filter", severity="error")
+            return
+        table.show_page(page, reset)
+        self.pages_shown += 1
+        where = f"rows {page.offset + 1}–{page.offset + len(page.runs)} of {page.total:,}"
+        order = f"sorted by {self.sort} {'↓' if self.descending else '↑'}"
+        shown = f"filter: {self.query_text}" if self.query_text else "no filter (/ to filter)"
+        table.border_subtitle = f"{where}  ·  {order}  ·  {shown}"  # no relayout, unlike a Static
+
+    @on(RunsTable.WindowWanted)
+    def window_wanted(self, event: RunsTable.WindowWanted) -> None:
+        self.load_page(event.offset)
+
+    def action_sort(self) -> None:
+        table = self.dash.query_one(RunsTable)
+        keys = list(SORTS) + [
+            f"metric:{m['name']}" for m in table.sweep_metrics.values() if m.get("name")
+        ]
+        keys = list(dict.fromkeys(keys))
+        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else "id"
+        self.load_page(0, reset=True)
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self.load_page(0, reset=True)
+
+    def action_filter(self) -> None:
+        box = self.dash.query_one("#filter", Input)
+        box.add_class("shown")
+        box.value = self.query_text
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self, event: Input.Submitted) -> None:
+        self.query_text = event.value.strip()
+        event.input.remove_class("shown")
+        self.dash.query_one(RunsTable).focus()
+        self.load_page(0, reset=True)
+
+    def key_escape(self) -> None:
+        box = self.dash.query_one("#filter", Input)
+        if box.has_class("shown"):
+            box.remove_class("shown")
+            self.dash.query_one(RunsTable).focus()
+
+    # --- the log tail --------------------------------------------------------------------------
+
+    @on(RunsTable.Highlighted)
+    def run_highlighted(self, event: RunsTable.Highlighted) -> None:
+        """Follow the highlighted run's log once the cursor rests on it (scrolling through
+        rows does not fetch every log on the way)."""
+        run_id = event.run_id
+        if run_id == self.log_run:
+            return
+        if self.log_timer is not None:
+            self.log_timer.stop()
+        self.log_timer = self.set_timer(LOG_SETTLE_S, lambda: self.show_log(run_id))
 
     @work(exclusive=True, group="log")
     async def show_log(self, run_id: int) -> None:
@@ -145,35 +314,182 @@ class RunyardApp(App[int]):
         if self.client is None:
             return
         self.log_run = run_id
-        log = self.query_one(Log)
-        log.clear()
         data, end, _ = await self.client.log(run_id, offset=-LOG_TAIL_BYTES)
         whole = data[: data.rfind(b"\n") + 1]  # a half-written last line comes with its event
         self.log_offset = end - (len(data) - len(whole))
-        log.write_lines(_lines(whole, clipped=end > len(data)))
-        self.query_one("#log-title", Static).update(f"log: run {run_id}")
+        lines = _lines(whole, clipped=end > len(data))
+        detail = self._detail_for(run_id)
+        if detail is not None:
+            detail.show_log(lines, self.log_offset)
+        else:
+            log = self.dash.query_one("#log", Log)
+            log.clear()
+            log.write_lines(lines)
+            log.border_title = f"log: run {run_id}"  # a title, not a Static: no relayout
         await self.client.follow_logs([run_id])
 
     async def add_log(self, event: LogLines) -> None:
-        log = self.query_one(Log)
         if event.end <= self.log_offset:
             return  # already shown by the tail we fetched
         if event.start == self.log_offset and not event.skipped:
-            log.write_lines(event.lines)
+            lines = event.lines
         else:  # a gap or an overlap: read exactly the missing bytes, at most a tail's worth
             assert self.client is not None
             start = max(self.log_offset, event.end - LOG_TAIL_BYTES)
             data, _, _ = await self.client.log(
                 event.run_id, offset=start, max_bytes=event.end - start
             )
-            log.write_lines(_lines(data, clipped=start > self.log_offset))
+            lines = _lines(data, clipped=start > self.log_offset)
         self.log_offset = event.end
+        detail = self._detail_for(event.run_id)
+        if detail is not None:
+            detail.add_log(lines, event.end)
+        else:
+            self.dash.query_one("#log", Log).write_lines(lines)
 
-    def action_focus_log(self) -> None:
-        self.query_one(Log).focus()
+    def _detail_for(self, run_id: int) -> RunDetailScreen | None:
+        screen = self.screen
+        if isinstance(screen, RunDetailScreen) and screen.run_id == run_id:
+            return screen
+        return None
 
-    def action_focus_runs(self) -> None:
-        self.query_one(RunsTable).focus()
+    # --- actions on runs -------------------------------------------------------------------------
+
+    def targets(self) -> list[int]:
+        """The selected runs, else the one under the cursor."""
+        table = self.dash.query_one(RunsTable)
+        if table.selected:
+            return sorted(table.selected)
+        return [table.selected_run] if table.selected_run is not None else []
+
+    def action_select(self) -> None:
+        self.dash.query_one(RunsTable).toggle_selected()
+
+    def action_logs(self) -> None:
+        self.dash.query_one("#log", Log).focus()
+
+    def action_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    @work(group="act")
+    async def action_cancel(self) -> None:
+        await self._each("cancel", lambda c, r: c.cancel(r), "cancel requested")
+
+    @work(group="act")
+    async def action_retry(self) -> None:
+        await self._each("retry", lambda c, r: c.retry(r), "queued again")
+
+    @work(group="act")
+    async def action_hold(self) -> None:
+        table = self.dash.query_one(RunsTable)
+
+        async def toggle(client: Client, run_id: int):  # type: ignore[no-untyped-def]
+            run = table.runs.get(run_id)
+            return await (client.release(run_id) if run and run.held else client.hold(run_id))
+
+        await self._each("hold", toggle, "hold toggled")
+
+    def action_priority(self) -> None:
+        runs = self.targets()
+        if not runs:
+            return
+
+        def chosen(answer: str | None) -> None:
+            if answer is None:
+                return
+            try:
+                priority = int(answer)
+            except ValueError:
+                self.notify(f"a priority is a whole number, not {answer!r}", severity="error")
+                return
+            self.set_priority(runs, priority)
+
+        self.push_screen(PromptScreen(f"priority for run(s) {', '.join(map(str, runs))}"), chosen)
+
+    @work(group="act")
+    async def set_priority(self, runs: list[int], priority: int) -> None:
+        await self._each(
+            "priority", lambda c, r: c.set_priority(r, priority), f"priority {priority}", runs
+        )
+
+    async def _each(self, what: str, call, done: str, runs: list[int] | None = None) -> None:  # type: ignore[no-untyped-def]
+        if self.client is None:
+            return
+        for run_id in runs if runs is not None else self.targets():
+            try:
+                await call(self.client, run_id)
+                self.notify(f"run {run_id}: {done}")
+            except EngineError as exc:
+                self.notify(f"run {run_id}: {exc}", title=what, severity="error")
+
+    @work(group="act")
+    async def action_open_run(self) -> None:
+        run_id = self.dash.query_one(RunsTable).selected_run
+        if run_id is None or self.client is None:
+            return
+        screen = RunDetailScreen(run_id)
+        await self.push_screen(screen)
+        detail = await self.client.run(run_id)
+        screen.show_detail(detail)
+        screen.show_points(await self.client.metrics(run_id))
+        self.log_run = None  # re-read the tail into the detail screen's log
+        self.show_log(run_id)
+
+    @on(RunDetailScreen.Closed)
+    def detail_closed(self) -> None:
+        run_id = self.dash.query_one(RunsTable).selected_run
+        if run_id is not None:
+            self.log_run = None
+            self.show_log(run_id)
+
+    @work(group="act")
+    async def action_compare(self) -> None:
+        runs = self.targets()
+        if len(runs) < 2 or self.client is None:
+            self.notify("select two or more runs with space, then C", severity="warning")
+            return
+        details = [await self.client.run(r) for r in runs]
+        points = {r: await self.client.metrics(r) for r in runs}
+        await self.push_screen(CompareScreen([d.run for d in details], points))
+
+    def action_launch(self) -> None:
+        folder = (self.project or Path.cwd()) / "experiments"
+        files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+        self.push_screen(LauncherScreen(files))
+
+    @on(LauncherScreen.Launch)
+    @work(exclusive=True, group="launch")
+    async def launch(self, event: LauncherScreen.Launch) -> None:
+        if self.client is None:
+            return
+        try:
+            plan = await self.client.sweep(event.file, event.overrides, cwd=str(self.project))
+        except EngineError as exc:
+            if isinstance(self.screen, LauncherScreen):
+                self.screen.show_plan(None, str(exc))
+            return
+        if isinstance(self.screen, LauncherScreen):
+            self.pop_screen()
+        self.notify(f"sweep {plan.sweep} queued: {plan.trials} trials: {plan.where}")
+        self.reload_soon()
+
+    @on(LauncherScreen.Preview)
+    @work(exclusive=True, group="preview")
+    async def preview(self, event: LauncherScreen.Preview) -> None:
+        if self.client is None or not isinstance(self.screen, LauncherScreen):
+            return
+        screen = self.screen
+        try:
+            plan = await self.client.sweep(
+                event.file, event.overrides, dry_run=True, cwd=str(self.project)
+            )
+        except EngineError as exc:
+            screen.show_plan(None, str(exc))
+            return
+        screen.show_plan(plan)
 
 
 def _lines(data: bytes, clipped: bool) -> list[str]:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import collections
+from typing import Any
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import DataTable
 
 from engine.model import HostSample, Run, RunStatus, format_duration
-from engine.protocol import GpuCapacity
+from engine.protocol import GpuCapacity, QueueEntry, RunPage
 
 STATUS_STYLE = {
     RunStatus.QUEUED: "dim",
@@ -43,6 +53,27 @@ def spark(values: list[float], width: int) -> str:
     return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
 
 
+class Lines(Widget):
+    """Text that is redrawn in place: the layout is redone only when its number of lines
+    changes (a Static re-lays out the whole screen on every update)."""
+
+    DEFAULT_CSS = "Lines { height: 1; }"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.text = Text()
+
+    def show(self, text: Text) -> None:
+        self.text = text
+        height = max(1, len(text.plain.rstrip("\n").split("\n")))
+        if self.styles.height is None or self.styles.height.value != height:
+            self.styles.height = height
+        self.refresh()
+
+    def render(self) -> Text:
+        return self.text
+
+
 class HostPane(Vertical):
     """One host: its state, a CPU sparkline, per-core load, memory, and a line per GPU."""
 
@@ -61,8 +92,8 @@ class HostPane(Vertical):
         self.border_title = host
 
     def compose(self) -> ComposeResult:
-        yield Static(id="host-title")
-        yield Static(id="host-detail")
+        yield Lines(id="host-title")
+        yield Lines(id="host-detail")
 
     def show(
         self,
@@ -78,8 +109,8 @@ class HostPane(Vertical):
         if sample is not None and sample is not self.sample:
             self.sample = sample
             self.cpu_history.append(sample.cpu_percent)
-        self.query_one("#host-title", Static).update(self.title_text())
-        self.query_one("#host-detail", Static).update(self.detail_text())
+        self.query_one("#host-title", Lines).show(self.title_text())
+        self.query_one("#host-detail", Lines).show(self.detail_text())
 
     def title_text(self) -> Text:
         style = {"up": "green", "disabled": "dim"}.get(self.state, "yellow")
@@ -134,73 +165,281 @@ class HostPane(Vertical):
         return text
 
 
-class RunsTable(DataTable):
-    """The runs, one row each, updated in place so the cursor stays where it is."""
+class RunsTable(ScrollView, can_focus=True):
+    """A window onto the runs the daemon filters and sorts. The scrollbar spans every matching
+    run, but only a window of rows around the cursor is loaded, and only the lines on screen
+    are drawn (Textual's line API: a DataTable measures and renders every row it holds). Near
+    either edge of the window the table asks for another one; the app fetches it."""
 
-    COLUMNS = {
-        "id": 5,
-        "name": 18,
-        "status": 10,
-        "host": 10,
-        "exit": 4,
-        "time": 7,
-        "metrics": 28,
-        "reason": 36,
-    }
+    COLUMNS = (
+        ("id", "ID", 7),
+        ("name", "NAME", 20),
+        ("status", "STATUS", 11),
+        ("host", "HOST", 10),
+        ("sweep", "SWEEP", 12),
+        ("params", "PARAMS", 24),
+        ("metrics", "METRIC", 26),
+        ("time", "TIME", 7),
+        ("try", "TRY", 3),
+        ("reason", "REASON", 60),
+    )
+    BINDINGS = [
+        Binding("up,k", "move(-1)", "Up", show=False),
+        Binding("down,j", "move(1)", "Down", show=False),
+        Binding("pageup", "move(-20)", "Page up", show=False),
+        Binding("pagedown", "move(20)", "Page down", show=False),
+        Binding("home", "move_to(0)", "First", show=False),
+        Binding("end", "move_to(-1)", "Last", show=False),
+    ]
+    DEFAULT_CSS = """
+    RunsTable { background: $surface; }
+    RunsTable > .runs--header { text-style: bold; background: $boost; }
+    RunsTable > .runs--cursor { background: $accent 40%; }
+    RunsTable:focus > .runs--cursor { background: $accent; }
+    """
+    COMPONENT_CLASSES = {"runs--header", "runs--cursor"}
+    EDGE = 5  # rows from a window's edge at which the next window is fetched
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for column, width in self.COLUMNS.items():
-            self.add_column(column.upper(), key=column, width=width)
+    class Highlighted(Message):
+        """The cursor rests on a run."""
+
+        def __init__(self, run_id: int) -> None:
+            super().__init__()
+            self.run_id = run_id
+
+    class WindowWanted(Message):
+        """The cursor is near or past an edge of the loaded rows: load the window from `offset`."""
+
+        def __init__(self, offset: int) -> None:
+            super().__init__()
+            self.offset = offset
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[Run] = []  # the loaded window, from `window_offset`
         self.runs: dict[int, Run] = {}
-        self.latest: dict[int, dict[str, float]] = {}
+        self.latest: dict[int, dict[str, dict[str, float]]] = {}  # run → key → summary
+        self.sweep_metrics: dict[str, dict[str, str]] = {}
+        self.selected: set[int] = set()
+        self.window_offset = 0
+        self.total = 0
+        self.cursor_row = 0  # over every matching run, not only the loaded ones
+        self.page_size = 120  # rows loaded around the cursor: a few screens' worth
+        self.wanted: int | None = None  # the window asked for and not yet shown
 
-    def upsert(self, run: Run) -> None:
-        known = run.id in self.runs
+    # --- data from the app -------------------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def show_page(self, page: RunPage, reset: bool = False) -> None:
+        """Show a new window; the cursor stays on its run where that run is still in it (or
+        goes to the first row, with `reset`: a new sort or filter)."""
+        keep = None if reset else self.selected_run
+        if reset:
+            self.cursor_row = 0
+        self.window_offset, self.total = page.offset, page.total
+        self.wanted = None
+        self.sweep_metrics.update(page.sweep_metrics)
+        self.latest = {int(k): v for k, v in page.metrics.items()}
+        self.rows = list(page.runs)
+        self.runs = {run.id: run for run in self.rows}
+        ids = [run.id for run in self.rows]
+        if keep in self.runs:
+            self.cursor_row = page.offset + ids.index(keep)
+        self.cursor_row = max(0, min(self.cursor_row, self.total - 1))
+        width = sum(w for _, _, w in self.COLUMNS) + len(self.COLUMNS)
+        self.virtual_size = Size(width, self.total + 1)
+        self.scroll_to_cursor()
+        self.refresh()
+        self.highlight()
+
+    def upsert(self, run: Run) -> bool:
+        """Update a loaded run's row; False when the run is not in the window."""
+        if run.id not in self.runs:
+            return False
         self.runs[run.id] = run
-        cells = self.cells(run)
-        if not known:
-            self.add_row(*cells, key=str(run.id))
-            return
-        for column, value in zip(self.COLUMNS, cells, strict=True):
-            self.update_cell(str(run.id), column, value)
+        self.rows[[r.id for r in self.rows].index(run.id)] = run
+        self.refresh()
+        return True
 
-    def set_metrics(self, run_id: int, values: dict[str, float]) -> None:
+    def set_metrics(self, run_id: int, values: dict[str, tuple[int | None, float]]) -> None:
+        """New latest values (step, value) of a loaded run's metrics."""
         if run_id not in self.runs:
             return
-        self.latest.setdefault(run_id, {}).update(values)
-        self.update_cell(str(run_id), "metrics", self.metrics_text(run_id))
+        summaries = self.latest.setdefault(run_id, {})
+        for key, (step, value) in values.items():
+            s = summaries.setdefault(key, {"count": 0, "min": value, "max": value})
+            s["last"], s["step"] = value, step
+            s["min"], s["max"] = min(s["min"], value), max(s["max"], value)
+        self.refresh()
 
     def tick(self) -> None:
-        """Refresh the durations of running runs."""
-        for run in self.runs.values():
-            if run.status is RunStatus.RUNNING:
-                self.update_cell(str(run.id), "time", self.duration_text(run))
+        """Redraw, so the durations of running runs go on."""
+        if any(run.status is RunStatus.RUNNING for run in self.rows):
+            self.refresh()
 
-    def metrics_text(self, run_id: int) -> str:
-        latest = self.latest.get(run_id, {})
-        return "  ".join(f"{k}={v:.4g}" for k, v in list(latest.items())[:3])
-
-    @staticmethod
-    def duration_text(run: Run) -> str:
-        return format_duration(run.elapsed())
-
-    def cells(self, run: Run) -> tuple[object, ...]:
-        return (
-            str(run.id),
-            run.name[:18],
-            Text(str(run.status), STATUS_STYLE.get(run.status, "")),
-            run.host or "-",
-            "-" if run.exit_code is None else str(run.exit_code),
-            self.duration_text(run),
-            self.metrics_text(run.id),
-            (run.reason or "")[:48],
-        )
+    def toggle_selected(self) -> None:
+        run_id = self.selected_run
+        if run_id is not None:
+            self.selected ^= {run_id}
+            self.refresh()
 
     @property
     def selected_run(self) -> int | None:
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        return int(key) if key is not None else None
+        run = self.run_at(self.cursor_row)
+        return run.id if run else None
+
+    def run_at(self, index: int) -> Run | None:
+        i = index - self.window_offset
+        return self.rows[i] if 0 <= i < len(self.rows) else None
+
+    # --- moving ------------------------------------------------------------------------------
+
+    def action_move(self, rows: int) -> None:
+        self.move_to(self.cursor_row + rows)
+
+    def action_move_to(self, index: int) -> None:
+        self.move_to(index if index >= 0 else self.total - 1)
+
+    def move_to(self, index: int) -> None:
+        if not self.total:
+            return
+        self.cursor_row = max(0, min(index, self.total - 1))
+        self.scroll_to_cursor()
+        self.refresh()
+        loaded_end = self.window_offset + len(self.rows)
+        near_end = self.cursor_row >= loaded_end - self.EDGE and loaded_end < self.total
+        near_start = self.cursor_row < self.window_offset + self.EDGE and self.window_offset > 0
+        if near_end or near_start:
+            offset = max(0, self.cursor_row - self.page_size // 2)
+            if offset != self.wanted:
+                self.wanted = offset
+                self.post_message(self.WindowWanted(offset))
+        self.highlight()
+
+    def highlight(self) -> None:
+        run_id = self.selected_run
+        if run_id is not None:
+            self.post_message(self.Highlighted(run_id))
+
+    def scroll_to_cursor(self) -> None:
+        visible = max(1, self.scrollable_content_region.height - 1)  # less the header line
+        top = int(self.scroll_offset.y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        top = int(new)
+        shown = range(top, top + self.scrollable_content_region.height)
+        loaded = range(self.window_offset, self.window_offset + len(self.rows))
+        if self.total and (
+            shown.start not in loaded or min(shown.stop, self.total) - 1 not in loaded
+        ):
+            offset = max(0, top - self.page_size // 4)
+            if offset != self.wanted:
+                self.wanted = offset
+                self.post_message(self.WindowWanted(offset))
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            self.move_to(int(self.scroll_offset.y) + event.y - 1)
+
+    # --- drawing -----------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        scroll_x = int(self.scroll_offset.x)
+        if y == 0:
+            style = self.get_component_rich_style("runs--header")
+            text = " ".join(h.ljust(w)[:w] for _, h, w in self.COLUMNS)
+            return self._strip([Segment(text, style)], scroll_x, width)
+        index = int(self.scroll_offset.y) + y - 1
+        if index >= self.total:
+            return Strip.blank(width, self.rich_style)
+        run = self.run_at(index)
+        if run is None:
+            return self._strip([Segment("…", self.rich_style)], scroll_x, width)
+        segments = self.row_segments(run)
+        if index == self.cursor_row:
+            cursor = self.get_component_rich_style("runs--cursor")
+            segments = [Segment(t, (s or Style()) + cursor) for t, s, _ in segments]
+        return self._strip(segments, scroll_x, width)
+
+    def _strip(self, segments: list[Segment], scroll_x: int, width: int) -> Strip:
+        line = Strip(segments).crop(scroll_x, scroll_x + width)
+        return line.extend_cell_length(width, self.rich_style)
+
+    def row_segments(self, run: Run) -> list[Segment]:
+        base = self.rich_style
+        cells = self.cells(run)
+        out = []
+        for (key, _, width), value in zip(self.COLUMNS, cells, strict=True):
+            text = value[:width].ljust(width) + " "
+            style = base
+            if key == "status":
+                style = base + Style.parse(STATUS_STYLE.get(run.status, "") or "none")
+            out.append(Segment(text, style))
+        return out
+
+    def metrics_text(self, run_id: int) -> str:
+        """The run's sweep metric, last and best; else its first metrics' last values."""
+        latest = self.latest.get(run_id, {})
+        run = self.runs.get(run_id)
+        metric = self.sweep_metrics.get(run.sweep or "") if run else None
+        if metric and metric.get("name") in latest:
+            s = latest[metric["name"]]
+            best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
+            return f"{metric['name']}={s['last']:.4g} best {best:.4g}"
+        return "  ".join(f"{k}={s['last']:.4g}" for k, s in list(latest.items())[:3])
+
+    def cells(self, run: Run) -> tuple[str, ...]:
+        mark = "●" if run.id in self.selected else " "
+        host = run.host or "-"
+        if run.gpus:
+            host += ":" + ",".join(map(str, run.gpus))
+        return (
+            f"{mark}{run.id}",
+            run.name,
+            str(run.status) + (" (held)" if run.held else ""),
+            host,
+            run.sweep or "",
+            " ".join(f"{k}={v}" for k, v in run.params.items()),
+            self.metrics_text(run.id),
+            format_duration(run.elapsed()),
+            str(run.attempt),
+            run.reason or "",
+        )
+
+
+class QueueTable(DataTable):
+    """Queued runs in planning order: priority, where each would go or why it waits."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for name, width in (
+            ("id", 6),
+            ("name", 20),
+            ("prio", 4),
+            ("sweep", 12),
+            ("where / why", 80),
+        ):
+            self.add_column(name.upper(), key=name, width=width)
+
+    def show(self, entries: list[QueueEntry]) -> None:
+        self.clear()
+        for entry in entries[:200]:
+            run = entry.run
+            style = "green" if entry.reason.startswith("would start") else "yellow"
+            self.add_row(
+                str(run.id),
+                run.name[:20],
+                str(run.priority),
+                (run.sweep or "")[:12],
+                Text(entry.reason, style),
+                key=str(run.id),
+            )

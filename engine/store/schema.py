@@ -120,6 +120,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN trial JSON;
     ALTER TABLE runs ADD COLUMN prune_reason VARCHAR;
     """,
+    # 5: each run's metrics summed up (count, last, min, max per key), kept with every ingest,
+    # so tables sort and filter by a metric without scanning every point.
+    """
+    CREATE TABLE run_metrics (
+        run_id BIGINT NOT NULL,
+        key VARCHAR NOT NULL,
+        count BIGINT NOT NULL,
+        last DOUBLE,
+        last_step BIGINT,
+        min DOUBLE,
+        max DOUBLE,
+        PRIMARY KEY (run_id, key)
+    );
+    INSERT INTO run_metrics
+    SELECT run_id, key, count(*), arg_max(value, attempt * 10000000000 + line),
+           arg_max(step, attempt * 10000000000 + line), min(value), max(value)
+    FROM metrics GROUP BY run_id, key;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

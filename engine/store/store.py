@@ -20,6 +20,7 @@ from engine.model import (
     HostSample,
     JobSpec,
     Run,
+    RunQuery,
     RunStatus,
     Sweep,
     can_transition,
@@ -473,6 +474,16 @@ class Store:
                 entry["counts"][status] = count
         return [msgspec.convert(e, Sweep) for e in found.values()]
 
+    def sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The metric (name and mode) of each of these sweeps that has one."""
+        ids = list(sweep_ids)
+        if not ids:
+            return {}
+        rows = self.con.execute(
+            f"SELECT id, metric FROM sweeps WHERE id IN ({', '.join('?' for _ in ids)})", ids
+        ).fetchall()
+        return {sid: json.loads(metric) for sid, metric in rows if metric and metric != "null"}
+
     def sweep_results(self, sweep_id: str, key: str, mode: str) -> list[dict[str, Any]]:
         """Each configuration of a sweep (runs of one model with the same params) with the best
         value of `key` each of its runs reached, over seeds: mean, standard deviation, runs,
@@ -789,6 +800,7 @@ class Store:
                     schema=_METRICS_SCHEMA,
                 )
                 self._insert_arrow("metrics", table)
+                self._summarise(batch.run_id, table)
             self.con.execute(
                 "INSERT OR REPLACE INTO log_offsets VALUES (?, ?, ?, ?, ?)",
                 [
@@ -799,6 +811,99 @@ class Store:
                     batch.bad_markers,
                 ],
             )
+
+    def _summarise(self, run_id: int, points: pa.Table) -> None:
+        """Fold a batch of one run's points into its per-key summary (count, last, min, max)."""
+        summary = points.group_by("key", use_threads=False).aggregate(
+            [
+                ("value", "count"),
+                ("value", "last"),
+                ("step", "last"),
+                ("value", "min"),
+                ("value", "max"),
+            ]
+        )
+        self.con.register("_summary", summary)
+        try:
+            self.con.execute(
+                "INSERT INTO run_metrics SELECT ?, key, value_count, value_last, step_last,"
+                " value_min, value_max FROM _summary ON CONFLICT (run_id, key) DO UPDATE SET"
+                " count = run_metrics.count + excluded.count, last = excluded.last,"
+                " last_step = excluded.last_step, min = least(run_metrics.min, excluded.min),"
+                " max = greatest(run_metrics.max, excluded.max)",
+                [run_id],
+            )
+        finally:
+            self.con.unregister("_summary")
+
+    def import_points(self, points: pa.Table) -> None:
+        """Bulk-load metric points of many runs (columns as the `metrics` table: run_id,
+        attempt, key, step, value, wall_time, line) and rebuild those runs' summaries, in one
+        transaction: for imports and for filling large test stores."""
+        with self._transaction():
+            self._insert_arrow("metrics", points.cast(_METRICS_SCHEMA))
+            self.con.register("_points", points.select(["run_id"]))
+            try:
+                self.con.execute(
+                    "DELETE FROM run_metrics WHERE run_id IN (SELECT DISTINCT run_id FROM _points)"
+                )
+                self.con.execute(
+                    "INSERT INTO run_metrics SELECT run_id, key, count(*),"
+                    " arg_max(value, attempt * 10000000000 + line),"
+                    " arg_max(step, attempt * 10000000000 + line), min(value), max(value)"
+                    " FROM metrics WHERE run_id IN (SELECT DISTINCT run_id FROM _points)"
+                    " GROUP BY run_id, key"
+                )
+            finally:
+                self.con.unregister("_points")
+
+    def metric_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
+        """Per run, per metric key: count, last, last_step, min and max."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        out: dict[int, dict[str, dict[str, Any]]] = {r: {} for r in run_ids}
+        for run_id, key, count, last, step, low, high in self.con.execute(
+            "SELECT run_id, key, count, last, last_step, min, max FROM run_metrics"
+            f" WHERE run_id IN ({marks}) ORDER BY run_id, key",
+            list(run_ids),
+        ).fetchall():
+            out[run_id][key] = {"count": count, "last": last, "step": step, "min": low, "max": high}
+        return out
+
+    def runs_page(self, query: RunQuery) -> tuple[int, list[Run]]:
+        """One window of the runs table, filtered and sorted by the store: how many runs match,
+        and those from `query.offset` on (at most `query.limit`)."""
+        where, args = ["true"], []
+        for field, value in query.equals:
+            where.append(f"r.{field} = ?")
+            args.append(value)
+        if query.statuses:
+            where.append(f"r.status IN ({', '.join('?' for _ in query.statuses)})")
+            args += list(query.statuses)
+        for text in query.text:
+            where.append("(r.name ILIKE ? OR CAST(r.argv AS VARCHAR) ILIKE ? OR r.reason ILIKE ?)")
+            args += [f"%{text}%"] * 3
+        joins, join_args = [], []
+        for i, (key, op, value) in enumerate(query.metric_filters):
+            joins.append(f"JOIN run_metrics f{i} ON f{i}.run_id = r.id AND f{i}.key = ?")
+            join_args.append(key)
+            where.append(f"f{i}.last {_OPS[op]} ?")
+            args.append(value)
+        order = _ORDER.get(query.sort, "r.id")
+        if query.sort.startswith("metric:"):
+            joins.append("LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?")
+            join_args.append(query.sort.removeprefix("metric:"))
+            order = "s.last"
+        direction = "DESC" if query.descending else "ASC"
+        base = f"FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)}"
+        total = self._one(f"SELECT count(*) {base}", join_args + args)[0]
+        rows = self.con.execute(
+            f"SELECT {', '.join('r.' + f for f in _RUN_FIELDS)} {base}"
+            f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?",
+            join_args + args + [query.limit, query.offset],
+        ).fetchall()
+        return total, [_run(r) for r in rows]
 
     def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
@@ -842,6 +947,19 @@ class _Transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.con.execute("ROLLBACK" if kind else "COMMIT")
+
+
+_OPS = {">": ">", "<": "<", ">=": ">=", "<=": "<=", "=": "="}  # never the user's text
+_ORDER = {
+    "id": "r.id",
+    "name": "r.name",
+    "status": "r.status",
+    "host": "r.host",
+    "created": "r.created_at",
+    "started": "r.started_at",
+    "duration": "coalesce(r.ended_at, epoch(now())) - r.started_at",
+    "sweep": "r.sweep",
+}
 
 
 def _run(row: tuple[Any, ...]) -> Run:

@@ -1,0 +1,175 @@
+"""The TUI under load: the real app driven by Pilot at 160×48 against a real daemon whose store
+holds 100,000 runs, while one run prints 10,000 lines per second and its log is followed.
+Reports the time to the first full screen (goal < 1 s) and, from a key press to the updated
+screen (`pilot.press` and `pilot.pause`), the median and 95th percentile for a cursor move, a
+sort and a filter. The peer is the same measure on a bare app that only counts the key press,
+in the same run under the same load: Pilot's own cost per key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+from engine.client import connect, probe
+from engine.config import load_config
+from engine.daemon import socket_path
+from engine.model import JobSpec
+from tests.conftest import fill_store
+from tui.app import RunyardApp
+from tui.widgets import HostPane, RunsTable
+
+NOISY = (
+    "import sys, time\n"
+    "i = 0\n"
+    "while True:\n"
+    "    start = time.perf_counter()\n"
+    "    lines = [f'line {i + k} of a busy run' for k in range(1000)]\n"
+    '    lines.append(\'@runyard {"step": %d, "loss": %f}\' % (i, 1 / (i + 1)))\n'
+    "    sys.stdout.write('\\n'.join(lines) + '\\n'); sys.stdout.flush()\n"
+    "    i += 1000\n"
+    "    time.sleep(max(0.0, 0.1 - (time.perf_counter() - start)))\n"
+)
+
+
+QUIET = "import time\nprint('@runyard {\"x\": 1}', flush=True)\ntime.sleep(600)\n"
+
+
+class FloorApp(App[None]):
+    """The least an app can do for a key: count it on screen. Pilot's own cost per press."""
+
+    BINDINGS = [("down", "count", "Count")]
+
+    def compose(self) -> ComposeResult:
+        yield Static("0")
+
+    def action_count(self) -> None:
+        self.count = getattr(self, "count", 0) + 1
+        self.query_one(Static).update(str(self.count))
+
+
+async def floor_presses(presses: int) -> list[float]:
+    app = FloorApp()
+    times = []
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        for _ in range(presses):
+            start = time.perf_counter()
+            await pilot.press("down")
+            await pilot.pause()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+async def until(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the screen did not update")
+        await asyncio.sleep(0.001)
+
+
+def summary(name: str, times: list[float]) -> str:
+    ms = sorted(t * 1000 for t in times)
+    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
+    return f"  {name:<12} median {statistics.median(ms):6.1f} ms   p95 {p95:6.1f} ms"
+
+
+async def main(runs: int, presses: int, noise: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
+        root = Path(folder)
+        config = root / "hosts.toml"
+        config.write_text('[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n')
+        started = time.perf_counter()
+        fill_store(root / "runs", runs)
+        print(f"store filled with {runs:,} runs in {time.perf_counter() - started:.1f} s")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while await probe(socket_path(load_config(config).state_dir)) is None:
+                await asyncio.sleep(0.02)
+            client = await connect(config, start=False)
+            script = NOISY if noise else QUIET
+            [noisy] = await client.submit(
+                [JobSpec(argv=(sys.executable, "-c", script), cwd=str(root), name="noisy")]
+            )
+            while not await client.metrics(noisy.id):
+                await asyncio.sleep(0.05)
+            app = RunyardApp(str(config))
+            opened = time.perf_counter()
+            async with app.run_test(size=(160, 48)) as pilot:
+                table = app.dash.query_one(RunsTable)
+                await until(
+                    lambda: (
+                        table.row_count > 0
+                        and app.log_run == noisy.id
+                        and all(p.sample is not None for p in app.dash.query(HostPane))
+                    )
+                )
+                first_screen = time.perf_counter() - opened
+                moves, sorts, filters = [], [], []
+                for _ in range(presses):
+                    row = table.cursor_row
+                    start = time.perf_counter()
+                    await pilot.press("down")
+                    await until(lambda row=row: table.cursor_row == row + 1)
+                    await pilot.pause()
+                    moves.append(time.perf_counter() - start)
+                for _ in range(presses):
+                    shown = app.pages_shown
+                    start = time.perf_counter()
+                    await pilot.press("s")
+                    await until(lambda shown=shown: app.pages_shown > shown)
+                    await pilot.pause()
+                    sorts.append(time.perf_counter() - start)
+                for i in range(presses):
+                    await pilot.press("slash")
+                    box = app.dash.query_one("#filter")
+                    box.value = ("failed", "auc>0.9", "run-0001", "")[i % 4]  # type: ignore[attr-defined]
+                    shown = app.pages_shown
+                    start = time.perf_counter()
+                    await pilot.press("enter")
+                    await until(lambda shown=shown: app.pages_shown > shown)
+                    await pilot.pause()
+                    filters.append(time.perf_counter() - start)
+                log_lines = len(app.dash.query_one("#log").lines)  # type: ignore[attr-defined]
+                await pilot.press("q")
+            floor = await floor_presses(presses)  # same machine, same load, a bare app
+            await client.cancel(noisy.id)
+            await client.wait(noisy.id, 30)
+            printed = len(await client.metrics(noisy.id))
+            await client.close()
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    print(f"with {runs:,} runs in the store and one run printing 10,000 lines/s (followed):")
+    print(f"  first full screen  {first_screen * 1000:6.0f} ms   (goal < 1000 ms)")
+    print(summary("floor", floor) + "   (a bare app counting the key press)")
+    print(summary("cursor move", moves))
+    print(summary("sort", sorts))
+    print(summary("filter", filters))
+    ratio = statistics.median(moves) / statistics.median(floor)
+    print(f"  cursor move / floor: {ratio:.2f}×   (log lines shown at the end: {log_lines})")
+    print(f"  the busy run's markers stored meanwhile: {printed}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--presses", type=int, default=30)
+    parser.add_argument("--quiet", action="store_true", help="no busy run: the app alone")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.presses, not args.quiet))
