@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/plan.py
 	$(PY) bench/sampling.py
 	$(PY) bench/remote.py
+	$(PY) bench/tui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,15 +4,18 @@ down to widgets and screens and answers their messages."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Log
@@ -37,6 +40,20 @@ LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetc
 RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most this often
 SORTS = ("id", "status", "host", "name", "duration", "created")
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
+
+
+def closing_quietly(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A worker body that stops without error when the app closes under it (its widgets are
+    gone: an event or a reply arrived during shutdown)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            await method(*args, **kwargs)
+        except NoMatches:
+            return
+
+    return wrapper
 
 
 class RunyardApp(App[int]):
@@ -154,6 +171,7 @@ class RunyardApp(App[int]):
         self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
         await self.fetch_page(0)
 
+    @closing_quietly
     async def apply(self, batch: list) -> None:
         table = self.dash.query_one(RunsTable)
         latest: dict[int, dict[str, tuple[int | None, float]]] = {}
@@ -195,6 +213,7 @@ class RunyardApp(App[int]):
             self.check_sweep(run.sweep)
 
     @work(group="sweeps")
+    @closing_quietly
     async def check_sweep(self, sweep: str) -> None:
         if self.client is None or sweep in self.sweeps_told:
             return
@@ -216,6 +235,7 @@ class RunyardApp(App[int]):
             self.notify(f"host {event.host} is back")
 
     @work(exclusive=True, group="hosts")
+    @closing_quietly
     async def refresh_hosts(self) -> None:
         """Host states, GPU reservations and the queue change without events: poll them."""
         if self.client is None:
@@ -238,6 +258,7 @@ class RunyardApp(App[int]):
         self.load_page(self.dash.query_one(RunsTable).window_offset)
 
     @work(exclusive=True, group="page")
+    @closing_quietly
     async def load_page(self, offset: int, reset: bool = False) -> None:
         await self.fetch_page(offset, reset)
 
@@ -265,9 +286,9 @@ class RunyardApp(App[int]):
 
     def action_sort(self) -> None:
         table = self.dash.query_one(RunsTable)
-        keys = list(SORTS) + [
-            f"metric:{m['name']}" for m in table.sweep_metrics.values() if m.get("name")
-        ]
+        metrics = [m["name"] for m in table.sweep_metrics.values() if m.get("name")]
+        metrics += sorted({k for summaries in table.latest.values() for k in summaries})
+        keys = list(SORTS) + [f"metric:{k}" for k in metrics]
         keys = list(dict.fromkeys(keys))
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else "id"
         self.load_page(0, reset=True)
@@ -309,6 +330,7 @@ class RunyardApp(App[int]):
         self.log_timer = self.set_timer(LOG_SETTLE_S, lambda: self.show_log(run_id))
 
     @work(exclusive=True, group="log")
+    @closing_quietly
     async def show_log(self, run_id: int) -> None:
         """Show the tail of a run's log, then follow it from the byte where the tail ended."""
         if self.client is None:

@@ -54,7 +54,7 @@ class RunDetailScreen(Screen[None]):
     its live log, which can be paused, searched and scrolled back."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("m", "next_metric", "Metric"),
         Binding("f", "toggle_follow", "Follow/pause"),
         Binding("slash", "search", "Search log"),
@@ -180,13 +180,14 @@ class RunDetailScreen(Screen[None]):
         log.scroll_to(y=self.matches[self.match], animate=False)
         self.update_title()
 
-    def key_escape(self) -> bool | None:
+    def action_back(self) -> None:
+        """Close the search box if it is open, else the screen."""
         box = self.query_one(Input)
         if box.has_class("shown"):
             box.remove_class("shown")
             self.query_one(Log).focus()
-            return True
-        return None
+        else:
+            self.app.pop_screen()
 
     def on_unmount(self) -> None:
         self.app.post_message(self.Closed())

@@ -1,0 +1,202 @@
+"""The control center through Pilot against a real daemon: the runs window over a large store,
+run detail, actions, the launcher, compare, and the command palette."""
+
+from __future__ import annotations
+
+import sys
+
+from engine.client import Client, connect
+from engine.model import RunStatus
+from tui.app import RunyardApp
+from tui.screens import CompareScreen, LauncherScreen, MetricChart, RunDetailScreen
+from tui.widgets import RunsTable
+
+from .conftest import HOSTS, Project, fill_store, wait_until
+from .test_daemon import job, ticker
+from .test_sweeps import make_project
+
+
+async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) -> None:  # type: ignore[no-untyped-def]
+    project = Project(short_tmp, HOSTS.format(max_jobs=2))
+    fill_store(project.state_dir, 1000)
+    await project.start_daemon()
+    app = RunyardApp(str(project.config_path))
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            table = app.dash.query_one(RunsTable)
+            await wait_until(lambda: table.total == 1000, what="the first window")
+            assert table.row_count == table.page_size < 1000  # a window, not every run
+            assert table.selected_run == 1000  # newest first
+            shown = app.pages_shown
+            await pilot.press("end")
+            await wait_until(lambda: table.selected_run == 1, what="the last run loaded")
+            assert app.pages_shown > shown and table.window_offset > 0
+            await pilot.press("home")
+            await wait_until(lambda: table.selected_run == 1000, what="back at the top")
+            # filter: every 7th run failed
+            await pilot.press("slash")
+            await pilot.press(*"failed", "enter")
+            await wait_until(lambda: table.total == 142, what="the failed runs")
+            assert {r.status for r in table.rows} == {RunStatus.FAILED}
+            assert "filter: failed" in str(table.border_subtitle)
+            # a metric filter and a sort by that metric
+            await pilot.press("slash")
+            app.dash.query_one("#filter").value = "auc>0.99"  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await wait_until(lambda: 0 < table.total < 1000, what="the auc filter")
+            assert all(table.latest[r.id]["auc"]["last"] > 0.99 for r in table.rows)
+            app.sort = "created"  # the next sort key after it: the first metric, auc
+            shown = app.pages_shown
+            await pilot.press("s")
+            await wait_until(lambda: app.sort == "metric:auc" and app.pages_shown > shown)
+            values = [table.latest[r.id]["auc"]["last"] for r in table.rows]
+            assert values == sorted(values, reverse=True)
+            await pilot.press("S")
+            await wait_until(lambda: not app.descending and app.pages_shown > shown + 1)
+            values = [table.latest[r.id]["auc"]["last"] for r in table.rows]
+            assert values == sorted(values)
+            # a bad filter is told, not a crash
+            await pilot.press("slash")
+            app.dash.query_one("#filter").value = "status:sleeping"  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await wait_until(
+                lambda: any("unknown status 'sleeping'" in n.message for n in app._notifications),
+                what="the bad filter told",
+            )
+    finally:
+        project.cleanup()
+
+
+async def test_actions_on_runs_and_notifications(client: Client, daemon: Project) -> None:
+    marker = daemon.folder / "second-try"
+    flaky = f"import os, sys\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r}, 'w').close(); print('bad config'); sys.exit(3)\nprint('fine')"
+    [bad] = await client.submit([job(daemon, [sys.executable, "-c", flaky], name="flaky")])
+    await client.wait(bad.id, 30)
+    [waiting] = await client.submit(
+        [job(daemon, ["true"], name="waiting", requires=("no-such-tag",))]
+    )
+    [slow] = await client.submit([ticker(daemon, 1000, 0.05, name="slow")])
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.row_count == 3, what="three runs")
+        # the slow run is on top: cancel it
+        assert table.selected_run == slow.id
+        await wait_until(lambda: table.runs[slow.id].status is RunStatus.RUNNING)
+        await pilot.press("c")
+        await wait_until(
+            lambda: table.runs[slow.id].status is RunStatus.CANCELLED, what="slow cancelled"
+        )
+        # the queued one: priority 7, then hold
+        await pilot.press("down")
+        await wait_until(lambda: table.selected_run == waiting.id)
+        await pilot.press("p")
+        await pilot.press(*"7", "enter")
+        await wait_until(lambda: table.runs[waiting.id].priority == 7, what="priority 7")
+        await pilot.press("h")
+        await wait_until(lambda: table.runs[waiting.id].held, what="held")
+        # the failed one: retried, it succeeds on its second attempt
+        await pilot.press("down")
+        await wait_until(lambda: table.selected_run == bad.id)
+        await pilot.press("r")
+        await wait_until(
+            lambda: table.runs[bad.id].status is RunStatus.SUCCEEDED, what="the retry succeeded"
+        )
+        assert table.runs[bad.id].attempt == 2
+        # a run failing now is notified
+        [boom] = await client.submit(
+            [job(daemon, [sys.executable, "-c", "raise SystemExit(5)"], name="boom")]
+        )
+        await wait_until(
+            lambda: any(f"run {boom.id} boom failed" in n.message for n in app._notifications),
+            what="the failure notified",
+        )
+        # every action is in the command palette
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Cancel", "Retry", "Priority", "Hold/release", "Compare", "New sweep"} <= titles
+    await client.cancel(waiting.id)
+
+
+async def test_run_detail_shows_facts_charts_and_a_searchable_log(
+    client: Client, daemon: Project
+) -> None:
+    [run] = await client.submit([ticker(daemon, 400, 0.02, name="detailed", seed=7)])
+    await wait_until(lambda: _points(client, run.id, 20), what="some points")
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.selected_run == run.id, what="the run listed")
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
+        screen = app.screen
+        assert isinstance(screen, RunDetailScreen)
+        await wait_until(lambda: "loss" in screen.series, what="the metric curves")
+        facts = str(screen.query_one("#facts-text").render())
+        assert "seed 7" in facts and "commit" in facts and "detailed" in facts
+        log = screen.query_one("Log")
+        await wait_until(lambda: len(log.lines) > 5, what="the log tail")  # type: ignore[attr-defined]
+        grown = len(screen.series["loss"])
+        await wait_until(lambda: len(screen.series["loss"]) > grown, what="live points")
+        await pilot.press("f")  # pause: new lines are held, not shown
+        assert not screen.following
+        held = len(log.lines)  # type: ignore[attr-defined]
+        await wait_until(lambda: screen.held, what="lines held while paused")
+        assert len(log.lines) == held  # type: ignore[attr-defined]
+        await pilot.press("slash")
+        await pilot.press(*"plain line 3", "enter")
+        await wait_until(lambda: screen.matches, what="search matches")
+        assert "plain line 3" in log.lines[screen.matches[screen.match]]  # type: ignore[attr-defined]
+        await pilot.press("escape", "m")
+        assert screen.metric_index == 0
+        assert isinstance(screen.query_one(MetricChart), MetricChart)
+        await pilot.press("escape")
+        await wait_until(lambda: not isinstance(app.screen, RunDetailScreen), what="back")
+    await client.cancel(run.id)
+
+
+async def _points(client: Client, run_id: int, n: int) -> bool:
+    return len(await client.metrics(run_id)) >= n
+
+
+async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_runs(
+    daemon: Project,
+) -> None:
+    make_project(daemon)
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
+        await pilot.press("n")
+        await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
+        launcher = app.screen
+        await pilot.press("down")  # highlight the one experiment: a dry run previews it
+        plan = launcher.query_one("#plan")
+        await wait_until(lambda: "12 trials" in str(plan.render()), what="the preview")
+        assert "→ local" in str(plan.render())
+        launcher.query_one("#overrides").value = "seeds=[0]"  # type: ignore[attr-defined]
+        await wait_until(lambda: "6 trials" in str(plan.render()), what="the new preview")
+        await pilot.press("enter")
+        await wait_until(lambda: not isinstance(app.screen, LauncherScreen), what="launched")
+        await wait_until(lambda: table.total == 6, timeout=30, what="the sweep's runs")
+        client = await connect(daemon.config, start=False)
+        try:
+            await wait_until(lambda: _all_done(client), timeout=60, what="the sweep to finish")
+        finally:
+            await client.close()
+        await wait_until(
+            lambda: any("sweep toy-1 finished" in n.message for n in app._notifications),
+            what="the sweep notified",
+        )
+        await wait_until(lambda: all(r.status.terminal for r in table.rows))
+        await pilot.press("space", "down", "space", "C")
+        await wait_until(lambda: isinstance(app.screen, CompareScreen), what="compare")
+        compare = app.screen
+        assert isinstance(compare, CompareScreen) and len(compare.runs) == 2
+        assert compare.keys == ["score"]
+        rows = [str(compare.query_one("DataTable").get_row_at(i)[0]) for i in range(2)]  # type: ignore[attr-defined]
+        assert any(r.startswith("≠ ") for r in rows)  # a parameter that differs is marked
+
+
+async def _all_done(client: Client) -> bool:
+    runs = await client.runs(sweep="toy-1", limit=None)
+    return len(runs) == 6 and all(r.status.terminal for r in runs)
