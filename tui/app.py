@@ -63,9 +63,9 @@ class RunyardApp(App[int]):
     TITLE = "Runyard"
     CSS = """
     #hosts { height: auto; max-height: 50%; }
-    QueueTable { height: auto; max-height: 7; }
-    RunsTable { height: 1fr; min-height: 6; border: round $primary; }
-    #log { height: 10; border: round $secondary; }
+    QueueTable { height: auto; max-height: 5; }
+    RunsTable { height: 2fr; min-height: 8; border: round $primary; }
+    #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
     """

@@ -339,6 +339,9 @@ class CompareScreen(Screen[None]):
                     f"{points[-1][1]:.4g} (max {max(v for _, v in points):.4g})" if points else "-"
                 )
             table.add_row(Text(f"  {key} last", "bold"), *finals)
+        seeds = [str(run.seed) for run in self.runs]
+        mark = "≠ " if len(set(seeds)) > 1 else "  "
+        table.add_row(Text(f"{mark}seed", "bold"), *seeds)
         table.add_row(
             Text("  duration", "bold"), *(format_duration(run.elapsed()) for run in self.runs)
         )

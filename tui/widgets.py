@@ -251,7 +251,7 @@ class RunsTable(ScrollView, can_focus=True):
         self.cursor_row = max(0, min(self.cursor_row, self.total - 1))
         width = sum(w for _, _, w in self.COLUMNS) + len(self.COLUMNS)
         self.virtual_size = Size(width, self.total + 1)
-        self.scroll_to_cursor()
+        self.call_after_refresh(self.scroll_to_cursor)  # once the new height is laid out
         self.refresh()
         self.highlight()
 
@@ -426,7 +426,7 @@ class QueueTable(DataTable):
             ("name", 20),
             ("prio", 4),
             ("sweep", 12),
-            ("where / why", 80),
+            ("where / why", 56),
         ):
             self.add_column(name.upper(), key=name, width=width)
 
