@@ -66,8 +66,7 @@ class RunyardApp(App[int]):
     QueueTable { height: auto; max-height: 5; }
     RunsTable { height: 2fr; min-height: 8; border: round $primary; }
     #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
-    #filter { dock: bottom; display: none; }
-    #filter.shown { display: block; }
+    #filter { dock: bottom; height: 1; border: none; padding: 0 1; background: $boost; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit (runs go on)"),
@@ -108,7 +107,10 @@ class RunyardApp(App[int]):
         yield QueueTable(id="queue")
         yield RunsTable(id="runs")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
-        yield Input(placeholder="filter: failed host:gpu-box sweep:S val_auc>0.9 text", id="filter")
+        yield Input(
+            placeholder="/ filter: failed  host:gpu-box  sweep:S  val_auc>0.9  any text",
+            id="filter",
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -277,7 +279,7 @@ class RunyardApp(App[int]):
         self.pages_shown += 1
         where = f"rows {page.offset + 1}–{page.offset + len(page.runs)} of {page.total:,}"
         order = f"sorted by {self.sort} {'↓' if self.descending else '↑'}"
-        shown = f"filter: {self.query_text}" if self.query_text else "no filter (/ to filter)"
+        shown = f"filter: {self.query_text}" if self.query_text else "no filter"
         table.border_subtitle = f"{where}  ·  {order}  ·  {shown}"  # no relayout, unlike a Static
 
     @on(RunsTable.WindowWanted)
@@ -298,22 +300,19 @@ class RunyardApp(App[int]):
         self.load_page(0, reset=True)
 
     def action_filter(self) -> None:
-        box = self.dash.query_one("#filter", Input)
-        box.add_class("shown")
-        box.value = self.query_text
-        box.focus()
+        """Focus the filter bar (always shown, so focusing it moves nothing on screen)."""
+        self.dash.query_one("#filter", Input).focus()
 
     @on(Input.Submitted, "#filter")
     def filter_submitted(self, event: Input.Submitted) -> None:
         self.query_text = event.value.strip()
-        event.input.remove_class("shown")
         self.dash.query_one(RunsTable).focus()
         self.load_page(0, reset=True)
 
     def key_escape(self) -> None:
         box = self.dash.query_one("#filter", Input)
-        if box.has_class("shown"):
-            box.remove_class("shown")
+        if box.has_focus:  # leave the bar as the filter in force says
+            box.value = self.query_text
             self.dash.query_one(RunsTable).focus()
 
     # --- the log tail --------------------------------------------------------------------------

@@ -897,13 +897,21 @@ class Store:
             order = "s.last"
         direction = "DESC" if query.descending else "ASC"
         base = f"FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)}"
-        total = self._one(f"SELECT count(*) {base}", join_args + args)[0]
-        rows = self.con.execute(
-            f"SELECT {', '.join('r.' + f for f in _RUN_FIELDS)} {base}"
+        # The window's ids first (a narrow sort), then only those rows in full.
+        found = self.con.execute(
+            f"SELECT r.id, count(*) OVER () {base}"
             f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?",
             join_args + args + [query.limit, query.offset],
         ).fetchall()
-        return total, [_run(r) for r in rows]
+        if not found:
+            total = self._one(f"SELECT count(*) {base}", join_args + args)[0]
+            return total, []
+        ids = [run_id for run_id, _ in found]
+        rows = self.con.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({', '.join('?' for _ in ids)})", ids
+        ).fetchall()
+        by_id = {row[0]: row for row in rows}
+        return found[0][1], [_run(by_id[run_id]) for run_id in ids]
 
     def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
