@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from engine import report
 from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
@@ -321,12 +322,66 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
         print(f"sweep {args.sweep}: no succeeded run reported {result['metric']}", file=sys.stderr)
         return EXIT_NOT_FOUND
     top = configs[0]
+    ci = f", 95% CI [{top['ci95'][0]:.6g}, {top['ci95'][1]:.6g}]" if top.get("ci95") else ""
     print(
         f"best of {len(configs)} configs by {result['metric']} ({result['mode']}): "
-        f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds; best run {top['best_run']}"
+        f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds{ci}; best run {top['best_run']}"
     )
     print((f"{top['model_type']} " if top.get("model_type") else "") + json.dumps(top["params"]))
+    test = result.get("best_vs_runner_up")
+    if test:
+        second = configs[1]
+        verdict = "better" if test["p"] < 0.05 else "not clearly better"
+        print(
+            f"vs runner-up {second['mean']:.6g} ± {second['std']:.3g}: Welch t = {test['t']:.3g},"
+            f" df = {test['df']:.3g}, one-sided p = {test['p']:.3g} ({verdict} at 5%)"
+        )
     return 0
+
+
+async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
+    result = await engine.best(args.sweep, args.by, args.mode)
+    configs, metric = result["configs"], result["metric"]
+    if not configs:
+        print(f"sweep {args.sweep}: no succeeded run reported {metric}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    rows = report.run_rows(configs, metric) if args.runs else report.config_rows(configs, metric)
+    if args.format == "parquet":
+        if not args.out:
+            print("engine export: parquet needs --out FILE", file=sys.stderr)
+            return EXIT_USAGE
+        report.to_parquet(rows, Path(args.out))
+    else:
+        text = (
+            report.to_csv(rows)
+            if args.format == "csv"
+            else report.to_latex(configs, metric, result["mode"], f"{args.sweep}: {metric}")
+        )
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            sys.stdout.write(text)
+    if args.out:
+        print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+async def cmd_sql(engine: Client, args: argparse.Namespace) -> int:
+    result = await engine.sql(args.query)
+    columns, rows = result["columns"], result["rows"]
+    if args.json:
+        _print_json([dict(zip(columns, r, strict=True)) for r in rows])
+    elif args.csv:
+        sys.stdout.write(report.to_csv([dict(zip(columns, r, strict=True)) for r in rows]))
+    else:
+        print(_table([[_cell(v) for v in r] for r in rows], columns))
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
 
 
 async def cmd_reproduce(engine: Client, args: argparse.Namespace) -> int:
@@ -608,6 +663,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run id or name")
     p.add_argument("--sweep", help="cancel the whole sweep")
 
+    p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
+    p.add_argument("sweep")
+    p.add_argument("--format", choices=["csv", "parquet", "latex"], default="csv")
+    p.add_argument("--out", metavar="FILE", help="write here (default: stdout; parquet needs it)")
+    p.add_argument("--runs", action="store_true", help="one row per run, not per configuration")
+    p.add_argument("--by", metavar="KEY", help="the metric (default: the sweep's)")
+    p.add_argument("--mode", choices=["min", "max"])
+
+    p = sub.add_parser("sql", help="read-only SQL over the views runs_v, metrics_v, params_v")
+    p.add_argument("query")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", action="store_true")
+
     p = sub.add_parser("retry", help="queue a failed or lost run again, as its next attempt")
     p.add_argument("run", help="run id or name")
 
@@ -663,6 +731,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "metrics": cmd_metrics,
     "cancel": cmd_cancel,
     "retry": cmd_retry,
+    "export": cmd_export,
+    "sql": cmd_sql,
     "hosts": cmd_hosts,
     "queue": cmd_queue,
     "sweep": cmd_sweep,

@@ -226,6 +226,10 @@ class Client:
         }
         return await self._request("GET", "/runs/page", RunPage, params=params)
 
+    async def sql(self, query: str) -> dict[str, Any]:
+        """A read-only SELECT over the store's views: {"columns": [...], "rows": [[...]]}."""
+        return await self._request("POST", "/sql", json={"sql": query})
+
     async def wait_sweep(self, sweep: str) -> Sweep:
         """Wait until every run of the sweep has ended and it has nothing left to sample."""
         while True:

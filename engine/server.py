@@ -34,6 +34,7 @@ from engine.protocol import (
     SweepList,
     SweepRequest,
 )
+from engine.report import with_statistics
 from engine.repro import mask_env
 from engine.store import StoreError
 from engine.supervisor import SubmitError, Subscriber
@@ -303,7 +304,21 @@ def make_app(daemon: Daemon) -> web.Application:
         if mode not in ("min", "max"):
             return _error(400, f"mode must be min or max, got {mode!r}")
         results = await db.call(store.sweep_results, sweep_id, key, mode)
-        return _json({"sweep": sweep_id, "metric": key, "mode": mode, "configs": results})
+        return _json(
+            {"sweep": sweep_id, "metric": key, "mode": mode, **with_statistics(results, mode)}
+        )
+
+    @routes.post(f"{API}/sql")
+    async def sql(request: web.Request) -> web.Response:
+        """Read-only SQL over the documented views; anything else is refused."""
+        try:
+            body = msgspec.json.decode(await request.read(), type=dict[str, str])
+            columns, rows = await db.call(store.read_only_query, body["sql"])
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            return _error(400, f"bad request: {exc}")
+        except StoreError as exc:
+            return _error(400, str(exc))
+        return _json({"columns": columns, "rows": rows})
 
     @routes.post(API + "/runs/{ref}/reproduce")
     async def reproduce(request: web.Request) -> web.Response:

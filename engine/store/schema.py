@@ -138,6 +138,19 @@ MIGRATIONS: tuple[str, ...] = (
            arg_max(step, attempt * 10000000000 + line), min(value), max(value)
     FROM metrics GROUP BY run_id, key;
     """,
+    # 6: documented read-only views for `engine sql`.
+    """
+    CREATE VIEW runs_v AS
+        SELECT id, name, status, sweep, model_type, host, seed, attempt, exit_code,
+               failure_class, reason, created_at, started_at, ended_at,
+               ended_at - started_at AS duration_s, params
+        FROM runs;
+    CREATE VIEW metrics_v AS
+        SELECT run_id, attempt, key, step, value, wall_time FROM metrics;
+    CREATE VIEW params_v AS
+        SELECT r.id AS run_id, r.sweep, p.key AS name, p.value AS value
+        FROM runs r, json_each(r.params) p;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -474,6 +474,29 @@ class Store:
                 entry["counts"][status] = count
         return [msgspec.convert(e, Sweep) for e in found.values()]
 
+    def read_only_query(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        """Run one SELECT over the store (the views runs_v, metrics_v, params_v are made for
+        it); anything that could write, or more than one statement, is refused."""
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot parse: {exc}") from None
+        if len(statements) != 1:
+            raise StoreError("give exactly one statement")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise StoreError(f"only SELECT is allowed here, not {statements[0].type.name}")
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                result = self.con.execute(sql)
+                columns = [d[0] for d in result.description or []]
+                rows = [list(r) for r in result.fetchall()]
+            finally:
+                self.con.execute("ROLLBACK")
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).splitlines()[0]) from None
+        return columns, rows
+
     def sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """The metric (name and mode) of each of these sweeps that has one."""
         ids = list(sweep_ids)

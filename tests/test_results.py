@@ -1,0 +1,133 @@
+"""Results from a store filled by real runs of the example trainers: seed statistics checked
+against SciPy, exports (CSV, Parquet, LaTeX) and read-only SQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from engine.client import Client
+
+from .conftest import Project
+
+TRAINERS = Path(__file__).resolve().parent.parent / "experiments" / "trainers"
+EXPERIMENT = f"""\
+name = "glm_bc"
+command = "{sys.executable} {TRAINERS / "sk_baselines.py"} --model glm --dataset breast_cancer --C {{C}} --seed {{seed}}"
+model_type = "GLM"
+metric = {{ name = "val_auc", mode = "max" }}
+[sweep]
+method = "grid"
+seeds = [0, 1, 2, 3]
+[sweep.params]
+C = [0.01, 1.0]
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
+    """One real sweep of the GLM baseline (2 configurations × 4 seeds), and what the CLI says
+    of it; the daemon is stopped afterwards."""
+    import asyncio
+    import tempfile
+
+    from engine.client import connect
+
+    from .conftest import HOSTS
+
+    async def run() -> dict:
+        with tempfile.TemporaryDirectory(prefix="ry-") as folder:
+            project = Project(Path(folder), HOSTS.format(max_jobs=2))
+            exp = project.folder / "glm.toml"
+            exp.write_text(EXPERIMENT)
+            await project.start_daemon()
+            client: Client = await connect(project.config, start=False)
+            try:
+                plan = await client.sweep(exp, cwd=str(project.folder))
+                await asyncio.wait_for(client.wait_sweep(plan.sweep), 120)
+                out = {"best": await client.best(plan.sweep), "sweep": plan.sweep}
+                out["cli_best"] = project.engine("best", plan.sweep).stdout
+                for fmt in ("csv", "latex"):
+                    out[fmt] = project.engine("export", plan.sweep, "--format", fmt).stdout
+                out["runs_csv"] = project.engine("export", plan.sweep, "--runs").stdout
+                parquet = project.folder / "out.parquet"
+                done = project.engine(
+                    "export", plan.sweep, "--format", "parquet", "--out", str(parquet)
+                )
+                assert done.returncode == 0, done.stderr
+                out["parquet"] = pq.read_table(parquet).to_pylist()
+                out["sql"] = [
+                    project.engine("sql", q, "--json")
+                    for q in (
+                        "SELECT count(*) AS n, min(duration_s) > 0 AS timed FROM runs_v WHERE status = 'succeeded'",
+                        "SELECT name, count(DISTINCT value) AS values FROM params_v GROUP BY name",
+                        "SELECT key, count(*) AS points FROM metrics_v WHERE key = 'val_auc' GROUP BY key",
+                        "INSERT INTO runs (id) VALUES (999)",
+                        "DROP VIEW runs_v",
+                        "SELECT 1; DELETE FROM runs",
+                        "SELECT count(*) AS n FROM runs_v",
+                    )
+                ]
+                return out
+            finally:
+                await client.close()
+                project.cleanup()
+
+    return asyncio.run(run())
+
+
+def test_seed_statistics_agree_with_scipy(results: dict) -> None:
+    best = results["best"]
+    configs = best["configs"]
+    assert [c["n"] for c in configs] == [4, 4] and best["metric"] == "val_auc"
+    for c in configs:
+        low, high = stats.t.interval(
+            0.95, len(c["values"]) - 1, loc=c["mean"], scale=stats.sem(c["values"])
+        )
+        assert c["ci95"] == pytest.approx([low, high])
+        assert c["std"] == pytest.approx(stats.tstd(c["values"]))
+    welch = stats.ttest_ind(
+        configs[0]["values"], configs[1]["values"], equal_var=False, alternative="greater"
+    )
+    assert best["best_vs_runner_up"]["t"] == pytest.approx(welch.statistic)
+    assert best["best_vs_runner_up"]["p"] == pytest.approx(welch.pvalue)
+    assert "95% CI [" in results["cli_best"] and "Welch t = " in results["cli_best"]
+
+
+def test_exports_have_one_row_per_configuration_or_run(results: dict) -> None:
+    rows = list(csv.DictReader(io.StringIO(results["csv"])))
+    assert len(rows) == 2 and {r["param_C"] for r in rows} == {"0.01", "1.0"}
+    assert (
+        float(rows[0]["val_auc_ci95_low"])
+        <= float(rows[0]["val_auc_mean"])
+        <= float(rows[0]["val_auc_ci95_high"])
+    )
+    runs = list(csv.DictReader(io.StringIO(results["runs_csv"])))
+    assert len(runs) == 8 and {r["seed"] for r in runs} == {"0", "1", "2", "3"}
+    assert [r["param_C"] for r in results["parquet"]] == [float(r["param_C"]) for r in rows]
+
+
+def test_the_latex_table_is_booktabs_with_the_best_in_bold(results: dict) -> None:
+    tex = results["latex"]
+    assert tex.count("{") == tex.count("}")
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
+    assert "val\\_auc" in tex and "val_auc" not in tex.replace("val\\_auc", "")
+    assert tex.count("\\mathbf{") == 1 and tex.count("\\pm") == 2
+    assert f"\\caption{{{results['sweep'].replace('_', chr(92) + '_')}: val\\_auc}}" in tex
+
+
+def test_sql_reads_the_views_and_refuses_writes(results: dict) -> None:
+    count, params, points, insert, drop, two, after = results["sql"]
+    assert json.loads(count.stdout) == [{"n": 8, "timed": True}]
+    assert json.loads(params.stdout) == [{"name": "C", "values": 2}]
+    assert json.loads(points.stdout) == [{"key": "val_auc", "points": 8}]
+    for refused, why in ((insert, "only SELECT"), (drop, "only SELECT"), (two, "exactly one")):
+        assert refused.returncode == 1 and why in refused.stderr, refused.stderr
+    assert json.loads(after.stdout) == [{"n": 8}]  # the refused statements changed nothing
