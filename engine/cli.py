@@ -339,6 +339,60 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
+    refs = list(args.runs)
+    if args.sweep:
+        refs += [r.id for r in reversed(await engine.runs(sweep=args.sweep, limit=None))]
+    if len(refs) < 2:
+        print("engine compare: give two or more runs, or --sweep S", file=sys.stderr)
+        return EXIT_USAGE
+    found = [await engine.run(ref) for ref in refs]
+    result = report.compare([d.run for d in found], [d.details for d in found])
+    if args.json:
+        _print_json(result)
+        return 0
+    header = ["", *(f"{r['id']} {r['name']}"[:24] for r in result["runs"])]
+    rows = []
+    for p in result["params"]:
+        if p["differs"] or args.all:
+            mark = "≠ " if p["differs"] else "  "
+            rows.append([mark + p["name"], *(_cell(v) for v in p["values"])])
+    for m in result["metrics"]:
+        cells = [
+            f"{_cell(v['last'])} [{_cell(v['min'])}, {_cell(v['max'])}]" if v else "-"
+            for v in m["runs"]
+        ]
+        rows.append([f"  {m['key']} last [min, max]", *cells])
+    rows.append(["  duration", *(format_duration(r["duration_s"]) for r in result["runs"])])
+    rows.append(["  host", *(r["host"] or "-" for r in result["runs"])])
+    rows.append(["  status", *(r["status"] for r in result["runs"])])
+    print(_table(rows, header))
+    return 0
+
+
+async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
+    best = await engine.best(args.sweep, args.by, args.mode)
+    if not best["configs"]:
+        print(f"sweep {args.sweep}: no succeeded run reported {best['metric']}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    state_dir = Path((await engine.status()).state_dir)
+    curves: dict[int, list[dict[str, Any]]] = {}
+    predictions: dict[int, Path] = {}
+    for config in best["configs"]:
+        for run_id in config["runs"]:
+            curves[run_id] = await engine.metrics(run_id, key=best["metric"])
+        run = (await engine.run(config["best_run"])).run
+        for folder in (Path(run.run_dir or "/nonexistent"), state_dir / "runs" / str(run.id)):
+            if (folder / "artifacts" / "predictions.npz").exists():
+                predictions[run.id] = folder / "artifacts" / "predictions.npz"
+                break
+    out = Path(args.out)
+    made = await asyncio.to_thread(report.write_report, out, best, curves, predictions)
+    print(f"wrote {len(made)} files to {out}: {', '.join(made)}", file=sys.stderr)
+    print(out / "index.md")
+    return 0
+
+
 async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
     result = await engine.best(args.sweep, args.by, args.mode)
     configs, metric = result["configs"], result["metric"]
@@ -663,6 +717,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run id or name")
     p.add_argument("--sweep", help="cancel the whole sweep")
 
+    p = sub.add_parser("compare", help="runs side by side: params that differ, metrics, durations")
+    p.add_argument("runs", nargs="*", help="run ids or names")
+    p.add_argument("--sweep", help="every run of this sweep")
+    p.add_argument("--all", action="store_true", help="show params that do not differ too")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="a sweep's exports and plots, tied together by an index.md")
+    p.add_argument("sweep")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--by", metavar="KEY", help="the metric (default: the sweep's)")
+    p.add_argument("--mode", choices=["min", "max"])
+
     p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
     p.add_argument("sweep")
     p.add_argument("--format", choices=["csv", "parquet", "latex"], default="csv")
@@ -732,6 +798,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "export": cmd_export,
+    "compare": cmd_compare,
+    "report": cmd_report,
     "sql": cmd_sql,
     "hosts": cmd_hosts,
     "queue": cmd_queue,

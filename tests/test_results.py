@@ -63,6 +63,13 @@ def results(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
                 )
                 assert done.returncode == 0, done.stderr
                 out["parquet"] = pq.read_table(parquet).to_pylist()
+                report = project.folder / "report"
+                made = project.engine("report", plan.sweep, "--out", str(report))
+                assert made.returncode == 0, made.stderr
+                out["report"] = report
+                out["report_files"] = {p.name: p.stat().st_size for p in report.iterdir()}
+                out["index"] = (report / "index.md").read_text()
+                out["compare"] = project.engine("compare", "--sweep", plan.sweep, "--json")
                 out["sql"] = [
                     project.engine("sql", q, "--json")
                     for q in (
@@ -80,7 +87,7 @@ def results(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
                 await client.close()
                 project.cleanup()
 
-    return asyncio.run(run())
+    return asyncio.run(run())  # the report folder is gone with the project: sizes are kept
 
 
 def test_seed_statistics_agree_with_scipy(results: dict) -> None:
@@ -131,3 +138,25 @@ def test_sql_reads_the_views_and_refuses_writes(results: dict) -> None:
     for refused, why in ((insert, "only SELECT"), (drop, "only SELECT"), (two, "exactly one")):
         assert refused.returncode == 1 and why in refused.stderr, refused.stderr
     assert json.loads(after.stdout) == [{"n": 8}]  # the refused statements changed nothing
+
+
+def test_the_report_has_exports_plots_and_an_index(results: dict) -> None:
+    files = results["report_files"]
+    for name in ("configs.csv", "runs.csv", "configs.parquet", "table.tex", "index.md"):
+        assert files.get(name, 0) > 0, name
+    # PNGs that are real plots: the GLM saved predictions, so ROC and calibration exist too
+    for name in ("val_auc_vs_C.png", "roc.png", "calibration.png"):
+        assert files.get(name, 0) > 10_000, (name, files)
+    assert "curves.png" not in files  # the GLM prints one value per run: there is no curve
+    index = results["index"]
+    assert "![roc.png](roc.png)" in index and "Welch" in index and "95% CI" in index
+    assert index.count("| GLM C=") == 2
+
+
+def test_compare_lists_the_runs_and_what_differs(results: dict) -> None:
+    compared = json.loads(results["compare"].stdout)
+    assert len(compared["runs"]) == 8
+    [c] = [p for p in compared["params"] if p["name"] == "C"]
+    assert c["differs"] and set(c["values"]) == {0.01, 1.0}
+    [auc] = [m for m in compared["metrics"] if m["key"] == "val_auc"]
+    assert all(r is not None and r["count"] == 1 for r in auc["runs"])

@@ -632,8 +632,7 @@ class Store:
         keys = [
             {"key": k, "count": n, "last": last, "min": lo, "max": hi}
             for k, n, last, lo, hi in self.con.execute(
-                "SELECT key, count(*), arg_max(value, line), min(value), max(value)"
-                " FROM metrics WHERE run_id = ? GROUP BY key ORDER BY key",
+                "SELECT key, count, last, min, max FROM run_metrics WHERE run_id = ? ORDER BY key",
                 [run_id],
             ).fetchall()
         ]
