@@ -371,25 +371,12 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
-    best = await engine.best(args.sweep, args.by, args.mode)
-    if not best["configs"]:
-        print(f"sweep {args.sweep}: no succeeded run reported {best['metric']}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    state_dir = Path((await engine.status()).state_dir)
-    curves: dict[int, list[dict[str, Any]]] = {}
-    predictions: dict[int, Path] = {}
-    for config in best["configs"]:
-        for run_id in config["runs"]:
-            curves[run_id] = await engine.metrics(run_id, key=best["metric"])
-        run = (await engine.run(config["best_run"])).run
-        for folder in (Path(run.run_dir or "/nonexistent"), state_dir / "runs" / str(run.id)):
-            if (folder / "artifacts" / "predictions.npz").exists():
-                predictions[run.id] = folder / "artifacts" / "predictions.npz"
-                break
-    out = Path(args.out)
-    made = await asyncio.to_thread(report.write_report, out, best, curves, predictions)
-    print(f"wrote {len(made)} files to {out}: {', '.join(made)}", file=sys.stderr)
-    print(out / "index.md")
+    made = await engine.report(args.sweep, args.out)
+    print(
+        f"wrote {len(made['files'])} files to {args.out}: {', '.join(made['files'])}",
+        file=sys.stderr,
+    )
+    print(Path(made["out"]) / "index.md")
     return 0
 
 
@@ -726,8 +713,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="a sweep's exports and plots, tied together by an index.md")
     p.add_argument("sweep")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--by", metavar="KEY", help="the metric (default: the sweep's)")
-    p.add_argument("--mode", choices=["min", "max"])
 
     p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
     p.add_argument("sweep")

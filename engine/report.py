@@ -204,10 +204,12 @@ def write_report(
     best: dict[str, Any],
     curves: dict[int, list[dict[str, Any]]],
     predictions: dict[int, Path],
+    plots: bool = True,
 ) -> list[str]:
     """Write a sweep's report into `out`: the exports, PNG plots (training curves per config,
     the metric against each parameter, parameter importance, and ROC and calibration curves of
-    runs that saved predictions) and an `index.md` tying them together. Returns what it made."""
+    runs that saved predictions; not with `plots=False`) and an `index.md` tying them together.
+    Returns what it made."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -220,11 +222,12 @@ def write_report(
     to_parquet(config_rows(configs, metric), out / "configs.parquet")
     (out / "table.tex").write_text(to_latex(configs, metric, mode, f"{sweep}: {metric}"))
     made += ["configs.csv", "runs.csv", "configs.parquet", "table.tex"]
-    made += _plot_curves(out, configs, curves, metric)
-    made += _plot_against_params(out, configs, metric)
-    made += _plot_importance(out, configs, metric, mode)
     notes: list[str] = []
-    made += _plot_predictions(out, configs, predictions, notes)
+    if plots:
+        made += _plot_curves(out, configs, curves, metric)
+        made += _plot_against_params(out, configs, metric)
+        made += _plot_importance(out, configs, metric, mode)
+        made += _plot_predictions(out, configs, predictions, notes)
     (out / "index.md").write_text(_index(best, made, notes))
     return ["index.md", *made]
 

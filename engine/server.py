@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,6 +36,7 @@ from engine.protocol import (
     SweepRequest,
 )
 from engine.report import with_statistics
+from engine.report import write_report as write_report_files
 from engine.repro import mask_env
 from engine.store import StoreError
 from engine.supervisor import SubmitError, Subscriber
@@ -307,6 +309,52 @@ def make_app(daemon: Daemon) -> web.Application:
         return _json(
             {"sweep": sweep_id, "metric": key, "mode": mode, **with_statistics(results, mode)}
         )
+
+    @routes.post(API + "/sweeps/{sweep}/report")
+    async def write_report(request: web.Request) -> web.Response:
+        """Write a sweep's report (exports, plots, index.md) into `out` on this machine: for
+        clients that draw rather than compute, like the TUI."""
+        sweep_id = request.match_info["sweep"]
+        out = request.query.get("out")
+        found = await db.call(store.sweeps, sweep_id)
+        if not found or not out:
+            return _error(
+                404 if not found else 400,
+                f"no sweep {sweep_id!r}" if not found else "give ?out=DIR",
+            )
+        metric = found[0].metric or {}
+        if not metric.get("name"):
+            return _error(400, f"sweep {sweep_id} names no metric")
+        mode = metric.get("mode", "max")
+        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode)
+        if not configs:
+            return _error(409, f"sweep {sweep_id}: no succeeded run reported {metric['name']}")
+        best = {
+            "sweep": sweep_id,
+            "metric": metric["name"],
+            "mode": mode,
+            **with_statistics(configs, mode),
+        }
+        curves = {
+            run_id: await db.call(store.metrics, run_id, metric["name"])
+            for c in configs
+            for run_id in c["runs"]
+        }
+        predictions = {}
+        for c in configs:
+            run = await db.call(store.get_run, c["best_run"])
+            for folder in (
+                Path(run.run_dir or "/nonexistent"),
+                daemon.config.state_dir / "runs" / str(run.id),
+            ):
+                if (folder / "artifacts" / "predictions.npz").exists():
+                    predictions[run.id] = folder / "artifacts" / "predictions.npz"
+                    break
+        plots = request.query.get("plots", "1") != "0"
+        made = await asyncio.to_thread(
+            write_report_files, Path(out), best, curves, predictions, plots
+        )
+        return _json({"out": out, "files": made})
 
     @routes.post(f"{API}/sql")
     async def sql(request: web.Request) -> web.Response:

@@ -195,6 +195,20 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         assert compare.keys == ["score"]
         rows = [str(compare.query_one("DataTable").get_row_at(i)[0]) for i in range(2)]  # type: ignore[attr-defined]
         assert any(r.startswith("≠ ") for r in rows)  # a parameter that differs is marked
+        # export and report of the compared runs' sweep, written by the daemon
+        await pilot.press("e")
+        await wait_until(
+            lambda: any("export of toy-1" in n.message for n in app._notifications),
+            what="the export notified",
+        )
+        reports = daemon.folder / "reports" / "toy-1"
+        assert (reports / "configs.csv").exists() and not list(reports.glob("*.png"))
+        await pilot.press("R")
+        await wait_until(
+            lambda: any("report of toy-1" in n.message for n in app._notifications),
+            what="the report notified",
+        )
+        assert (reports / "index.md").exists() and list(reports.glob("score_vs_*.png"))
 
 
 async def _all_done(client: Client) -> bool:

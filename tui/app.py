@@ -476,6 +476,27 @@ class RunyardApp(App[int]):
         points = {r: await self.client.metrics(r) for r in runs}
         await self.push_screen(CompareScreen([d.run for d in details], points))
 
+    @on(CompareScreen.ReportWanted)
+    @work(exclusive=True, group="report")
+    async def report(self, event: CompareScreen.ReportWanted) -> None:
+        if self.client is None:
+            return
+        if len(event.sweeps) != 1 or None in event.sweeps:
+            self.notify(
+                "export and report work on one sweep: compare runs of one sweep", severity="warning"
+            )
+            return
+        [sweep] = event.sweeps
+        assert sweep is not None
+        out = (self.project or Path.cwd()) / "reports" / sweep
+        what = "report" if event.plots else "export"
+        try:
+            made = await self.client.report(sweep, out, plots=event.plots)
+        except EngineError as exc:
+            self.notify(str(exc), title=what, severity="error")
+            return
+        self.notify(f"{what} of {sweep}: {len(made['files'])} files in {out}", title=what)
+
     def action_launch(self) -> None:
         folder = (self.project or Path.cwd()) / "experiments"
         files = sorted(folder.glob("*.toml")) if folder.is_dir() else []

@@ -302,7 +302,12 @@ class CompareScreen(Screen[None]):
     """Runs side by side: the params that differ (marked), final and best metrics, and their
     curves of one metric overlaid."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("m", "next_metric", "Metric")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("m", "next_metric", "Metric"),
+        Binding("e", "export", "Export sweep"),
+        Binding("R", "report", "Report sweep"),
+    ]
     CSS = """
     CompareScreen DataTable { height: auto; max-height: 50%; }
     CompareScreen MetricChart { height: 1fr; }
@@ -362,6 +367,19 @@ class CompareScreen(Screen[None]):
         if self.keys:
             self.metric_index = (self.metric_index + 1) % len(self.keys)
             self.draw()
+
+    class ReportWanted(Message):
+        """Write the report (or, without plots, the exports) of the compared runs' sweep."""
+
+        def __init__(self, sweeps: set[str | None], plots: bool) -> None:
+            super().__init__()
+            self.sweeps, self.plots = sweeps, plots
+
+    def action_export(self) -> None:
+        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=False))
+
+    def action_report(self) -> None:
+        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=True))
 
 
 class PromptScreen(ModalScreen[str | None]):

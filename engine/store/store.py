@@ -511,12 +511,11 @@ class Store:
         """Each configuration of a sweep (runs of one model with the same params) with the best
         value of `key` each of its runs reached, over seeds: mean, standard deviation, runs,
         best run; best configuration first."""
-        agg = "max" if mode == "max" else "min"
+        best = "m.max" if mode == "max" else "m.min"
         rows = self.con.execute(
-            f"SELECT r.id, r.model_type, r.params, r.seed, {agg}(m.value) FROM runs r"
-            " JOIN metrics m ON m.run_id = r.id AND m.key = ?"
-            " WHERE r.sweep = ? AND r.status = 'succeeded'"
-            " GROUP BY r.id, r.model_type, r.params, r.seed",
+            f"SELECT r.id, r.model_type, r.params, r.seed, {best} FROM runs r"
+            " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
+            " WHERE r.sweep = ? AND r.status = 'succeeded' ORDER BY r.id",
             [key, sweep_id],
         ).fetchall()
         configs: dict[tuple[str | None, str], dict[str, Any]] = {}
