@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/sampling.py
 	$(PY) bench/remote.py
 	$(PY) bench/tui.py
+	$(PY) bench/results.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

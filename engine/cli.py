@@ -381,7 +381,7 @@ async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
-    result = await engine.best(args.sweep, args.by, args.mode)
+    result = await engine.best(args.sweep, args.by, args.mode, runs=args.runs)
     configs, metric = result["configs"], result["metric"]
     if not configs:
         print(f"sweep {args.sweep}: no succeeded run reported {metric}", file=sys.stderr)

@@ -14,40 +14,38 @@ from scipy import stats
 
 
 def with_statistics(configs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Each configuration (with its `values` over seeds) given a 95% confidence interval of its
+    """Each configuration (mean, std and n over seeds) given a 95% confidence interval of its
     mean, and the Welch t-test of the best configuration against the runner-up: is the best
     really better?"""
     for config in configs:
-        config["ci95"] = confidence_interval(config["values"])
-    comparison = None
-    if len(configs) >= 2:
-        comparison = welch(configs[0]["values"], configs[1]["values"], mode)
+        config["ci95"] = confidence_interval(config["mean"], config["std"], config["n"])
+    comparison = welch(configs[0], configs[1], mode) if len(configs) >= 2 else None
     return {"configs": configs, "best_vs_runner_up": comparison}
 
 
-def confidence_interval(values: list[float], level: float = 0.95) -> list[float] | None:
-    """The t-based interval of the mean over seeds; None with fewer than two values."""
-    n = len(values)
+def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) -> list[float] | None:
+    """The t-based interval of a mean over `n` seeds; None with fewer than two."""
     if n < 2:
         return None
-    mean = sum(values) / n
-    sem = float(stats.sem(values))
-    if sem == 0 or math.isnan(sem):
-        return [mean, mean]
-    half = sem * float(stats.t.ppf((1 + level) / 2, n - 1))
+    half = std / math.sqrt(n) * float(stats.t.ppf((1 + level) / 2, n - 1))
     return [mean - half, mean + half]
 
 
-def welch(best: list[float], other: list[float], mode: str) -> dict[str, Any] | None:
-    """Welch's t-test (unequal variances) of the best configuration against another; `p` is
-    one-sided, for "the best is better"."""
-    if len(best) < 2 or len(other) < 2:
+def welch(best: dict[str, Any], other: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """Welch's t-test (unequal variances) of the best configuration against another, from
+    their means, standard deviations and counts; `p` is one-sided, for "the best is better"."""
+    if best["n"] < 2 or other["n"] < 2 or best["std"] == other["std"] == 0:
         return None
-    alternative = "greater" if mode == "max" else "less"
-    result = stats.ttest_ind(best, other, equal_var=False, alternative=alternative)
+    result = stats.ttest_ind_from_stats(
+        best["mean"], best["std"], best["n"], other["mean"], other["std"], other["n"],
+        equal_var=False, alternative="greater" if mode == "max" else "less",
+    )  # fmt: skip
     if math.isnan(result.statistic):
         return None
-    return {"t": float(result.statistic), "p": float(result.pvalue), "df": float(result.df)}
+    n1, n2 = best["n"], other["n"]
+    v1, v2 = best["std"] ** 2 / n1, other["std"] ** 2 / n2
+    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))  # Welch-Satterthwaite
+    return {"t": float(result.statistic), "p": float(result.pvalue), "df": df}
 
 
 def compare(runs: list[Any], details: list[dict[str, Any]]) -> dict[str, Any]:

@@ -305,7 +305,8 @@ def make_app(daemon: Daemon) -> web.Application:
         mode = request.query.get("mode") or metric.get("mode", "max")
         if mode not in ("min", "max"):
             return _error(400, f"mode must be min or max, got {mode!r}")
-        results = await db.call(store.sweep_results, sweep_id, key, mode)
+        with_runs = request.query.get("runs", "0") != "0"
+        results = await db.call(store.sweep_results, sweep_id, key, mode, with_runs)
         return _json(
             {"sweep": sweep_id, "metric": key, "mode": mode, **with_statistics(results, mode)}
         )
@@ -326,7 +327,7 @@ def make_app(daemon: Daemon) -> web.Application:
         if not metric.get("name"):
             return _error(400, f"sweep {sweep_id} names no metric")
         mode = metric.get("mode", "max")
-        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode)
+        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode, True)
         if not configs:
             return _error(409, f"sweep {sweep_id}: no succeeded run reported {metric['name']}")
         best = {

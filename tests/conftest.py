@@ -181,9 +181,12 @@ def fill_store(state_dir: Path, runs: int, steps: int = 5) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(state_dir / "store.duckdb")
     try:
+        sweep = store.add_sweep(
+            "big", "big.toml", "grid", runs, None, {"name": "auc", "mode": "max"}
+        )
         jobs = [
             (
-                JobSpec(argv=("train", str(i)), cwd="/", sweep="big", params={"lr": i % 10}),
+                JobSpec(argv=("train", str(i)), cwd="/", sweep=sweep, params={"lr": i % 10}),
                 f"run-{i:06d}",
                 i,
                 {},

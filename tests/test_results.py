@@ -52,7 +52,7 @@ def results(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
             try:
                 plan = await client.sweep(exp, cwd=str(project.folder))
                 await asyncio.wait_for(client.wait_sweep(plan.sweep), 120)
-                out = {"best": await client.best(plan.sweep), "sweep": plan.sweep}
+                out = {"best": await client.best(plan.sweep, runs=True), "sweep": plan.sweep}
                 out["cli_best"] = project.engine("best", plan.sweep).stdout
                 for fmt in ("csv", "latex"):
                     out[fmt] = project.engine("export", plan.sweep, "--format", fmt).stdout

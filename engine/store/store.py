@@ -507,50 +507,41 @@ class Store:
         ).fetchall()
         return {sid: json.loads(metric) for sid, metric in rows if metric and metric != "null"}
 
-    def sweep_results(self, sweep_id: str, key: str, mode: str) -> list[dict[str, Any]]:
+    def sweep_results(
+        self, sweep_id: str, key: str, mode: str, with_runs: bool = False
+    ) -> list[dict[str, Any]]:
         """Each configuration of a sweep (runs of one model with the same params) with the best
-        value of `key` each of its runs reached, over seeds: mean, standard deviation, runs,
-        best run; best configuration first."""
+        value of `key` each of its runs reached, summed up over seeds in the store: mean,
+        standard deviation, count, best run; best configuration first. `with_runs` adds each
+        run's id, seed and value."""
         best = "m.max" if mode == "max" else "m.min"
+        pick = "arg_max" if mode == "max" else "arg_min"
+        lists = (
+            f", list(r.id ORDER BY r.id), list(r.seed ORDER BY r.id), list({best} ORDER BY r.id)"
+            if with_runs
+            else ""
+        )
         rows = self.con.execute(
-            f"SELECT r.id, r.model_type, r.params, r.seed, {best} FROM runs r"
+            f"SELECT r.model_type, r.params, count(*), avg({best}), coalesce(stddev_samp({best}), 0),"
+            f" {pick}(r.id, {best}) {lists} FROM runs r"
             " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
-            " WHERE r.sweep = ? AND r.status = 'succeeded' ORDER BY r.id",
+            " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.model_type, r.params"
+            f" ORDER BY 4 {'DESC' if mode == 'max' else 'ASC'}, min(r.id)",
             [key, sweep_id],
         ).fetchall()
-        configs: dict[tuple[str | None, str], dict[str, Any]] = {}
-        for run_id, model_type, params, seed, value in rows:
-            entry = configs.setdefault(
-                (model_type, params),
-                {
-                    "model_type": model_type,
-                    "params": json.loads(params),
-                    "values": [],
-                    "runs": [],
-                    "seeds": [],
-                },
-            )
-            entry["values"].append(value)
-            entry["runs"].append(run_id)
-            entry["seeds"].append(seed)
         out = []
-        for entry in configs.values():
-            values = entry["values"]
-            mean = sum(values) / len(values)
-            spread = (
-                sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-            )
-            best = (max if mode == "max" else min)(range(len(values)), key=values.__getitem__)
-            out.append(
-                {
-                    **entry,
-                    "mean": mean,
-                    "std": spread**0.5,
-                    "n": len(values),
-                    "best_run": entry["runs"][best],
-                }
-            )
-        out.sort(key=lambda e: e["mean"], reverse=mode == "max")
+        for model_type, params, n, mean, std, best_run, *runs in rows:
+            entry = {
+                "model_type": model_type,
+                "params": json.loads(params),
+                "mean": mean,
+                "std": std,
+                "n": n,
+                "best_run": best_run,
+            }
+            if with_runs:
+                entry.update(runs=runs[0], seeds=runs[1], values=runs[2])
+            out.append(entry)
         return out
 
     def launch_env(self, run_id: int) -> dict[str, str]:
