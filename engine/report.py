@@ -413,8 +413,10 @@ def _index(best: dict[str, Any], made: list[str], notes: list[str]) -> str:
             f"df = {test['df']:.2f}, p = {test['p']:.3g}: {verdict} at the 5% level.",
         ]
     lines += ["", "## Files", ""]
+    lines += [f"- [{file}]({file})" for file in made if not file.endswith(".png")]
     for file in made:
-        lines.append(f"![{file}]({file})" if file.endswith(".png") else f"- [{file}]({file})")
+        if file.endswith(".png"):
+            lines += ["", f"![{file}]({file})"]
     if notes:
         lines += ["", *(f"_{n}_" for n in notes)]
     return "\n".join(lines) + "\n"

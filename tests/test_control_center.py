@@ -209,6 +209,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
             what="the report notified",
         )
         assert (reports / "index.md").exists() and list(reports.glob("score_vs_*.png"))
+        assert (reports / "importance.png").stat().st_size > 10_000  # 6 configurations: fANOVA
 
 
 async def _all_done(client: Client) -> bool:
