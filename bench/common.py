@@ -22,28 +22,36 @@ from engine.daemon import socket_path
 async def scratch_engine(max_jobs: int) -> AsyncIterator[tuple[Client, Path]]:
     """A daemon on a fresh state directory, stopped and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
-        root = Path(folder)
-        config = root / "hosts.toml"
-        config.write_text(f'[hosts.local]\nkind = "local"\nmax_jobs = {max_jobs}\n')
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        sock = socket_path(load_config(config).state_dir)
+        hosts = f'[hosts.local]\nkind = "local"\nmax_jobs = {max_jobs}\n'
+        async with engine_in(Path(folder), hosts) as client:
+            yield client, Path(folder)
+
+
+@contextlib.asynccontextmanager
+async def engine_in(root: Path, hosts: str) -> AsyncIterator[Client]:
+    """A daemon for `hosts` (hosts.toml text) in `root`, whose state directory may have been
+    filled already; connected to, and stopped afterwards."""
+    config = root / "hosts.toml"
+    config.write_text(hosts)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "engine", "--config", str(config), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sock = socket_path(load_config(config).state_dir)
+    try:
+        while await probe(sock) is None:
+            if daemon.poll() is not None:
+                raise RuntimeError("the daemon did not start")
+            await asyncio.sleep(0.02)
+        client = await connect(config, start=False)
         try:
-            while await probe(sock) is None:
-                if daemon.poll() is not None:
-                    raise RuntimeError("the daemon did not start")
-                await asyncio.sleep(0.02)
-            client = await connect(config, start=False)
-            try:
-                yield client, root
-            finally:
-                await client.close()
+            yield client
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
+            await client.close()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
 
 
 def timed(argv: list[str], **kwargs: object) -> float:

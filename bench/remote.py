@@ -19,9 +19,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.client import Client, connect, probe
-from engine.config import load_config
-from engine.daemon import socket_path
+from bench.common import engine_in
+from engine.client import Client
 from engine.model import JobSpec
 from engine.protocol import HostChanged, MetricsAdded
 from tests.sshd import SshLab
@@ -91,33 +90,21 @@ async def main(rounds: int, keepalive: float) -> None:
     with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
         root = Path(folder)
         lab = SshLab(root / "lab", 1)
-        config = root / "hosts.toml"
-        config.write_text(
-            '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
-            + lab.toml(0, "box1", keepalive_s=keepalive)
-        )
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        hosts = '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n' + lab.toml(
+            0, "box1", keepalive_s=keepalive
         )
         try:
-            while await probe(socket_path(load_config(config).state_dir)) is None:
-                await asyncio.sleep(0.02)
-            client = await connect(config, start=False)
-            while (await client.hosts()).hosts[1].state != "up":
-                await asyncio.sleep(0.05)
-            remote, local, ssh, hangs = [], [], [], []
-            for _ in range(rounds):
-                remote.append(await first_metric(client, "box1"))
-                local.append(await first_metric(client, "local"))
-                ssh.append(plain_ssh(lab))
-            for _ in range(3):
-                hangs.append(await hang_noticed(client, lab))
-            await client.close()
+            async with engine_in(root, hosts) as client:
+                while (await client.hosts()).hosts[1].state != "up":
+                    await asyncio.sleep(0.05)
+                remote, local, ssh, hangs = [], [], [], []
+                for _ in range(rounds):
+                    remote.append(await first_metric(client, "box1"))
+                    local.append(await first_metric(client, "local"))
+                    ssh.append(plain_ssh(lab))
+                for _ in range(3):
+                    hangs.append(await hang_noticed(client, lab))
         finally:
-            daemon.terminate()
-            daemon.wait(30)
             lab.stop()
     r, lo, s = (statistics.median(x) * 1000 for x in (remote, local, ssh))
     print(f"launch → first metric, median of {rounds}:")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,9 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.client import connect, probe
-from engine.config import load_config
-from engine.daemon import socket_path
+from bench.common import engine_in
 from engine.store.store import Store
 from tests.conftest import fill_store
 
@@ -52,26 +49,13 @@ async def main(runs: int, steps: int, rounds: int) -> None:
             ).fetchall()
             raw.append(time.perf_counter() - start)
         store.close()
-        config = root / "hosts.toml"
-        config.write_text('[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n')
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while await probe(socket_path(load_config(config).state_dir)) is None:
-                await asyncio.sleep(0.05)
-            client = await connect(config, start=False)
+        hosts = '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
+        async with engine_in(root, hosts) as client:
             best = await timed(lambda: client.best("big-1"), rounds)
             pages = {
                 q: await timed(lambda q=q: client.runs_page(q, "metric:auc", True, 0, 100), rounds)
                 for q in QUERIES
             }
-            await client.close()
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
     print(
         f"{runs:,} runs, {points:,} metric points (filled in {filled:.0f} s); medians of {rounds}:"
     )

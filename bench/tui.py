@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,9 +21,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from engine.client import connect, probe
-from engine.config import load_config
-from engine.daemon import socket_path
+from bench.common import engine_in
 from engine.model import JobSpec
 from tests.conftest import fill_store
 from tui.app import RunyardApp
@@ -117,20 +114,12 @@ def summary(name: str, times: list[float]) -> str:
 async def main(runs: int, presses: int, noise: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
         root = Path(folder)
-        config = root / "hosts.toml"
-        config.write_text('[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n')
         started = time.perf_counter()
         fill_store(root / "runs", runs)
         print(f"store filled with {runs:,} runs in {time.perf_counter() - started:.1f} s")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "engine", "--config", str(config), "serve"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while await probe(socket_path(load_config(config).state_dir)) is None:
-                await asyncio.sleep(0.02)
-            client = await connect(config, start=False)
+        config = root / "hosts.toml"
+        hosts = '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
+        async with engine_in(root, hosts) as client:
             script = NOISY if noise else QUIET
             [noisy] = await client.submit(
                 [JobSpec(argv=(sys.executable, "-c", script), cwd=str(root), name="noisy")]
@@ -205,10 +194,6 @@ async def main(runs: int, presses: int, noise: bool) -> None:
             await client.cancel(noisy.id)
             await client.wait(noisy.id, 30)
             printed = len(await client.metrics(noisy.id))
-            await client.close()
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
     print(f"with {runs:,} runs in the store and one run printing 10,000 lines/s (followed):")
     print(f"  first full screen  {first_screen * 1000:6.0f} ms   (goal < 1000 ms)")
     print("with Pilot (`press` and `pause`), against the same on a bare app:")
