@@ -303,16 +303,22 @@ class RunyardApp(App[int]):
         """Focus the filter bar (always shown, so focusing it moves nothing on screen)."""
         self.dash.query_one("#filter", Input).focus()
 
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        """Filter as you type: each change asks the daemon for the first window again (a newer
+        change cancels the older request)."""
+        text = event.value.strip()
+        if text != self.query_text:
+            self.query_text = text
+            self.load_page(0, reset=True)
+
     @on(Input.Submitted, "#filter")
-    def filter_submitted(self, event: Input.Submitted) -> None:
-        self.query_text = event.value.strip()
+    def filter_submitted(self) -> None:
         self.dash.query_one(RunsTable).focus()
-        self.load_page(0, reset=True)
 
     def key_escape(self) -> None:
         box = self.dash.query_one("#filter", Input)
-        if box.has_focus:  # leave the bar as the filter in force says
-            box.value = self.query_text
+        if box.has_focus:
             self.dash.query_one(RunsTable).focus()
 
     # --- the log tail --------------------------------------------------------------------------
