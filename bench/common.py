@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from engine.client import Client, connect, probe
+from engine.client import Client, EngineError, connect, probe
 from engine.config import load_config
 from engine.daemon import socket_path
 
@@ -48,6 +48,11 @@ async def engine_in(root: Path, hosts: str) -> AsyncIterator[Client]:
         try:
             yield client
         finally:
+            # Runs outlive their daemon by design: end the ones a benchmark left going.
+            for run in await client.runs(statuses=("queued", "running", "unreachable")):
+                with contextlib.suppress(EngineError):
+                    await client.cancel(run.id)
+                    await client.wait(run.id, 30)
             await client.close()
     finally:
         daemon.send_signal(signal.SIGTERM)
