@@ -105,10 +105,11 @@ async def type_all_but_last(app: RunyardApp, pilot, i: int) -> str:  # type: ign
     text = FILTERS[i % len(FILTERS)]
     await pilot.press("slash")
     box = app.dash.query_one("#filter")
+    shown = app.pages_shown
     box.value = text[:-1]  # type: ignore[attr-defined]
     box.action_end()  # type: ignore[attr-defined]  # as if typed: no selection, cursor at the end
-    await until(lambda: app.query_text == text[:-1])
-    await pilot.pause()
+    await until(lambda: app.query_text == text[:-1] and app.pages_shown > shown)
+    await pilot.pause()  # that window is on screen before the last character comes
     return text
 
 
