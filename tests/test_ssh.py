@@ -45,6 +45,17 @@ def steps_job(project: Project, host: str, n: int, pause: float, *extra: str) ->
     )
 
 
+async def open_project(
+    folder: Path, hosts: str, env: dict[str, str] | None = None
+) -> tuple[Project, Client]:
+    """A project with these hosts in `folder`, its daemon started, and a client of it."""
+    folder.mkdir()
+    project = Project(folder, hosts)
+    project.extra_env = env or {}
+    await project.start_daemon()
+    return project, await connect(project.config, start=False)
+
+
 @pytest.fixture
 def lab(short_tmp: Path) -> Iterator[SshLab]:
     lab = SshLab(short_tmp / "lab", 2)
@@ -60,11 +71,7 @@ async def remote(short_tmp: Path, lab: SshLab) -> AsyncIterator[tuple[Project, C
         + lab.toml(0, "box1", lost_after_s=60)
         + lab.toml(1, "box2", lost_after_s=60)
     )
-    folder = short_tmp / "p"
-    folder.mkdir()
-    project = Project(folder, hosts)
-    await project.start_daemon()
-    client = await connect(project.config, start=False)
+    project, client = await open_project(short_tmp / "p", hosts)
     await wait_until(lambda: _all_up(client), timeout=30, what="both SSH hosts up")
     try:
         yield project, client
@@ -268,11 +275,7 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
         + good.toml("noworkdir", lab.client_key, lab.known_hosts, workdir="/proc/runyard")
         + good.toml("nopython", lab.client_key, lab.known_hosts, python="/no/such/python3")
     )
-    folder = short_tmp / "p"
-    folder.mkdir()
-    project = Project(folder, hosts)
-    await project.start_daemon()
-    client = await connect(project.config, start=False)
+    project, client = await open_project(short_tmp / "p", hosts)
     try:
         expected = {
             "badkey": ("unreachable", "authentication to 127.0.0.2"),
@@ -340,11 +343,7 @@ async def test_a_host_away_too_long_has_its_runs_retried_elsewhere_and_kept_once
         )
         + '[[routes]]\nmatch = { tags = ["train"] }\nprefer = ["box1"]\nfallback = ["local"]\n'
     )
-    folder = short_tmp / "p"
-    folder.mkdir()
-    project = Project(folder, hosts)
-    await project.start_daemon()
-    client = await connect(project.config, start=False)
+    project, client = await open_project(short_tmp / "p", hosts)
     try:
         await wait_until(lambda: _all_up(client), timeout=30, what="box1 up")
         job = msgspec.structs.replace(
@@ -391,12 +390,9 @@ async def test_hosts_named_by_ssh_config_alias_through_a_proxy_jump(
         '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
         f'[hosts.gpu-box]\nkind = "ssh"\naddress = "inner"\nworkdir = "{inner.workdir}"\n'
     )
-    folder = short_tmp / "p"
-    folder.mkdir()
-    project = Project(folder, hosts)
-    project.extra_env = {"HOME": str(home), "SSH_AUTH_SOCK": ""}
-    await project.start_daemon()
-    client = await connect(project.config, start=False)
+    project, client = await open_project(
+        short_tmp / "p", hosts, {"HOME": str(home), "SSH_AUTH_SOCK": ""}
+    )
     try:
         await wait_until(lambda: _all_up(client), timeout=30, what="gpu-box up via jumpbox")
         [run] = await client.submit([steps_job(project, "gpu-box", 5, 0.01)])

@@ -292,7 +292,6 @@ class SshExecutor(Executor):
 
     async def start(self, launch: Launch) -> Attempt:
         tools = await self._prepare()
-        _, sftp = await self.link.connection()
         cwd = await self._remote_cwd(launch.cwd)
         folder = PurePosixPath(launch.attempt_dir)
         env = [
@@ -322,7 +321,6 @@ class SshExecutor(Executor):
                 f"could not start on {self.host.name}: "
                 f"{_text(result.stderr).strip() or 'the wrapper wrote no pid'}"
             ) from None
-        del sftp
         return Attempt(attempt_dir=str(folder), pid=pid, start_time=None)
 
     async def _remote_cwd(self, cwd: str) -> str:
@@ -342,11 +340,11 @@ class SshExecutor(Executor):
                 await sftp.put(str(self.snapshots / digest), str(partial), recurse=True)
                 async with sftp.open(str(partial / ".complete"), "w") as f:
                     await f.write(digest)
-                done = await self._exec(
+                # A concurrent upload may have won the rename; either copy is the same.
+                await self._exec(
                     f"mv -T {shlex.quote(str(partial))} {shlex.quote(str(remote))} 2>/dev/null"
                     f" || rm -rf {shlex.quote(str(partial))}"
                 )
-                del done  # a concurrent upload may have won the rename; either copy is the same
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc) from exc
         return str(remote.joinpath(*relative.parts[1:]))
