@@ -156,3 +156,72 @@ def test_bulk_writes_after_single_row_reads_work(store: Store) -> None:
         read()
         store.append_host_samples([sample])
     assert store.host_sample_count("local") == len(reads)
+
+
+def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path) -> None:
+    """Every window of every sort (both directions, nulls last, ties by id) and filter is the
+    matching slice of the whole list sorted in Python, with the right total: whichever way the
+    store sorts (a top-N heap or a full sort) and counts (with the window or on its own)."""
+    from engine.model import RunQuery, parse_filter
+    from tests.conftest import fill_store
+
+    fill_store(tmp_path, 240)
+    store = Store(tmp_path / "store.duckdb")
+    try:
+        jobs = [(JobSpec(argv=("echo", str(i)), cwd="/"), f"Queued-{i}", i, {}) for i in range(9)]
+        store.add_runs(jobs)  # no host, never started, no metrics: the nulls
+        runs = store.list_runs()
+        summaries = store.metric_summaries([r.id for r in runs])
+
+        def key(run, sort: str):  # type: ignore[no-untyped-def]
+            if sort == "duration":
+                return None if run.started_at is None else run.ended_at - run.started_at
+            if sort == "metric:auc":
+                return summaries[run.id].get("auc", {}).get("last")
+            return getattr(run, sort)
+
+        def text(run) -> str:  # type: ignore[no-untyped-def]
+            return " ".join([run.name, *run.argv, run.reason or ""]).lower()
+
+        filters = {
+            "": lambda r: True,
+            "failed": lambda r: r.status is RunStatus.FAILED,
+            "status:queued": lambda r: r.status is RunStatus.QUEUED,
+            "auc>0.6": lambda r: (key(r, "metric:auc") or 0) > 0.6,
+            "RUN-0001": lambda r: "run-0001" in text(r),
+            "failed run-00": lambda r: r.status is RunStatus.FAILED and "run-00" in text(r),
+            "host:local": lambda r: r.host == "local",
+            "nothing-like-this": lambda r: False,
+        }
+        for sort in ("id", "name", "status", "host", "duration", "metric:auc"):
+            for descending in (True, False):
+                for query_text, wanted in filters.items():
+                    matching = [r for r in runs if wanted(r)]
+                    valued = sorted(
+                        (r for r in matching if key(r, sort) is not None),
+                        key=lambda r: (key(r, sort), r.id),
+                        reverse=descending,
+                    )
+                    nulls = sorted(
+                        (r for r in matching if key(r, sort) is None),
+                        key=lambda r: r.id,
+                        reverse=descending,
+                    )
+                    expected = [r.id for r in valued + nulls]
+                    for offset in (0, 7, max(0, len(expected) - 5), len(expected) + 3):
+                        query = RunQuery(
+                            **parse_filter(query_text),
+                            sort=sort,
+                            descending=descending,
+                            offset=offset,
+                            limit=25,
+                        )
+                        total, page = store.runs_page(query)
+                        where = (sort, descending, query_text, offset)
+                        assert total == len(expected), where
+                        assert [r.id for r in page] == expected[offset : offset + 25], where
+        assert store.con.execute("SELECT current_setting('disabled_optimizers')").fetchone() == (
+            "",
+        )  # a full sort is asked for one query at a time
+    finally:
+        store.close()
