@@ -113,19 +113,18 @@ def make_app(daemon: Daemon) -> web.Application:
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
         await sup.flush()
-        total, runs = await db.call(store.runs_page, query)
-        live = [sup.runs.get(r.id, r) for r in runs]  # the daemon's view is the newest
-        metrics = await db.call(store.metric_summaries, [r.id for r in runs])
-        sweep_metrics = await db.call(store.sweep_metrics, {r.sweep for r in runs if r.sweep})
-        return _json(
-            RunPage(
+
+        def window() -> RunPage:  # one trip to the store thread for all of it
+            total, runs = store.runs_page(query)
+            return RunPage(
                 total=total,
                 offset=query.offset,
-                runs=live,
-                metrics=metrics,
-                sweep_metrics=sweep_metrics,
+                runs=[sup.runs.get(r.id, r) for r in runs],  # the daemon's view is the newest
+                metrics=store.metric_summaries([r.id for r in runs]),
+                sweep_metrics=store.sweep_metrics({r.sweep for r in runs if r.sweep}),
             )
-        )
+
+        return _json(await db.call(window))
 
     @routes.get(f"{API}/runs")
     async def list_runs(request: web.Request) -> web.Response:
