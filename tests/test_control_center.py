@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sys
 
+from textual.geometry import Region
+from textual.widgets import Footer
+
 from engine.client import Client, connect
 from engine.model import RunStatus
 from tui.app import RunyardApp
@@ -33,7 +36,9 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
             assert app.pages_shown > shown and table.window_offset > 0
             await pilot.press("home")
             await wait_until(lambda: table.selected_run == 1000, what="back at the top")
-            # filter: every 7th run failed
+            # filter: every 7th run failed; the bar is on screen, not under the footer
+            bar, footer = app.dash.query_one("#filter"), app.dash.query_one(Footer)
+            assert bar.region.height == 1 and not bar.region.overlaps(footer.region)
             await pilot.press("slash")
             await pilot.press(*"failed", "enter")
             await wait_until(lambda: table.total == 142, what="the failed runs")
@@ -83,10 +88,14 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         # the slow run is on top: cancel it
         assert table.selected_run == slow.id
         await wait_until(lambda: table.runs[slow.id].status is RunStatus.RUNNING)
+        await wait_until(lambda: "loss=" in on_screen(table, "slow"), what="its metric drawn")
+        drawn = on_screen(table, "slow")
+        await wait_until(lambda: on_screen(table, "slow") != drawn, what="its new values drawn")
         await pilot.press("c")
         await wait_until(
             lambda: table.runs[slow.id].status is RunStatus.CANCELLED, what="slow cancelled"
         )
+        await wait_until(lambda: "cancelled" in on_screen(table, "slow"), what="cancel drawn")
         # the queued one: priority 7, then hold
         await pilot.press("down")
         await wait_until(lambda: table.selected_run == waiting.id)
@@ -95,6 +104,7 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         await wait_until(lambda: table.runs[waiting.id].priority == 7, what="priority 7")
         await pilot.press("h")
         await wait_until(lambda: table.runs[waiting.id].held, what="held")
+        await wait_until(lambda: "(held)" in on_screen(table, "waiting"), what="hold drawn")
         # the failed one: retried, it succeeds on its second attempt
         await pilot.press("down")
         await wait_until(lambda: table.selected_run == bad.id)
@@ -115,6 +125,14 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Cancel", "Retry", "Priority", "Hold/release", "Compare", "New sweep"} <= titles
     await client.cancel(waiting.id)
+
+
+def on_screen(table: RunsTable, name: str) -> str:
+    """A run's line as the screen would show it now: from the table's cache of drawn lines,
+    which keeps a line until the table marks it for redrawing, so a change the table forgets
+    to redraw stays unseen here too."""
+    lines = table.render_lines(Region(0, 0, table.size.width, table.size.height))
+    return next((line.text for line in lines if f" {name} " in line.text), "")
 
 
 async def test_run_detail_shows_facts_charts_and_a_searchable_log(

@@ -31,7 +31,7 @@ from engine.protocol import (
     SampleTaken,
 )
 from tui.screens import CompareScreen, LauncherScreen, PromptScreen, RunDetailScreen
-from tui.widgets import HostPane, QueueTable, RunsTable
+from tui.widgets import FilterBar, HostPane, QueueTable, RunsTable
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000
@@ -66,7 +66,7 @@ class RunyardApp(App[int]):
     QueueTable { height: auto; max-height: 5; }
     RunsTable { height: 2fr; min-height: 8; border: round $primary; }
     #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
-    #filter { dock: bottom; height: 1; border: none; padding: 0 1; background: $boost; }
+    #filter { height: 1; border: none; padding: 0 1; background: $boost; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit (runs go on)"),
@@ -107,7 +107,7 @@ class RunyardApp(App[int]):
         yield QueueTable(id="queue")
         yield RunsTable(id="runs")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
-        yield Input(
+        yield FilterBar(
             placeholder="/ filter: failed  host:gpu-box  sweep:S  val_auc>0.9  any text",
             id="filter",
         )

@@ -12,12 +12,12 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from engine.model import HostSample, Run, RunStatus, format_duration
 from engine.protocol import GpuCapacity, QueueEntry, RunPage
@@ -165,6 +165,16 @@ class HostPane(Vertical):
         return text
 
 
+class FilterBar(Input):
+    """The runs filter. Its virtual width is at least the bar's own, so typing a character
+    changes no size: an Input's virtual width otherwise follows its text, and Textual lays
+    out the whole screen on every keystroke."""
+
+    @property
+    def content_width(self) -> int:
+        return max(super().content_width, self.scrollable_content_region.width)
+
+
 class RunsTable(ScrollView, can_focus=True):
     """A window onto the runs the daemon filters and sorts. The scrollbar spans every matching
     run, but only a window of rows around the cursor is loaded, and only the lines on screen
@@ -174,7 +184,7 @@ class RunsTable(ScrollView, can_focus=True):
     COLUMNS = (
         ("id", "ID", 7),
         ("name", "NAME", 20),
-        ("status", "STATUS", 11),
+        ("status", "STATUS", 13),
         ("host", "HOST", 10),
         ("sweep", "SWEEP", 12),
         ("params", "PARAMS", 24),
@@ -192,7 +202,7 @@ class RunsTable(ScrollView, can_focus=True):
         Binding("end", "move_to(-1)", "Last", show=False),
     ]
     DEFAULT_CSS = """
-    RunsTable { background: $surface; }
+    RunsTable { background: $surface; overflow-y: scroll; }
     RunsTable > .runs--header { text-style: bold; background: $boost; }
     RunsTable > .runs--cursor { background: $accent 40%; }
     RunsTable:focus > .runs--cursor { background: $accent; }
@@ -226,6 +236,7 @@ class RunsTable(ScrollView, can_focus=True):
         self.cursor_row = 0  # over every matching run, not only the loaded ones
         self.page_size = 120  # rows loaded around the cursor: a few screens' worth
         self.wanted: int | None = None  # the window asked for and not yet shown
+        self.base_style = Style()  # the table's own style, resolved once per frame
 
     # --- data from the app -------------------------------------------------------------------
 
@@ -250,18 +261,35 @@ class RunsTable(ScrollView, can_focus=True):
             self.cursor_row = page.offset + ids.index(keep)
         self.cursor_row = max(0, min(self.cursor_row, self.total - 1))
         width = sum(w for _, _, w in self.COLUMNS) + len(self.COLUMNS)
-        self.virtual_size = Size(width, self.total + 1)
-        self.call_after_refresh(self.scroll_to_cursor)  # once the new height is laid out
+        if self.resize(Size(width, self.total + 1)):
+            self.call_after_refresh(self.scroll_to_cursor)  # once the new height is laid out
+        else:
+            self.scroll_to_cursor()
         self.refresh()
         self.highlight()
+
+    def resize(self, size: Size) -> bool:
+        """Take a new row count; True when that needs a layout of the screen first. Textual
+        lays out the whole screen on every change of a virtual size, but a table whose
+        scrollbar is always shown (overflow-y: scroll) only needs the scrollbar redrawn,
+        which keeps the frame after a sort or filter cheap."""
+        if size == self.virtual_size:
+            return False
+        if self.styles.overflow_y != "scroll" or not self.show_vertical_scrollbar:
+            self.virtual_size = size  # the scrollbar may come or go: lay out
+            return True
+        self.set_reactive(RunsTable.virtual_size, size)
+        self._scroll_update(size)  # Textual's own scrollbar update, without the layout
+        return False
 
     def upsert(self, run: Run) -> bool:
         """Update a loaded run's row; False when the run is not in the window."""
         if run.id not in self.runs:
             return False
         self.runs[run.id] = run
-        self.rows[[r.id for r in self.rows].index(run.id)] = run
-        self.refresh()
+        at = [r.id for r in self.rows].index(run.id)
+        self.rows[at] = run
+        self.refresh_rows(self.window_offset + at)
         return True
 
     def set_metrics(self, run_id: int, values: dict[str, tuple[int | None, float]]) -> None:
@@ -273,18 +301,28 @@ class RunsTable(ScrollView, can_focus=True):
             s = summaries.setdefault(key, {"count": 0, "min": value, "max": value})
             s["last"], s["step"] = value, step
             s["min"], s["max"] = min(s["min"], value), max(s["max"], value)
-        self.refresh()
+        self.refresh_rows(self.window_offset + self.rows.index(self.runs[run_id]))
 
     def tick(self) -> None:
-        """Redraw, so the durations of running runs go on."""
-        if any(run.status is RunStatus.RUNNING for run in self.rows):
-            self.refresh()
+        """Redraw the running runs' rows, so their durations go on."""
+        running = [i for i, run in enumerate(self.rows) if run.status is RunStatus.RUNNING]
+        self.refresh_rows(*(self.window_offset + i for i in running))
+
+    def refresh_rows(self, *indexes: int) -> None:
+        """Redraw only these rows' lines, where they are on screen: a live update or a cursor
+        move redraws one line, not the whole table, however busy the runs."""
+        top = int(self.scroll_offset.y)
+        region = self.scrollable_content_region
+        for index in indexes:
+            y = index - top + 1  # below the header line
+            if 1 <= y < region.height:
+                self.refresh(Region(0, y, region.width, 1))
 
     def toggle_selected(self) -> None:
         run_id = self.selected_run
         if run_id is not None:
             self.selected ^= {run_id}
-            self.refresh()
+            self.refresh_rows(self.cursor_row)
 
     @property
     def selected_run(self) -> int | None:
@@ -306,9 +344,13 @@ class RunsTable(ScrollView, can_focus=True):
     def move_to(self, index: int) -> None:
         if not self.total:
             return
+        was, top = self.cursor_row, self.scroll_offset.y
         self.cursor_row = max(0, min(index, self.total - 1))
         self.scroll_to_cursor()
-        self.refresh()
+        if self.scroll_offset.y == top:
+            self.refresh_rows(was, self.cursor_row)
+        else:
+            self.refresh()
         loaded_end = self.window_offset + len(self.rows)
         near_end = self.cursor_row >= loaded_end - self.EDGE and loaded_end < self.total
         near_start = self.cursor_row < self.window_offset + self.EDGE and self.window_offset > 0
@@ -351,6 +393,12 @@ class RunsTable(ScrollView, can_focus=True):
 
     # --- drawing -----------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Styles are resolved once per frame: Textual's rich_style walks every ancestor on
+        # each call, which was half the cost of drawing a line.
+        self.base_style = self.rich_style
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         scroll_x = int(self.scroll_offset.x)
@@ -360,10 +408,10 @@ class RunsTable(ScrollView, can_focus=True):
             return self._strip([Segment(text, style)], scroll_x, width)
         index = int(self.scroll_offset.y) + y - 1
         if index >= self.total:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self.base_style)
         run = self.run_at(index)
         if run is None:
-            return self._strip([Segment("…", self.rich_style)], scroll_x, width)
+            return self._strip([Segment("…", self.base_style)], scroll_x, width)
         segments = self.row_segments(run)
         if index == self.cursor_row:
             cursor = self.get_component_rich_style("runs--cursor")
@@ -372,10 +420,10 @@ class RunsTable(ScrollView, can_focus=True):
 
     def _strip(self, segments: list[Segment], scroll_x: int, width: int) -> Strip:
         line = Strip(segments).crop(scroll_x, scroll_x + width)
-        return line.extend_cell_length(width, self.rich_style)
+        return line.extend_cell_length(width, self.base_style)
 
     def row_segments(self, run: Run) -> list[Segment]:
-        base = self.rich_style
+        base = self.base_style
         cells = self.cells(run)
         out = []
         for (key, _, width), value in zip(self.COLUMNS, cells, strict=True):
