@@ -425,13 +425,16 @@ class RunsTable(ScrollView, can_focus=True):
     def row_segments(self, run: Run) -> list[Segment]:
         base = self.base_style
         cells = self.cells(run)
-        out = []
+        out: list[Segment] = []
         for (key, _, width), value in zip(self.COLUMNS, cells, strict=True):
             text = value[:width].ljust(width) + " "
             style = base
             if key == "status":
                 style = base + Style.parse(STATUS_STYLE.get(run.status, "") or "none")
-            out.append(Segment(text, style))
+            if out and out[-1].style == style:  # fewer segments: cheaper to crop and pad
+                out[-1] = Segment(out[-1].text + text, style)
+            else:
+                out.append(Segment(text, style))
         return out
 
     def metrics_text(self, run_id: int) -> str:
