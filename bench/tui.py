@@ -1,5 +1,5 @@
 """The TUI under load: the real app driven by Pilot at 160×48 against a real daemon whose store
-holds 100,000 runs, while one run prints 10,000 lines per second and its log is followed.
+holds 100,000 runs, while one run prints 10,000 lines per second and its log stays on screen.
 Reports the time to the first full screen (goal < 1 s) and, from a key press to the updated
 screen (`pilot.press` and `pilot.pause`), the median and 95th percentile for a cursor move, a
 sort and a filter. The peer is the same measure on a bare app that only counts the key press,
@@ -41,6 +41,21 @@ NOISY = (
 
 
 QUIET = "import time\nprint('@runyard {\"x\": 1}', flush=True)\ntime.sleep(600)\n"
+
+
+class BusyLogApp(RunyardApp):
+    """The real app, but its log pane stays on the busy run (the app follows the highlighted
+    run's log, and the keys measured move the highlight away): every key is then timed while
+    10,000 lines a second are being drawn."""
+
+    def __init__(self, config: str, busy: int) -> None:
+        super().__init__(config)
+        self.busy = busy
+
+    def show_log(self, run_id: int):  # type: ignore[no-untyped-def, override]
+        if run_id == self.busy:
+            return super().show_log(run_id)
+        return None
 
 
 class FloorApp(App[None]):
@@ -143,7 +158,7 @@ async def main(runs: int, presses: int, noise: bool) -> None:
             while not await client.metrics(noisy.id):
                 await asyncio.sleep(0.05)
             count_frames()
-            app = RunyardApp(str(config))
+            app = BusyLogApp(str(config), noisy.id)
             opened = time.perf_counter()
             async with app.run_test(size=(160, 48)) as pilot:
                 table = app.dash.query_one(RunsTable)
@@ -220,7 +235,9 @@ async def main(runs: int, presses: int, noise: bool) -> None:
     for name, times in direct.items():
         print(summary(name, times))
     ratio = statistics.median(moves) / statistics.median(floor)
-    print(f"  cursor move / floor: {ratio:.2f}×   (log lines shown at the end: {log_lines})")
+    print(
+        f"  cursor move / floor: {ratio:.2f}×   (busy log lines on screen at the end: {log_lines})"
+    )
     print(f"  the busy run's markers stored meanwhile: {printed}")
 
 
