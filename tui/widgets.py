@@ -287,10 +287,14 @@ class RunsTable(ScrollView, can_focus=True):
         if run.id not in self.runs:
             return False
         self.runs[run.id] = run
-        at = [r.id for r in self.rows].index(run.id)
+        at = self.position(run.id)
         self.rows[at] = run
         self.refresh_rows(self.window_offset + at)
         return True
+
+    def position(self, run_id: int) -> int:
+        """Where a loaded run is in the window (by id: runs are compared field by field)."""
+        return next(i for i, run in enumerate(self.rows) if run.id == run_id)
 
     def set_metrics(self, run_id: int, values: dict[str, tuple[int | None, float]]) -> None:
         """New latest values (step, value) of a loaded run's metrics."""
@@ -301,7 +305,7 @@ class RunsTable(ScrollView, can_focus=True):
             s = summaries.setdefault(key, {"count": 0, "min": value, "max": value})
             s["last"], s["step"] = value, step
             s["min"], s["max"] = min(s["min"], value), max(s["max"], value)
-        self.refresh_rows(self.window_offset + self.rows.index(self.runs[run_id]))
+        self.refresh_rows(self.window_offset + self.position(run_id))
 
     def tick(self) -> None:
         """Redraw the running runs' rows, so their durations go on."""

@@ -972,9 +972,9 @@ class Store:
 
     @contextlib.contextmanager
     def _full_sort(self, wanted: bool) -> Iterator[None]:
-        """Sort every match rather than keep a top-N heap, when `wanted`. DuckDB's heap is
-        two to six times slower than a full sort when rows arrive in ascending order of a descending
-        sort, as runs do by id and by any column whose ties fall back on id."""
+        """Sort every match rather than keep a top-N heap, when `wanted`. DuckDB's heap is two
+        to six times slower than a full sort when rows arrive in ascending order of a
+        descending sort, as runs do by id and by any column whose ties fall back on id."""
         if not wanted:
             yield
             return
