@@ -570,7 +570,9 @@ async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
         cpu = f"{s.cpu_percent:.0f}%" if s else "-"
         mem = f"{s.mem_used_mb / 1024:.1f}/{s.mem_total_mb / 1024:.1f} GiB" if s else "-"
         gpus = "; ".join(
-            f"{g.index}: {g.reserved_mb / 1024:.0f}G held, {g.free_mb / 1024:.0f}/{g.total_mb / 1024:.0f}G free"
+            f"{g.index}: {g.reserved_mb / 1024:.0f}G held"
+            + (f" by {','.join(map(str, g.runs))}" if g.runs else "")
+            + f", {g.free_mb / 1024:.0f}/{g.total_mb / 1024:.0f}G free"
             for g in h.gpus
         ) or (s.gpu_error if s and s.gpu_error else "-")
         state = h.state

@@ -49,12 +49,14 @@ class RunDetail(msgspec.Struct, frozen=True):
 
 
 class GpuCapacity(msgspec.Struct, frozen=True):
-    """A GPU as the scheduler counts it: size, free memory (NVML or declared) and reservations."""
+    """A GPU as the scheduler counts it: size, free memory (NVML or declared), reservations, and
+    the active runs the engine placed on it."""
 
     index: int
     total_mb: float
     free_mb: float
     reserved_mb: float
+    runs: tuple[int, ...] = ()
 
 
 class HostState(msgspec.Struct, frozen=True):

@@ -215,6 +215,10 @@ def make_app(daemon: Daemon) -> web.Application:
     @routes.get(f"{API}/hosts")
     async def hosts(_: web.Request) -> web.Response:
         states = []
+        holders: dict[tuple[str | None, int], list[int]] = {}
+        for active in sup.active.values():
+            for index in active.run.gpus:
+                holders.setdefault((active.run.host, index), []).append(active.run.id)
         for h in sup.snapshot().hosts:
             spec = daemon.config.hosts[h.name]
             states.append(
@@ -228,7 +232,14 @@ def make_app(daemon: Daemon) -> web.Application:
                     tags=h.tags,
                     sample=daemon.latest_sample(h.name),
                     gpus=tuple(
-                        GpuCapacity(g.index, g.total_mb, g.free_mb, g.reserved_mb) for g in h.gpus
+                        GpuCapacity(
+                            g.index,
+                            g.total_mb,
+                            g.free_mb,
+                            g.reserved_mb,
+                            tuple(sorted(holders.get((h.name, g.index), ()))),
+                        )
+                        for g in h.gpus
                     ),
                     since=sup.host_since.get(h.name),
                 )

@@ -89,7 +89,7 @@ class DashboardApp(App[None]):
 
     def on_mount(self) -> None:
         pane = self.query_one(HostPane)
-        capacity = (GpuCapacity(0, 81_559, 40_599, 8192), GpuCapacity(1, 81_559, 79_511, 0))
+        capacity = (GpuCapacity(0, 81_559, 40_599, 8192, (3,)), GpuCapacity(1, 81_559, 79_511, 0))
         for value in (10.0, 30.0, 60.0, 37.5):
             pane.show("up", None, HostSample(**{**_fields(SAMPLE), "cpu_percent": value}), capacity)
         self.query_one(QueueTable).show([QueueEntry(RUNS[0], "waits: gpu-box: all 4 slots busy")])

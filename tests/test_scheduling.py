@@ -265,10 +265,11 @@ async def test_queue_and_reservations_survive_a_restart_exactly(two_hosts: Proje
         ]
         assert after == before
         gpu_box = next(h for h in (await client.hosts()).hosts if h.name == "gpu-box")
-        assert [g.reserved_mb for g in gpu_box.gpus] == [
-            20 * 1024,
-            0,
-        ]  # the reattached run holds GPU 0
+        # the reattached run holds GPU 0
+        assert [(g.reserved_mb, g.runs) for g in gpu_box.gpus] == [
+            (20 * 1024, (gpu_run.id,)),
+            (0, ()),
+        ]
         assert (await client.run(gpu_run.id)).run.status is RunStatus.RUNNING
         # the reservation still counts: a 10 GB job cannot join it on GPU 0 and goes to GPU 1
         [next_run] = await client.submit(

@@ -6,11 +6,13 @@ import os
 import sys
 from types import SimpleNamespace
 
+import msgspec
 import psutil
 from textual.widgets import Log
 
 from engine.client import Client
 from engine.model import RunStatus
+from engine.protocol import GpuCapacity
 from engine.telemetry import LocalSampler, Nvml
 from tui.app import RunyardApp
 from tui.widgets import HostPane, RunsTable
@@ -123,10 +125,16 @@ def test_gpu_lines_from_nvml_reach_the_host_pane() -> None:
     assert (gpu.temperature_c, gpu.power_w) == (64, 312)
     assert gpu.processes == ((4242, 3072.0), (7, 0.0))
     pane = HostPane("gpu-box")
-    pane.sample = sample
+    idle = msgspec.structs.replace(gpu, util_percent=10.0)
+    pane.record(msgspec.structs.replace(sample, gpus=(idle,)))
+    pane.record(sample)
+    pane.capacity = (GpuCapacity(0, 81920, 69632, 4096, runs=(12, 15)),)
     line = pane.detail_text().plain.splitlines()[-1]
-    assert line.startswith("gpu0 NVIDIA H100 80GB HBM3")
-    assert "12.0/80 GiB" in line and "87%" in line and "64°C" in line and "312W" in line
+    assert line.startswith("gpu0 H100 80GB HBM3 ")
+    assert "12.0/80 GiB" in line and "64°C" in line and "312W" in line
+    assert "util       ▁▇  87%" in line  # the utilisation history, oldest first
+    assert len(line) <= 96  # fits a 100-column screen inside the pane's border and padding
+    assert line.endswith("312W  runs 12 15")
 
 
 def test_without_nvml_the_sample_says_why() -> None:
@@ -165,16 +173,15 @@ def test_dependencies_point_one_way() -> None:
 
 def test_declared_gpus_show_what_runs_hold() -> None:
     from engine.model import HostSample
-    from engine.protocol import GpuCapacity
 
     pane = HostPane("gpu-box")
     pane.sample = HostSample("gpu-box", 1.0, 5.0, (5.0,), 1024.0, 4096.0, gpu_error="no NVIDIA GPU")
     pane.capacity = (
-        GpuCapacity(0, 24 * 1024, 24 * 1024, 10 * 1024),
+        GpuCapacity(0, 24 * 1024, 24 * 1024, 10 * 1024, runs=(3, 7)),
         GpuCapacity(1, 24 * 1024, 24 * 1024, 0),
     )
     lines = pane.detail_text().plain.splitlines()
-    assert lines[-2].startswith("gpu0 declared 24 GiB") and lines[-2].endswith("10.0 GiB by runs")
-    assert (
-        lines[-1].endswith(" 0.0 GiB by runs") and "no NVIDIA GPU" not in pane.detail_text().plain
+    assert lines[-2].startswith("gpu0 declared 24 GiB") and lines[-2].endswith(
+        "10.0 GiB by runs 3 7"
     )
+    assert lines[-1].endswith(" 0.0 GiB") and "no NVIDIA GPU" not in pane.detail_text().plain

@@ -53,6 +53,14 @@ def spark(values: list[float], width: int) -> str:
     return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
 
 
+def run_list(runs: tuple[int, ...], lead: str = "  runs ", shown: int = 4) -> str:
+    """The ids of the runs holding a GPU after `lead` (`  runs 12 15 +3`), or nothing."""
+    if not runs:
+        return ""
+    more = f" +{len(runs) - shown}" if len(runs) > shown else ""
+    return lead + " ".join(str(r) for r in runs[:shown]) + more
+
+
 class Lines(Widget):
     """Text that is redrawn in place: the layout is redone only when its number of lines
     changes (a Static re-lays out the whole screen on every update)."""
@@ -89,6 +97,7 @@ class HostPane(Vertical):
         self.sample: HostSample | None = None
         self.capacity: tuple[GpuCapacity, ...] = ()  # GPUs as the scheduler counts them
         self.cpu_history: collections.deque[float] = collections.deque(maxlen=HISTORY)
+        self.gpu_history: dict[int, collections.deque[float]] = {}  # utilisation per GPU index
         self.border_title = host
 
     def compose(self) -> ComposeResult:
@@ -107,10 +116,17 @@ class HostPane(Vertical):
         if capacity is not None:
             self.capacity = capacity
         if sample is not None and sample is not self.sample:
-            self.sample = sample
-            self.cpu_history.append(sample.cpu_percent)
+            self.record(sample)
         self.query_one("#host-title", Lines).show(self.title_text())
         self.query_one("#host-detail", Lines).show(self.detail_text())
+
+    def record(self, sample: HostSample) -> None:
+        """Take a new sample and add its CPU and GPU loads to the sparklines' history."""
+        self.sample = sample
+        self.cpu_history.append(sample.cpu_percent)
+        for g in sample.gpus:
+            history = self.gpu_history.setdefault(g.index, collections.deque(maxlen=HISTORY))
+            history.append(g.util_percent)
 
     def title_text(self) -> Text:
         style = {"up": "green", "disabled": "dim"}.get(self.state, "yellow")
@@ -142,12 +158,13 @@ class HostPane(Vertical):
             f"mem   {bar(s.mem_used_mb / max(s.mem_total_mb, 1), 20)} "
             f"{s.mem_used_mb / gib:.1f}/{s.mem_total_mb / gib:.1f} GiB\n"
         )
+        holders = {g.index: g.runs for g in self.capacity}
         if not s.gpus and self.capacity:  # declared in hosts.toml: what the engine holds of each
             for g in self.capacity:
                 held = g.reserved_mb / max(g.total_mb, 1)
                 text.append(
                     f"gpu{g.index} declared {g.total_mb / 1024:.0f} GiB   held {bar(held, 12)} "
-                    f"{g.reserved_mb / 1024:5.1f} GiB by runs\n"
+                    f"{g.reserved_mb / 1024:5.1f} GiB{run_list(g.runs, ' by runs ')}\n"
                 )
         elif not s.gpus:
             text.append(s.gpu_error or "no NVIDIA GPU", "dim")
@@ -157,11 +174,14 @@ class HostPane(Vertical):
                 extra += f" {g.temperature_c:.0f}°C"
             if g.power_w is not None:
                 extra += f" {g.power_w:.0f}W"
+            util = spark(list(self.gpu_history.get(g.index, [g.util_percent])), 8)
+            name = g.name.removeprefix("NVIDIA ")[:16]
             text.append(
-                f"gpu{g.index} {g.name[:22]:<22} mem {bar(g.mem_used_mb / max(g.mem_total_mb, 1), 12)} "
+                f"gpu{g.index} {name:<16} mem {bar(g.mem_used_mb / max(g.mem_total_mb, 1), 10)} "
                 f"{g.mem_used_mb / gib:5.1f}/{g.mem_total_mb / gib:.0f} GiB  "
-                f"util {bar(g.util_percent / 100, 8)} {g.util_percent:3.0f}%{extra}\n"
+                f"util {util} {g.util_percent:3.0f}%{extra}"
             )
+            text.append(f"{run_list(holders.get(g.index, ()))}\n", "bold")
         return text
 
 
@@ -472,20 +492,33 @@ class RunsTable(ScrollView, can_focus=True):
 
 
 class QueueTable(DataTable):
-    """Queued runs in planning order: priority, where each would go or why it waits."""
+    """Queued runs in planning order: priority, where each would go or why it waits. The last
+    column takes the width the others leave, so a reason is cut only where the screen ends."""
+
+    FIXED = (("id", 6), ("name", 20), ("prio", 4), ("sweep", 12))
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
-        for name, width in (
-            ("id", 6),
-            ("name", 20),
-            ("prio", 4),
-            ("sweep", 12),
-            ("where / why", 56),
-        ):
+        self.entries: list[QueueEntry] = []
+        self.why_width = 0
+        self.set_columns(56)
+
+    def set_columns(self, why_width: int) -> None:
+        self.why_width = why_width
+        self.clear(columns=True)
+        for name, width in (*self.FIXED, ("where / why", why_width)):
             self.add_column(name.upper(), key=name, width=width)
 
+    def on_resize(self, event: events.Resize) -> None:
+        # each column is padded by a cell on both sides; leave room for a scrollbar
+        used = sum(width + 2 for _, width in self.FIXED) + 2 + self.styles.scrollbar_size_vertical
+        why_width = max(30, event.size.width - used)
+        if why_width != self.why_width:
+            self.set_columns(why_width)
+            self.show(self.entries)
+
     def show(self, entries: list[QueueEntry]) -> None:
+        self.entries = entries
         self.clear()
         for entry in entries[:200]:
             run = entry.run
