@@ -79,6 +79,8 @@ def test_a_store_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
 def test_transitions_write_events_and_attempts(store: Store) -> None:
     run_id = queue_one(store)
     start(store, run_id)
+    [attempt] = store.run_details(run_id)["attempts"]
+    assert attempt["status"] == "running" and attempt["ended_at"] is None
     store.apply_transitions(
         [
             Transition(

@@ -588,9 +588,9 @@ class Store:
 
     def run_details(self, run_id: int) -> dict[str, Any]:
         """What `engine show` tells beyond the run row: env, manifest, attempts, events, metric keys."""
-        env, resources, manifest, pid_start, requested, cancel = self._one(
-            "SELECT env, resources, manifest, pid_start_time, requested_host, cancel_requested"
-            " FROM runs WHERE id = ?",
+        env, resources, manifest, pid_start, requested, cancel, status, current = self._one(
+            "SELECT env, resources, manifest, pid_start_time, requested_host, cancel_requested,"
+            " status, attempt FROM runs WHERE id = ?",
             [run_id],
         )
         names = (
@@ -614,6 +614,8 @@ class Store:
         ]
         for attempt in attempts:
             attempt["gpus"] = json.loads(attempt["gpus"] or "[]")
+            if attempt["attempt"] == current and status in ("running", "unreachable"):
+                attempt["status"] = status  # the attempt row is written when it starts and ends
         events = [
             {"time": t, "from": f, "to": to, "reason": r}
             for t, f, to, r in self.con.execute(
