@@ -906,28 +906,33 @@ class Store:
             join_args.append(key)
             where.append(f"f{i}.last {_OPS[op]} ?")
             args.append(value)
+        # what matches; the count needs no more than this
+        base = f"FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)}"
+        every = join_args + args
         order = _ORDER.get(query.sort, "r.id")
+        sort_join, sort_args = "", []
         if query.sort.startswith("metric:"):
-            joins.append("LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?")
-            join_args.append(query.sort.removeprefix("metric:"))
+            sort_join = " LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?"
+            sort_args = [query.sort.removeprefix("metric:")]
             order = "s.last"
         direction = "DESC" if query.descending else "ASC"
-        base = f"FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)}"
+        sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
         window = f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?"
-        every = join_args + args
-        paged = [*every, query.limit, query.offset]
+        paged = [*join_args, *sort_args, *args, query.limit, query.offset]
         # The window's ids first (a narrow sort), then only those rows in full. Text search is
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
         # a window function over every match.
         total = None
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
             if query.text:
-                found = self.con.execute(f"SELECT r.id, count(*) OVER () {base}{window}", paged)
+                found = self.con.execute(
+                    f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
+                )
                 rows = found.fetchall()
                 ids = [run_id for run_id, _ in rows]
                 total = rows[0][1] if rows else None
             else:
-                found = self.con.execute(f"SELECT r.id {base}{window}", paged)
+                found = self.con.execute(f"SELECT r.id {sorted_base}{window}", paged)
                 ids = [run_id for (run_id,) in found.fetchall()]
         if total is None:
             if query.offset == 0 and len(ids) < query.limit:
