@@ -160,6 +160,23 @@ def test_bulk_writes_after_single_row_reads_work(store: Store) -> None:
     assert store.host_sample_count("local") == len(reads)
 
 
+def test_a_store_from_before_text_search_words_gets_them(tmp_path: Path) -> None:
+    from engine.model import RunQuery, parse_filter
+
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    store.add_runs([(JobSpec(argv=("python", "train.py", "--lr", "0.1"), cwd="/"), "Alpha", 1, {})])
+    store.con.execute("ALTER TABLE runs DROP COLUMN words")  # as schema version 6 left it
+    store.con.execute("DELETE FROM schema_version WHERE version = 7")
+    store.close()
+    again = Store(path)
+    try:
+        for text, found in (("train.py --LR 0.1", 1), ("alpha python", 1), ("--lr 0.2", 0)):
+            assert again.runs_page(RunQuery(**parse_filter(text)))[0] == found, text
+    finally:
+        again.close()
+
+
 def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path) -> None:
     """Every window of every sort (both directions, nulls last, ties by id) and filter is the
     matching slice of the whole list sorted in Python, with the right total: whichever way the
@@ -182,16 +199,20 @@ def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path
                 return summaries[run.id].get("auc", {}).get("last")
             return getattr(run, sort)
 
-        def text(run) -> str:  # type: ignore[no-untyped-def]
-            return " ".join([run.name, *run.argv, run.reason or ""]).lower()
+        def has(run, needle: str) -> bool:  # type: ignore[no-untyped-def]
+            command = " ".join([run.name, *run.argv]).lower()
+            return needle in command or needle in (run.reason or "").lower()
 
         filters = {
             "": lambda r: True,
             "failed": lambda r: r.status is RunStatus.FAILED,
             "status:queued": lambda r: r.status is RunStatus.QUEUED,
             "auc>0.6": lambda r: (key(r, "metric:auc") or 0) > 0.6,
-            "RUN-0001": lambda r: "run-0001" in text(r),
-            "failed run-00": lambda r: r.status is RunStatus.FAILED and "run-00" in text(r),
+            "RUN-0001": lambda r: has(r, "run-0001"),
+            "failed run-00": lambda r: r.status is RunStatus.FAILED and has(r, "run-00"),
+            "echo": lambda r: has(r, "echo"),  # in the command
+            "filled": lambda r: has(r, "filled"),  # in the reason
+            "run_0001": lambda r: False,  # `_` is a character, not a pattern's wildcard
             "host:local": lambda r: r.host == "local",
             "nothing-like-this": lambda r: False,
         }

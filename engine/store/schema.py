@@ -1,5 +1,9 @@
 """The store's schema as numbered migrations; `schema_version` records how many have run."""
 
+# What a text filter searches besides the reason: the run's name and its command as one
+# lower-case line. Both are fixed when a run is queued, so this is computed once per run.
+RUN_WORDS = "lower(name || ' ' || array_to_string(CAST(CAST(argv AS JSON) AS VARCHAR[]), ' '))"
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
     """
@@ -150,6 +154,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE VIEW params_v AS
         SELECT r.id AS run_id, r.sweep, p.key AS name, p.value AS value
         FROM runs r, json_each(r.params) p;
+    """,
+    # 7: each run's name and command in one lower-case line, for text filters (a scan of one
+    # column is about twice as fast as case-folding three as the filter is typed).
+    f"""
+    ALTER TABLE runs ADD COLUMN words VARCHAR;
+    UPDATE runs SET words = {RUN_WORDS};
     """,
 )
 

@@ -27,7 +27,7 @@ from engine.model import (
     can_transition,
     queued_run,
 )
-from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
+from engine.store.schema import MIGRATIONS, RUN_WORDS, SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -361,7 +361,9 @@ class Store:
                 "trial": [encode(j.trial).decode() if j.trial else None for j, *_ in jobs],
             }
             self._insert_arrow(
-                f"runs ({', '.join(columns)})", pa.table(columns, schema=_NEW_RUNS_SCHEMA)
+                f"runs ({', '.join(columns)}, words)",
+                pa.table(columns, schema=_NEW_RUNS_SCHEMA),
+                f"*, {RUN_WORDS}",
             )
             events = [(r.id, now, None, RunStatus.QUEUED.value, "submitted") for r in runs]
             self._insert_arrow(
@@ -897,9 +899,9 @@ class Store:
         if query.statuses:
             where.append(f"r.status IN ({', '.join('?' for _ in query.statuses)})")
             args += list(query.statuses)
-        for text in query.text:
-            where.append("(r.name ILIKE ? OR CAST(r.argv AS VARCHAR) ILIKE ? OR r.reason ILIKE ?)")
-            args += [f"%{text}%"] * 3
+        for text in query.text:  # as typed, never a pattern: `_` and `%` are plain characters
+            where.append("(contains(r.words, lower(?)) OR contains(lower(r.reason), lower(?)))")
+            args += [text, text]
         joins, join_args = [], []
         for i, (key, op, value) in enumerate(query.metric_filters):
             joins.append(f"JOIN run_metrics f{i} ON f{i}.run_id = r.id AND f{i}.key = ?")
@@ -966,11 +968,12 @@ class Store:
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0] if rows else None
 
-    def _insert_arrow(self, target: str, table: pa.Table) -> None:
-        """One bulk insert of an Arrow table into `target` (a table, optionally with columns)."""
+    def _insert_arrow(self, target: str, table: pa.Table, select: str = "*") -> None:
+        """One bulk insert of an Arrow table into `target` (a table, optionally with columns),
+        of `select` over its columns."""
         self.con.register("_incoming", table)
         try:
-            self.con.execute(f"INSERT INTO {target} SELECT * FROM _incoming")
+            self.con.execute(f"INSERT INTO {target} SELECT {select} FROM _incoming")
         finally:
             self.con.unregister("_incoming")
 
