@@ -914,9 +914,14 @@ class Store:
         order = _ORDER.get(query.sort, "r.id")
         sort_join, sort_args = "", []
         if query.sort.startswith("metric:"):
-            sort_join = " LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?"
-            sort_args = [query.sort.removeprefix("metric:")]
-            order = "s.last"
+            key = query.sort.removeprefix("metric:")
+            filtered = [i for i, (k, _, _) in enumerate(query.metric_filters) if k == key]
+            if filtered:  # every match has it: order by the filter's own join
+                order = f"f{filtered[0]}.last"
+            else:
+                sort_join = " LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?"
+                sort_args = [key]
+                order = "s.last"
         direction = "DESC" if query.descending else "ASC"
         sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
         window = f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?"
