@@ -930,8 +930,14 @@ class Store:
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
         # a window function over every match.
         total = None
+        unfiltered = not (query.statuses or query.equals or query.text or query.metric_filters)
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
-            if query.text:
+            quick = None
+            if unfiltered and sort_args:
+                quick = self._by_metric(sort_args[0], direction, query.offset, query.limit)
+            if quick is not None:
+                ids = quick
+            elif query.text:
                 found = self.con.execute(
                     f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
                 )
@@ -951,6 +957,17 @@ class Store:
         rows = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ANY(?)", [ids])
         by_id = {row[0]: row for row in rows.fetchall()}
         return total, [_run(by_id[run_id]) for run_id in ids]
+
+    def _by_metric(self, key: str, direction: str, offset: int, limit: int) -> list[int] | None:
+        """A window of every run sorted by a metric, read from run_metrics alone (about four
+        times faster than joining every run to it); None when the window reaches the runs
+        without that metric, which sort last and need the join."""
+        ids = self.con.execute(
+            "SELECT run_id FROM run_metrics WHERE key = ? AND last IS NOT NULL"
+            f" ORDER BY last {direction}, run_id {direction} LIMIT ? OFFSET ?",
+            [key, limit, offset],
+        ).fetchall()
+        return [run_id for (run_id,) in ids] if len(ids) == limit else None
 
     def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
