@@ -930,13 +930,18 @@ class Store:
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
         # a window function over every match.
         total = None
-        unfiltered = not (query.statuses or query.equals or query.text or query.metric_filters)
+        quick = None
+        on_metric_alone = not (query.statuses or query.equals or query.text) and all(
+            k == query.sort.removeprefix("metric:") for k, _, _ in query.metric_filters
+        )
+        if query.sort.startswith("metric:") and on_metric_alone:
+            bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
+            quick = self._by_metric(
+                query.sort.removeprefix("metric:"), direction, query.offset, query.limit, bounds
+            )
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
-            quick = None
-            if unfiltered and sort_args:
-                quick = self._by_metric(sort_args[0], direction, query.offset, query.limit)
             if quick is not None:
-                ids = quick
+                ids, total = quick
             elif query.text:
                 found = self.con.execute(
                     f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
@@ -958,16 +963,31 @@ class Store:
         by_id = {row[0]: row for row in rows.fetchall()}
         return total, [_run(by_id[run_id]) for run_id in ids]
 
-    def _by_metric(self, key: str, direction: str, offset: int, limit: int) -> list[int] | None:
-        """A window of every run sorted by a metric, read from run_metrics alone (about four
-        times faster than joining every run to it); None when the window reaches the runs
-        without that metric, which sort last and need the join."""
-        ids = self.con.execute(
-            "SELECT run_id FROM run_metrics WHERE key = ? AND last IS NOT NULL"
+    def _by_metric(
+        self,
+        key: str,
+        direction: str,
+        offset: int,
+        limit: int,
+        bounds: list[tuple[str, float]],
+    ) -> tuple[list[int], int | None] | None:
+        """A window of runs sorted by a metric and filtered only on it (`bounds`: comparisons of
+        its last value), read from run_metrics alone: about three times faster than joining
+        every run to it. Gives the ids and, when it had to count, how many match; None when
+        the window reaches the runs without the metric, which sort last and need the join."""
+        where = "key = ? AND last IS NOT NULL" + "".join(f" AND last {op} ?" for op, _ in bounds)
+        args = [key, *(value for _, value in bounds)]
+        found = self.con.execute(
+            f"SELECT run_id FROM run_metrics WHERE {where}"
             f" ORDER BY last {direction}, run_id {direction} LIMIT ? OFFSET ?",
-            [key, limit, offset],
+            [*args, limit, offset],
         ).fetchall()
-        return [run_id for (run_id,) in ids] if len(ids) == limit else None
+        ids = [run_id for (run_id,) in found]
+        if not bounds:  # every run matches: the caller counts them
+            return (ids, None) if len(ids) == limit else None
+        if offset == 0 and len(ids) < limit:
+            return ids, len(ids)
+        return ids, self._one(f"SELECT count(*) FROM run_metrics WHERE {where}", args)[0]
 
     def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
