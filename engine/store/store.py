@@ -913,14 +913,14 @@ class Store:
         every = join_args + args
         order = _ORDER.get(query.sort, "r.id")
         sort_join, sort_args = "", []
-        if query.sort.startswith("metric:"):
-            key = query.sort.removeprefix("metric:")
-            filtered = [i for i, (k, _, _) in enumerate(query.metric_filters) if k == key]
+        metric = query.sort.removeprefix("metric:") if query.sort.startswith("metric:") else None
+        if metric is not None:
+            filtered = [i for i, (k, _, _) in enumerate(query.metric_filters) if k == metric]
             if filtered:  # every match has it: order by the filter's own join
                 order = f"f{filtered[0]}.last"
             else:
                 sort_join = " LEFT JOIN run_metrics s ON s.run_id = r.id AND s.key = ?"
-                sort_args = [key]
+                sort_args = [metric]
                 order = "s.last"
         direction = "DESC" if query.descending else "ASC"
         sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
@@ -929,16 +929,13 @@ class Store:
         # The window's ids first (a narrow sort), then only those rows in full. Text search is
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
         # a window function over every match.
-        total = None
-        quick = None
+        total, quick = None, None
         on_metric_alone = not (query.statuses or query.equals or query.text) and all(
-            k == query.sort.removeprefix("metric:") for k, _, _ in query.metric_filters
+            k == metric for k, _, _ in query.metric_filters
         )
-        if query.sort.startswith("metric:") and on_metric_alone:
+        if metric is not None and on_metric_alone:
             bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
-            quick = self._by_metric(
-                query.sort.removeprefix("metric:"), direction, query.offset, query.limit, bounds
-            )
+            quick = self._by_metric(metric, direction, query.offset, query.limit, bounds)
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
             if quick is not None:
                 ids, total = quick
