@@ -115,12 +115,12 @@ def make_app(daemon: Daemon) -> web.Application:
         await sup.flush()
 
         def window() -> RunPage:  # one trip to the store thread for all of it
-            total, runs = store.runs_page(query)
+            total, runs, metrics = store.runs_page(query)
             return RunPage(
                 total=total,
                 offset=query.offset,
                 runs=[sup.runs.get(r.id, r) for r in runs],  # the daemon's view is the newest
-                metrics=store.metric_summaries([r.id for r in runs]),
+                metrics=metrics,
                 sweep_metrics=store.sweep_metrics({r.sweep for r in runs if r.sweep}),
             )
 

@@ -239,10 +239,11 @@ def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path
                             offset=offset,
                             limit=25,
                         )
-                        total, page = store.runs_page(query)
+                        total, page, metrics = store.runs_page(query)
                         where = (sort, descending, query_text, offset)
                         assert total == len(expected), where
                         assert [r.id for r in page] == expected[offset : offset + 25], where
+                        assert metrics == {r.id: summaries[r.id] for r in page}, where
         assert store.con.execute("SELECT current_setting('disabled_optimizers')").fetchone() == (
             "",
         )  # a full sort is asked for one query at a time

@@ -1,7 +1,7 @@
 """The DuckDB experiment store: schema migrations, transactional writes and typed queries.
 
-Only the daemon opens it, from one thread (see `engine.store.StoreThread`); DuckDB allows one
-read-write process per file.
+Only the daemon opens it, from one thread (see `engine.store.StoreThread`) and a helper thread
+that runs a read alongside; DuckDB allows one read-write process per file.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +217,14 @@ class Store:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         self._migrate()
         self._sweep_metric: dict[str, dict[str, str] | None] = {}
+        # A second connection and its own thread, for a read that can run while this thread
+        # does another: a page's independent scans then overlap on two cores.
+        self._aside = self.con.cursor()
+        self._aside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-aside")
 
     def close(self) -> None:
+        self._aside_thread.shutdown(wait=True)
+        self._aside.close()
         self.con.close()
 
     # --- schema ---------------------------------------------------------------------------
@@ -880,18 +887,13 @@ class Store:
         """Per run, per metric key: count, last, last_step, min and max."""
         if not run_ids:
             return {}
-        out: dict[int, dict[str, dict[str, Any]]] = {r: {} for r in run_ids}
-        for run_id, key, count, last, step, low, high in self.con.execute(
-            "SELECT run_id, key, count, last, last_step, min, max FROM run_metrics"
-            " WHERE run_id = ANY(?) ORDER BY run_id, key",  # a list: faster than IN (?, ?, …)
-            [list(run_ids)],
-        ).fetchall():
-            out[run_id][key] = {"count": count, "last": last, "step": step, "min": low, "max": high}
-        return out
+        return _summaries(run_ids, self.con.execute(*_summaries_query(run_ids)).fetchall())
 
-    def runs_page(self, query: RunQuery) -> tuple[int, list[Run]]:
+    def runs_page(
+        self, query: RunQuery
+    ) -> tuple[int, list[Run], dict[int, dict[str, dict[str, Any]]]]:
         """One window of the runs table, filtered and sorted by the store: how many runs match,
-        and those from `query.offset` on (at most `query.limit`)."""
+        those from `query.offset` on (at most `query.limit`), and their metric summaries."""
         where, args = ["true"], []
         for field, value in query.equals:
             where.append(f"r.{field} = ?")
@@ -926,19 +928,26 @@ class Store:
         sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
         window = f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?"
         paged = [*join_args, *sort_args, *args, query.limit, query.offset]
+        on_metric_alone = (
+            metric is not None
+            and not (query.statuses or query.equals or query.text)
+            and all(k == metric for k, _, _ in query.metric_filters)
+        )
+        bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
         # The window's ids first (a narrow sort), then only those rows in full. Text search is
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
-        # a window function over every match.
-        total, quick = None, None
-        on_metric_alone = not (query.statuses or query.equals or query.text) and all(
-            k == metric for k, _, _ in query.metric_filters
-        )
-        if metric is not None and on_metric_alone:
-            bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
-            quick = self._by_metric(metric, direction, query.offset, query.limit, bounds)
+        # a window function over every match, and it runs alongside the window.
+        total, counting = None, None
+        if on_metric_alone and bounds:
+            counting = self._alongside(*_metric_rows(metric, bounds, "count(*)"))  # type: ignore[arg-type]
+        elif not query.text:
+            counting = self._alongside(f"SELECT count(*) {base}", every)
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
-            if quick is not None:
-                ids, total = quick
+            ids = None
+            if on_metric_alone:
+                ids = self._by_metric(metric, direction, query.offset, query.limit, bounds)  # type: ignore[arg-type]
+            if ids is not None:
+                pass
             elif query.text:
                 found = self.con.execute(
                     f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
@@ -949,42 +958,35 @@ class Store:
             else:
                 found = self.con.execute(f"SELECT r.id {sorted_base}{window}", paged)
                 ids = [run_id for (run_id,) in found.fetchall()]
-        if total is None:
-            if query.offset == 0 and len(ids) < query.limit:
-                total = len(ids)  # the whole match is in the window
-            else:
-                total = self._one(f"SELECT count(*) {base}", every)[0]
+        if counting is not None:
+            total = counting.result()[0][0]
+        elif total is None:  # a text search with no match in its window: count on its own
+            empty = query.offset == 0
+            total = 0 if empty else self._one(f"SELECT count(*) {base}", every)[0]
         if not ids:
-            return total, []
+            return total, [], {}
+        summaries = self._alongside(*_summaries_query(ids))
         rows = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ANY(?)", [ids])
         by_id = {row[0]: row for row in rows.fetchall()}
-        return total, [_run(by_id[run_id]) for run_id in ids]
+        runs = [_run(by_id[run_id]) for run_id in ids]
+        return total, runs, _summaries(ids, summaries.result())
 
     def _by_metric(
-        self,
-        key: str,
-        direction: str,
-        offset: int,
-        limit: int,
-        bounds: list[tuple[str, float]],
-    ) -> tuple[list[int], int | None] | None:
-        """A window of runs sorted by a metric and filtered only on it (`bounds`: comparisons of
-        its last value), read from run_metrics alone: about three times faster than joining
-        every run to it. Gives the ids and, when it had to count, how many match; None when
-        the window reaches the runs without the metric, which sort last and need the join."""
-        where = "key = ? AND last IS NOT NULL" + "".join(f" AND last {op} ?" for op, _ in bounds)
-        args = [key, *(value for _, value in bounds)]
+        self, key: str, direction: str, offset: int, limit: int, bounds: list[tuple[str, float]]
+    ) -> list[int] | None:
+        """The ids of a window of runs sorted by a metric and filtered only on it (`bounds`:
+        comparisons of its last value), read from run_metrics alone: about three times faster
+        than joining every run to it. None when the window reaches the runs without the
+        metric, which sort last and need the join."""
+        sql, args = _metric_rows(key, bounds, "run_id")
         found = self.con.execute(
-            f"SELECT run_id FROM run_metrics WHERE {where}"
-            f" ORDER BY last {direction}, run_id {direction} LIMIT ? OFFSET ?",
+            f"{sql} ORDER BY last {direction}, run_id {direction} LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
         ids = [run_id for (run_id,) in found]
-        if not bounds:  # every run matches: the caller counts them
-            return (ids, None) if len(ids) == limit else None
-        if offset == 0 and len(ids) < limit:
-            return ids, len(ids)
-        return ids, self._one(f"SELECT count(*) FROM run_metrics WHERE {where}", args)[0]
+        if bounds or len(ids) == limit:  # with bounds, the runs without the metric never match
+            return ids
+        return None
 
     def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
@@ -1000,6 +1002,11 @@ class Store:
         return self._one("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])[0]
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _alongside(self, sql: str, params: list[Any]) -> Future[list[tuple[Any, ...]]]:
+        """Start a read on the second connection; its rows come from the future. It sees what
+        this connection has committed, so call it outside a transaction."""
+        return self._aside_thread.submit(lambda: self._aside.execute(sql, params).fetchall())
 
     def _one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query, reading the result to its end: DuckDB refuses further work
@@ -1060,6 +1067,31 @@ _STORED_ORDER = frozenset(_ORDER) - {"duration"}  # plain columns, unlike comput
 
 
 _JSON = msgspec.json.Decoder()  # several times faster than json.loads for a page of runs
+
+
+def _metric_rows(key: str, bounds: list[tuple[str, float]], what: str) -> tuple[str, list[Any]]:
+    """A select of `what` over the runs' rows in run_metrics for `key` that have a last value
+    within `bounds` (comparisons, each an operator of _OPS and a value)."""
+    where = "key = ? AND last IS NOT NULL" + "".join(f" AND last {op} ?" for op, _ in bounds)
+    return f"SELECT {what} FROM run_metrics WHERE {where}", [key, *(v for _, v in bounds)]
+
+
+def _summaries_query(run_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    sql = (
+        "SELECT run_id, key, count, last, last_step, min, max FROM run_metrics"
+        " WHERE run_id = ANY(?) ORDER BY run_id, key"  # a list: faster than IN (?, ?, …)
+    )
+    return sql, [list(run_ids)]
+
+
+def _summaries(
+    run_ids: Sequence[int], rows: list[tuple[Any, ...]]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """Per run, per metric key, the summary rows of `_summaries_query` as dicts."""
+    out: dict[int, dict[str, dict[str, Any]]] = {r: {} for r in run_ids}
+    for run_id, key, count, last, step, low, high in rows:
+        out[run_id][key] = {"count": count, "last": last, "step": step, "min": low, "max": high}
+    return out
 
 
 def _run(row: tuple[Any, ...]) -> Run:
