@@ -64,6 +64,8 @@ def make_app(daemon: Daemon) -> web.Application:
 
     async def find(request: web.Request):  # type: ignore[no-untyped-def]
         ref = request.match_info["ref"]
+        if ref.isdigit() and int(ref) in sup.runs:
+            return sup.runs[int(ref)]  # an unfinished run: the daemon's view is the newest
         run = await db.call(store.find_run, ref)
         if run is None:
             raise web.HTTPNotFound(
@@ -202,13 +204,13 @@ def make_app(daemon: Daemon) -> web.Application:
             data = await executor.read_output(attempt, offset, limit)
         except HostUnreachable as exc:
             return _error(503, f"host {run.host} is unreachable: {exc}")
-        fresh = await db.call(store.get_run, run.id)
+        ended = run.id not in sup.runs and (await db.call(store.get_run, run.id)).status.terminal
         return web.Response(
             body=data,
             content_type="application/octet-stream",
             headers={
                 "X-Next-Offset": str(offset + len(data)),
-                "X-Run-Ended": "1" if fresh.status.terminal else "0",
+                "X-Run-Ended": "1" if ended else "0",
             },
         )
 

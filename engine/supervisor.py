@@ -63,7 +63,11 @@ from engine.sweep import trials as sweep_trials
 
 LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
 READ_CHUNK = 8 * 2**20  # the most output read and ingested in one batch
-EVENT_POINTS = 500  # the most points and log lines one event carries
+EVENT_POINTS = 500  # the most metric points one event carries
+# The most output one log event carries, its last whole lines: as much as a client shows of a
+# tail, so a client following a run that prints 10,000 lines a second needs no re-reads.
+EVENT_LOG_BYTES = 64 * 2**10
+EVENT_LOG_LINES = 5000
 OOM_TEXT = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory")
 
 
@@ -849,7 +853,7 @@ class Supervisor:
                 )
             )
         if lines and self.bus.wants_log(active.run.id):
-            shown = lines[-EVENT_POINTS:]
+            shown = _last_lines(lines, EVENT_LOG_BYTES, EVENT_LOG_LINES)
             self.bus.publish_log(
                 LogLines(
                     run_id=active.run.id,
@@ -1218,6 +1222,18 @@ class Supervisor:
 
 
 _RUN_FIELDS = frozenset(Run.__struct_fields__)
+
+
+def _last_lines(lines: list[bytes], max_bytes: int, max_lines: int) -> list[bytes]:
+    """The last of `lines` that fit in `max_bytes` (a newline each) and `max_lines`; at least
+    the last line, however long."""
+    size, keep = 0, 0
+    for line in reversed(lines[-max_lines:]):
+        size += len(line) + 1
+        if size > max_bytes and keep:
+            break
+        keep += 1
+    return lines[len(lines) - keep :]
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -29,6 +30,20 @@ TICKER = textwrap.dedent(
         print(f'@runyard {{"step": {i}, "loss": {1 / (i + 1)}, "acc": {i / n}}}', flush=True)
         print(f"plain line {i}", flush=True)
         time.sleep(delay)
+    """
+)
+
+
+# A job that says it waits until the file argv[1] exists, then prints argv[2] lines at once.
+BURST = textwrap.dedent(
+    """
+    import os, sys, time
+    while not os.path.exists(sys.argv[1]):
+        print("waiting", flush=True)
+        time.sleep(0.05)
+    sys.stdout.write("".join(f"burst line {i:05d} {'x' * 40}\\n" for i in range(int(sys.argv[2]))))
+    sys.stdout.flush()
+    time.sleep(float(sys.argv[3]))
     """
 )
 
@@ -118,6 +133,58 @@ async def test_the_event_stream_carries_status_metrics_logs_and_samples(
     lines = [line for e in seen["log"] for line in e.lines]
     assert any(line.startswith("plain line") for line in lines)
     assert seen["sample"][0].sample.host == "local" and seen["sample"][0].sample.cpu_per_core
+
+
+def burst(project: Project, go: Path, lines: int, then_sleep: float, **kw) -> JobSpec:  # type: ignore[no-untyped-def]
+    script = [sys.executable, "-c", BURST, str(go), str(lines), str(then_sleep)]
+    return job(project, script, **kw)
+
+
+async def test_a_burst_of_output_reaches_followers_as_its_last_lines_in_bounded_events(
+    client: Client, daemon: Project
+) -> None:
+    """A run printing far more than one event carries (1.2 MB at once): each log event holds
+    the last whole lines of what was read that fit in 64 KiB, says how many it left out, and
+    the events cover the output from end to end, so a follower knows what to read back."""
+    from engine.supervisor import EVENT_LOG_BYTES
+
+    events: list = []
+    stream = client.events()
+
+    async def collect() -> None:
+        async for batch in stream:
+            events.extend(e for e in batch if type(e).__struct_config__.tag == "log")
+
+    collector = asyncio.create_task(collect())
+    go = daemon.folder / "go"
+    [run] = await client.submit([burst(daemon, go, 20_000, 0)])
+    await client.follow_logs([run.id])
+    await wait_until(lambda: events, what="the waiting lines, so the subscription is live")
+    go.touch()
+    await client.wait(run.id, 30)
+    await wait_until(
+        lambda: any(line.startswith("burst line 19999") for e in events for line in e.lines),
+        what="the burst's last line",
+    )
+    collector.cancel()
+    assert all(e.run_id == run.id for e in events)
+    assert all(a.end == b.start for a, b in itertools.pairwise(events)), "a byte range missing"
+    output, _, _ = await client.log(run.id)
+    assert events[-1].end == len(output)
+    lines = output[events[0].start :].count(b"\n")
+    assert sum(e.skipped + len(e.lines) for e in events) == lines
+    cut = [e for e in events if e.skipped]
+    assert cut, "1.2 MB fitted in 64 KiB events without leaving a line out"
+    for event in events:
+        assert size_of(event.lines) <= EVENT_LOG_BYTES
+        numbers = [int(line.split()[2]) for line in event.lines if line.startswith("burst")]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) if numbers else True
+    for event in cut:  # as much as fits: the bound is in bytes, not a count of lines
+        assert size_of(event.lines) > EVENT_LOG_BYTES - 64
+
+
+def size_of(lines: list[str]) -> int:
+    return sum(len(line.encode()) + 1 for line in lines)
 
 
 async def test_kill_9_mid_run_loses_and_duplicates_nothing(project: Project) -> None:
