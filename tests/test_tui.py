@@ -18,7 +18,7 @@ from tui.app import RunyardApp
 from tui.widgets import HostPane, RunsTable
 
 from .conftest import Project, wait_until
-from .test_daemon import job, ticker
+from .test_daemon import burst, job, ticker
 
 
 async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_running(
@@ -66,6 +66,37 @@ async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_runnin
     assert running.status is RunStatus.RUNNING and psutil.pid_exists(running.pid)
     await client.cancel(slow.id)
     await client.wait(slow.id, 30)
+
+
+async def test_the_log_pane_shows_a_burst_bigger_than_an_event_without_a_gap(
+    client: Client, daemon: Project
+) -> None:
+    """A followed run prints 1.2 MB at once, more than a log event carries: the pane reads
+    back what the events left out and ends on the burst's last line, after an unbroken run of
+    the lines before it."""
+    go = daemon.folder / "go"
+    [run] = await client.submit([burst(daemon, go, 20_000, 600, name="burst")])
+    app = RunyardApp(str(daemon.config_path))
+    try:
+        async with app.run_test(size=(120, 40)):
+            log = app.query_one(Log)
+            await wait_until(
+                lambda: app.log_run == run.id and app.log_offset, what="the run's tail shown"
+            )
+            shown = log.line_count
+            await wait_until(lambda: log.line_count > shown, what="followed lines")
+            go.touch()
+            await wait_until(
+                lambda: log.lines[-1].startswith("burst line 19999"), what="the last line"
+            )
+            tail = [line for line in log.lines if line.startswith("burst line")]
+            numbers = [int(line.split()[2]) for line in tail]
+            assert numbers == list(range(20_000 - len(numbers), 20_000))
+            assert len(numbers) > 1000  # a tail's worth (64 KiB), not one event's 500 lines
+            assert log.lines[-len(numbers) - 1] == "…"  # where the read-back tail was cut
+    finally:
+        await client.cancel(run.id)
+        await client.wait(run.id, 30)
 
 
 def test_a_bad_config_stops_runyard_before_the_screen_opens(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ down to widgets and screens and answers their messages."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -91,7 +92,9 @@ class RunyardApp(App[int]):
         self.client: Client | None = None
         self.project: Path | None = None
         self.log_run: int | None = None
-        self.log_offset = 0
+        self.log_offset: int | None = 0  # None while the tail is read
+        self.log_held: list[LogLines] = []  # the followed run's lines that came meanwhile
+        self.log_lock = asyncio.Lock()  # one gap or overlap read at a time
         self.query_text = ""
         self.sort = "id"
         self.descending = True
@@ -194,7 +197,10 @@ class RunyardApp(App[int]):
                     if pane.host == event.sample.host:
                         pane.show(pane.state, pane.reason, event.sample)
             elif isinstance(event, LogLines) and event.run_id == self.log_run:
-                await self.add_log(event)
+                if self.log_offset is None:
+                    self.log_held.append(event)
+                else:
+                    await self.add_log(event)
             elif isinstance(event, HostChanged):
                 self.host_changed(event)
             elif isinstance(event, EventsDropped):
@@ -337,42 +343,52 @@ class RunyardApp(App[int]):
     @work(exclusive=True, group="log")
     @closing_quietly
     async def show_log(self, run_id: int) -> None:
-        """Show the tail of a run's log, then follow it from the byte where the tail ended."""
+        """Show the tail of a run's log and follow it on from the byte where the tail ended.
+        It is followed before the tail is read, so no line printed meanwhile is missed: those
+        lines wait for the tail, and only what the tail lacks of them is added."""
         if self.client is None:
             return
-        self.log_run = run_id
+        self.log_run, self.log_offset, self.log_held = run_id, None, []
+        await self.client.follow_logs([run_id])
         data, end, _ = await self.client.log(run_id, offset=-LOG_TAIL_BYTES)
         whole = data[: data.rfind(b"\n") + 1]  # a half-written last line comes with its event
-        self.log_offset = end - (len(data) - len(whole))
         lines = _lines(whole, clipped=end > len(data))
+        tail_end = end - (len(data) - len(whole))
         detail = self._detail_for(run_id)
         if detail is not None:
-            detail.show_log(lines, self.log_offset)
+            detail.show_log(lines, tail_end)
         else:
             log = self.dash.query_one("#log", Log)
             log.clear()
             log.write_lines(lines)
             log.border_title = f"log: run {run_id}"  # a title, not a Static: no relayout
-        await self.client.follow_logs([run_id])
+        self.log_offset = tail_end
+        held, self.log_held = self.log_held, []
+        for event in held:
+            await self.add_log(event)
 
     async def add_log(self, event: LogLines) -> None:
-        if event.end <= self.log_offset:
-            return  # already shown by the tail we fetched
-        if event.start == self.log_offset and not event.skipped:
-            lines = event.lines
-        else:  # a gap or an overlap: read exactly the missing bytes, at most a tail's worth
-            assert self.client is not None
-            start = max(self.log_offset, event.end - LOG_TAIL_BYTES)
-            data, _, _ = await self.client.log(
-                event.run_id, offset=start, max_bytes=event.end - start
-            )
-            lines = _lines(data, clipped=start > self.log_offset)
-        self.log_offset = event.end
-        detail = self._detail_for(event.run_id)
-        if detail is not None:
-            detail.add_log(lines, event.end)
-        else:
-            self.dash.query_one("#log", Log).write_lines(lines)
+        async with self.log_lock:
+            offset = self.log_offset
+            if offset is None or event.run_id != self.log_run or event.end <= offset:
+                return  # another run's now, or already shown by the tail we fetched
+            if event.start == offset and not event.skipped:
+                lines = event.lines
+            else:  # a gap or an overlap: read exactly the missing bytes, at most a tail's worth
+                assert self.client is not None
+                start = max(offset, event.end - LOG_TAIL_BYTES)
+                data, _, _ = await self.client.log(
+                    event.run_id, offset=start, max_bytes=event.end - start
+                )
+                lines = _lines(data, clipped=start > offset)
+            if self.log_run != event.run_id or self.log_offset != offset:
+                return  # the log moved on to another run meanwhile
+            self.log_offset = event.end
+            detail = self._detail_for(event.run_id)
+            if detail is not None:
+                detail.add_log(lines, event.end)
+            else:
+                self.dash.query_one("#log", Log).write_lines(lines)
 
     def _detail_for(self, run_id: int) -> RunDetailScreen | None:
         screen = self.screen
