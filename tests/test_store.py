@@ -249,3 +249,47 @@ def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path
         )  # a full sort is asked for one query at a time
     finally:
         store.close()
+
+
+def test_a_page_shown_again_shows_what_changed_since(tmp_path: Path) -> None:
+    """Pages keep ended runs' rows in memory; every write to a run or its metrics reaches the
+    next page all the same: a retry, a hold, new points, an import."""
+    import pyarrow as pa
+
+    from engine.model import RunQuery
+    from tests.conftest import fill_store
+
+    fill_store(tmp_path, 30)
+    store = Store(tmp_path / "store.duckdb")
+    try:
+        query = RunQuery(sort="id", descending=False, limit=30)
+
+        def page() -> dict[int, tuple]:  # type: ignore[type-arg]
+            _, runs, metrics = store.runs_page(query)
+            return {r.id: (r, metrics[r.id]) for r in runs}
+
+        before = page()
+        assert page() == before  # read again, now from memory
+        failed = next(i for i, (r, _) in before.items() if r.status is RunStatus.FAILED)
+        store.apply_transitions([Transition(failed, RunStatus.QUEUED, "retried by user")])
+        store.set_queue_fields(failed, "held by user", {"held": True, "priority": 5})
+        run = page()[failed][0]
+        assert (run.status, run.reason, run.held, run.priority) == (
+            RunStatus.QUEUED,
+            "retried by user",
+            True,
+            5,
+        )
+        other = next(i for i, (r, _) in before.items() if r.status is RunStatus.SUCCEEDED)
+        store.ingest(
+            MetricBatch(other, 1, ["late"], [9], [0.5], [1.0], [99], 999, 99, 0)
+        )  # points of an ended run, as a re-read after a crash stores them
+        assert page()[other][1]["late"]["last"] == 0.5
+        columns = {"run_id": [other], "attempt": [1], "key": ["loss"], "step": [10]}
+        columns |= {"value": [-1.0], "wall_time": [2.0], "line": [100]}
+        store.import_points(pa.table(columns))
+        assert page()[other][1]["loss"]["min"] == -1.0
+        unchanged = set(before) - {failed, other}
+        assert all(page()[i] == before[i] for i in unchanged)
+    finally:
+        store.close()

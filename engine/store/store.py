@@ -74,6 +74,7 @@ _RUN_FIELDS = (
     "params",
     "trial",
 )
+ENDED_ROWS_KEPT = 5000  # ended runs whose page rows the store keeps: about 40 pages
 _JSON_FIELDS = frozenset(
     {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params", "trial"}
 )
@@ -221,6 +222,10 @@ class Store:
         # does another: a page's independent scans then overlap on two cores.
         self._aside = self.con.cursor()
         self._aside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-aside")
+        # Ended runs' rows and metric summary rows as pages read them. Neither changes once a
+        # run has ended but through a write here that forgets it (a retry, say), so a page
+        # shown again, or a filter's window overlapping the last one, reads only what is new.
+        self._ended: dict[int, tuple[Run, list[tuple[Any, ...]]]] = {}
 
     def close(self) -> None:
         self._aside_thread.shutdown(wait=True)
@@ -661,6 +666,7 @@ class Store:
         unknown = set(fields) - {"priority", "held"}
         if unknown:
             raise StoreError(f"cannot set {sorted(unknown)} this way")
+        self._forget([run_id])
         with self._transaction():
             sets = ", ".join(f"{k} = ?" for k in fields)
             self.con.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
@@ -670,11 +676,13 @@ class Store:
             )
 
     def request_cancel(self, run_id: int) -> None:
+        self._forget([run_id])
         self.con.execute("UPDATE runs SET cancel_requested = true WHERE id = ?", [run_id])
 
     def request_prune(self, run_id: int, reason: str) -> None:
         """Record that a run is being stopped by its sweep's pruner, so a restarted daemon that
         finds it ended still marks it pruned."""
+        self._forget([run_id])
         self.con.execute("UPDATE runs SET prune_reason = ? WHERE id = ?", [reason, run_id])
 
     def apply_transitions(self, changes: Sequence[Transition]) -> None:
@@ -769,6 +777,7 @@ class Store:
 
     def _update_runs(self, updates: dict[int, dict[str, Any]]) -> None:
         """One UPDATE for many runs, each setting only its own columns (a flag per column)."""
+        self._forget(updates)
         names = sorted({k for fields in updates.values() for k in fields})
         columns: dict[str, list[Any]] = {"id": list(updates)}
         for name in names:
@@ -811,6 +820,7 @@ class Store:
     def ingest(self, batch: MetricBatch) -> None:
         """Append a batch of points and move the log offset past them, atomically, so a re-read
         from the stored offset after any crash neither duplicates nor drops a point."""
+        self._forget([batch.run_id])
         with self._transaction():
             if len(batch):
                 table = pa.table(
@@ -866,6 +876,7 @@ class Store:
         """Bulk-load metric points of many runs (columns as the `metrics` table: run_id,
         attempt, key, step, value, wall_time, line) and rebuild those runs' summaries, in one
         transaction: for imports and for filling large test stores."""
+        self._ended.clear()
         with self._transaction():
             self._insert_arrow("metrics", points.cast(_METRICS_SCHEMA))
             self.con.register("_points", points.select(["run_id"]))
@@ -963,13 +974,39 @@ class Store:
         elif total is None:  # a text search with no match in its window: count on its own
             empty = query.offset == 0
             total = 0 if empty else self._one(f"SELECT count(*) {base}", every)[0]
-        if not ids:
-            return total, [], {}
-        summaries = self._alongside(*_summaries_query(ids))
-        rows = self.con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ANY(?)", [ids])
-        by_id = {row[0]: row for row in rows.fetchall()}
-        runs = [_run(by_id[run_id]) for run_id in ids]
-        return total, runs, _summaries(ids, summaries.result())
+        runs, summaries = self._page_rows(ids)
+        return total, runs, summaries
+
+    def _page_rows(self, ids: list[int]) -> tuple[list[Run], dict[int, dict[str, dict[str, Any]]]]:
+        """The runs of a page's ids, in order, and their metric summaries: ended runs read
+        before come from memory, the rest from the store, summaries alongside the rows."""
+        found: dict[int, tuple[Run, list[tuple[Any, ...]]]] = {}
+        for run_id in ids:
+            if (kept := self._ended.pop(run_id, None)) is not None:
+                found[run_id] = self._ended[run_id] = kept  # (now the most recently used)
+        missing = [run_id for run_id in ids if run_id not in found]
+        if missing:
+            summaries = self._alongside(*_summaries_query(missing))
+            rows = self.con.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ANY(?)", [missing]
+            ).fetchall()
+            by_run: dict[int, list[tuple[Any, ...]]] = {run_id: [] for run_id in missing}
+            for row in summaries.result():
+                by_run[row[0]].append(row)
+            for row in rows:
+                run = _run(row)
+                found[run.id] = (run, by_run[run.id])
+                if run.status.terminal:
+                    self._ended[run.id] = found[run.id]
+            while len(self._ended) > ENDED_ROWS_KEPT:
+                del self._ended[next(iter(self._ended))]  # the least recently used
+        page = [found[run_id] for run_id in ids]
+        return [run for run, _ in page], _summaries(ids, [row for _, rows in page for row in rows])
+
+    def _forget(self, run_ids: Iterable[int]) -> None:
+        """Drop runs from the ended rows kept for pages: their row or metrics are changing."""
+        for run_id in run_ids:
+            self._ended.pop(run_id, None)
 
     def _by_metric(
         self, key: str, direction: str, offset: int, limit: int, bounds: list[tuple[str, float]]
