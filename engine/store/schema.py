@@ -161,6 +161,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN words VARCHAR;
     UPDATE runs SET words = {RUN_WORDS};
     """,
+    # 8: the same words stored uncompressed: DuckDB's dictionary-FSST strings made a text
+    # filter spend more time decompressing the column than searching it (8.5 → 5.2 ms a
+    # search over 100,000 runs).
+    f"""
+    ALTER TABLE runs DROP COLUMN words;
+    ALTER TABLE runs ADD COLUMN words VARCHAR USING COMPRESSION uncompressed;
+    UPDATE runs SET words = {RUN_WORDS};
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

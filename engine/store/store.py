@@ -939,41 +939,37 @@ class Store:
         sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
         window = f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?"
         paged = [*join_args, *sort_args, *args, query.limit, query.offset]
-        on_metric_alone = (
-            metric is not None
-            and not (query.statuses or query.equals or query.text)
-            and all(k == metric for k, _, _ in query.metric_filters)
-        )
+        # the metric sorted by, where the runs are filtered on nothing else
+        alone = metric if not (query.statuses or query.equals or query.text) else None
+        if any(k != metric for k, _, _ in query.metric_filters):
+            alone = None
         bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
         # The window's ids first (a narrow sort), then only those rows in full. Text search is
         # a scan, so it counts in the same pass; otherwise a count of its own is cheaper than
         # a window function over every match, and it runs alongside the window.
         total, counting = None, None
-        if on_metric_alone and bounds:
-            counting = self._alongside(*_metric_rows(metric, bounds, "count(*)"))  # type: ignore[arg-type]
+        if alone is not None and bounds:
+            counting = self._alongside(*_metric_rows(alone, bounds, "count(*)"))
         elif not query.text:
             counting = self._alongside(f"SELECT count(*) {base}", every)
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
             ids = None
-            if on_metric_alone:
-                ids = self._by_metric(metric, direction, query.offset, query.limit, bounds)  # type: ignore[arg-type]
-            if ids is not None:
-                pass
-            elif query.text:
+            if alone is not None:
+                ids = self._by_metric(alone, direction, query.offset, query.limit, bounds)
+            if ids is None and query.text:
                 found = self.con.execute(
                     f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
                 )
                 rows = found.fetchall()
                 ids = [run_id for run_id, _ in rows]
                 total = rows[0][1] if rows else None
-            else:
+            elif ids is None:
                 found = self.con.execute(f"SELECT r.id {sorted_base}{window}", paged)
                 ids = [run_id for (run_id,) in found.fetchall()]
         if counting is not None:
             total = counting.result()[0][0]
-        elif total is None:  # a text search with no match in its window: count on its own
-            empty = query.offset == 0
-            total = 0 if empty else self._one(f"SELECT count(*) {base}", every)[0]
+        elif total is None:  # a text search whose window is empty: none match, or it is past them
+            total = 0 if query.offset == 0 else self._one(f"SELECT count(*) {base}", every)[0]
         runs, summaries = self._page_rows(ids)
         return total, runs, summaries
 
