@@ -138,7 +138,7 @@ def on_screen(table: RunsTable, name: str) -> str:
 async def test_run_detail_shows_facts_charts_and_a_searchable_log(
     client: Client, daemon: Project
 ) -> None:
-    [run] = await client.submit([ticker(daemon, 400, 0.02, name="detailed", seed=7)])
+    [run] = await client.submit([ticker(daemon, 3000, 0.02, name="detailed", seed=7)])
     await wait_until(lambda: _points(client, run.id, 20), what="some points")
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
