@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
+from textual import events
 from textual.geometry import Region
-from textual.widgets import Footer
+from textual.widgets import Footer, Input
 
 from engine.client import Client, connect
 from engine.model import RunStatus
@@ -233,3 +234,42 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
 async def _all_done(client: Client) -> bool:
     runs = await client.runs(sweep="toy-1", limit=None)
     return len(runs) == 6 and all(r.status.terminal for r in runs)
+
+
+async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
+    client: Client, daemon: Project
+) -> None:
+    """A terminal delivers a paste or a fast typist's keys together: what follows `/` is the
+    filter's text and what follows enter is the run screen's, never the runs table's actions."""
+    make_project(daemon)
+    [run] = await client.submit([ticker(daemon, 3000, 0.02, name="busy")])
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.selected_run == run.id, what="the run listed")
+        await wait_until(lambda: table.runs[run.id].status is RunStatus.RUNNING)
+
+        def burst(*keys: str) -> None:  # as the driver posts them: no pause between keys
+            for key in keys:
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+        bar = app.dash.query_one("#filter", Input)
+        burst("slash", "c", "r", "h", "p")
+        await wait_until(lambda: bar.value == "crhp", what="the whole burst in the filter")
+        await pilot.press("ctrl+u", "escape")  # the filter emptied; back to the table
+        await wait_until(lambda: app.focused is table and table.selected_run == run.id)
+        burst("enter", "f")  # f: pause the run screen's log
+        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the run")
+        detail = app.screen
+        assert isinstance(detail, RunDetailScreen)
+        await wait_until(lambda: not detail.following, what="its log paused by the f")
+        burst("escape", "n", "c", "h")
+        await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
+        burst("escape")
+        await wait_until(lambda: app.screen is app.dash, what="the dashboard again")
+        await wait_until(lambda: all(w.is_finished for w in app.workers if w.group == "act"))
+        told = [n.message for n in app._notifications]
+        assert not [m for m in told if "requested" in m or "toggled" in m], told
+        now = (await client.run(run.id)).run
+        assert now.status is RunStatus.RUNNING and not now.held
+    await client.cancel(run.id)

@@ -41,6 +41,7 @@ LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetc
 RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most this often
 SORTS = ("id", "status", "host", "name", "duration", "created")
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
+FOCUS_ACTIONS = {"logs", "filter"}  # their bindings are priority bindings
 
 
 def closing_quietly(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -69,6 +70,9 @@ class RunyardApp(App[int]):
     #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
     #filter { height: 1; border: none; padding: 0 1; background: $boost; }
     """
+    # `/` and `l` move focus: as priority bindings they act as the key is read, so the keys
+    # read with them (a paste, fast typing) go where focus went, not to the runs table's
+    # actions. check_action keeps them to the dashboard.
     BINDINGS = [
         Binding("q", "quit", "Quit (runs go on)"),
         Binding("enter", "open_run", "Open", show=False),
@@ -79,10 +83,10 @@ class RunyardApp(App[int]):
         Binding("h", "hold", "Hold/release"),
         Binding("space", "select", "Select", show=False),
         Binding("C", "compare", "Compare"),
-        Binding("l", "logs", "Logs"),
+        Binding("l", "logs", "Logs", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
-        Binding("slash", "filter", "Filter"),
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("question_mark", "help", "Help"),
     ]
 
@@ -122,6 +126,10 @@ class RunyardApp(App[int]):
         self.set_interval(1.0, table.tick)
         table.focus()
         self.follow_engine()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The priority bindings act only on the dashboard (a run's screen searches with `/`)."""
+        return self.screen is self.dash if action in FOCUS_ACTIONS else True
 
     @property
     def dash(self) -> Screen:
@@ -306,8 +314,9 @@ class RunyardApp(App[int]):
         self.load_page(0, reset=True)
 
     def action_filter(self) -> None:
-        """Focus the filter bar (always shown, so focusing it moves nothing on screen)."""
-        self.dash.query_one("#filter", Input).focus()
+        """Focus the filter bar (always shown, so focusing it moves nothing on screen) now,
+        not after the keys read with `/`: they are the filter's text."""
+        self.dash.set_focus(self.dash.query_one("#filter", Input))
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -409,7 +418,7 @@ class RunyardApp(App[int]):
         self.dash.query_one(RunsTable).toggle_selected()
 
     def action_logs(self) -> None:
-        self.dash.query_one("#log", Log).focus()
+        self.dash.set_focus(self.dash.query_one("#log", Log))
 
     def action_help(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -468,16 +477,26 @@ class RunyardApp(App[int]):
             except EngineError as exc:
                 self.notify(f"run {run_id}: {exc}", title=what, severity="error")
 
-    @work(group="act")
-    async def action_open_run(self) -> None:
+    def action_open_run(self) -> None:
+        """Open the run's screen at once, so the keys read with enter are the screen's, not
+        the runs table's; then fill it."""
         run_id = self.dash.query_one(RunsTable).selected_run
         if run_id is None or self.client is None:
             return
         screen = RunDetailScreen(run_id)
-        await self.push_screen(screen)
+        self.fill_detail(screen, self.push_screen(screen))
+
+    @work(group="act")
+    async def fill_detail(self, screen: RunDetailScreen, mounted: Awaitable[object]) -> None:
+        assert self.client is not None
+        run_id = screen.run_id
+        await mounted
         detail = await self.client.run(run_id)
+        points = await self.client.metrics(run_id)
+        if screen not in self.screen_stack:
+            return  # closed meanwhile
         screen.show_detail(detail)
-        screen.show_points(await self.client.metrics(run_id))
+        screen.show_points(points)
         self.log_run = None  # re-read the tail into the detail screen's log
         self.show_log(run_id)
 
