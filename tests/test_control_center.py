@@ -251,11 +251,12 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
 
         def burst(*keys: str) -> None:  # as the driver posts them: no pause between keys
             for key in keys:
-                app.post_message(events.Key(key, key if len(key) == 1 else None))
+                character = "/" if key == "slash" else key if len(key) == 1 else None
+                app.post_message(events.Key(key, character))
 
         bar = app.dash.query_one("#filter", Input)
-        burst("slash", "c", "r", "h", "p")
-        await wait_until(lambda: bar.value == "crhp", what="the whole burst in the filter")
+        burst("slash", "c", "r", "slash", "h", "p")  # a second / is text too
+        await wait_until(lambda: bar.value == "cr/hp", what="the whole burst in the filter")
         await pilot.press("ctrl+u", "escape")  # the filter emptied; back to the table
         await wait_until(lambda: app.focused is table and table.selected_run == run.id)
         burst("enter", "f")  # f: pause the run screen's log

@@ -128,8 +128,11 @@ class RunyardApp(App[int]):
         self.follow_engine()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The priority bindings act only on the dashboard (a run's screen searches with `/`)."""
-        return self.screen is self.dash if action in FOCUS_ACTIONS else True
+        """The priority bindings act only on the dashboard (a run's screen searches with `/`),
+        and not while the filter bar takes the key as text."""
+        if action in FOCUS_ACTIONS:
+            return self.screen is self.dash and not isinstance(self.focused, Input)
+        return True
 
     @property
     def dash(self) -> Screen:
