@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from types import SimpleNamespace
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import msgspec
 import psutil
 from textual.widgets import Log
+from textual.widgets._footer import FooterKey
 
 from engine.client import Client
 from engine.model import RunStatus
@@ -97,6 +99,24 @@ async def test_the_log_pane_shows_a_burst_bigger_than_an_event_without_a_gap(
     finally:
         await client.cancel(run.id)
         await client.wait(run.id, 30)
+
+
+async def test_moving_focus_again_and_again_leaves_no_old_footer_keys_alive(
+    daemon: Project,
+) -> None:
+    """The footer redraws its keys on every focus change; the ones it drops must be freed, or
+    a long session grows and its garbage collections pause the screen ever longer."""
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
+        for _ in range(10):
+            await pilot.press("slash")
+            await pilot.press("escape")
+        await pilot.pause()
+        gc.collect()
+        keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
+        shown = len(app.screen.query(FooterKey))
+        assert len(keys) <= 2 * shown, f"{len(keys)} footer keys alive, {shown} shown"
 
 
 def test_a_bad_config_stops_runyard_before_the_screen_opens(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, Log
+from textual.widgets import Header, Input, Log
 
 from engine.client import Client, ConfigError, DaemonError, EngineError, connect, load_project
 from engine.model import RunStatus
@@ -32,7 +32,7 @@ from engine.protocol import (
     SampleTaken,
 )
 from tui.screens import CompareScreen, LauncherScreen, PromptScreen, RunDetailScreen
-from tui.widgets import FilterBar, HostPane, QueueTable, RunsTable
+from tui.widgets import FilterBar, Footer, HostPane, QueueTable, RunsTable
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000

@@ -14,11 +14,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, Log, OptionList, Static
+from textual.widgets import DataTable, Input, Label, Log, OptionList, Static
 from textual_plotext import PlotextPlot
 
 from engine.model import Run, format_duration
 from engine.protocol import RunDetail, SweepPlan
+from tui.widgets import Footer
 
 LOG_MAX_LINES = 20_000
 

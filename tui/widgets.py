@@ -18,6 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable, Input
+from textual.widgets import Footer as TextualFooter
 
 from engine.model import HostSample, Run, RunStatus, format_duration
 from engine.protocol import GpuCapacity, QueueEntry, RunPage
@@ -183,6 +184,16 @@ class HostPane(Vertical):
             )
             text.append(f"{run_list(holders.get(g.index, ()))}\n", "bold")
         return text
+
+
+class Footer(TextualFooter):
+    """Textual's footer, less its leak: it redraws its keys on every focus change, and each key
+    it drops stays alive watching the footer's `compact` until `compact` is set again (Textual
+    issue #6666). Setting it after each redraw frees them."""
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        self.mutate_reactive(TextualFooter.compact)
 
 
 class FilterBar(Input):
