@@ -17,7 +17,7 @@ from engine.model import RunStatus
 from engine.protocol import GpuCapacity
 from engine.telemetry import LocalSampler, Nvml
 from tui.app import RunyardApp
-from tui.widgets import HostPane, RunsTable
+from tui.widgets import Footer, HostPane, RunsTable
 
 from .conftest import Project, wait_until
 from .test_daemon import burst, job, ticker
@@ -104,19 +104,29 @@ async def test_the_log_pane_shows_a_burst_bigger_than_an_event_without_a_gap(
 async def test_moving_focus_again_and_again_leaves_no_old_footer_keys_alive(
     daemon: Project,
 ) -> None:
-    """The footer redraws its keys on every focus change; the ones it drops must be freed, or
-    a long session grows and its garbage collections pause the screen ever longer."""
+    """The footer redraws its keys once for a focus change that changes them, and not for one
+    that does not. The keys it drops are freed, or a long session grows and its garbage
+    collections pause the screen ever longer."""
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
+        footer = app.dash.query_one(Footer)
+        redraws = footer.redraws
+
+        def keys() -> list[str]:
+            return [key.key for key in footer.query(FooterKey)]
+
         for _ in range(10):
-            await pilot.press("slash")
-            await pilot.press("escape")
+            await pilot.press("slash")  # the filter bar takes letters: c, r, … leave the footer
+            await wait_until(lambda: "c" not in keys(), what="fewer keys")
+            await pilot.press("escape", "l")  # the table, then the log: the same keys
+            await wait_until(lambda: app.focused is app.dash.query_one("#log"))
         await pilot.pause()
+        assert footer.redraws - redraws <= 20, "one redraw for each change of keys"
         gc.collect()
-        keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
-        shown = len(app.screen.query(FooterKey))
-        assert len(keys) <= 2 * shown, f"{len(keys)} footer keys alive, {shown} shown"
+        alive = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
+        shown = len(keys())
+        assert len(alive) <= 2 * shown, f"{len(alive)} footer keys alive, {shown} shown"
 
 
 def test_a_bad_config_stops_runyard_before_the_screen_opens(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
