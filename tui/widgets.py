@@ -193,7 +193,7 @@ class Footer(TextualFooter):
     (Textual issue #6666). Setting it after each redraw frees them."""
 
     drawn_for: tuple[object, ...] | None = None  # the bindings the keys on show were drawn for
-    redraws = 0
+    redraws = 0  # times it drew its keys: tests count them
 
     async def recompose(self) -> None:
         if not self.is_attached:
