@@ -187,7 +187,7 @@ class HostPane(Vertical):
 
 
 class Footer(TextualFooter):
-    """Textual's footer, redrawn only when the keys it shows change. Textual's redraws its keys
+    """Textual's footer, redrawn only when the keys it shows change. Textual's own redraws its keys
     twice on every focus change, and lays out the whole screen each time. And it leaks: each
     key it drops stays alive, watching the footer's `compact`, until `compact` is set again
     (Textual issue #6666). Setting it after each redraw frees them."""
