@@ -3,11 +3,13 @@ run detail, actions, the launcher, compare, and the command palette."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from textual import events
 from textual.geometry import Region
 from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState
 
 from engine.client import Client, connect
 from engine.model import RunStatus
@@ -229,6 +231,53 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         )
         assert (reports / "index.md").exists() and list(reports.glob("score_vs_*.png"))
         assert (reports / "importance.png").stat().st_size > 10_000  # 6 configurations: fANOVA
+
+
+async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
+    daemon: Project,
+) -> None:
+    """The preview and the launch wait on the daemon; escape in that moment closes the launcher,
+    the preview's answer is dropped and the launch still queues its sweep."""
+    make_project(daemon)
+    assert daemon.daemon is not None
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
+        await pilot.press("n")
+        await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
+        launcher = app.screen
+        plan = launcher.query_one("#plan")
+        await wait_until(lambda: "12 trials" in str(plan.render()), what="the first preview")
+        daemon.daemon.send_signal(signal.SIGSTOP)  # the daemon's answers wait until SIGCONT
+        try:
+            launcher.query_one("#overrides", Input).value = "seeds=[0]"  # a new preview
+            await pilot.press("enter")  # and the launch
+
+            def waiting() -> list[Worker[None]]:
+                return [
+                    w
+                    for w in app.workers
+                    if w.group in ("preview", "launch") and w.state is WorkerState.RUNNING
+                ]
+
+            await wait_until(
+                lambda: len(waiting()) == 2, what="the preview and the launch awaiting the daemon"
+            )
+            workers = waiting()
+            assert {w.group for w in workers} == {"preview", "launch"}
+            await pilot.press("escape")
+            await wait_until(lambda: app.screen is app.dash, what="the dashboard again")
+        finally:
+            daemon.daemon.send_signal(signal.SIGCONT)
+        await wait_until(lambda: all(w.is_finished for w in workers), what="both answered")
+        assert [w.state for w in workers] == [WorkerState.SUCCESS] * 2, workers
+        await wait_until(
+            lambda: any("sweep toy-1 queued" in n.message for n in app._notifications),
+            what="the launch notified",
+        )
+        await wait_until(lambda: table.total == 6, timeout=30, what="the sweep's runs")
+        assert app.screen is app.dash
 
 
 async def _all_done(client: Client) -> bool:

@@ -551,13 +551,16 @@ class RunyardApp(App[int]):
     async def launch(self, event: LauncherScreen.Launch) -> None:
         if self.client is None:
             return
+        screen = self.screen if isinstance(self.screen, LauncherScreen) else None
         try:
             plan = await self.client.sweep(event.file, event.overrides, cwd=str(self.project))
         except EngineError as exc:
-            if isinstance(self.screen, LauncherScreen):
-                self.screen.show_plan(None, str(exc))
+            if screen is not None and screen in self.screen_stack:
+                screen.show_plan(None, str(exc))
+            else:  # closed meanwhile: the error still has to reach the user
+                self.notify(str(exc), title="launch", severity="error")
             return
-        if isinstance(self.screen, LauncherScreen):
+        if self.screen is screen:
             self.pop_screen()
         self.notify(f"sweep {plan.sweep} queued: {plan.trials} trials: {plan.where}")
         self.reload_soon()
@@ -568,14 +571,15 @@ class RunyardApp(App[int]):
         if self.client is None or not isinstance(self.screen, LauncherScreen):
             return
         screen = self.screen
+        plan, error = None, None
         try:
             plan = await self.client.sweep(
                 event.file, event.overrides, dry_run=True, cwd=str(self.project)
             )
         except EngineError as exc:
-            screen.show_plan(None, str(exc))
-            return
-        screen.show_plan(plan)
+            error = str(exc)
+        if screen in self.screen_stack:  # else the launcher was closed while the daemon planned
+            screen.show_plan(plan, error)
 
 
 def _lines(data: bytes, clipped: bool) -> list[str]:

@@ -242,13 +242,16 @@ class LauncherScreen(ModalScreen[None]):
     LauncherScreen #plan { height: auto; max-height: 12; }
     """
 
-    class Preview(Message):
+    class Choice(Message):
         def __init__(self, file: str, overrides: dict[str, str]) -> None:
             super().__init__()
             self.file, self.overrides = file, overrides
 
-    class Launch(Preview):
-        pass
+    class Preview(Choice):
+        """Plan the chosen sweep without queueing it."""
+
+    class Launch(Choice):
+        """Queue the chosen sweep."""
 
     def __init__(self, files: list[Path]) -> None:
         super().__init__()
