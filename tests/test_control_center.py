@@ -209,15 +209,17 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
             what="the sweep notified",
         )
         await wait_until(lambda: all(r.status.terminal for r in table.rows))
-        await pilot.press("space", "down", "space", "C")
+        await pilot.press("space", "down", "space")
+        for key in ("C", "e"):  # read together, as fast typing is: e exports from compare
+            app.post_message(events.Key(key, key))
         await wait_until(lambda: isinstance(app.screen, CompareScreen), what="compare")
         compare = app.screen
-        assert isinstance(compare, CompareScreen) and len(compare.runs) == 2
+        assert isinstance(compare, CompareScreen)
+        await wait_until(lambda: len(compare.runs) == 2, what="the two runs loaded")
         assert compare.keys == ["score"]
         rows = [str(compare.query_one("DataTable").get_row_at(i)[0]) for i in range(2)]  # type: ignore[attr-defined]
         assert any(r.startswith("≠ ") for r in rows)  # a parameter that differs is marked
-        # export and report of the compared runs' sweep, written by the daemon
-        await pilot.press("e")
+        # export (the e typed with C) and report of the compared runs' sweep, by the daemon
         await wait_until(
             lambda: any("export of toy-1" in n.message for n in app._notifications),
             what="the export notified",

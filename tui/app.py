@@ -510,15 +510,23 @@ class RunyardApp(App[int]):
             self.log_run = None
             self.show_log(run_id)
 
-    @work(group="act")
-    async def action_compare(self) -> None:
+    def action_compare(self) -> None:
+        """Open the compare screen at once, so the keys read with C are its own; then fill it."""
         runs = self.targets()
         if len(runs) < 2 or self.client is None:
             self.notify("select two or more runs with space, then C", severity="warning")
             return
-        details = [await self.client.run(r) for r in runs]
-        points = {r: await self.client.metrics(r) for r in runs}
-        await self.push_screen(CompareScreen([d.run for d in details], points))
+        screen = CompareScreen(runs)
+        self.fill_compare(screen, self.push_screen(screen))
+
+    @work(group="act")
+    async def fill_compare(self, screen: CompareScreen, mounted: Awaitable[object]) -> None:
+        assert self.client is not None
+        await mounted
+        details = [await self.client.run(r) for r in screen.run_ids]
+        points = {r: await self.client.metrics(r) for r in screen.run_ids}
+        if screen in self.screen_stack:  # else closed meanwhile
+            screen.show([d.run for d in details], points)
 
     @on(CompareScreen.ReportWanted)
     @work(exclusive=True, group="report")

@@ -317,12 +317,14 @@ class CompareScreen(Screen[None]):
     CompareScreen MetricChart { height: 1fr; }
     """
 
-    def __init__(self, runs: list[Run], points: dict[int, list[dict[str, Any]]]) -> None:
+    def __init__(self, run_ids: list[int]) -> None:
         super().__init__()
-        self.runs = runs
-        self.series = {run.id: curves(points.get(run.id, [])) for run in runs}
-        self.keys = sorted({k for s in self.series.values() for k in s})
+        self.run_ids = run_ids
+        self.runs: list[Run] = []  # filled by show() once the daemon has answered
+        self.series: dict[int, dict[str, list[tuple[float, float]]]] = {}
+        self.keys: list[str] = []
         self.metric_index = 0
+        self.report_wanted: bool | None = None  # plots or not, asked for before show()
 
     def compose(self) -> ComposeResult:
         yield Horizontal(DataTable(id="compare"))
@@ -330,6 +332,13 @@ class CompareScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(MetricChart).show({}, f"loading runs {', '.join(map(str, self.run_ids))}…")
+
+    def show(self, runs: list[Run], points: dict[int, list[dict[str, Any]]]) -> None:
+        """Fill the table and the chart with the runs as the daemon has them."""
+        self.runs = runs
+        self.series = {run.id: curves(points.get(run.id, [])) for run in runs}
+        self.keys = sorted({k for s in self.series.values() for k in s})
         table = self.query_one(DataTable)
         table.add_column("", key="what")
         for run in self.runs:
@@ -343,9 +352,11 @@ class CompareScreen(Screen[None]):
         for key in self.keys:
             finals = []
             for run in self.runs:
-                points = self.series[run.id].get(key, [])
+                points_of = self.series[run.id].get(key, [])
                 finals.append(
-                    f"{points[-1][1]:.4g} (max {max(v for _, v in points):.4g})" if points else "-"
+                    f"{points_of[-1][1]:.4g} (max {max(v for _, v in points_of):.4g})"
+                    if points_of
+                    else "-"
                 )
             table.add_row(Text(f"  {key} last", "bold"), *finals)
         seeds = [str(run.seed) for run in self.runs]
@@ -356,6 +367,8 @@ class CompareScreen(Screen[None]):
         )
         table.add_row(Text("  host", "bold"), *(run.host or "-" for run in self.runs))
         self.draw()
+        if self.report_wanted is not None:
+            self.want_report(self.report_wanted)
 
     def draw(self) -> None:
         if not self.keys:
@@ -380,10 +393,17 @@ class CompareScreen(Screen[None]):
             self.sweeps, self.plots = sweeps, plots
 
     def action_export(self) -> None:
-        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=False))
+        self.want_report(plots=False)
 
     def action_report(self) -> None:
-        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=True))
+        self.want_report(plots=True)
+
+    def want_report(self, plots: bool) -> None:
+        """Ask for the report now, or once the runs have loaded (a key typed right after C)."""
+        if not self.runs:
+            self.report_wanted = plots
+            return
+        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=plots))
 
 
 class PromptScreen(ModalScreen[str | None]):
