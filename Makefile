@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
+# .venv/bin first on PATH, as an activated venv would: runs launched from the TUI get its
+# environment, so the example experiments' `python` is this venv's
 run: $(STAMP)
-	$(VENV)/bin/runyard
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/runyard
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine tui tests bench experiments
