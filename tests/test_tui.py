@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Awaitable
 from types import SimpleNamespace
 
 import msgspec
@@ -99,6 +100,43 @@ async def test_the_log_pane_shows_a_burst_bigger_than_an_event_without_a_gap(
     finally:
         await client.cancel(run.id)
         await client.wait(run.id, 30)
+
+
+async def test_the_log_pane_follows_the_end_of_each_run_it_switches_to(
+    client: Client, daemon: Project
+) -> None:
+    """From a log scrolled to its end to a longer one: the pane shows the new log's end and
+    keeps following it. (A cleared Textual Log keeps its scroll offset, and a Log follows only
+    a view already at its end, so the view used to stay where the shorter log had ended.)"""
+    [long] = await client.submit([ticker(daemon, 20_000, 0.005, name="long")])
+
+    async def printed(run_id: int) -> int:
+        return (await client.log(run_id))[0].count(b"\n")
+
+    await wait_until(lambda: _at_least(printed(long.id), 400), what="the long log")
+    [short] = await client.submit([ticker(daemon, 5000, 0.05, name="short")])
+    app = RunyardApp(str(daemon.config_path))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            log = app.query_one(Log)
+            await wait_until(
+                lambda: app.log_run == short.id and log.max_scroll_y > 0,
+                what="the short log filling the pane",
+            )
+            await wait_until(lambda: log.is_vertical_scroll_end, what="its view at its end")
+            await pilot.press("down")
+            await wait_until(lambda: app.log_run == long.id and app.log_offset, what="long's")
+            shown = log.line_count
+            await wait_until(lambda: log.line_count > shown, what="lines after its tail")
+            await wait_until(lambda: log.is_vertical_scroll_end, what="the view at its end")
+            assert log.scroll_offset.y > 400 - log.size.height  # not the short log's place
+    finally:
+        await client.cancel(long.id)
+        await client.cancel(short.id)
+
+
+async def _at_least(count: Awaitable[int], least: int) -> bool:
+    return await count >= least
 
 
 async def test_moving_focus_again_and_again_leaves_no_old_footer_keys_alive(

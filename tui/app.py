@@ -32,7 +32,7 @@ from engine.protocol import (
     SampleTaken,
 )
 from tui.screens import CompareScreen, LauncherScreen, PromptScreen, RunDetailScreen
-from tui.widgets import FilterBar, Footer, HostPane, QueueTable, RunsTable
+from tui.widgets import FilterBar, Footer, HostPane, QueueTable, RunsTable, replace_lines
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000
@@ -371,8 +371,7 @@ class RunyardApp(App[int]):
             detail.show_log(lines, tail_end)
         else:
             log = self.dash.query_one("#log", Log)
-            log.clear()
-            log.write_lines(lines)
+            replace_lines(log, lines)
             log.border_title = f"log: run {run_id}"  # a title, not a Static: no relayout
         self.log_offset = tail_end
         held, self.log_held = self.log_held, []

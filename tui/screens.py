@@ -19,7 +19,7 @@ from textual_plotext import PlotextPlot
 
 from engine.model import Run, format_duration
 from engine.protocol import RunDetail, SweepPlan
-from tui.widgets import Footer
+from tui.widgets import Footer, replace_lines
 
 LOG_MAX_LINES = 20_000
 
@@ -107,9 +107,7 @@ class RunDetailScreen(Screen[None]):
         self.draw()
 
     def show_log(self, lines: list[str], offset: int) -> None:
-        log = self.query_one(Log)
-        log.clear()
-        log.write_lines(lines)
+        replace_lines(self.query_one(Log), lines)
         self.log_offset = offset
         self.update_title()
 

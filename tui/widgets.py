@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Log
 from textual.widgets import Footer as TextualFooter
 
 from engine.model import HostSample, Run, RunStatus, format_duration
@@ -60,6 +60,16 @@ def run_list(runs: tuple[int, ...], lead: str = "  runs ", shown: int = 4) -> st
         return ""
     more = f" +{len(runs) - shown}" if len(runs) > shown else ""
     return lead + " ".join(str(r) for r in runs[:shown]) + more
+
+
+def replace_lines(log: Log, lines: list[str]) -> None:
+    """Show `lines` in place of a log's own, its view at their end so that it follows what is
+    written next. A cleared Textual Log keeps its scroll offset, and a Log follows writes only
+    from a view at its end: without the scroll home, a log shown after a shorter one stayed
+    where the shorter one had ended."""
+    log.clear()
+    log.scroll_home(animate=False, immediate=True)
+    log.write_lines(lines)
 
 
 class Lines(Widget):
