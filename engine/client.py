@@ -47,6 +47,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "DaemonError",
+    "DaemonGone",
     "EngineError",
     "connect",
     "load_project",
@@ -67,6 +68,10 @@ class EngineError(Exception):
         self.status = status
 
 
+class DaemonGone(EngineError):
+    """The daemon did not answer: it stopped or crashed, or this client was closed."""
+
+
 class Client:
     """Talks HTTP+JSON to the daemon over its Unix socket."""
 
@@ -78,6 +83,8 @@ class Client:
             base_url="http://runyard",
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._logs: list[int] = []  # the runs whose log lines the event stream carries
 
     async def __aenter__(self) -> Client:
         return self
@@ -89,19 +96,22 @@ class Client:
         await self._session.close()
 
     async def _request(self, method: str, path: str, kind: Any = None, **kwargs: Any) -> Any:
-        async with self._session.request(method, API + path, **kwargs) as response:
-            body = await response.read()
-            if response.status >= 400:
-                try:
-                    message = msgspec.json.decode(body, type=ErrorBody).error
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    message = body.decode(errors="replace") or response.reason or "error"
-                raise EngineError(message, response.status)
-            return (
-                msgspec.json.decode(body, type=kind)
-                if kind is not None
-                else msgspec.json.decode(body)
-            )
+        if self._session.closed:
+            raise DaemonGone("this client is closed")
+        try:
+            async with self._session.request(method, API + path, **kwargs) as response:
+                body = await response.read()
+        except aiohttp.ClientConnectionError as exc:
+            raise DaemonGone(f"the daemon did not answer: {exc or type(exc).__name__}") from exc
+        if response.status >= 400:
+            try:
+                message = msgspec.json.decode(body, type=ErrorBody).error
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                message = body.decode(errors="replace") or response.reason or "error"
+            raise EngineError(message, response.status)
+        return (
+            msgspec.json.decode(body, type=kind) if kind is not None else msgspec.json.decode(body)
+        )
 
     async def status(self) -> DaemonStatus:
         return await self._request("GET", "/status", DaemonStatus)
@@ -299,20 +309,37 @@ class Client:
     async def shutdown(self) -> None:
         await self._request("POST", "/shutdown")
 
-    async def events(self, logs: Sequence[int] = ()) -> AsyncIterator[list[Event]]:
-        """The daemon's event stream, in batches; `logs` names runs whose log lines to include."""
-        async with self._session.ws_connect(f"{API}/events") as ws:
-            self._ws = ws
-            await ws.send_bytes(ENCODER.encode(Subscribe(logs=list(logs))))
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.BINARY:
-                    yield msgspec.json.decode(msg.data, type=list[Event])
-                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    break
+    async def events(self, logs: Sequence[int] | None = None) -> AsyncIterator[list[Event]]:
+        """The daemon's event stream, in batches; `logs` names runs whose log lines to include
+        (else those follow_logs named). Raises DaemonGone when the daemon goes away."""
+        if self._session.closed:
+            raise DaemonGone("this client is closed")
+        if logs is not None:
+            self._logs = list(logs)
+        try:
+            async with self._session.ws_connect(f"{API}/events") as ws:
+                self._ws = ws
+                await ws.send_bytes(ENCODER.encode(Subscribe(logs=self._logs)))
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        yield msgspec.json.decode(msg.data, type=list[Event])
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+        except (aiohttp.ClientConnectionError, ConnectionResetError) as exc:
+            raise DaemonGone(f"the daemon's event stream broke: {exc}") from exc
+        finally:
+            self._ws = None
+        raise DaemonGone("the daemon closed its event stream")
 
     async def follow_logs(self, run_ids: Sequence[int]) -> None:
-        """Change which runs' log lines the open event stream carries."""
-        await self._ws.send_bytes(ENCODER.encode(Subscribe(logs=list(run_ids))))
+        """Change which runs' log lines the event stream carries (from now, or from when it
+        opens)."""
+        self._logs = list(run_ids)
+        if self._ws is not None and not self._ws.closed:
+            try:
+                await self._ws.send_bytes(ENCODER.encode(Subscribe(logs=self._logs)))
+            except (aiohttp.ClientConnectionError, ConnectionResetError) as exc:
+                raise DaemonGone(f"the daemon's event stream broke: {exc}") from exc
 
 
 async def probe(sock: Path) -> DaemonStatus | None:

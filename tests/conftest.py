@@ -40,6 +40,17 @@ async def wait_until(
         delay = min(delay * 2, 0.1)
 
 
+def _alive(pid: int) -> bool:
+    """Whether the process runs; one this process started (an app here started a daemon) is
+    reaped once it has exited, so it is not waited on as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Project:
     """A temporary project folder with its own hosts.toml and state directory."""
 
@@ -108,7 +119,7 @@ class Project:
             if str(self.config_path).encode() in cmdline:
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + 10
-                while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                while _alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.02)
 
     def run_pids(self) -> list[int]:

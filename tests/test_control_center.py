@@ -8,14 +8,14 @@ import sys
 
 from textual import events
 from textual.geometry import Region
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Log
 from textual.worker import Worker, WorkerState
 
 from engine.client import Client, connect
 from engine.model import RunStatus
 from tui.app import RunyardApp
 from tui.screens import CompareScreen, LauncherScreen, MetricChart, RunDetailScreen
-from tui.widgets import RunsTable
+from tui.widgets import HostPane, RunsTable
 
 from .conftest import HOSTS, Project, fill_store, wait_until
 from .test_daemon import job, ticker
@@ -280,6 +280,47 @@ async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
         )
         await wait_until(lambda: table.total == 6, timeout=30, what="the sweep's runs")
         assert app.screen is app.dash
+
+
+def _plain_lines(log: Log) -> list[int]:
+    """The numbers of the ticker's plain lines a log pane shows, in order."""
+    return [int(line.split()[-1]) for line in log.lines if line.startswith("plain line ")]
+
+
+async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Project) -> None:
+    """The daemon killed under the TUI is a state shown, not a crash: the app starts a new
+    daemon, and the run, which outlived the old one, goes on in the table and the log."""
+    client = await connect(daemon.config, start=False)
+    try:
+        [run] = await client.submit([ticker(daemon, 5000, 0.02, name="steady")])
+    finally:
+        await client.close()
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)):
+        table = app.dash.query_one(RunsTable)
+        log = app.dash.query_one("#log", Log)
+        await wait_until(lambda: app.log_run == run.id and _plain_lines(log), what="its log")
+        daemon.kill_daemon(signal.SIGKILL)
+        await wait_until(
+            lambda: any("connecting again" in n.message for n in app._notifications),
+            what="the daemon's loss told",
+        )
+        await wait_until(lambda: app.connections == 2, timeout=30, what="a new daemon")
+        assert any("connected to the daemon again" in n.message for n in app._notifications)
+        shown = _plain_lines(log)[-1]
+        await wait_until(lambda: _plain_lines(log)[-1] > shown + 20, what="the log going on")
+        await wait_until(lambda: log.is_vertical_scroll_end, what="its view following the end")
+        numbers = _plain_lines(log)
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), "lines lost or repeated"
+        assert len(app.dash.query(HostPane)) == 1  # the panes refreshed, not mounted again
+        assert table.runs[run.id].status is RunStatus.RUNNING
+        again = await connect(daemon.config, start=False)  # the daemon the app started
+        try:
+            now = (await again.run(run.id)).run
+            assert now.status is RunStatus.RUNNING and now.attempt == 1  # not restarted
+            await again.cancel(run.id)
+        finally:
+            await again.close()
 
 
 async def _all_done(client: Client) -> bool:

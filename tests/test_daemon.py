@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import Client, connect, probe
+from engine.client import Client, DaemonGone, connect, probe
 from engine.daemon import socket_path
 from engine.model import JobSpec, RunStatus
 
@@ -133,6 +133,25 @@ async def test_the_event_stream_carries_status_metrics_logs_and_samples(
     lines = [line for e in seen["log"] for line in e.lines]
     assert any(line.startswith("plain line") for line in lines)
     assert seen["sample"][0].sample.host == "local" and seen["sample"][0].sample.cpu_per_core
+
+
+async def test_a_client_says_the_daemon_is_gone_when_it_dies(
+    client: Client, daemon: Project
+) -> None:
+    """A crash of the daemon reaches its clients as DaemonGone, one error to catch, from the
+    event stream and from requests alike, and not as aiohttp's own exceptions."""
+    stream = client.events()
+    await anext(stream)  # live: a host sample arrives every 0.2 s
+    daemon.kill_daemon(signal.SIGKILL)
+    with pytest.raises(DaemonGone, match="event stream"):
+        async for _ in stream:  # what was sent before the kill, then the error
+            pass
+    with pytest.raises(DaemonGone, match="did not answer"):
+        await client.status()
+    await client.follow_logs([1])  # no stream open: kept for the next one, nothing sent
+    await client.close()
+    with pytest.raises(DaemonGone, match="closed"):
+        await client.runs()
 
 
 def burst(project: Project, go: Path, lines: int, then_sleep: float, **kw) -> JobSpec:  # type: ignore[no-untyped-def]

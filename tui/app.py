@@ -21,7 +21,15 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Header, Input, Log
 
-from engine.client import Client, ConfigError, DaemonError, EngineError, connect, load_project
+from engine.client import (
+    Client,
+    ConfigError,
+    DaemonError,
+    DaemonGone,
+    EngineError,
+    connect,
+    load_project,
+)
 from engine.model import RunStatus
 from engine.protocol import (
     EventsDropped,
@@ -42,17 +50,19 @@ RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most t
 SORTS = ("id", "status", "host", "name", "duration", "created")
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
 FOCUS_ACTIONS = {"logs", "filter"}  # their bindings are priority bindings
+RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # between tries to reach a daemon again
 
 
 def closing_quietly(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """A worker body that stops without error when the app closes under it (its widgets are
-    gone: an event or a reply arrived during shutdown)."""
+    gone: an event or a reply arrived during shutdown) or the daemon goes away (the engine
+    worker says so and connects again)."""
 
     @functools.wraps(method)
     async def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             await method(*args, **kwargs)
-        except NoMatches:
+        except (NoMatches, DaemonGone):
             return
 
     return wrapper
@@ -106,7 +116,9 @@ class RunyardApp(App[int]):
         self.reload_pending = False
         self.log_timer: Timer | None = None
         self.host_states: dict[str, str] = {}
+        self.host_timer: Timer | None = None
         self.sweeps_told: set[str] = set()
+        self.connections = 0  # to a daemon, so far: tests wait on it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -155,37 +167,74 @@ class RunyardApp(App[int]):
 
     @work(exclusive=True, group="engine")
     async def follow_engine(self) -> None:
-        try:
-            self.client = await connect(self.config_path)
-            status = await self.client.status()
-            self.project = Path(status.config).parent
-            self.sub_title = f"{status.config}  ·  daemon {status.pid}"
-            await self.load_state()
-            async for batch in self.client.events(logs=[self.log_run] if self.log_run else []):
-                await self.apply(batch)
-        except (ConfigError, DaemonError, EngineError, OSError) as exc:
-            self.exit(1, message=f"runyard: {exc}")
-        except msgspec.ValidationError as exc:
-            self.exit(
-                1,
-                message=f"runyard: the daemon sent an event this version cannot read ({exc}); "
-                "it may be from another Runyard version: `engine stop`, then start runyard again",
-            )
-        finally:  # also when the app exits and cancels this worker
-            if self.client is not None:
-                await self.client.close()
+        """Connect to the daemon (starting one if none answers), load what it knows and apply
+        its events. When it goes away (a crash, `engine stop`), say so and connect again: runs
+        go on without it, and the screen catches up once a daemon answers."""
+        tries = 0
+        while True:
+            client: Client | None = None
+            try:
+                client = await connect(self.config_path)
+                status = await client.status()
+                self.project = Path(status.config).parent
+                self.client = client
+                await self.load_state()
+                self.sub_title = f"{status.config}  ·  daemon {status.pid}"
+                self.connections += 1
+                if self.connections > 1:
+                    self.caught_up(status.pid)
+                tries = 0
+                async for batch in client.events():
+                    await self.apply(batch)
+            except msgspec.ValidationError as exc:
+                self.exit(
+                    1,
+                    message=f"runyard: the daemon sent an event this version cannot read ({exc}); "
+                    "it may be from another Runyard version: `engine stop`, then start runyard "
+                    "again",
+                )
+                return
+            except (ConfigError, DaemonError, EngineError, OSError) as exc:
+                if self.connections == 0 and tries == 0:
+                    self.exit(1, message=f"runyard: {exc}")  # never connected: say why, and go
+                    return
+                if tries == 0:
+                    self.notify(f"{exc}; connecting again…", title="daemon", severity="warning")
+                self.sub_title = f"no daemon: {exc}  ·  connecting again…"
+                await asyncio.sleep(RECONNECT_DELAYS_S[min(tries, len(RECONNECT_DELAYS_S) - 1)])
+                tries += 1
+            finally:  # also when the app exits and cancels this worker
+                if client is not None:
+                    await client.close()
 
     async def load_state(self) -> None:
+        """The host panes, then the runs window where it was (the first on the first load)."""
         assert self.client is not None
         hosts = (await self.client.hosts()).hosts
         pane_box = self.dash.query_one("#hosts", Vertical)
+        panes = {pane.host: pane for pane in self.dash.query(HostPane)}
+        for name in panes.keys() - {host.name for host in hosts}:
+            await panes.pop(name).remove()  # gone from hosts.toml since the last daemon
         for host in hosts:
-            pane = HostPane(host.name)
-            await pane_box.mount(pane)
-            pane.show(host.state, host.reason, host.sample, host.gpus)
+            if host.name not in panes:
+                panes[host.name] = HostPane(host.name)
+                await pane_box.mount(panes[host.name])
+            panes[host.name].show(host.state, host.reason, host.sample, host.gpus)
             self.host_states[host.name] = host.state
-        self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
-        await self.fetch_page(0)
+        if self.host_timer is None:
+            self.host_timer = self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
+        await self.fetch_page(self.dash.query_one(RunsTable).window_offset)
+
+    def caught_up(self, pid: int) -> None:
+        """Connected again: say so, and re-read what events may have been missed meanwhile
+        (the open run's details and metrics, the followed log's tail)."""
+        self.notify(f"connected to the daemon again (pid {pid})", title="daemon")
+        self.log_run = None
+        detail = next((s for s in self.screen_stack if isinstance(s, RunDetailScreen)), None)
+        if detail is not None:
+            self.fill_detail(detail)
+        elif (run_id := self.dash.query_one(RunsTable).selected_run) is not None:
+            self.show_log(run_id)
 
     @closing_quietly
     async def apply(self, batch: list) -> None:
@@ -489,10 +538,14 @@ class RunyardApp(App[int]):
         self.fill_detail(screen, self.push_screen(screen))
 
     @work(group="act")
-    async def fill_detail(self, screen: RunDetailScreen, mounted: Awaitable[object]) -> None:
+    @closing_quietly
+    async def fill_detail(
+        self, screen: RunDetailScreen, mounted: Awaitable[object] | None = None
+    ) -> None:
         assert self.client is not None
         run_id = screen.run_id
-        await mounted
+        if mounted is not None:
+            await mounted
         detail = await self.client.run(run_id)
         points = await self.client.metrics(run_id)
         if screen not in self.screen_stack:
@@ -519,6 +572,7 @@ class RunyardApp(App[int]):
         self.fill_compare(screen, self.push_screen(screen))
 
     @work(group="act")
+    @closing_quietly
     async def fill_compare(self, screen: CompareScreen, mounted: Awaitable[object]) -> None:
         assert self.client is not None
         await mounted
