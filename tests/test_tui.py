@@ -135,6 +135,34 @@ async def test_the_log_pane_follows_the_end_of_each_run_it_switches_to(
         await client.cancel(short.id)
 
 
+async def test_the_cursor_stays_on_screen_when_the_queue_above_grows(
+    client: Client, daemon: Project
+) -> None:
+    """New runs queue: the queue pane above the runs table grows and the table shrinks, and
+    the run under the cursor, now at the bottom, stays in view."""
+    [first] = await client.submit([job(daemon, ["sleep", "60"], name="first")])
+    app = RunyardApp(str(daemon.config_path))
+    try:
+        async with app.run_test(size=(100, 30)):
+            table = app.query_one(RunsTable)
+            await wait_until(lambda: table.selected_run == first.id, what="the run")
+            tall = table.scrollable_content_region.height
+            await client.submit([job(daemon, ["sleep", "60"], name=f"n{i}") for i in range(24)])
+            await wait_until(
+                lambda: table.total == 25 and table.scrollable_content_region.height < tall,
+                what="the queue pane grown, the table shrunk",
+            )
+
+            def on_screen() -> bool:
+                top, rows = int(table.scroll_offset.y), table.scrollable_content_region.height
+                return table.selected_run == first.id and top <= table.cursor_row < top + rows - 1
+
+            await wait_until(on_screen, what="the cursor's run on screen")
+    finally:
+        for run in await client.runs(statuses=["queued", "assigned", "starting", "running"]):
+            await client.cancel(run.id)
+
+
 async def _at_least(count: Awaitable[int], least: int) -> bool:
     return await count >= least
 

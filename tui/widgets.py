@@ -447,6 +447,10 @@ class RunsTable(ScrollView, can_focus=True):
                 self.wanted = offset
                 self.post_message(self.WindowWanted(offset))
 
+    def on_resize(self) -> None:
+        """Shorter (the queue above grew), the table keeps the cursor's row in view."""
+        self.scroll_to_cursor()
+
     def on_click(self, event: events.Click) -> None:
         if event.y >= 1:
             self.move_to(int(self.scroll_offset.y) + event.y - 1)
