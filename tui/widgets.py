@@ -237,16 +237,17 @@ class RunsTable(ScrollView, can_focus=True):
     are drawn (Textual's line API: a DataTable measures and renders every row it holds). Near
     either edge of the window the table asks for another one; the app fetches it."""
 
+    # What a glance needs first, so a 100-column terminal still shows the metric and duration.
     COLUMNS = (
         ("id", "ID", 7),
         ("name", "NAME", 20),
         ("status", "STATUS", 13),
-        ("host", "HOST", 10),
-        ("sweep", "SWEEP", 12),
-        ("params", "PARAMS", 24),
         ("metrics", "METRIC", 26),
         ("time", "TIME", 7),
         ("try", "TRY", 3),
+        ("host", "HOST", 10),
+        ("sweep", "SWEEP", 12),
+        ("params", "PARAMS", 24),
         ("reason", "REASON", 60),
     )
     BINDINGS = [
@@ -490,8 +491,8 @@ class RunsTable(ScrollView, can_focus=True):
         base = self.base_style
         cells = self.cells(run)
         out: list[Segment] = []
-        for (key, _, width), value in zip(self.COLUMNS, cells, strict=True):
-            text = value[:width].ljust(width) + " "
+        for key, _, width in self.COLUMNS:
+            text = cells[key][:width].ljust(width) + " "
             style = base
             if key == "status":
                 style = base + Style.parse(STATUS_STYLE.get(run.status, "") or "none")
@@ -512,23 +513,24 @@ class RunsTable(ScrollView, can_focus=True):
             return f"{metric['name']}={s['last']:.4g} best {best:.4g}"
         return "  ".join(f"{k}={s['last']:.4g}" for k, s in list(latest.items())[:3])
 
-    def cells(self, run: Run) -> tuple[str, ...]:
+    def cells(self, run: Run) -> dict[str, str]:
+        """The run's text in each column, by column key."""
         mark = "●" if run.id in self.selected else " "
         host = run.host or "-"
         if run.gpus:
             host += ":" + ",".join(map(str, run.gpus))
-        return (
-            f"{mark}{run.id}",
-            run.name,
-            str(run.status) + (" (held)" if run.held else ""),
-            host,
-            run.sweep or "",
-            " ".join(f"{k}={v}" for k, v in run.params.items()),
-            self.metrics_text(run.id),
-            format_duration(run.elapsed()),
-            str(run.attempt),
-            run.reason or "",
-        )
+        return {
+            "id": f"{mark}{run.id}",
+            "name": run.name,
+            "status": str(run.status) + (" (held)" if run.held else ""),
+            "metrics": self.metrics_text(run.id),
+            "time": format_duration(run.elapsed()),
+            "try": str(run.attempt),
+            "host": host,
+            "sweep": run.sweep or "",
+            "params": " ".join(f"{k}={v}" for k, v in run.params.items()),
+            "reason": run.reason or "",
+        }
 
 
 class QueueTable(DataTable):
