@@ -14,7 +14,13 @@ from textual.worker import Worker, WorkerState
 from engine.client import Client, connect
 from engine.model import RunStatus
 from tui.app import RunyardApp
-from tui.screens import CompareScreen, LauncherScreen, MetricChart, RunDetailScreen
+from tui.screens import (
+    CompareScreen,
+    LauncherScreen,
+    MetricChart,
+    RunDetailScreen,
+    middle_cut,
+)
 from tui.widgets import HostPane, RunsTable
 
 from .conftest import HOSTS, Project, fill_store, wait_until
@@ -217,8 +223,13 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         assert isinstance(compare, CompareScreen)
         await wait_until(lambda: len(compare.runs) == 2, what="the two runs loaded")
         assert compare.keys == ["score"]
-        rows = [str(compare.query_one("DataTable").get_row_at(i)[0]) for i in range(2)]  # type: ignore[attr-defined]
-        assert any(r.startswith("≠ ") for r in rows)  # a parameter that differs is marked
+        grid = compare.query_one("DataTable")
+        rows = [[str(cell) for cell in grid.get_row_at(i)] for i in range(grid.row_count)]  # type: ignore[attr-defined]
+        assert any(r[0].startswith("≠ ") for r in rows)  # a parameter that differs is marked
+        [score] = [r for r in rows if r[0].strip() == "score last"]
+        assert all("(best " in cell for cell in score[1:]), score  # the sweep's metric: max
+        labels = [str(c.label) for c in grid.columns.values()][1:]  # type: ignore[attr-defined]
+        assert labels == [f"{r.id} {r.name}" for r in compare.runs]  # whole names: they fit
         # export (the e typed with C) and report of the compared runs' sweep, by the daemon
         await wait_until(
             lambda: any("export of toy-1" in n.message for n in app._notifications),
@@ -321,6 +332,13 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
             await again.cancel(run.id)
         finally:
             await again.close()
+
+
+def test_compare_cuts_long_run_names_in_the_middle_where_they_are_alike() -> None:
+    a, b = "ensemble-mlp-001-learning-rate-s1", "ensemble-mlp-001-learning-rate-s2"
+    assert middle_cut(a, 16) == "ensembl…-rate-s1" and middle_cut(b, 16).endswith("-s2")
+    assert all(len(middle_cut(a, w)) == w for w in range(2, len(a)))
+    assert middle_cut("short", 16) == "short"
 
 
 async def _all_done(client: Client) -> bool:

@@ -579,7 +579,13 @@ class RunyardApp(App[int]):
         details = [await self.client.run(r) for r in screen.run_ids]
         points = {r: await self.client.metrics(r) for r in screen.run_ids}
         if screen in self.screen_stack:  # else closed meanwhile
-            screen.show([d.run for d in details], points)
+            sweeps = self.dash.query_one(RunsTable).sweep_metrics
+            modes = {
+                m["name"]: m.get("mode", "max")
+                for d in details
+                if (m := sweeps.get(d.run.sweep or "")) and m.get("name")
+            }
+            screen.show([d.run for d in details], points, modes)
 
     @on(CompareScreen.ReportWanted)
     @work(exclusive=True, group="report")

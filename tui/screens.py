@@ -40,6 +40,15 @@ class MetricChart(PlotextPlot):
         self.refresh()
 
 
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut in the middle: run names of one sweep share
+    their start and differ at the end (…-001-s1, …-001-s2)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
 def curves(points: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """A run's points as one (step, value) series per key; a point without a step is placed
     at its position in the log."""
@@ -332,15 +341,22 @@ class CompareScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(MetricChart).show({}, f"loading runs {', '.join(map(str, self.run_ids))}…")
 
-    def show(self, runs: list[Run], points: dict[int, list[dict[str, Any]]]) -> None:
-        """Fill the table and the chart with the runs as the daemon has them."""
+    def show(
+        self,
+        runs: list[Run],
+        points: dict[int, list[dict[str, Any]]],
+        modes: dict[str, str] | None = None,
+    ) -> None:
+        """Fill the table and the chart with the runs as the daemon has them; `modes` says
+        which way is best for the metrics the runs' sweeps optimise ("max" or "min")."""
+        modes = modes or {}
         self.runs = runs
         self.series = {run.id: curves(points.get(run.id, [])) for run in runs}
         self.keys = sorted({k for s in self.series.values() for k in s})
         table = self.query_one(DataTable)
         table.add_column("", key="what")
         for run in self.runs:
-            table.add_column(f"{run.id} {run.name[:16]}", key=str(run.id))
+            table.add_column(f"{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
         names = sorted({k for run in self.runs for k in run.params})
         for name in names:
             values = [run.params.get(name) for run in self.runs]
@@ -350,12 +366,14 @@ class CompareScreen(Screen[None]):
         for key in self.keys:
             finals = []
             for run in self.runs:
-                points_of = self.series[run.id].get(key, [])
-                finals.append(
-                    f"{points_of[-1][1]:.4g} (max {max(v for _, v in points_of):.4g})"
-                    if points_of
-                    else "-"
-                )
+                values = [v for _, v in self.series[run.id].get(key, [])]
+                if not values:
+                    finals.append("-")
+                elif key in modes:
+                    best = max(values) if modes[key] == "max" else min(values)
+                    finals.append(f"{values[-1]:.4g} (best {best:.4g})")
+                else:
+                    finals.append(f"{values[-1]:.4g} ({min(values):.4g}…{max(values):.4g})")
             table.add_row(Text(f"  {key} last", "bold"), *finals)
         seeds = [str(run.seed) for run in self.runs]
         mark = "≠ " if len(set(seeds)) > 1 else "  "
