@@ -246,7 +246,8 @@ class LauncherScreen(ModalScreen[None]):
     LauncherScreen { align: center middle; }
     LauncherScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 0 1; }
     LauncherScreen OptionList { height: 1fr; }
-    LauncherScreen #plan { height: auto; max-height: 12; }
+    LauncherScreen #plan { height: auto; max-height: 12; text-wrap: nowrap; text-overflow: ellipsis; }
+    LauncherScreen #plan.-error { text-wrap: wrap; }
     """
 
     class Choice(Message):
@@ -305,8 +306,10 @@ class LauncherScreen(ModalScreen[None]):
         elif plan is not None:
             text.append(f"{plan.trials} trials: {plan.where}\n", "bold")
             for job in plan.first[:6]:
-                text.append(f"  {job.name}  {' '.join(job.argv)[:120]}\n", "dim")
-        self.query_one("#plan", Static).update(text)
+                text.append(f"  {job.name}  {' '.join(job.argv)}\n", "dim")
+        shown = self.query_one("#plan", Static)
+        shown.set_class(bool(error), "-error")  # an error wraps; a trial is one line
+        shown.update(text)
 
 
 class CompareScreen(Screen[None]):
