@@ -246,8 +246,8 @@ class LauncherScreen(ModalScreen[None]):
     LauncherScreen { align: center middle; }
     LauncherScreen > Vertical { width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 0 1; }
     LauncherScreen OptionList { height: 1fr; }
-    LauncherScreen #plan { height: auto; max-height: 12; text-wrap: nowrap; text-overflow: ellipsis; }
-    LauncherScreen #plan.-error { text-wrap: wrap; }
+    LauncherScreen #plan { height: auto; max-height: 6; }
+    LauncherScreen #trials { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     class Choice(Message):
@@ -271,6 +271,7 @@ class LauncherScreen(ModalScreen[None]):
             yield OptionList(*(str(f) for f in self.files), id="files")
             yield Input(placeholder="overrides, e.g. trials=8 seeds=[0,1] lr=0.01", id="overrides")
             yield Static("", id="plan")
+            yield Static("", id="trials")
 
     def on_mount(self) -> None:
         if not self.files:
@@ -300,16 +301,17 @@ class LauncherScreen(ModalScreen[None]):
             self.post_message(self.Launch(*choice))
 
     def show_plan(self, plan: SweepPlan | None, error: str | None = None) -> None:
-        text = Text()
+        """The trial count and where they go (or why the file or overrides are wrong), then
+        the first trials, a line each."""
+        summary, trials = Text(), Text()
         if error:
-            text.append(error, "bold red")
+            summary.append(error, "bold red")
         elif plan is not None:
-            text.append(f"{plan.trials} trials: {plan.where}\n", "bold")
+            summary.append(f"{plan.trials} trials: {plan.where}", "bold")
             for job in plan.first[:6]:
-                text.append(f"  {job.name}  {' '.join(job.argv)}\n", "dim")
-        shown = self.query_one("#plan", Static)
-        shown.set_class(bool(error), "-error")  # an error wraps; a trial is one line
-        shown.update(text)
+                trials.append(f"  {job.name}  {' '.join(job.argv)}\n", "dim")
+        self.query_one("#plan", Static).update(summary)
+        self.query_one("#trials", Static).update(trials)
 
 
 class CompareScreen(Screen[None]):
