@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import msgspec
 import psutil
+from textual import events
+from textual.app import App
 from textual.widgets import Log
 from textual.widgets._footer import FooterKey
 
@@ -18,7 +20,8 @@ from engine.model import RunStatus
 from engine.protocol import GpuCapacity
 from engine.telemetry import LocalSampler, Nvml
 from tui.app import RunyardApp
-from tui.widgets import Footer, HostPane, RunsTable
+from tui.screens import PromptScreen
+from tui.widgets import Footer, HostPane, RunsTable, TypedInput
 
 from .conftest import Project, wait_until
 from .test_daemon import burst, job, ticker
@@ -161,6 +164,26 @@ async def test_the_cursor_stays_on_screen_when_the_queue_above_grows(
     finally:
         for run in await client.runs(statuses=["queued", "assigned", "starting", "running"]):
             await client.cancel(run.id)
+
+
+async def test_an_input_acts_on_a_burst_of_keys_in_the_order_typed() -> None:
+    """Keys read together (a paste, tmux send-keys) edit a prompt as typed one by one: the
+    editing keys are not overtaken by the characters after them."""
+
+    class Prompting(App[None]):
+        answers: list[str | None] = []
+
+        def on_mount(self) -> None:
+            self.push_screen(PromptScreen("priority", value="12"), self.answers.append)
+
+    app = Prompting()
+    async with app.run_test() as pilot:
+        await wait_until(lambda: isinstance(app.focused, TypedInput), what="the prompt")
+        for key in ("ctrl+u", "3", "left", "4", "enter"):  # as the driver posts them
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await wait_until(lambda: app.answers, what="the answer")
+        await pilot.pause()
+    assert app.answers == ["43"]
 
 
 async def _at_least(count: Awaitable[int], least: int) -> bool:

@@ -19,7 +19,7 @@ from textual_plotext import PlotextPlot
 
 from engine.model import Run, format_duration
 from engine.protocol import RunDetail, SweepPlan
-from tui.widgets import Footer, replace_lines
+from tui.widgets import Footer, TypedInput, replace_lines
 
 LOG_MAX_LINES = 20_000
 
@@ -96,7 +96,7 @@ class RunDetailScreen(Screen[None]):
         yield VerticalScroll(Static(f"run {self.run_id}: loading…", id="facts-text"), id="facts")
         yield MetricChart()
         yield Log(max_lines=LOG_MAX_LINES, auto_scroll=True)
-        yield Input(placeholder="search the log (enter: next match, escape: close)")
+        yield TypedInput(placeholder="search the log (enter: next match, escape: close)")
         yield Footer()
 
     # --- data from the app -------------------------------------------------------------------
@@ -269,7 +269,9 @@ class LauncherScreen(ModalScreen[None]):
         with Vertical():
             yield Label("Launch a sweep: choose an experiment (enter launches it)")
             yield OptionList(*(str(f) for f in self.files), id="files")
-            yield Input(placeholder="overrides, e.g. trials=8 seeds=[0,1] lr=0.01", id="overrides")
+            yield TypedInput(
+                placeholder="overrides, e.g. trials=8 seeds=[0,1] lr=0.01", id="overrides"
+            )
             yield Static("", id="plan")
             yield Static("", id="trials")
 
@@ -443,7 +445,7 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
-            yield Input(value=self.value)
+            yield TypedInput(value=self.value)
 
     @on(Input.Submitted)
     def answer(self, event: Input.Submitted) -> None:

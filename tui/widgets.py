@@ -221,7 +221,22 @@ class Footer(TextualFooter):
         self.mutate_reactive(TextualFooter.compact)
 
 
-class FilterBar(Input):
+class TypedInput(Input):
+    """An Input whose own keys (backspace, arrows, ctrl+u, enter…) act in the order typed.
+    Textual runs a focused Input's bindings only once the key has bubbled up to the app, while
+    it inserts a character at once, so in a burst (a paste, tmux send-keys) `ctrl+u 3 enter`
+    submitted '' (Textual issue #6605). Here the Input's own bindings run as the key arrives."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if not binding.priority and await self.app.run_action(binding.action, self):
+                event.stop()
+                event.prevent_default()
+                return
+        await super()._on_key(event)
+
+
+class FilterBar(TypedInput):
     """The runs filter. Its virtual width is at least the bar's own, so typing a character
     changes no size: an Input's virtual width otherwise follows its text, and Textual lays
     out the whole screen on every keystroke."""
