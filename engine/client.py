@@ -161,8 +161,14 @@ class Client:
         """Queue a failed or lost run again, as its next attempt."""
         return await self._request("POST", f"/runs/{ref}/retry", Run)
 
-    async def metrics(self, ref: int | str, key: str | None = None) -> list[dict[str, Any]]:
+    async def metrics(
+        self, ref: int | str, key: str | None = None, max_points: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's metric points in log order; with `max_points`, each key thinned to about
+        that many (the extremes of each stretch kept), enough to draw it."""
         params = {"key": key} if key else {}
+        if max_points is not None:
+            params["max_points"] = str(max_points)
         return await self._request("GET", f"/runs/{ref}/metrics", params=params)
 
     async def log(

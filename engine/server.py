@@ -179,8 +179,15 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(API + "/runs/{ref}/metrics")
     async def metrics(request: web.Request) -> web.Response:
+        """A run's metric points; `max_points` thins each key to about that many for a chart."""
         run = await find(request)
-        return _json(await db.call(store.metrics, run.id, request.query.get("key")))
+        try:
+            most = int(request.query["max_points"]) if "max_points" in request.query else None
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        if most is not None and most < 2:
+            return _error(400, f"max_points must be at least 2, not {most}")
+        return _json(await db.call(store.metrics, run.id, request.query.get("key"), most))
 
     @routes.get(API + "/runs/{ref}/log")
     async def log(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from tui.screens import (
     MetricChart,
     RunDetailScreen,
     middle_cut,
+    thin,
 )
 from tui.widgets import HostPane, RunsTable
 
@@ -339,6 +340,18 @@ def test_compare_cuts_long_run_names_in_the_middle_where_they_are_alike() -> Non
     assert middle_cut(a, 16) == "ensembl…-rate-s1" and middle_cut(b, 16).endswith("-s2")
     assert all(len(middle_cut(a, w)) == w for w in range(2, len(a)))
     assert middle_cut("short", 16) == "short"
+
+
+def test_a_long_live_curve_is_thinned_to_its_shape() -> None:
+    """As the daemon thins a curve for a chart, so does the run screen as live points pile up:
+    about `most` points are kept, with both ends, and no spike or dip is lost."""
+    curve = [(float(i), 1 / (i + 1)) for i in range(10_000)]
+    curve[4321], curve[77] = (4321.0, 9.0), (77.0, -1.0)
+    thinned = thin(curve, 400)
+    assert 200 <= len(thinned) <= 402 and thinned == sorted(thinned)
+    assert thinned[0] == curve[0] and thinned[-1] == curve[-1]
+    assert (4321.0, 9.0) in thinned and (77.0, -1.0) in thinned
+    assert thin(curve[:300], 400) == curve[:300]
 
 
 async def _all_done(client: Client) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import Client, DaemonGone, connect, probe
+from engine.client import Client, DaemonGone, EngineError, connect, probe
 from engine.daemon import socket_path
 from engine.model import JobSpec, RunStatus
 
@@ -98,6 +98,10 @@ async def test_metrics_stream_live_and_match_what_was_printed(
     assert sorted(p["step"] for p in points if p["key"] == "loss") == list(range(30))
     assert [p["value"] for p in points if p["key"] == "loss"][:2] == [1.0, 0.5]
     assert (await client.metrics(run.id, key="acc"))[3]["value"] == pytest.approx(0.1)
+    thinned = await client.metrics(run.id, key="loss", max_points=10)  # for a chart
+    assert 5 <= len(thinned) <= 12 and thinned[0]["step"] == 0 and thinned[-1]["step"] == 29
+    with pytest.raises(EngineError, match="max_points must be at least 2"):
+        await client.metrics(run.id, max_points=1)
     await events.aclose()
 
 

@@ -141,6 +141,29 @@ def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> Non
     assert store.metric_count(run_id) == n  # the batch's points were rolled back with it
 
 
+def test_metrics_for_a_chart_keep_each_curves_ends_extremes_and_order(store: Store) -> None:
+    """100,000 steps of two keys thinned to about 400 points each: the first and last points,
+    a one-step spike and dip stay, in log order; a key with fewer points keeps them all."""
+    run_id = queue_one(store)
+    start(store, run_id)
+    n = 100_000
+    loss = [1 / (i + 1) for i in range(n)]
+    loss[61_234], loss[7_777] = 50.0, -3.0  # a spike and a dip, one step each
+    keys = ["loss"] * n + ["lr"] * 10
+    steps = list(range(n)) + list(range(0, n, n // 10))
+    lines = [2 * i for i in range(n)] + [2 * i + 1 for i in range(0, n, n // 10)]
+    values = loss + [0.1] * 10
+    store.ingest(MetricBatch(run_id, 1, keys, steps, values, [1.0] * len(keys), lines, 1, 1, 0))
+    points = store.metrics(run_id, max_points=400)
+    curve = [(p["step"], p["value"]) for p in points if p["key"] == "loss"]
+    assert 200 <= len(curve) <= 402
+    assert curve[0] == (0, 1.0) and curve[-1] == (n - 1, loss[-1])
+    assert (61_234, 50.0) in curve and (7_777, -3.0) in curve
+    assert [p["line"] for p in points] == sorted(p["line"] for p in points)
+    assert [p for p in points if p["key"] == "lr"] == store.metrics(run_id, key="lr")
+    assert len(store.metrics(run_id)) == n + 10  # without max_points, every point
+
+
 def test_bulk_writes_after_single_row_reads_work(store: Store) -> None:
     """DuckDB refuses a bulk insert on a connection whose last result was left half-read; every
     store read must leave it clean (host samples are inserted with no transaction around them)."""

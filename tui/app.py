@@ -39,7 +39,13 @@ from engine.protocol import (
     RunChanged,
     SampleTaken,
 )
-from tui.screens import CompareScreen, LauncherScreen, PromptScreen, RunDetailScreen
+from tui.screens import (
+    CHART_POINTS,
+    CompareScreen,
+    LauncherScreen,
+    PromptScreen,
+    RunDetailScreen,
+)
 from tui.widgets import FilterBar, Footer, HostPane, QueueTable, RunsTable, replace_lines
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -547,7 +553,7 @@ class RunyardApp(App[int]):
         if mounted is not None:
             await mounted
         detail = await self.client.run(run_id)
-        points = await self.client.metrics(run_id)
+        points = await self.client.metrics(run_id, max_points=CHART_POINTS)
         if screen not in self.screen_stack:
             return  # closed meanwhile
         screen.show_detail(detail)
@@ -577,7 +583,7 @@ class RunyardApp(App[int]):
         assert self.client is not None
         await mounted
         details = [await self.client.run(r) for r in screen.run_ids]
-        points = {r: await self.client.metrics(r) for r in screen.run_ids}
+        points = {r: await self.client.metrics(r, max_points=CHART_POINTS) for r in screen.run_ids}
         if screen in self.screen_stack:  # else closed meanwhile
             sweeps = self.dash.query_one(RunsTable).sweep_metrics
             modes = {

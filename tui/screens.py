@@ -24,6 +24,10 @@ from tui.widgets import Footer, TypedInput, replace_lines
 LOG_MAX_LINES = 20_000
 
 
+CHART_POINTS = 2000  # per curve: a chart is at most a few hundred columns of braille
+CHART_REDRAW_S = 0.5  # live points redraw a chart at most this often
+
+
 class MetricChart(PlotextPlot):
     """Metric curves (step on x, one series per metric or per run), of one key or all."""
 
@@ -51,12 +55,28 @@ def middle_cut(text: str, width: int) -> str:
 
 def curves(points: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """A run's points as one (step, value) series per key; a point without a step is placed
-    at its position in the log."""
+    at its line in the log, as live points are."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for i, p in enumerate(points):
-        step = p["step"] if p["step"] is not None else i
+    for p in points:
+        step = p["step"] if p["step"] is not None else p["line"]
         out.setdefault(p["key"], []).append((float(step), float(p["value"])))
     return out
+
+
+def thin(curve: list[tuple[float, float]], most: int) -> list[tuple[float, float]]:
+    """About `most` points of a curve, as the daemon thins one for a chart: its ends, and the
+    lowest and highest point of each of most/2 stretches, so a spike is never dropped."""
+    if len(curve) <= most:
+        return curve
+    n, stretches = len(curve), max(1, most // 2)
+    keep = {0, n - 1}
+    for b in range(stretches):
+        start, end = b * n // stretches, (b + 1) * n // stretches
+        if start < end:
+            ys = range(start, end)
+            keep.add(min(ys, key=lambda i: curve[i][1]))
+            keep.add(max(ys, key=lambda i: curve[i][1]))
+    return [curve[i] for i in sorted(keep)]
 
 
 class RunDetailScreen(Screen[None]):
@@ -91,6 +111,7 @@ class RunDetailScreen(Screen[None]):
         self.matches: list[int] = []
         self.match = 0
         self.log_offset = 0
+        self.redraw_pending = False
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(Static(f"run {self.run_id}: loading…", id="facts-text"), id="facts")
@@ -110,10 +131,14 @@ class RunDetailScreen(Screen[None]):
 
     def add_points(self, points: list[tuple[str, int | None, float, int]]) -> None:
         for key, step, value, line in points:
-            self.series.setdefault(key, []).append(
-                (float(step if step is not None else line), value)
-            )
-        self.draw()
+            curve = self.series.setdefault(key, [])
+            curve.append((float(step if step is not None else line), value))
+            if len(curve) > 2 * CHART_POINTS:  # a long live run: keep drawing it cheaply
+                self.series[key] = thin(curve, CHART_POINTS)
+        # A chart frame costs about 0.1 s: live points redraw it at most twice a second.
+        if not self.redraw_pending:
+            self.redraw_pending = True
+            self.set_timer(CHART_REDRAW_S, self.draw)
 
     def show_log(self, lines: list[str], offset: int) -> None:
         replace_lines(self.query_one(Log), lines)
@@ -131,6 +156,7 @@ class RunDetailScreen(Screen[None]):
     # --- drawing -----------------------------------------------------------------------------
 
     def draw(self) -> None:
+        self.redraw_pending = False
         keys = sorted(self.series)
         if not keys:
             self.query_one(MetricChart).show({}, "no metrics yet")

@@ -1021,14 +1021,38 @@ class Store:
             return ids
         return None
 
-    def metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT attempt, key, step, value, wall_time, line FROM metrics WHERE run_id = ?"
-        args: list[Any] = [run_id]
-        if key is not None:
-            sql += " AND key = ?"
-            args.append(key)
-        sql += " ORDER BY attempt, line, key"
+    def metrics(
+        self, run_id: int, key: str | None = None, max_points: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's points in log order. With `max_points`, a key with more points keeps about
+        that many for a chart: the first and last, and the lowest and highest of each of
+        max_points/2 runs of neighbours, so spikes and the curve's shape survive."""
+        where = "run_id = ?" + (" AND key = ?" if key is not None else "")
+        args: list[Any] = [run_id] + ([key] if key is not None else [])
         names = ("attempt", "key", "step", "value", "wall_time", "line")
+        if max_points is None:
+            sql = (
+                f"SELECT {', '.join(names)} FROM metrics WHERE {where} ORDER BY attempt, line, key"
+            )
+        else:
+            sql = f"""
+                WITH numbered AS (
+                    SELECT *, row_number() OVER (PARTITION BY key ORDER BY attempt, line) - 1 AS i,
+                           count(*) OVER (PARTITION BY key) AS n
+                    FROM metrics WHERE {where}
+                ), bucketed AS (
+                    SELECT *, CASE WHEN n <= ? THEN i ELSE i * (? // 2) // n END AS bucket
+                    FROM numbered
+                ), ranked AS (
+                    SELECT *,
+                        row_number() OVER (PARTITION BY key, bucket ORDER BY value, i) AS low,
+                        row_number() OVER (PARTITION BY key, bucket ORDER BY value DESC, i) AS high
+                    FROM bucketed
+                )
+                SELECT {", ".join(names)} FROM ranked
+                WHERE low = 1 OR high = 1 OR i = 0 OR i = n - 1
+                ORDER BY attempt, line, key"""
+            args += [max_points, max(2, max_points)]
         return [dict(zip(names, r, strict=True)) for r in self.con.execute(sql, args).fetchall()]
 
     def metric_count(self, run_id: int) -> int:
