@@ -70,8 +70,12 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
             await wait_until(lambda: not app.descending and app.pages_shown > shown + 1)
             values = [table.latest[r.id]["auc"]["last"] for r in table.rows]
             assert values == sorted(values)
-            # a bad filter is told, not a crash
+            # a filter nothing matches says so
             await pilot.press("slash")
+            app.dash.query_one("#filter").value = "no-run-is-called-this"  # type: ignore[attr-defined]
+            await wait_until(lambda: table.total == 0, what="no runs")
+            assert str(table.border_subtitle).startswith("no runs match  ·")
+            # a bad filter is told, not a crash
             app.dash.query_one("#filter").value = "status:sleeping"  # type: ignore[attr-defined]
             await pilot.press("enter")
             await wait_until(

@@ -349,7 +349,13 @@ class RunyardApp(App[int]):
             return
         table.show_page(page, reset)
         self.pages_shown += 1
-        where = f"rows {page.offset + 1}–{page.offset + len(page.runs)} of {page.total:,}"
+        where = (
+            f"rows {page.offset + 1}–{page.offset + len(page.runs)} of {page.total:,}"
+            if page.runs
+            else "no runs match"
+            if self.query_text
+            else "no runs yet"
+        )
         order = f"sorted by {self.sort} {'↓' if self.descending else '↑'}"
         shown = f"filter: {self.query_text}" if self.query_text else "no filter"
         table.border_subtitle = f"{where}  ·  {order}  ·  {shown}"  # no relayout, unlike a Static
