@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/sampling.py
 	$(PY) bench/remote.py
 	$(PY) bench/tui.py
+	$(PY) bench/chart.py
 	$(PY) bench/results.py
 
 clean:
