@@ -178,7 +178,13 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
         await pilot.press(*"plain line 3", "enter")
         await wait_until(lambda: screen.matches, what="search matches")
         assert "plain line 3" in log.lines[screen.matches[screen.match]]  # type: ignore[attr-defined]
-        await pilot.press("escape", "m")
+        assert len(screen.matches) >= 3 and screen.match == 0
+        await pilot.press("enter")  # enter again: the next match, in view
+        assert screen.match == 1
+        await wait_until(lambda: log.scroll_offset.y == min(screen.matches[1], log.max_scroll_y))  # type: ignore[attr-defined]
+        await pilot.press("escape", "n")  # the box closed, n goes on
+        assert screen.match == 2
+        await pilot.press("m")
         assert screen.metric_index == 0
         assert isinstance(screen.query_one(MetricChart), MetricChart)
         await pilot.press("escape")

@@ -110,6 +110,7 @@ class RunDetailScreen(Screen[None]):
         self.held: list[str] = []  # lines that arrived while paused
         self.matches: list[int] = []
         self.match = 0
+        self.searched = ""  # the text the matches are of
         self.log_offset = 0
         self.redraw_pending = False
 
@@ -197,10 +198,12 @@ class RunDetailScreen(Screen[None]):
 
     @on(Input.Submitted)
     def search(self, event: Input.Submitted) -> None:
+        """Find the text in the log and go to its first match; enter again goes to the next."""
         text = event.value
         lines = self.query_one(Log).lines
         self.matches = [i for i, line in enumerate(lines) if text and text in line]
-        self.match = -1
+        if text != self.searched:
+            self.searched, self.match = text, -1
         self.action_next_match()
 
     def action_next_match(self) -> None:
