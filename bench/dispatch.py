@@ -36,7 +36,7 @@ async def main(runs: int, slots: int, rounds: int) -> None:
                 )
             )
             stream = client.events()
-            await anext(stream)  # subscribed: a host sample arrives each second
+            await anext(stream)  # the empty first batch: subscribed
             cpu = daemon.cpu_times()
             start = time.perf_counter()
             ids = {run.id for run in await client.submit([spec] * runs)}

@@ -317,7 +317,9 @@ class Client:
 
     async def events(self, logs: Sequence[int] | None = None) -> AsyncIterator[list[Event]]:
         """The daemon's event stream, in batches; `logs` names runs whose log lines to include
-        (else those follow_logs named). Raises DaemonGone when the daemon goes away."""
+        (else those follow_logs named). The first batch is empty: the daemon's word that the
+        subscription is live, so state read after it misses no event. Raises DaemonGone when
+        the daemon goes away."""
         if self._session.closed:
             raise DaemonGone("this client is closed")
         if logs is not None:

@@ -154,11 +154,12 @@ class SampleTaken(msgspec.Struct, frozen=True, tag="sample"):
 
 
 class HostChanged(msgspec.Struct, frozen=True, tag="host"):
-    """A host went up, unreachable (with why) or disabled."""
+    """A host went up, unreachable (with why) or disabled, and since when."""
 
     host: str
     state: str
     reason: str | None
+    since: float | None = None
 
 
 class EventsDropped(msgspec.Struct, frozen=True, tag="dropped"):

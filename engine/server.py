@@ -483,6 +483,7 @@ def make_app(daemon: Daemon) -> web.Application:
         await ws.prepare(request)
         sub = Subscriber()
         daemon.bus.subscribers.add(sub)
+        await ws.send_bytes(ENCODER.encode([]))  # subscribed: every event from now on follows
 
         async def pump() -> None:
             while True:

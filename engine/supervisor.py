@@ -965,7 +965,8 @@ class Supervisor:
         self._refresh_host(host)
         state, why = self.host_state[host]
         if state != old:
-            self.bus.publish(HostChanged(host=host, state=state, reason=why))
+            since = self.host_since.get(host)
+            self.bus.publish(HostChanged(host=host, state=state, reason=why, since=since))
             with contextlib.suppress(RuntimeError):  # no loop yet while constructing
                 asyncio.get_running_loop().create_task(
                     self.db.call(

@@ -17,6 +17,8 @@ import pytest
 
 from engine.client import Client, connect
 from engine.model import JobSpec, RetryPolicy, RunStatus
+from tui.app import RunyardApp
+from tui.widgets import HostPane, since_text
 
 from .conftest import Project, wait_until
 from .sshd import SshLab
@@ -192,6 +194,34 @@ async def test_a_host_killed_and_restarted_mid_run_loses_nothing(
     ended = await client.wait(run.id, 60)
     assert ended.status is RunStatus.SUCCEEDED and ended.attempt == 1
     assert [p["step"] for p in await client.metrics(run.id)] == list(range(60))
+
+
+async def test_the_control_center_shows_a_host_going_unreachable_and_coming_back(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    """The TUI against real sshd hosts: one is killed, its pane says unreachable since when and
+    why, the user is told; it starts again, and the pane and a notification say it is back."""
+    project, _ = remote
+    app = RunyardApp(str(project.config_path))
+    async with app.run_test(size=(160, 48)):
+
+        def pane(name: str) -> HostPane | None:
+            return next((p for p in app.dash.query(HostPane) if p.host == name), None)
+
+        def told(text: str) -> bool:
+            return any(text in n.message for n in app._notifications)
+
+        await wait_until(lambda: (p := pane("box2")) and p.state == "up", what="box2 shown up")
+        assert pane("box1") and pane("local")
+        lab.hosts[1].kill()  # at once: the app subscribed before it showed the hosts
+        await wait_until(lambda: told("host box2 unreachable"), timeout=30, what="the user told")
+        box2 = pane("box2")
+        assert box2 is not None and box2.state == "unreachable" and box2.reason and box2.since
+        title = box2.title_text().plain
+        assert f"unreachable since {since_text(box2.since)}  {box2.reason}" in title, title
+        lab.hosts[1].start()
+        await wait_until(lambda: told("host box2 is back"), timeout=30, what="its return told")
+        assert box2.state == "up" and "since" not in box2.title_text().plain
 
 
 async def _status_is(client: Client, run_id: int, status: RunStatus) -> bool:

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from engine.client import (
 )
 from engine.model import RunStatus
 from engine.protocol import (
+    Event,
     EventsDropped,
     HostChanged,
     LogLines,
@@ -179,18 +180,22 @@ class RunyardApp(App[int]):
         tries = 0
         while True:
             client: Client | None = None
+            stream: AsyncIterator[list[Event]] | None = None
             try:
                 client = await connect(self.config_path)
                 status = await client.status()
                 self.project = Path(status.config).parent
+                stream = client.events()
+                await anext(stream)  # subscribed before the state is read: no change is missed
                 self.client = client
                 await self.load_state()
+                self.reload_soon()  # once the changes that raced the load are applied
                 self.sub_title = f"{status.config}  ·  daemon {status.pid}"
                 self.connections += 1
                 if self.connections > 1:
                     self.caught_up(status.pid)
                 tries = 0
-                async for batch in client.events():
+                async for batch in stream:
                     await self.apply(batch)
             except msgspec.ValidationError as exc:
                 self.exit(
@@ -210,6 +215,8 @@ class RunyardApp(App[int]):
                 await asyncio.sleep(RECONNECT_DELAYS_S[min(tries, len(RECONNECT_DELAYS_S) - 1)])
                 tries += 1
             finally:  # also when the app exits and cancels this worker
+                if stream is not None:
+                    await stream.aclose()
                 if client is not None:
                     await client.close()
 
@@ -225,7 +232,7 @@ class RunyardApp(App[int]):
             if host.name not in panes:
                 panes[host.name] = HostPane(host.name)
                 await pane_box.mount(panes[host.name])
-            panes[host.name].show(host.state, host.reason, host.sample, host.gpus)
+            panes[host.name].show(host.state, host.reason, host.sample, host.gpus, host.since)
             self.host_states[host.name] = host.state
         if self.host_timer is None:
             self.host_timer = self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
@@ -261,7 +268,7 @@ class RunyardApp(App[int]):
             elif isinstance(event, SampleTaken):
                 for pane in self.dash.query(HostPane):
                     if pane.host == event.sample.host:
-                        pane.show(pane.state, pane.reason, event.sample)
+                        pane.show(pane.state, pane.reason, event.sample, since=pane.since)
             elif isinstance(event, LogLines) and event.run_id == self.log_run:
                 if self.log_offset is None:
                     self.log_held.append(event)
@@ -302,7 +309,7 @@ class RunyardApp(App[int]):
         self.host_states[event.host] = event.state
         for pane in self.dash.query(HostPane):
             if pane.host == event.host:
-                pane.show(event.state, event.reason, None)
+                pane.show(event.state, event.reason, None, since=event.since)
         if event.state == "unreachable":
             self.notify(f"host {event.host} unreachable: {event.reason}", severity="warning")
         elif event.state == "up" and old == "unreachable":
@@ -317,7 +324,7 @@ class RunyardApp(App[int]):
         panes = {pane.host: pane for pane in self.dash.query(HostPane)}
         for host in (await self.client.hosts()).hosts:
             if host.name in panes:
-                panes[host.name].show(host.state, host.reason, None, host.gpus)
+                panes[host.name].show(host.state, host.reason, None, host.gpus, host.since)
         self.dash.query_one(QueueTable).show((await self.client.queue()).entries)
 
     # --- the runs window ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any
 
 from rich.segment import Segment
@@ -52,6 +53,13 @@ def spark(values: list[float], width: int) -> str:
     scales to the data's own min and max, which makes 3% look like a full bar)."""
     shown = values[-width:]
     return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
+
+
+def since_text(when: float, now: float | None = None) -> str:
+    """A moment as a clock time, with the date when it was not today."""
+    moment, today = time.localtime(when), time.localtime(now)
+    same_day = moment[:3] == today[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%b %d %H:%M", moment)
 
 
 def run_list(runs: tuple[int, ...], lead: str = "  runs ", shown: int = 4) -> str:
@@ -105,6 +113,7 @@ class HostPane(Vertical):
         self.host = host
         self.state = "connecting"
         self.reason: str | None = None
+        self.since: float | None = None  # when the host went up or unreachable, if known
         self.sample: HostSample | None = None
         self.capacity: tuple[GpuCapacity, ...] = ()  # GPUs as the scheduler counts them
         self.cpu_history: collections.deque[float] = collections.deque(maxlen=HISTORY)
@@ -121,9 +130,11 @@ class HostPane(Vertical):
         reason: str | None,
         sample: HostSample | None,
         capacity: tuple[GpuCapacity, ...] | None = None,
+        since: float | None = None,
     ) -> None:
-        """Show the host's state and, if given, a new sample and the scheduler's GPU counts."""
-        self.state, self.reason = state, reason
+        """Show the host's state (since when, if known) and, if given, a new sample and the
+        scheduler's GPU counts."""
+        self.state, self.reason, self.since = state, reason, since
         if capacity is not None:
             self.capacity = capacity
         if sample is not None and sample is not self.sample:
@@ -142,6 +153,8 @@ class HostPane(Vertical):
     def title_text(self) -> Text:
         style = {"up": "green", "disabled": "dim"}.get(self.state, "yellow")
         text = Text.assemble((self.host, "bold"), "  ", (self.state, style))
+        if self.state == "unreachable" and self.since is not None:
+            text.append(f" since {since_text(self.since)}", style)
         if self.reason:
             text.append(f"  {self.reason}", "dim")
         s = self.sample
