@@ -8,7 +8,8 @@ import sys
 
 from textual import events
 from textual.geometry import Region
-from textual.widgets import Footer, Input, Log
+from textual.pilot import Pilot
+from textual.widgets import Footer, Input, Log, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import Client, connect
@@ -196,6 +197,19 @@ async def _points(client: Client, run_id: int, n: int) -> bool:
     return len(await client.metrics(run_id)) >= n
 
 
+async def open_launcher(app: RunyardApp, pilot: Pilot[int]) -> tuple[LauncherScreen, Static]:
+    """Press n on the dashboard; the launcher, once it previews the project's one experiment
+    (12 trials), and its plan."""
+    await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
+    await pilot.press("n")
+    await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
+    launcher = app.screen
+    assert isinstance(launcher, LauncherScreen)
+    plan = launcher.query_one("#plan", Static)
+    await wait_until(lambda: "12 trials" in str(plan.render()), what="the preview")
+    return launcher, plan
+
+
 async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_runs(
     daemon: Project,
 ) -> None:
@@ -203,13 +217,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
-        await pilot.press("n")
-        await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
-        launcher = app.screen
-        await pilot.press("down")  # highlight the one experiment: a dry run previews it
-        plan = launcher.query_one("#plan")
-        await wait_until(lambda: "12 trials" in str(plan.render()), what="the preview")
+        launcher, plan = await open_launcher(app, pilot)
         assert "→ local" in str(plan.render())
         launcher.query_one("#overrides").value = "seeds=[0]"  # type: ignore[attr-defined]
         await wait_until(lambda: "6 trials" in str(plan.render()), what="the new preview")
@@ -267,12 +275,7 @@ async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: app.pages_shown > 0, what="the dashboard")
-        await pilot.press("n")
-        await wait_until(lambda: isinstance(app.screen, LauncherScreen), what="the launcher")
-        launcher = app.screen
-        plan = launcher.query_one("#plan")
-        await wait_until(lambda: "12 trials" in str(plan.render()), what="the first preview")
+        launcher, _ = await open_launcher(app, pilot)
         daemon.daemon.send_signal(signal.SIGSTOP)  # the daemon's answers wait until SIGCONT
         try:
             launcher.query_one("#overrides", Input).value = "seeds=[0]"  # a new preview
