@@ -10,8 +10,10 @@ from types import SimpleNamespace
 
 import msgspec
 import psutil
+import pytest
 from textual import events
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.widgets import Log
 from textual.widgets._footer import FooterKey
 
@@ -184,6 +186,19 @@ async def test_an_input_acts_on_a_burst_of_keys_in_the_order_typed() -> None:
         await wait_until(lambda: app.answers, what="the answer")
         await pilot.pause()
     assert app.answers == ["43"]
+
+
+async def test_a_timer_firing_as_the_app_closes_does_nothing(daemon: Project) -> None:
+    """The runs window's reload is a timer, which may fire while the app closes (CI saw it):
+    with no screens left it does nothing, and a worker reaching for the dashboard stops on
+    NoMatches, which workers end on quietly."""
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(120, 40)):
+        await wait_until(lambda: app.pages_shown > 0, what="the first window")
+    assert not app.screen_stack
+    app.reload()  # as its timer does
+    with pytest.raises(NoMatches):
+        app.dash  # noqa: B018
 
 
 async def _at_least(count: Awaitable[int], least: int) -> bool:

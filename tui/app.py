@@ -155,7 +155,10 @@ class RunyardApp(App[int]):
 
     @property
     def dash(self) -> Screen:
-        """The dashboard: the bottom screen, whichever screen is on top of it."""
+        """The dashboard: the bottom screen, whichever screen is on top of it. While the app
+        closes there is none: NoMatches, which a worker ends on quietly."""
+        if not self.screen_stack:
+            raise NoMatches("the app is closing: no dashboard")
         return self.screen_stack[0]
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -336,7 +339,8 @@ class RunyardApp(App[int]):
 
     def reload(self) -> None:
         self.reload_pending = False
-        self.load_page(self.dash.query_one(RunsTable).window_offset)
+        if self.screen_stack:  # a timer may fire while the app closes
+            self.load_page(self.dash.query_one(RunsTable).window_offset)
 
     @work(exclusive=True, group="page")
     @closing_quietly
