@@ -200,6 +200,8 @@ class RunyardApp(App[int]):
                 tries = 0
                 async for batch in stream:
                     await self.apply(batch)
+            except NoMatches:
+                return  # the app closed under it
             except msgspec.ValidationError as exc:
                 self.exit(
                     1,
