@@ -55,9 +55,9 @@ def spark(values: list[float], width: int) -> str:
     return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
 
 
-def since_text(when: float, now: float | None = None) -> str:
+def since_text(when: float) -> str:
     """A moment as a clock time, with the date when it was not today."""
-    moment, today = time.localtime(when), time.localtime(now)
+    moment, today = time.localtime(when), time.localtime()
     same_day = moment[:3] == today[:3]
     return time.strftime("%H:%M:%S" if same_day else "%b %d %H:%M", moment)
 
