@@ -52,18 +52,34 @@ class Points:
 LineReader = Callable[[str], "tuple[int | None, dict[str, object]] | None"]
 
 
+class Malformed(ValueError):
+    """A line in a preset's shape whose values do not parse: counted, never dropped silently."""
+
+
+_XGB_LINE = re.compile(r"^\[(\d+)\]\t(.+)$")
+_XGB_CV_VALUE = re.compile(rf"^({_NUMBER})\+({_NUMBER})$")  # xgb.cv's mean+std
+
+
 def _xgboost(text: str) -> tuple[int | None, dict[str, object]] | None:
-    found = re.match(r"^\[(\d+)\]\t(.+)$", text)
+    """`[12]\teval-auc:0.93\ttrain-logloss:0.2` from xgb.train, and xgb.cv's
+    `[12]\ttest-auc:0.93+0.01`, whose std is stored as `test-auc_std`."""
+    found = _XGB_LINE.match(text.rstrip())
     if not found:
         return None
     fields: dict[str, object] = {}
     for part in found.group(2).split("\t"):
         name, sep, value = part.rpartition(":")
-        if sep and name:
-            number = _to_float(value)
-            if number is not None:
-                fields[name] = number
-    return (int(found.group(1)), fields) if fields else None
+        if not (sep and name):
+            raise Malformed(part)
+        number = _to_float(value)
+        if number is not None:
+            fields[name] = number
+        elif cv := _XGB_CV_VALUE.match(value):
+            fields[name] = float(cv.group(1))
+            fields[f"{name}_std"] = float(cv.group(2))
+        else:
+            raise Malformed(part)
+    return int(found.group(1)), fields
 
 
 _COLON_PAIR = re.compile(rf"([A-Za-z_][\w./-]*)\s*:\s*({_NUMBER})(?=[\s,;|]|$)")
@@ -85,7 +101,7 @@ def _python_dict(text: str) -> tuple[int | None, dict[str, object]] | None:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
+        raise Malformed(text[:80]) from None
     return _with_step(value) if isinstance(value, dict) else None
 
 
@@ -103,7 +119,7 @@ PRESETS: dict[str, LineReader] = {
     "dict": _python_dict,
 }
 PRESET_HELP = {
-    "xgboost": "XGBoost eval lines: [12]\\teval-auc:0.93\\ttrain-logloss:0.2",
+    "xgboost": "XGBoost eval lines: [12]\\teval-auc:0.93\\ttrain-logloss:0.2, and xgb.cv's mean+std",
     "colon": "key: value pairs: loss: 0.41, acc: 0.93",
     "equals": "key=value pairs: step=3 loss=0.41",
     "dict": "Python dict lines: {'loss': 0.41, 'epoch': 1.0}",
@@ -177,41 +193,51 @@ class Parser:
         """Append the points of `lines` (numbered from `first_line`); returns the count of
         malformed marker lines, which stay in the log and yield nothing. A caller that knows no
         line holds a carriage return says so, which spares a scan of every line."""
+        bad = 0
         if self.readers or (carriage_returns and any(b"\r" in raw for raw in lines)):
-            numbers, payloads = self._scan(lines, first_line, points)
+            numbers, payloads, bad = self._scan(lines, first_line, points)
         else:
             found = [i for i, raw in enumerate(lines) if raw.startswith(MARKER)]
             numbers = [first_line + i for i in found]
             payloads = [lines[i][len(MARKER) :] for i in found]
         if not payloads:
-            return 0
+            return bad
         if self._decode_uniform(numbers, payloads, points):
-            return 0
-        return _decode_each(numbers, payloads, points)
+            return bad
+        return bad + _decode_each(numbers, payloads, points)
 
     def _scan(
         self, lines: Sequence[bytes], first_line: int, points: Points
-    ) -> tuple[list[int], list[bytes]]:
+    ) -> tuple[list[int], list[bytes], int]:
         numbers: list[int] = []
         payloads: list[bytes] = []
+        bad = 0
         for i, raw in enumerate(lines):
             if b"\r" in raw:  # progress bars redraw with \r; the last segment is what shows
                 raw = raw.rsplit(b"\r", 1)[-1]
             if raw.startswith(MARKER):
                 numbers.append(first_line + i)
                 payloads.append(raw[len(MARKER) :])
-            elif self.readers:
-                self._read_plain(raw, first_line + i, points)
-        return numbers, payloads
+            elif self.readers and not self._read_plain(raw, first_line + i, points):
+                bad += 1
+        return numbers, payloads, bad
 
-    def _read_plain(self, raw: bytes, line: int, points: Points) -> None:
+    def _read_plain(self, raw: bytes, line: int, points: Points) -> bool:
+        """Add a plain line's points; False when it is in a reader's shape but malformed (and
+        no other reader takes it)."""
         text = raw.decode("utf-8", "replace")
+        malformed = False
         for read in self.readers:
-            found = read(text)
+            try:
+                found = read(text)
+            except Malformed:
+                malformed = True
+                continue
             if found:
                 step, fields = found
                 points.add(line, step, fields)
-                return
+                return True
+        return not malformed
 
     def _decode_uniform(self, numbers: list[int], payloads: list[bytes], points: Points) -> bool:
         """The fast path: when every marker has the first one's keys and numeric values, decode
@@ -248,18 +274,21 @@ class Parser:
         n = len(rows)
         columns = {k: list(map(attrgetter(f"f{i}"), rows)) for i, k in enumerate(keys)}
         steps = columns.pop("step", None) or [None] * n
-        for key, values in columns.items():
-            if None in values:
-                kept = [i for i, v in enumerate(values) if v is not None]
-                points.keys.extend([key] * len(kept))
-                points.steps.extend(steps[i] for i in kept)
-                points.values.extend(values[i] for i in kept)
-                points.lines.extend(numbers[i] for i in kept)
-            else:
-                points.keys.extend([key] * n)
-                points.steps.extend(steps)
-                points.values.extend(values)
-                points.lines.extend(numbers)
+        names = list(columns)
+        # Row by row, each line's keys in the order printed: points keep log order.
+        values = [v for row in zip(*columns.values(), strict=True) for v in row]
+        width = len(names)
+        if None in values:
+            kept = [i for i, v in enumerate(values) if v is not None]
+            points.keys.extend(names[i % width] for i in kept)
+            points.steps.extend(steps[i // width] for i in kept)
+            points.values.extend(values[i] for i in kept)
+            points.lines.extend(numbers[i // width] for i in kept)
+        else:
+            points.keys.extend(names * n)
+            points.steps.extend(s for s in steps for _ in range(width))
+            points.values.extend(values)
+            points.lines.extend(line for line in numbers for _ in range(width))
         return True
 
 

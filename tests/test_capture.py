@@ -157,3 +157,24 @@ def test_any_batching_of_a_log_yields_the_same_points(lines: list[bytes], cuts: 
         start = cut
     batched = sorted(zip(points.lines, points.keys, points.steps, points.values, strict=True))
     assert batched == whole and bad == whole_bad
+
+
+def test_xgboost_cv_lines_give_the_mean_and_the_std() -> None:
+    lines = [b"[0]\ttrain-auc:0.96+0.004\ttest-auc:0.9412+0.0123", b"[1]\ttest-logloss:1e-05+2e-06"]
+    rows, bad = parse(lines, ("xgboost",))
+    assert bad == 0
+    assert rows == [
+        (0, "test-auc", 0, 0.9412),
+        (0, "test-auc_std", 0, 0.0123),
+        (0, "train-auc", 0, 0.96),
+        (0, "train-auc_std", 0, 0.004),
+        (1, "test-logloss", 1, 1e-05),
+        (1, "test-logloss_std", 1, 2e-06),
+    ]
+
+
+def test_preset_shaped_lines_that_do_not_parse_are_counted_not_dropped() -> None:
+    lines = [b"[3]\teval-auc:0.9\teval-error:n/a", b"{'loss': 0.4, 'acc': }", b"[4]\teval-auc:0.91"]
+    rows, bad = parse(lines, ("xgboost", "dict"))
+    assert bad == 2
+    assert rows == [(2, "eval-auc", 4, 0.91)]
