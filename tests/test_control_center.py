@@ -17,6 +17,7 @@ from engine.model import RunStatus
 from tui.app import RunyardApp
 from tui.screens import (
     CompareScreen,
+    ConfirmScreen,
     LauncherScreen,
     MetricChart,
     RunDetailScreen,
@@ -106,7 +107,10 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         await wait_until(lambda: "loss=" in on_screen(table, "slow"), what="its metric drawn")
         drawn = on_screen(table, "slow")
         await wait_until(lambda: on_screen(table, "slow") != drawn, what="its new values drawn")
-        await pilot.press("c")
+        await pilot.press("c")  # a running run: asked first, naming it
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert f"{slow.id} slow (running)" in app.screen.question  # type: ignore[attr-defined]
+        await pilot.press("y")
         await wait_until(
             lambda: table.runs[slow.id].status is RunStatus.CANCELLED, what="slow cancelled"
         )
@@ -140,6 +144,39 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Cancel", "Retry", "Priority", "Hold/release", "Compare", "New sweep"} <= titles
     await client.cancel(waiting.id)
+
+
+async def test_actions_act_only_on_what_the_user_sees(client: Client, daemon: Project) -> None:
+    done = [await client.submit([job(daemon, ["true"], name=f"done-{i}")]) for i in range(3)]
+    for [run] in done:
+        await client.wait(run.id, 30)
+    first, second, third = (r for [r] in done)
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.row_count == 3, what="three runs")
+        await pilot.press("space", "down", "space")  # third and second selected
+        assert table.selected == {third.id, second.id}
+        assert "2 selected" in str(table.border_title) and "●" in on_screen(table, "done-2")
+        await pilot.press("r")  # several runs: asked first, naming them
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        question = app.screen.question  # type: ignore[attr-defined]
+        assert f"{third.id} done-2 (succeeded)" in question and f"{second.id} done-1" in question
+        await pilot.press("n")
+        await wait_until(lambda: app.screen is app.dash, what="back on the dashboard")
+        await pilot.press("escape")  # esc clears the selection
+        assert not table.selected and "selected" not in str(table.border_title or "")
+        # a selection ends with the view it was made in: a new filter clears it
+        await pilot.press("space")
+        assert table.selected
+        await pilot.press("slash", *"done-0", "enter")
+        await wait_until(lambda: table.total == 1, what="only done-0")
+        assert not table.selected
+        # with one run on screen and nothing selected, an action is on that run alone, unasked
+        with_one = app.targets()
+        assert with_one == [first.id]
+    events_of = [(await client.run(r.id)).details["events"] for r in (first, second, third)]
+    assert all(len(e) == len(events_of[0]) for e in events_of)  # nothing was acted on
 
 
 def on_screen(table: RunsTable, name: str) -> str:

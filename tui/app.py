@@ -30,7 +30,7 @@ from engine.client import (
     connect,
     load_project,
 )
-from engine.model import RunStatus
+from engine.model import ACTIVE_STATUSES, RunStatus
 from engine.protocol import (
     Event,
     EventsDropped,
@@ -43,6 +43,7 @@ from engine.protocol import (
 from tui.screens import (
     CHART_POINTS,
     CompareScreen,
+    ConfirmScreen,
     LauncherScreen,
     PromptScreen,
     RunDetailScreen,
@@ -402,6 +403,7 @@ class RunyardApp(App[int]):
         text = event.value.strip()
         if text != self.query_text:
             self.query_text = text
+            self.clear_selection()  # a selection is of the runs on screen: a new view ends it
             self.load_page(0, reset=True)
 
     @on(Input.Submitted, "#filter")
@@ -412,6 +414,8 @@ class RunyardApp(App[int]):
         box = self.dash.query_one("#filter", Input)
         if box.has_focus:
             self.dash.query_one(RunsTable).focus()
+        elif self.screen is self.dash:
+            self.clear_selection()
 
     # --- the log tail --------------------------------------------------------------------------
 
@@ -491,7 +495,38 @@ class RunyardApp(App[int]):
         return [table.selected_run] if table.selected_run is not None else []
 
     def action_select(self) -> None:
-        self.dash.query_one(RunsTable).toggle_selected()
+        table = self.dash.query_one(RunsTable)
+        table.toggle_selected()
+        self.show_selection()
+
+    def clear_selection(self) -> None:
+        table = self.dash.query_one(RunsTable)
+        if table.selected:
+            table.clear_selection()
+            self.show_selection()
+
+    def show_selection(self) -> None:
+        """The runs table's title says how many runs are selected, so an action's targets are
+        never out of sight."""
+        count = len(self.dash.query_one(RunsTable).selected)
+        self.dash.query_one(RunsTable).border_title = (
+            f"runs  ·  {count} selected (space toggles, esc clears)" if count else None
+        )
+
+    async def confirmed(self, what: str, runs: list[int]) -> bool:
+        """Ask before an action on several runs or on a running one, naming them."""
+        table = self.dash.query_one(RunsTable)
+        found = [table.runs.get(r) for r in runs]
+        running = [r for r in found if r is not None and r.status in ACTIVE_STATUSES]
+        if len(runs) <= 1 and not running:
+            return True
+        names = ", ".join(
+            f"{run_id} {r.name} ({r.status})" if r else str(run_id)
+            for run_id, r in zip(runs, found, strict=True)
+        )
+        return bool(
+            await self.push_screen_wait(ConfirmScreen(f"{what} {len(runs)} run(s): {names}?"))
+        )
 
     def action_logs(self) -> None:
         self.dash.set_focus(self.dash.query_one("#log", Log))
@@ -546,7 +581,11 @@ class RunyardApp(App[int]):
     async def _each(self, what: str, call, done: str, runs: list[int] | None = None) -> None:  # type: ignore[no-untyped-def]
         if self.client is None:
             return
-        for run_id in runs if runs is not None else self.targets():
+        if runs is None:
+            runs = self.targets()
+            if not await self.confirmed(what, runs):
+                return
+        for run_id in runs:
             try:
                 await call(self.client, run_id)
                 self.notify(f"run {run_id}: {done}")
@@ -594,6 +633,7 @@ class RunyardApp(App[int]):
             self.notify("select two or more runs with space, then C", severity="warning")
             return
         screen = CompareScreen(runs)
+        self.clear_selection()  # compared: the next action is on the cursor's run again
         self.fill_compare(screen, self.push_screen(screen))
 
     @work(group="act")

@@ -407,6 +407,10 @@ class RunsTable(ScrollView, can_focus=True):
             if 1 <= y < region.height:
                 self.refresh(Region(0, y, region.width, 1))
 
+    def clear_selection(self) -> None:
+        self.selected.clear()
+        self.refresh()
+
     def toggle_selected(self) -> None:
         run_id = self.selected_run
         if run_id is not None:
