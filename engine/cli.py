@@ -26,6 +26,7 @@ from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
 from engine.daemon import DaemonError, run_daemon, socket_path
 from engine.model import (
+    DataLink,
     FailureClass,
     JobSpec,
     Resources,
@@ -105,6 +106,8 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
         sweep=args.sweep,
         max_concurrent=args.max_concurrent,
         retry=retry,
+        data=tuple(DataLink(place="", source=os.path.abspath(d)) for d in args.data or ()),
+        snapshot=args.snapshot,
     )
     [run] = await engine.submit([job])
     print(f"run {run.id} ({run.name}) queued: {shlex.join(run.argv)}", file=sys.stderr)
@@ -270,12 +273,16 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
         _print_json(result)
     what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
     print(f"{what}: {result.trials} trials: {result.where}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         if not args.json:
             for job in result.first:
                 print(f"{job.name}  {shlex.join(job.argv)}")
             if result.trials > len(result.first):
                 print(f"… and {result.trials - len(result.first)} more")
+            for line in result.sees:
+                print(line)
         return 0
     if not args.json:
         print(result.sweep)
@@ -319,12 +326,23 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
         return 0
     configs = result["configs"]
     if not configs:
-        print(f"sweep {args.sweep}: no succeeded run reported {result['metric']}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(result.get("counts", {}).items()))
+        succeeded = result.get("counts", {}).get("succeeded", 0)
+        why = (
+            f"no succeeded run reported {result['metric']}"
+            if succeeded
+            else "no run succeeded" + (f" ({counts})" if counts else "")
+        )
+        print(f"sweep {args.sweep}: {why}", file=sys.stderr)
+        return EXIT_REFUSED
     top = configs[0]
-    ci = f", 95% CI [{top['ci95'][0]:.6g}, {top['ci95'][1]:.6g}]" if top.get("ci95") else ""
+    ci = ""
+    if top.get("ci95"):
+        clipped = f", cut at the bound {result['bounds']}" if top.get("ci95_clipped") else ""
+        ci = f", 95% CI [{top['ci95'][0]:.6g}, {top['ci95'][1]:.6g}{clipped}]"
+    value = "each run's last value" if result["summary"] == "last" else "each run's best value"
     print(
-        f"best of {len(configs)} configs by {result['metric']} ({result['mode']}): "
+        f"best of {len(configs)} configs by {result['metric']} ({result['mode']}, {value}): "
         f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds{ci}; best run {top['best_run']}"
     )
     print((f"{top['model_type']} " if top.get("model_type") else "") + json.dumps(top["params"]))
@@ -385,8 +403,13 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
     configs, metric = result["configs"], result["metric"]
     if not configs:
         print(f"sweep {args.sweep}: no succeeded run reported {metric}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    rows = report.run_rows(configs, metric) if args.runs else report.config_rows(configs, metric)
+        return EXIT_REFUSED
+    summary = result["summary"]
+    rows = (
+        report.run_rows(configs, metric, summary)
+        if args.runs
+        else report.config_rows(configs, metric, summary)
+    )
     if args.format == "parquet":
         if not args.out:
             print("engine export: parquet needs --out FILE", file=sys.stderr)
@@ -396,7 +419,12 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
         text = (
             report.to_csv(rows)
             if args.format == "csv"
-            else report.to_latex(configs, metric, result["mode"], f"{args.sweep}: {metric}")
+            else report.to_latex(
+                configs,
+                metric,
+                result["mode"],
+                f"{args.sweep}: {metric} ({summary} value of each run)",
+            )
         )
         if args.out:
             Path(args.out).write_text(text)
@@ -633,6 +661,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--requires", action="append", metavar="TAG", help="a tag the host must have; repeatable"
     )
+    p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="run from a snapshot of the project's code, in a work directory of its own",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="data git ignores, linked at the same place in the run's directory (implies --snapshot); repeatable",
+    )
     p.add_argument("--sweep", help="the sweep this run belongs to")
     p.add_argument("--max-concurrent", type=int, help="at most this many runs of the sweep at once")
     p.add_argument("--attempts", type=int, help="attempts at most, retries included (default 3)")
@@ -811,8 +850,22 @@ def cmd_init() -> int:
         return EXIT_USAGE
     target.write_text(STARTER_HOSTS)
     (Path.cwd() / "experiments").mkdir(exist_ok=True)
-    print(f"wrote {target} and experiments/", file=sys.stderr)
+    ignored = _ignore_in_git(Path.cwd(), "runs/")
+    also = f", and added runs/ to {ignored}" if ignored else ""
+    print(f"wrote {target} and experiments/{also}", file=sys.stderr)
     return 0
+
+
+def _ignore_in_git(project: Path, entry: str) -> Path | None:
+    """Add the state directory to the project's .gitignore (creating it), so the store is
+    never committed; the file changed, or None when it listed the entry already."""
+    path = project / ".gitignore"
+    text = path.read_text() if path.exists() else ""
+    if entry in text.splitlines() or entry.rstrip("/") in text.splitlines():
+        return None
+    sep = "" if not text or text.endswith("\n") else "\n"
+    path.write_text(f"{text}{sep}# Runyard's state: the store, run folders, snapshots\n{entry}\n")
+    return path
 
 
 async def _stop(config_path: str | None) -> int:

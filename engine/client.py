@@ -40,6 +40,7 @@ from engine.protocol import (
     SweepPlan,
     SweepRequest,
 )
+from engine.repro import SECRET_NAME
 
 START_TIMEOUT_S = 20.0
 
@@ -275,7 +276,17 @@ class Client:
         return await self._request("GET", f"/sweeps/{sweep}/best", params=params)
 
     async def reproduce(self, ref: int | str) -> Run:
-        return await self._request("POST", f"/runs/{ref}/reproduce", Run)
+        """Queue a run again as it was; secrets (never stored in clear) come from this
+        process's environment."""
+        secrets = {k: v for k, v in os.environ.items() if SECRET_NAME.search(k)}
+        body = msgspec.json.encode({"secrets": secrets})
+        return await self._request(
+            "POST",
+            f"/runs/{ref}/reproduce",
+            Run,
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
 
     async def queue(self) -> QueueView:
         return await self._request("GET", "/queue", QueueView)

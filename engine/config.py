@@ -8,13 +8,15 @@ import re
 import shlex
 import tomllib
 import typing
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from engine import template
 from engine.capture import CaptureError, readers_for
 from engine.model import HostSpec, Resources, RetryPolicy
+from engine.template import RUNTIME_FIELDS
 
 CONFIG_NAME = "hosts.toml"
 CONFIG_ENV = "RUNYARD_CONFIG"
@@ -220,7 +222,10 @@ def _check_host(where: _Locator, key: str, host: HostSpec) -> HostSpec:
     for field in ("keepalive_s", "lost_after_s"):
         if getattr(host, field) <= 0:
             raise where.error(f"{key}.{field}", "expected seconds above 0")
+    _check_data_map(where, key, host)
     if host.kind == "local":
+        if host.data:
+            raise where.error(f"{key}.data", "only ssh hosts map data; a local run links it")
         for field in ("address", "user", "port", "identity", "known_hosts"):
             if getattr(host, field) is not None:
                 raise where.error(f"{key}.{field}", 'only ssh hosts take this key; kind is "local"')
@@ -363,13 +368,18 @@ class _Locator:
 
 # --- experiment files ----------------------------------------------------------------------
 
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class MetricSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The metric a sweep is judged by: its name, which way is better, which value of each run
+    counts (its `last`, the convention of Ray Tune and W&B, or its `best`), and the bounds it
+    cannot leave (e.g. [0, 1] for accuracy; AUC-like names get those by default)."""
+
     name: str
     mode: Literal["min", "max"] = "max"
+    summary: Literal["last", "best"] = "last"
+    bounds: tuple[float, float] | None = None
 
 
 class EarlyStop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -388,6 +398,7 @@ class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_concurrent: int | None = None
     params: dict[str, Any] = {}
     early_stop: EarlyStop = EarlyStop()
+    sampler_seed: int | None = None  # default: a fresh one per sweep, recorded
 
 
 class ModelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -416,6 +427,7 @@ class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     capture: str | list[str] = []
     sweep: SweepSection = SweepSection()
     retry: RetryPolicy = RetryPolicy()
+    data: list[str] | dict[str, str] = []
 
 
 class Param(msgspec.Struct, frozen=True):
@@ -467,6 +479,10 @@ class Experiment(msgspec.Struct, frozen=True):
     max_concurrent: int | None
     early_stop: EarlyStop
     retry: RetryPolicy
+    # Data each run sees in its work directory: (place, source) with place "" for "where the
+    # source sits in the project"; resolved against the project when the sweep is submitted.
+    data: tuple[tuple[str, str], ...] = ()
+    sampler_seed: int | None = None
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -546,7 +562,46 @@ def load_experiment(
         max_concurrent=sweep.max_concurrent,
         early_stop=sweep.early_stop,
         retry=section.retry,
+        data=_data(where, section.data),
+        sampler_seed=sweep.sampler_seed,
     )
+
+
+def _data(where: _Locator, raw: list[str] | dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """An experiment's `data`: a list of paths (each appears where it sits in the project), or
+    a table of place = source (for data kept outside the project)."""
+    pairs = [("", source) for source in raw] if isinstance(raw, list) else list(raw.items())
+    out = []
+    for i, (place, source) in enumerate(pairs):
+        key = f"data[{i}]" if isinstance(raw, list) else f"data.{place}"
+        if not source.strip():
+            raise where.error(key, "expected a path, got an empty string")
+        if place:
+            try:
+                place = data_place(place)
+            except ValueError as exc:
+                raise where.error(key, str(exc)) from None
+        out.append((place, source))
+    return tuple(out)
+
+
+def data_place(text: str) -> str:
+    """A data entry's place in a run's work directory, normalised (`data/corpus/` →
+    `data/corpus`); raises ValueError for one that could reach outside it."""
+    place = PurePosixPath(text.strip())
+    if place.is_absolute() or not place.parts or ".." in place.parts or str(place) == ".":
+        raise ValueError(f"expected a path inside the project such as 'data/corpus', got {text!r}")
+    return str(place)
+
+
+def _check_data_map(where: _Locator, key: str, host: HostSpec) -> None:
+    for place, path in host.data.items():
+        try:
+            data_place(place)
+        except ValueError as exc:
+            raise where.error(f"{key}.data.{place}", str(exc)) from None
+        if not path.strip():
+            raise where.error(f"{key}.data.{place}", "expected the path on the host")
 
 
 def _check_early_stop(where: _Locator, stop: EarlyStop) -> None:
@@ -590,13 +645,19 @@ def _model(
         )
         for name, value in raw_params.items()
     )
-    known = {p.name for p in params} | {"seed"}
-    for name in PLACEHOLDER.findall(model.command):
-        if name not in known:
-            raise where.error(
-                key,
-                f"unknown parameter {{{name}}}; params are {sorted(known - {'seed'})} (and {{seed}})",
-            )
+    known = {p.name for p in params} | {"seed", *RUNTIME_FIELDS}
+    for word in argv:
+        try:
+            placeholders = template.fields(word)
+        except template.TemplateError as exc:
+            raise where.error(key, str(exc)) from None
+        for name, _ in placeholders:
+            if name not in known:
+                raise where.error(
+                    key,
+                    f"unknown parameter {{{name}}}; params are {sorted(p.name for p in params)}"
+                    f" (and {{seed}}, {', '.join('{' + f + '}' for f in RUNTIME_FIELDS)})",
+                )
     if method == "grid":
         for p in params:
             if p.values is None and p.step is None:
@@ -675,7 +736,7 @@ def _apply_overrides(path: Path, raw: dict[str, Any], overrides: dict[str, str])
         except tomllib.TOMLDecodeError:
             value = text  # a bare word is a string
         in_models = [m for m in raw.get("models", []) if key in m.get("params", {})]
-        if key in ("trials", "seeds", "max_concurrent", "method"):
+        if key in ("trials", "seeds", "max_concurrent", "method", "sampler_seed"):
             sweep[key] = value
         elif key in sweep["params"] or in_models:
             if key in sweep["params"]:

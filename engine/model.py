@@ -84,6 +84,14 @@ class DeclaredGpu(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str = "declared GPU"
 
 
+class DataLink(msgspec.Struct, frozen=True):
+    """Data a run sees at `place` (a path relative to the project root of its work directory):
+    `source`, a file or folder on the submitting machine that git does not carry."""
+
+    place: str
+    source: str
+
+
 class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One machine from hosts.toml. `cpus`, `mem_gb` and `gpus` override what is detected."""
 
@@ -104,6 +112,9 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpus: float | None = None
     mem_gb: float | None = None
     gpus: tuple[DeclaredGpu, ...] | None = None
+    # Data this host already has: a project-relative place → a path on the host, used instead
+    # of uploading what a run names under that place.
+    data: dict[str, str] = {}
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -126,6 +137,9 @@ class JobSpec(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
     trial: tuple[int, int] | None = None  # a sweep trial's (model, configuration) numbers
+    data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
+    snapshot: bool = False  # run from a snapshot of the project's code, as sweep trials do
+    templated: bool = False  # argv still holds {run_id}, {attempt}, … to fill in at start
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -163,6 +177,8 @@ class Run(msgspec.Struct, frozen=True):
     not_before: float = 0.0
     params: dict[str, Any] = {}
     trial: tuple[int, int] | None = None
+    data: tuple[DataLink, ...] = ()
+    templated: bool = False
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""
@@ -248,8 +264,9 @@ class Sweep(msgspec.Struct, frozen=True):
     trials: int
     snapshot: str | None
     created_at: float
-    metric: dict[str, str] | None = None
+    metric: dict[str, Any] | None = None
     counts: dict[str, int] = {}
+    sampler_seed: int | None = None  # what its sampler drew from (random and tpe sweeps)
     going: bool | None = None  # in a wait's answer: runs unfinished or trials still to sample
 
 

@@ -104,6 +104,8 @@ class SweepPlan(msgspec.Struct, frozen=True):
     first: list[JobSpec]
     where: str
     runs: list[Run]
+    sees: list[str] = []  # a dry run: what each run's work directory holds
+    warnings: list[str] = []  # a dry run: ignored files no run will see
 
 
 class SweepList(msgspec.Struct, frozen=True):

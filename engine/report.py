@@ -7,18 +7,37 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scipy import stats
 
+BOUNDED_NAMES = re.compile(r"(^|[^a-z])(auc|roc|acc|accuracy|f1|precision|recall|iou|dice)")
 
-def with_statistics(configs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+
+def bounds_of(metric: str, bounds: Sequence[float] | None = None) -> tuple[float, float] | None:
+    """The range a metric cannot leave: as the experiment says, else [0, 1] for AUC, accuracy,
+    F1 and their kind (by name), else none."""
+    if bounds is not None:
+        return float(bounds[0]), float(bounds[1])
+    return (0.0, 1.0) if BOUNDED_NAMES.search(metric.lower()) else None
+
+
+def with_statistics(
+    configs: list[dict[str, Any]], mode: str, bounds: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """Each configuration (mean, std and n over seeds) given a 95% confidence interval of its
-    mean, and the Welch t-test of the best configuration against the runner-up: is the best
-    really better?"""
+    mean (cut at the metric's bounds, with `ci95_clipped` saying so), and the Welch t-test of
+    the best configuration against the runner-up: is the best really better?"""
     for config in configs:
-        config["ci95"] = confidence_interval(config["mean"], config["std"], config["n"])
+        ci = confidence_interval(config["mean"], config["std"], config["n"])
+        config["ci95_clipped"] = False
+        if ci is not None and bounds is not None and (ci[0] < bounds[0] or ci[1] > bounds[1]):
+            ci = [max(ci[0], bounds[0]), min(ci[1], bounds[1])]
+            config["ci95_clipped"] = True
+        config["ci95"] = ci
     comparison = welch(configs[0], configs[1], mode) if len(configs) >= 2 else None
     return {"configs": configs, "best_vs_runner_up": comparison}
 
@@ -87,8 +106,11 @@ def compare(runs: list[Any], details: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def config_rows(configs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """One flat row per configuration: model, params, and the metric's summary over seeds."""
+def config_rows(
+    configs: list[dict[str, Any]], metric: str, summary: str = "last"
+) -> list[dict[str, Any]]:
+    """One flat row per configuration: model, params, and the metric's summary over seeds
+    (of each run's `summary` value, named in the `value` column)."""
     rows = []
     for c in configs:
         ci = c.get("ci95") or [None, None]
@@ -100,6 +122,8 @@ def config_rows(configs: list[dict[str, Any]], metric: str) -> list[dict[str, An
                 f"{metric}_std": c["std"],
                 f"{metric}_ci95_low": ci[0],
                 f"{metric}_ci95_high": ci[1],
+                "ci95_clipped": c.get("ci95_clipped", False),
+                "value": summary,
                 "seeds": c["n"],
                 "best_run": c["best_run"],
             }
@@ -107,8 +131,11 @@ def config_rows(configs: list[dict[str, Any]], metric: str) -> list[dict[str, An
     return rows
 
 
-def run_rows(configs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """One flat row per run: model, params, seed and the run's best value of the metric."""
+def run_rows(
+    configs: list[dict[str, Any]], metric: str, summary: str = "last"
+) -> list[dict[str, Any]]:
+    """One flat row per run: model, params, seed and the run's `summary` value of the metric
+    (named in the `value` column)."""
     rows = []
     for c in configs:
         for run_id, seed, value in zip(c["runs"], c["seeds"], c["values"], strict=True):
@@ -119,6 +146,7 @@ def run_rows(configs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]
                     **{f"param_{k}": v for k, v in c["params"].items()},
                     "seed": seed,
                     metric: value,
+                    "value": summary,
                 }
             )
     return rows
@@ -215,10 +243,12 @@ def write_report(
     sweep, metric, mode = best["sweep"], best["metric"], best["mode"]
     configs = best["configs"]
     made = []
-    (out / "configs.csv").write_text(to_csv(config_rows(configs, metric)))
-    (out / "runs.csv").write_text(to_csv(run_rows(configs, metric)))
-    to_parquet(config_rows(configs, metric), out / "configs.parquet")
-    (out / "table.tex").write_text(to_latex(configs, metric, mode, f"{sweep}: {metric}"))
+    summary = best.get("summary", "last")
+    (out / "configs.csv").write_text(to_csv(config_rows(configs, metric, summary)))
+    (out / "runs.csv").write_text(to_csv(run_rows(configs, metric, summary)))
+    to_parquet(config_rows(configs, metric, summary), out / "configs.parquet")
+    caption = f"{sweep}: {metric} ({summary} value of each run)"
+    (out / "table.tex").write_text(to_latex(configs, metric, mode, caption))
     made += ["configs.csv", "runs.csv", "configs.parquet", "table.tex"]
     notes: list[str] = []
     if plots:

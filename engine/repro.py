@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ _PROBE = (
 def mask_env(env: dict[str, str]) -> dict[str, str]:
     """The environment with the values of names containing KEY, TOKEN, SECRET or PASSWORD masked."""
     return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in sorted(env.items())}
+
+
+def unmask_env(env: dict[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
+    """A stored (masked) environment made whole again from `secrets`, the environment of
+    whoever asks now; a secret they do not have is left out rather than passed on masked."""
+    out = {}
+    for name, value in env.items():
+        if value == MASK and SECRET_NAME.search(name):
+            if name in secrets:
+                out[name] = secrets[name]
+        else:
+            out[name] = value
+    return out
+
+
+def secrets_of(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of an environment whose names mark them secret."""
+    return {k: v for k, v in env.items() if SECRET_NAME.search(k)}
 
 
 async def _run(*argv: str, cwd: str | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
@@ -51,14 +70,26 @@ async def _run(*argv: str, cwd: str | None = None, timeout: float = 30.0) -> tup
     return proc.returncode or 0, out
 
 
-async def git_state(cwd: str, save_dir: Path) -> dict[str, Any] | None:
+async def git_state(
+    cwd: str, save_dir: Path, state_dir: Path | None = None
+) -> dict[str, Any] | None:
     """Commit, branch, dirty flag, untracked files and the diff against HEAD (saved as a file,
-    content-addressed); None when `cwd` is not inside a git work tree or git is missing."""
+    content-addressed), leaving out the engine's own `state_dir`; None when `cwd` is not inside
+    a git work tree or git is missing."""
     if shutil.which("git") is None:
         return None
+    _, top = await _run("git", "rev-parse", "--show-toplevel", cwd=cwd)
+    root = top.decode().strip() or None
+    skipped: list[str] = []  # the state dir, relative to the work tree's top
+    if root and state_dir is not None:
+        rel = os.path.relpath(state_dir.resolve(), Path(root).resolve())
+        if rel != "." and not rel.startswith(".."):
+            skipped.append(Path(rel).as_posix())
+    pathspec = [".", *(f":(exclude,top){p}" for p in skipped)] if skipped else []
     code, out = await _run(
-        "git", "status", "--porcelain=v2", "--branch", "--untracked-files=all", "-z", cwd=cwd
-    )
+        "git", "status", "--porcelain=v2", "--branch", "--untracked-files=all", "-z",
+        "--", *pathspec, cwd=root or cwd,
+    )  # fmt: skip
     if code != 0:
         return None
     commit = branch = None
@@ -89,10 +120,9 @@ async def git_state(cwd: str, save_dir: Path) -> dict[str, Any] | None:
         "untracked": untracked,
         "diff_file": None,
     }
-    _, top = await _run("git", "rev-parse", "--show-toplevel", cwd=cwd)
-    state["root"] = top.decode().strip() or None
+    state["root"] = root
     if dirty and commit:
-        code, diff = await _run("git", "diff", "HEAD", "--binary", cwd=cwd)
+        code, diff = await _run("git", "diff", "HEAD", "--binary", "--", *pathspec, cwd=root or cwd)
         if code == 0 and diff:
             digest = hashlib.sha256(diff).hexdigest()[:16]
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +209,7 @@ async def submission_manifest(
     """What is shared by every run of one submission: code state, interpreter, host, environment."""
     executable = interpreter_for(argv, env)
     git, interpreter = await asyncio.gather(
-        git_state(cwd, state_dir / "diffs"),
+        git_state(cwd, state_dir / "diffs", state_dir),
         interpreters.describe(executable) if executable else _none(),
     )
     return {
@@ -229,7 +259,7 @@ def take_snapshot(
     every file outside caches and virtual environments where there is no git) into
     `store/<hash>`, named by the hash of its contents; return the hash, the folder and the file
     count. A snapshot that exists already is reused."""
-    files = _project_files(project, exclude)
+    files = project_files(project, exclude)
     digest = hashlib.sha256()
     entries = []
     total = 0
@@ -257,14 +287,46 @@ def take_snapshot(
             out.write_bytes(data)
             os.chmod(out, mode)
         tmp.mkdir(parents=True, exist_ok=True)
+        _read_only(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another submission made the same snapshot first
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
     return name, target, len(entries)
 
 
-def _project_files(project: Path, exclude: tuple[Path, ...]) -> list[str]:
+def in_snapshot(cwd: str, store: Path) -> tuple[str, str] | None:
+    """For a working directory inside a code snapshot under `store`: the snapshot's folder and
+    the directory relative to it ("." for its top); None for any other directory."""
+    path = Path(cwd)
+    if store not in path.parents:
+        return None
+    relative = path.relative_to(store)
+    return str(store / relative.parts[0]), Path(*relative.parts[1:]).as_posix() or "."
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder, read-only snapshot or not."""
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, 0o700)
+    if folder.exists():
+        os.chmod(folder, 0o700)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_only(folder: Path) -> None:
+    """Take the write bits off a snapshot, so a run that writes into it by mistake is refused
+    (runs work in copies of it)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        if not path.is_symlink():
+            os.chmod(path, path.stat().st_mode & ~0o222)
+    os.chmod(folder, folder.stat().st_mode & ~0o222)
+
+
+def project_files(project: Path, exclude: tuple[Path, ...]) -> list[str]:
+    """The project-relative paths a snapshot of `project` holds (before links and folders are
+    left out)."""
     skipped = [p.resolve() for p in exclude]
 
     def kept(rel: str) -> bool:

@@ -35,10 +35,10 @@ from engine.protocol import (
     SweepList,
     SweepRequest,
 )
-from engine.report import with_statistics
+from engine.report import bounds_of, with_statistics
 from engine.report import write_report as write_report_files
 from engine.repro import mask_env
-from engine.store import StoreError
+from engine.store import AmbiguousName, StoreError
 from engine.supervisor import SubmitError, Subscriber
 
 if TYPE_CHECKING:
@@ -66,7 +66,12 @@ def make_app(daemon: Daemon) -> web.Application:
         ref = request.match_info["ref"]
         if ref.isdigit() and int(ref) in sup.runs:
             return sup.runs[int(ref)]  # an unfinished run: the daemon's view is the newest
-        run = await db.call(store.find_run, ref)
+        try:
+            run = await db.call(store.find_run, ref)
+        except AmbiguousName as exc:
+            raise web.HTTPConflict(
+                body=ENCODER.encode(ErrorBody(error=str(exc))), content_type="application/json"
+            ) from None
         if run is None:
             raise web.HTTPNotFound(
                 body=ENCODER.encode(ErrorBody(error=f"no run {ref!r}")),
@@ -325,9 +330,24 @@ def make_app(daemon: Daemon) -> web.Application:
         if mode not in ("min", "max"):
             return _error(400, f"mode must be min or max, got {mode!r}")
         with_runs = request.query.get("runs", "0") != "0"
-        results = await db.call(store.sweep_results, sweep_id, key, mode, with_runs)
+        same = key == metric.get("name")  # the sweep's own metric: its summary and bounds
+        summary = request.query.get("summary") or (metric.get("summary") if same else None)
+        summary = summary or "last"
+        if summary not in ("last", "best"):
+            return _error(400, f"summary must be last or best, got {summary!r}")
+        results = await db.call(store.sweep_results, sweep_id, key, mode, with_runs, summary)
+        bounds = bounds_of(key, metric.get("bounds") if same else None)
+        counts = found[0].counts
         return _json(
-            {"sweep": sweep_id, "metric": key, "mode": mode, **with_statistics(results, mode)}
+            {
+                "sweep": sweep_id,
+                "metric": key,
+                "mode": mode,
+                "summary": summary,
+                "bounds": bounds,
+                "counts": counts,
+                **with_statistics(results, mode, bounds),
+            }
         )
 
     @routes.post(API + "/sweeps/{sweep}/report")
@@ -346,14 +366,17 @@ def make_app(daemon: Daemon) -> web.Application:
         if not metric.get("name"):
             return _error(400, f"sweep {sweep_id} names no metric")
         mode = metric.get("mode", "max")
-        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode, True)
+        summary = metric.get("summary", "last")
+        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode, True, summary)
         if not configs:
             return _error(409, f"sweep {sweep_id}: no succeeded run reported {metric['name']}")
+        bounds = bounds_of(metric["name"], metric.get("bounds"))
         best = {
             "sweep": sweep_id,
             "metric": metric["name"],
             "mode": mode,
-            **with_statistics(configs, mode),
+            "summary": summary,
+            **with_statistics(configs, mode, bounds),
         }
         curves = {
             run_id: await db.call(store.metrics, run_id, metric["name"])
@@ -391,8 +414,9 @@ def make_app(daemon: Daemon) -> web.Application:
     @routes.post(API + "/runs/{ref}/reproduce")
     async def reproduce(request: web.Request) -> web.Response:
         run = await find(request)
+        body = await request.json() if request.can_read_body else {}
         try:
-            return _json(await sup.reproduce(run), 201)
+            return _json(await sup.reproduce(run, body.get("secrets")), 201)
         except SubmitError as exc:
             return _error(400, str(exc))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import secrets
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 import psutil
 
-from engine import repro
+from engine import repro, template, workspace
 from engine.capture import Parser, Points
 from engine.config import (
     Config,
@@ -30,9 +31,11 @@ from engine.config import (
     load_experiment,
 )
 from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
+from engine.executors.base import work_dir
 from engine.executors.local import signal_name
 from engine.executors.ssh import HostUnreachable, SshExecutor
 from engine.model import (
+    DataLink,
     FailureClass,
     HostSample,
     JobSpec,
@@ -119,7 +122,8 @@ class Adaptive:
 
     study: AdaptiveSweep
     snapshot: str | None
-    launch: tuple[str, dict[str, str], dict[str, Any]] | None = None
+    launch: tuple[str, dict[str, str], dict[str, Any], tuple[DataLink, ...]] | None = None
+    env: dict[str, str] | None = None  # the submitter's, secrets in clear (never stored)
 
 
 @dataclass
@@ -235,6 +239,9 @@ class Supervisor:
         (or is `shared`, the manifest of the sweep they continue)."""
         if not jobs:
             raise SubmitError("no jobs given")
+        if snapshot is None and any(job.snapshot or job.data for job in jobs):
+            jobs = [msgspec.structs.replace(job, data=self._resolve_data(job)) for job in jobs]
+            snapshot, jobs = await self._from_snapshot(jobs)
         named = []
         for job in jobs:
             if not job.argv or not job.argv[0]:
@@ -268,8 +275,16 @@ class Supervisor:
             shared["snapshot"] = snapshot
         if reproduces is not None:
             shared["reproduces"] = reproduces
+        masked: dict[int, dict[str, str]] = {}  # jobs of one submission share an environment
         rows = [
-            (job, name, seed, repro.run_manifest(shared, job.argv, seed))
+            (
+                msgspec.structs.replace(
+                    job, env=masked.setdefault(id(job.env), repro.mask_env(job.env or {}))
+                ),
+                name,
+                seed,
+                repro.run_manifest(shared, job.argv, seed),
+            )
             for job, name, seed in named
         ]
         runs = await self.db.call(self.store.add_runs, rows)
@@ -281,6 +296,13 @@ class Supervisor:
         self.wake.set()
         return runs
 
+    def _resolve_data(self, job: JobSpec) -> tuple[DataLink, ...]:
+        entries = [(link.place, link.source) for link in job.data]
+        try:
+            return workspace.resolve_data(entries, self.config.project_dir, "data")
+        except workspace.DataError as exc:
+            raise SubmitError(str(exc)) from None
+
     async def submit_sweep(
         self, file: str, overrides: dict[str, str], cwd: str, env: dict[str, str], dry_run: bool
     ) -> SweepPlan:
@@ -288,6 +310,10 @@ class Supervisor:
         as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
         try:
             experiment = load_experiment(file, overrides)
+            if experiment.sampler_seed is None:  # each sweep draws afresh, and records it
+                experiment = msgspec.structs.replace(
+                    experiment, sampler_seed=secrets.randbelow(2**31)
+                )
             study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
             if experiment.method == "tpe":
                 assert study is not None
@@ -298,25 +324,28 @@ class Supervisor:
             raise SubmitError(str(exc)) from None
         project = self.config.project_dir
         total = total_runs(experiment)
-        jobs = [_trial_job(experiment, t, cwd, env) for t in planned]
+        try:
+            links = workspace.resolve_data(experiment.data, project, str(experiment.path))
+        except workspace.DataError as exc:
+            raise SubmitError(str(exc)) from None
+        next_id = await self.db.call(self.store.next_sweep_id, experiment.name)
+        jobs = [_trial_job(experiment, t, cwd, env, links, next_id) for t in planned]
         where = self._where(experiment, planned, jobs)
         if dry_run:
-            return SweepPlan(sweep=None, trials=total, first=jobs[:10], where=where, runs=[])
-        try:
-            snapshot, folder, _ = await asyncio.to_thread(
-                repro.take_snapshot,
-                project,
-                self.config.state_dir / "snapshots",
-                (self.config.state_dir,),
+            sees, warnings = await asyncio.to_thread(
+                workspace.what_runs_see, project, Path(cwd), links, (self.config.state_dir,)
             )
-        except (repro.SnapshotError, OSError) as exc:
-            raise SubmitError(f"cannot snapshot {project}: {exc}") from None
-        inside = Path(cwd).resolve()
-        rel = (
-            inside.relative_to(project)
-            if inside == project or project in inside.parents
-            else Path()
-        )
+            shown = [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
+            return SweepPlan(
+                sweep=None,
+                trials=total,
+                first=shown,
+                where=where,
+                runs=[],
+                sees=sees,
+                warnings=warnings,
+            )
+        snapshot, jobs = await self._from_snapshot(jobs)
         sweep_id = await self.db.call(
             self.store.add_sweep,
             experiment.name,
@@ -326,12 +355,37 @@ class Supervisor:
             snapshot,
             msgspec.to_builtins(experiment.metric) if experiment.metric else None,
             experiment_json(experiment) if study else None,
+            experiment.sampler_seed if experiment.method != "grid" else None,
         )
-        jobs = [msgspec.structs.replace(j, sweep=sweep_id, cwd=str(folder / rel)) for j in jobs]
+        jobs = [
+            msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))
+            for j, t in zip(jobs, planned, strict=True)
+        ]
         runs = await self.submit(jobs, snapshot=snapshot)
         if study is not None:
-            self.adaptive[sweep_id] = Adaptive(study, snapshot)
-        return SweepPlan(sweep=sweep_id, trials=total, first=jobs[:10], where=where, runs=runs)
+            self.adaptive[sweep_id] = Adaptive(study, snapshot, env=env)
+        shown = [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
+        return SweepPlan(sweep=sweep_id, trials=total, first=shown, where=where, runs=runs)
+
+    async def _from_snapshot(self, jobs: Sequence[JobSpec]) -> tuple[str, list[JobSpec]]:
+        """Snapshot the project's code and move the jobs into it: each starts where it was
+        submitted from inside the project (or at the top), in a copy made for each attempt."""
+        project = self.config.project_dir
+        try:
+            snapshot, folder, _ = await asyncio.to_thread(
+                repro.take_snapshot,
+                project,
+                self.config.state_dir / "snapshots",
+                (self.config.state_dir,),
+            )
+        except (repro.SnapshotError, OSError) as exc:
+            raise SubmitError(f"cannot snapshot {project}: {exc}") from None
+        moved = []
+        for job in jobs:
+            inside = Path(job.cwd).resolve()
+            rel = inside.relative_to(project) if inside.is_relative_to(project) else Path()
+            moved.append(msgspec.structs.replace(job, cwd=str(folder / rel), snapshot=False))
+        return snapshot, moved
 
     def _configs_in_flight(self, experiment: Experiment) -> int:
         """How many configurations a TPE sweep keeps queued or running at once: enough to fill
@@ -359,9 +413,12 @@ class Supervisor:
                 adaptive.launch = await self.db.call(self.store.sweep_launch, sweep_id)
             if adaptive.launch is None:
                 continue
-            cwd, env, manifest = adaptive.launch
+            cwd, env, manifest, data = adaptive.launch
+            env = adaptive.env if adaptive.env is not None else repro.unmask_env(env, os.environ)
             jobs = [
-                msgspec.structs.replace(_trial_job(study.experiment, t, cwd, env), sweep=sweep_id)
+                msgspec.structs.replace(
+                    _trial_job(study.experiment, t, cwd, env, data, sweep_id), sweep=sweep_id
+                )
                 for t in study.ask(wanted)
             ]
             await self.submit(jobs, snapshot=adaptive.snapshot, shared=manifest)
@@ -373,10 +430,12 @@ class Supervisor:
             return True
         return any(r.sweep == sweep_id for r in self.runs.values())
 
-    async def reproduce(self, run: Run) -> Run:
+    async def reproduce(self, run: Run, secrets: dict[str, str] | None = None) -> Run:
         """Queue a new run with the original's code snapshot (or working directory), command,
-        parameters, seed and needs; its manifest names the run it reproduces."""
-        env = await self.db.call(self.store.launch_env, run.id)
+        parameters, seed and needs; its manifest names the run it reproduces. Secrets, never
+        stored in clear, come from `secrets` (the caller's environment)."""
+        stored = await self.db.call(self.store.launch_env, run.id)
+        env = repro.unmask_env(stored, os.environ if secrets is None else secrets)
         manifest = (await self.db.call(self.store.run_details, run.id))["manifest"] or {}
         job = job_again(run, env, name=f"{run.name}-repro")
         [new] = await self.submit([job], snapshot=manifest.get("snapshot"), reproduces=run.id)
@@ -570,13 +629,21 @@ class Supervisor:
                 ),
             ]
         )[-1]
+        attempt_dir = executor.attempt_dir(run.id, number)
+        snapshot = repro.in_snapshot(run.cwd, self.config.state_dir / "snapshots")
+        argv = run.argv
+        if run.templated:
+            project = work_dir(attempt_dir) if snapshot else str(self.config.project_dir)
+            argv = fill_runtime(run, number, run_dir, project)
         launch = Launch(
             run_id=run.id,
             attempt=number,
-            argv=run.argv,
-            cwd=run.cwd,
+            argv=argv,
+            cwd=snapshot[1] if snapshot else run.cwd,
             env=run_env(self.envs[run.id], run, number, run_dir),
-            attempt_dir=executor.attempt_dir(run.id, number),
+            attempt_dir=attempt_dir,
+            snapshot=snapshot[0] if snapshot else None,
+            data=run.data,
         )
         try:
             attempt = await executor.start(launch)
@@ -777,7 +844,7 @@ class Supervisor:
                 active.position = LogPosition(
                     batch.byte_offset, batch.line_count, batch.bad_markers
                 )
-                if len(points):
+                if len(points) and not final:  # an attempt that has ended is not judged
                     await self._judge(active, points)
                 if storing is not None:
                     await storing
@@ -818,6 +885,11 @@ class Supervisor:
             if k == key
         ]
         if values and (reason := adaptive.study.report(active.run.id, values)):
+            # Output read late (after a restart) may be from an attempt that has finished
+            # meanwhile: its end stands, whatever its earlier steps would have said.
+            with contextlib.suppress(HostUnreachable):
+                if await active.executor.probe(active.attempt) is ProcessState.EXITED:
+                    return
             await self._prune(active, reason)
 
     async def _prune(self, active: Active, reason: str) -> None:
@@ -1019,7 +1091,8 @@ class Supervisor:
             status = self.runs[run.id].status if run.id in self.runs else run.status
             raise SubmitError(f"run {run.id} is {status}; only failed or lost runs are retried")
         self.runs[run.id] = run
-        self.envs[run.id] = await self.db.call(self.store.launch_env, run.id)
+        stored = await self.db.call(self.store.launch_env, run.id)
+        self.envs[run.id] = repro.unmask_env(stored, os.environ)
         now = time.time()
         [queued] = self._transition(
             [
@@ -1049,7 +1122,9 @@ class Supervisor:
         replayed = await self._resume_sweeps()
         for run, env, pid_start, cancel, prune in await self.db.call(self.store.unfinished):
             self.runs[run.id] = run
-            self.envs[run.id] = env
+            # The store keeps secrets masked: a queued run takes them from this daemon's
+            # environment (that of whoever started it).
+            self.envs[run.id] = repro.unmask_env(env, os.environ)
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
                 started = await self._started_attempt(run)
                 if started is None:
@@ -1289,6 +1364,19 @@ def _last_line(tail: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
+def fill_runtime(run: Run, attempt: int, run_dir: str, project: str) -> tuple[str, ...]:
+    """A templated run's argv with the attempt's own placeholders filled in."""
+    values = {
+        "run_id": run.id,
+        "attempt": attempt,
+        "run_dir": run_dir,
+        "artifact_dir": str(Path(run_dir) / "artifacts"),
+        "checkpoint_dir": str(Path(run_dir) / "checkpoints"),
+        "project": project,
+    }
+    return tuple(template.render_runtime(word, values) for word in run.argv)
+
+
 def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[str, str]:
     """The environment a run starts with: the submitter's, plus the RUNYARD_* variables."""
     env = dict(base)
@@ -1306,13 +1394,22 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
     return env
 
 
-def _trial_job(experiment: Experiment, trial: Trial, cwd: str, env: dict[str, str]) -> JobSpec:
+def _trial_job(
+    experiment: Experiment,
+    trial: Trial,
+    cwd: str,
+    env: dict[str, str],
+    data: tuple[DataLink, ...],
+    sweep_id: str,
+) -> JobSpec:
     """The job one trial of a sweep runs: its model's command and needs, with its params."""
     model = experiment.models[trial.model]
     return JobSpec(
+        data=data,
+        templated=True,
         argv=trial.argv,
         cwd=cwd,
-        name=trial.name(experiment),
+        name=trial.name(experiment, sweep_id),
         seed=trial.seed,
         capture=model.capture,
         env=env,

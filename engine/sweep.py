@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from engine.config import PLACEHOLDER, EarlyStop, Experiment, Model, Param
+from engine import template
+from engine.config import EarlyStop, Experiment, Model, Param
 from engine.model import Run, RunStatus
 
 MAX_TRIALS = 100_000
+# Draws in a row that only repeat earlier configurations before a space counts as exhausted.
+MAX_REDRAWS = 100
 
 
 class SweepError(ValueError):
@@ -31,9 +35,10 @@ class Trial(msgspec.Struct, frozen=True):
     seed: int
     argv: tuple[str, ...]
 
-    def name(self, experiment: Experiment) -> str:
+    def name(self, experiment: Experiment, sweep_id: str) -> str:
+        """`SWEEP-[MODEL-]CONFIG-sSEED`, e.g. `lm-2-mlp-003-s1`: unique across sweeps."""
         model = experiment.models[self.model].name
-        return f"{experiment.name}-{model + '-' if model else ''}{self.config:03d}-s{self.seed}"
+        return f"{sweep_id}-{model + '-' if model else ''}{self.config:03d}-s{self.seed}"
 
 
 def is_adaptive(experiment: Experiment) -> bool:
@@ -50,9 +55,11 @@ def total_runs(experiment: Experiment) -> int:
     return configs * len(experiment.seeds)
 
 
-def trials(experiment: Experiment, sampler_seed: int = 0) -> list[Trial]:
+def trials(experiment: Experiment, sampler_seed: int | None = None) -> list[Trial]:
     """Every trial of a grid or random experiment: model by model, configuration by
     configuration, seed by seed. (A TPE sweep's trials come from `AdaptiveSweep.ask`.)"""
+    if sampler_seed is None:
+        sampler_seed = experiment.sampler_seed or 0
     out: list[Trial] = []
     for m, model in enumerate(experiment.models):
         configs = configurations(experiment, model, sampler_seed + m)
@@ -85,7 +92,14 @@ def configurations(
         optuna = _optuna()
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sampler_seed))
         space = {p.name: _distribution(p) for p in model.params}
-        return [study.ask(space).params for _ in range(experiment.trials or 0)]
+        drawn: dict[str, dict[str, Any]] = {}
+        misses = 0
+        while len(drawn) < (experiment.trials or 0) and misses < MAX_REDRAWS:
+            params = study.ask(space).params
+            key = _config_key(params)
+            misses = misses + 1 if key in drawn else 0
+            drawn.setdefault(key, params)  # a configuration drawn again is not run twice
+        return list(drawn.values())
     raise SweepError(f"{experiment.path}: a {experiment.method} sweep samples as it runs")
 
 
@@ -104,7 +118,9 @@ class AdaptiveSweep:
     slots free (TPE) and judges each run's intermediate metric values with the pruner. Each run
     is one Optuna trial; the seeds of a configuration are trials with the same parameters."""
 
-    def __init__(self, experiment: Experiment, sampler_seed: int = 0) -> None:
+    def __init__(self, experiment: Experiment, sampler_seed: int | None = None) -> None:
+        if sampler_seed is None:
+            sampler_seed = experiment.sampler_seed or 0
         if experiment.metric is None:
             raise SweepError(f"{experiment.path}: an adaptive sweep needs `metric`")
         optuna = _optuna()
@@ -123,6 +139,10 @@ class AdaptiveSweep:
             for m in range(len(experiment.models))
         ]
         self.asked = [0] * len(experiment.models)  # configurations sampled so far, per model
+        self.seen: list[set[str]] = [set() for _ in experiment.models]  # their params, per model
+        self.exhausted = [False] * len(experiment.models)  # no new configuration left to draw
+        self.grids = [finite_grid(m) for m in experiment.models]  # None where infinite
+        self._rng = random.Random(sampler_seed)
         self.live: dict[int, _Live] = {}  # run id → its trial
         self._sampled: dict[tuple[int, int, int], Any] = {}  # (model, config, seed) → trial
 
@@ -130,7 +150,11 @@ class AdaptiveSweep:
         """Configurations a TPE sweep has still to sample (none for grid and random)."""
         if self.experiment.method != "tpe":
             return 0
-        return sum((self.experiment.trials or 0) - n for n in self.asked)
+        return sum(
+            (self.experiment.trials or 0) - n
+            for n, done in zip(self.asked, self.exhausted, strict=True)
+            if not done
+        )
 
     def ask(self, configs: int) -> list[Trial]:
         """Sample up to `configs` new configurations (the model with the fewest first), each as
@@ -138,8 +162,11 @@ class AdaptiveSweep:
         out: list[Trial] = []
         seeds = self.experiment.seeds
         for _ in range(min(configs, self.remaining())):
-            m = min(range(len(self.asked)), key=self.asked.__getitem__)
-            trial = self.studies[m].ask(self.spaces[m])
+            open_models = [m for m in range(len(self.asked)) if not self.exhausted[m]]
+            m = min(open_models, key=self.asked.__getitem__)
+            trial = self._ask_new(m)
+            if trial is None:
+                continue
             config = self.asked[m]
             self.asked[m] += 1
             self._sampled[(m, config, seeds[0])] = trial
@@ -149,6 +176,26 @@ class AdaptiveSweep:
                 for seed in seeds
             ]
         return out
+
+    def _ask_new(self, m: int):  # type: ignore[no-untyped-def]
+        """A trial with a configuration not sampled before (those drawn again are told as
+        failed, so the sampler moves on); None once the space holds no new one."""
+        optuna = _optuna()
+        for _ in range(MAX_REDRAWS):
+            trial = self.studies[m].ask(self.spaces[m])
+            key = _config_key(trial.params)
+            if key not in self.seen[m]:
+                self.seen[m].add(key)
+                return trial
+            self.studies[m].tell(trial, state=optuna.trial.TrialState.FAIL)
+            grid = self.grids[m]
+            if grid is not None:  # a finite space: offer the sampler one it has not tried
+                unseen = [c for c in grid if _config_key(c) not in self.seen[m]]
+                if not unseen:
+                    break
+                self.studies[m].enqueue_trial(self._rng.choice(unseen))
+        self.exhausted[m] = True
+        return None
 
     def attach(self, run: Run) -> None:
         """Give a starting run its Optuna trial: the one sampled for it, or a new one with its
@@ -162,6 +209,7 @@ class AdaptiveSweep:
             trial = self.studies[m].ask(self.spaces[m])
         self.live[run.id] = _Live(m, trial)
         self.asked[m] = max(self.asked[m], config + 1)
+        self.seen[m].add(_config_key(run.params))
 
     def report(self, run_id: int, points: list[tuple[int | None, float]]) -> str | None:
         """Feed a run's new (step, value) points of the metric to its trial, step by step; the
@@ -209,6 +257,7 @@ class AdaptiveSweep:
         optuna = _optuna()
         m, config = run.trial
         self.asked[m] = max(self.asked[m], config + 1)
+        self.seen[m].add(_config_key(run.params))
         steps = {step: v for step, v in points if step is not None and not math.isnan(v)}
         values = [v for _, v in points if not math.isnan(v)]
         best = (max if self.maximize else min)(values) if values else None
@@ -226,6 +275,27 @@ class AdaptiveSweep:
                 intermediate_values=steps,
             )
         )
+
+
+def finite_grid(model: Model) -> list[dict[str, Any]] | None:
+    """Every configuration of a model whose parameters all take finitely many values (lists,
+    stepped or whole-number ranges), or None."""
+    values = []
+    for p in model.params:
+        if p.values is not None or p.step is not None:
+            values.append(p.grid())
+        elif p.integer and p.low is not None and p.high is not None and not p.log:
+            values.append(tuple(range(int(p.low), int(p.high) + 1)))
+        else:
+            return None
+        if math.prod(len(v) for v in values) > MAX_TRIALS:
+            return None
+    names = [p.name for p in model.params]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _config_key(params: dict[str, Any]) -> str:
+    return msgspec.json.encode(dict(sorted(params.items()))).decode()
 
 
 def _optuna():  # type: ignore[no-untyped-def]
@@ -276,14 +346,10 @@ def _distribution(param: Param):  # type: ignore[no-untyped-def]
 
 
 def command(model: Model, params: dict[str, Any], seed: int) -> tuple[str, ...]:
-    """The trial's argv: each word of the template with its {placeholders} filled in."""
+    """The trial's argv: each word of the template with its parameters and seed filled in
+    (the run's own {run_id}, {attempt}, … are filled in as each attempt starts)."""
     values = {**params, "seed": seed}
-    return tuple(PLACEHOLDER.sub(lambda m: _text(values[m.group(1)]), word) for word in model.argv)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    try:
+        return tuple(template.render_params(word, values) for word in model.argv)
+    except (ValueError, TypeError) as exc:  # a format spec the value cannot take
+        raise SweepError(f"command {model.command!r}: {exc}") from None

@@ -148,3 +148,38 @@ def test_a_restarted_study_replays_ended_runs_and_samples_on(tmp_path: Path) -> 
     assert math.isclose(again.studies[0].best_value, best)
     [next_trial] = again.ask(1)
     assert next_trial.config == 7
+
+
+def test_tpe_never_samples_a_configuration_twice_and_stops_when_the_space_is_used_up(
+    tmp_path: Path,
+) -> None:
+    small = EXPERIMENT.replace("x = { low = -5.0, high = 5.0 }\n", "C = [0.1, 1.0, 10.0]\n")
+    exp = experiment(
+        tmp_path, small.replace("--x {x}", "--C {C}").replace("trials = 40", "trials = 20")
+    )
+    study = AdaptiveSweep(exp, sampler_seed=3)
+    seen = []
+    run_id = 0
+    while batch := study.ask(1):
+        for trial in batch:
+            run_id += 1
+            run = as_run(run_id, trial)
+            study.attach(run)
+            study.report(run_id, [(0, trial.params["width"] / 10)])
+            study.finish(msgspec.structs.replace(run, status=RunStatus.SUCCEEDED))
+            seen.append(tuple(sorted(trial.params.items())))
+    assert len(seen) == len(set(seen)) == 9  # 3 by 3 configurations, each once
+    assert study.remaining() == 0
+
+
+def test_each_sweep_draws_its_own_sampler_seed_unless_one_is_given(tmp_path: Path) -> None:
+    from engine.sweep import trials
+
+    text = EXPERIMENT.replace('"tpe"', '"random"').replace("trials = 40", "trials = 5")
+    exp = experiment(tmp_path, text)
+    a, b = trials(exp, 1), trials(exp, 2)
+    assert [t.params for t in a] != [t.params for t in b]
+    fixed = experiment(tmp_path, text.replace("[sweep]\n", "[sweep]\nsampler_seed = 7\n"))
+    assert fixed.sampler_seed == 7 and [t.params for t in trials(fixed)] == [
+        t.params for t in trials(fixed)
+    ]

@@ -558,3 +558,77 @@ async def test_util_reports_each_hosts_use_over_time(client: Client, daemon: Pro
     ]
     bad = daemon.engine("util", "--since", "soon")
     assert bad.returncode == 2 and "not a duration: 'soon'" in bad.stderr
+
+
+SHOW_SECRET = "import os; print('SECRET', os.environ.get('WANDB_API_KEY'))"
+
+
+async def test_secrets_are_never_stored_in_clear_and_reproduce_takes_them_from_the_caller(
+    client: Client, daemon: Project
+) -> None:
+    env = daemon.env() | {"WANDB_API_KEY": "hunter2"}
+    spec = JobSpec(argv=(sys.executable, "-c", SHOW_SECRET), cwd=str(daemon.folder), env=env)
+    [run] = await client.submit([spec])
+    await client.wait(run.id, 30)
+    assert "SECRET hunter2" in (await client.log(run.id))[0].decode()  # the run had it
+    daemon.extra_env = {"WANDB_API_KEY": "from-the-caller"}
+    again = daemon.engine("reproduce", str(run.id))
+    assert again.returncode == 0, again.stderr
+    copy = await client.wait(int(again.stdout), 30)
+    assert "SECRET from-the-caller" in (await client.log(copy.id))[0].decode()
+    sql = daemon.engine("sql", "SELECT * FROM runs_v", "--json")
+    assert sql.returncode == 0 and "hunter2" not in sql.stdout
+    exp = daemon.folder / "show.toml"
+    exp.write_text(f'name = "show"\ncommand = "{sys.executable} -c pass"\n')
+    daemon.extra_env = {"WANDB_API_KEY": "hunter2"}
+    dry = daemon.engine("sweep", str(exp), "--dry-run", "--json")
+    assert dry.returncode == 0 and '"WANDB_API_KEY":"****"' in dry.stdout.replace(" ", "")
+    assert "hunter2" not in dry.stdout
+    await client.close()
+    daemon.kill_daemon(signal.SIGTERM)
+    for name in ("store.duckdb", "store.duckdb.wal"):
+        path = daemon.state_dir / name
+        assert not path.exists() or b"hunter2" not in path.read_bytes(), name
+
+
+def test_the_project_stays_clean_of_the_engines_state(project: Project) -> None:
+    folder = project.folder / "proj"
+    folder.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-C", str(folder)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (folder / ".gitignore").write_text("*.pyc")  # no newline at its end
+    env = project.env() | {"RUNYARD_CONFIG": ""}
+    init = subprocess.run(
+        [sys.executable, "-m", "engine", "init"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert init.returncode == 0 and "added runs/ to" in init.stderr, init.stderr
+    assert (folder / ".gitignore").read_text().splitlines()[-1] == "runs/"
+    (folder / "train.py").write_text("print('hi')\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    config = folder / "hosts.toml"
+    run_env = env | {"RUNYARD_CONFIG": str(config)}
+
+    def engine(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            cwd=folder, env=run_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    try:
+        first = engine("run", "--wait", "--", sys.executable, "train.py")
+        assert first.returncode == 0, first.stderr
+        # a store committed by mistake before (as `git add -A` did) is left out of the record
+        subprocess.run([*git, "add", "-f", "runs"], check=True)
+        subprocess.run([*git, "commit", "-qm", "oops"], check=True)
+        second = engine("run", "--wait", "--", sys.executable, "train.py")
+        assert second.returncode == 0, second.stderr
+        shown = json.loads(engine("show", second.stdout.strip(), "--json").stdout)
+        state = shown["details"]["manifest"]["git"]
+        assert state["untracked"] == [] and state["dirty"] is False, state
+    finally:
+        engine("stop")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, load_experiment
+from engine.model import Run, RunStatus
 from engine.sweep import SweepError, command, is_adaptive, trials
 
 GOOD = """\
@@ -204,7 +205,8 @@ def test_an_experiment_of_several_models_expands_each_with_its_own_params() -> N
     runs = trials(exp)
     assert len(runs) == 4 * 2 * 3
     assert (
-        runs[0].name(exp) == "ensemble-glm-000-s0" and runs[-1].name(exp) == "ensemble-mlp-001-s2"
+        runs[0].name(exp, "ensemble-1") == "ensemble-1-glm-000-s0"
+        and runs[-1].name(exp, "ensemble-1") == "ensemble-1-mlp-001-s2"
     )
     assert {tuple(r.params) for r in runs if r.model == 2} == {("max_depth",)}
     assert "--max-depth" in runs[12].argv and runs[12].params == {"max_depth": 3}
@@ -276,3 +278,29 @@ def test_best_keeps_models_apart_when_their_params_coincide(tmp_path: Path) -> N
     assert results[0]["mean"] == pytest.approx(0.85) and results[1]["mean"] == pytest.approx(0.725)
     assert results[0]["std"] == pytest.approx(0.0707, abs=1e-4)
     store.close()
+
+
+def test_templates_take_the_runs_own_fields_and_literal_braces(tmp_path: Path) -> None:
+    from engine.supervisor import fill_runtime
+
+    text = GOOD.replace(
+        'command = "',
+        "command = \"python -c 'print({{1: 2}})' --out {run_dir}/o{run_id} --flags {flags} ",
+    )
+    text = text.replace("[sweep.params]\n", "[sweep.params]\nflags = [[1, 2]]\nuse = [true]\n")
+    exp = load_experiment(write(tmp_path, text))
+    [first, *_] = trials(exp)
+    assert first.argv[:7] == (
+        "python", "-c", "print({{1: 2}})", "--out", "{run_dir}/o{run_id}", "--flags", "[1, 2]",
+    )  # fmt: skip
+    run = Run(id=42, name="n", status=RunStatus.QUEUED, argv=first.argv, cwd="/", seed=0,
+              capture=(), created_at=0.0)  # fmt: skip
+    filled = fill_runtime(run, 2, "/r/42", "/p")
+    assert filled[2] == "print({1: 2})" and filled[4] == "/r/42/o42"
+    for bad, why in (
+        ("--x {x", "expected '}' before end of string"),
+        ("--x {1:2}", "{1} in '{1:2}' is not a placeholder"),
+        ("--x {nope}", "unknown parameter {nope}"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            load_experiment(write(tmp_path, GOOD.replace('command = "', f'command = "{bad} ')))

@@ -80,6 +80,10 @@ def results(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
                         "DROP VIEW runs_v",
                         "SELECT 1; DELETE FROM runs",
                         "SELECT count(*) AS n FROM runs_v",
+                        "SELECT env FROM runs",
+                        "SELECT * FROM read_csv_auto('/etc/passwd')",
+                        "SELECT * FROM '/etc/passwd'",
+                        "WITH runs AS (SELECT * FROM runs) SELECT env FROM runs",
                     )
                 ]
                 return out
@@ -98,7 +102,9 @@ def test_seed_statistics_agree_with_scipy(results: dict) -> None:
         low, high = stats.t.interval(
             0.95, len(c["values"]) - 1, loc=c["mean"], scale=stats.sem(c["values"])
         )
-        assert c["ci95"] == pytest.approx([low, high])
+        # an AUC's interval is cut at 1, and says so
+        assert c["ci95"] == pytest.approx([max(low, 0), min(high, 1)])
+        assert c["ci95_clipped"] == (high > 1 or low < 0)
         assert c["std"] == pytest.approx(stats.tstd(c["values"]))
     welch = stats.ttest_ind(
         configs[0]["values"], configs[1]["values"], equal_var=False, alternative="greater"
@@ -127,17 +133,23 @@ def test_the_latex_table_is_booktabs_with_the_best_in_bold(results: dict) -> Non
     assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
     assert "val\\_auc" in tex and "val_auc" not in tex.replace("val\\_auc", "")
     assert tex.count("\\mathbf{") == 1 and tex.count("\\pm") == 2
-    assert f"\\caption{{{results['sweep'].replace('_', chr(92) + '_')}: val\\_auc}}" in tex
+    caption = f"{results['sweep'].replace('_', chr(92) + '_')}: val\\_auc (last value of each run)"
+    assert f"\\caption{{{caption}}}" in tex
 
 
 def test_sql_reads_the_views_and_refuses_writes(results: dict) -> None:
-    count, params, points, insert, drop, two, after = results["sql"]
+    count, params, points, insert, drop, two, after, *hostile = results["sql"]
     assert json.loads(count.stdout) == [{"n": 8, "timed": True}]
     assert json.loads(params.stdout) == [{"name": "C", "values": 2}]
     assert json.loads(points.stdout) == [{"key": "val_auc", "points": 8}]
     for refused, why in ((insert, "only SELECT"), (drop, "only SELECT"), (two, "exactly one")):
         assert refused.returncode == 1 and why in refused.stderr, refused.stderr
     assert json.loads(after.stdout) == [{"n": 8}]  # the refused statements changed nothing
+    table, csv_file, path, shadow = hostile  # nothing but the views: no env, no files
+    assert table.returncode == 1 and "'runs' is not one of the views" in table.stderr
+    assert csv_file.returncode == 1 and "table functions" in csv_file.stderr
+    assert path.returncode == 1 and "'/etc/passwd' is not one of the views" in path.stderr
+    assert shadow.returncode == 1 and "may not be a table's name: runs" in shadow.stderr
 
 
 def test_the_report_has_exports_plots_and_an_index(results: dict) -> None:

@@ -51,7 +51,7 @@ async def open_project(
     folder: Path, hosts: str, env: dict[str, str] | None = None
 ) -> tuple[Project, Client]:
     """A project with these hosts in `folder`, its daemon started, and a client of it."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     project = Project(folder, hosts)
     project.extra_env = env or {}
     await project.start_daemon()
@@ -432,6 +432,51 @@ async def test_hosts_named_by_ssh_config_alias_through_a_proxy_jump(
         # the connection went through the first host: it logged the jump login
         log = (jump.folder / "sshd.log").read_text()
         assert "Accepted publickey" in log  # the daemon never connects to jumpbox by name
+    finally:
+        await client.close()
+        project.cleanup()
+
+
+async def test_a_sweep_with_ignored_data_runs_on_ssh_hosts_each_trial_in_its_own_directory(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    from .test_workspace import research_project
+
+    # box1 has the weights already (mapped); box2 gets the data uploaded once per content
+    mapped = short_tmp / "scratch" / "weights"
+    mapped.mkdir(parents=True)
+    (mapped / "base.pt").write_bytes(b"\x02" * 512)
+    hosts = (
+        '[engine]\nstate_dir = "runs"\nsample_interval_s = 0.5\n'
+        '[hosts.local]\nkind = "local"\nmax_jobs = 1\n'
+        + lab.toml(0, "box1", tags=["gpu"], data={"weights/": str(mapped)})
+        + lab.toml(1, "box2", tags=["gpu"])
+    )
+    (short_tmp / "p").mkdir()
+    exp = research_project(short_tmp / "p", REMOTE_PY, top='requires = ["gpu"]')
+    exp.write_text(exp.read_text().replace("i = [0, 1, 2]", "i = [0, 1, 2, 3, 4, 5]"))
+    project, client = await open_project(short_tmp / "p", hosts)
+    try:
+        await wait_until(lambda: _all_up(client), timeout=30, what="both SSH hosts up")
+        result = await client.sweep(exp, cwd=str(project.folder))
+        ended = [await client.wait(r.id, 60) for r in result.runs]
+        logs = [(await client.log(r.id))[0].decode() for r in ended]
+        assert {r.status for r in ended} == {RunStatus.SUCCEEDED}, logs
+        assert {r.host for r in ended} == {"box1", "box2"}
+        for run in ended:
+            model = Path(run.run_dir) / "attempt-1" / "work" / "out" / "model.bin"
+            base = 512 if run.host == "box1" else 4096  # the host's own copy where mapped
+            assert model.read_text() == f"run {run.id} i {run.params['i']} corpus 1200 base {base}"
+        box2 = lab.hosts[1].workdir
+        uploads = sorted(p.name for p in (box2 / "data").iterdir())
+        assert len(uploads) == 2  # corpus and weights, once each for three trials
+        assert (
+            not (lab.hosts[0].workdir / "data").exists()
+            or len(list((lab.hosts[0].workdir / "data").iterdir())) == 1
+        )  # box1 uploaded the corpus only
+        [snapshot] = (box2 / "snapshots").iterdir()
+        assert not (snapshot / "train.py").stat().st_mode & 0o222  # read-only there too
+        assert not (snapshot / "out").exists()
     finally:
         await client.close()
         project.cleanup()

@@ -189,7 +189,9 @@ def test_a_store_from_before_text_search_words_gets_them(tmp_path: Path) -> None
     path = tmp_path / "s.duckdb"
     store = Store(path)
     store.add_runs([(JobSpec(argv=("python", "train.py", "--lr", "0.1"), cwd="/"), "Alpha", 1, {})])
-    store.con.execute("ALTER TABLE runs DROP COLUMN words")  # as schema version 6 left it
+    for column in ("words", "data", "templated"):  # as schema version 6 left it
+        store.con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    store.con.execute("ALTER TABLE sweeps DROP COLUMN sampler_seed")
     store.con.execute("DELETE FROM schema_version WHERE version >= 7")
     store.close()
     again = Store(path)
@@ -322,3 +324,27 @@ def test_a_page_shown_again_shows_what_changed_since(tmp_path: Path) -> None:
         assert all(page()[i] == before[i] for i in unchanged)
     finally:
         store.close()
+
+
+def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Store) -> None:
+    from engine.capture import Parser, Points
+
+    run_id = queue_one(store)
+    start(store, run_id)
+    lines = [b'@runyard {"step": 1, "val_loss": 0.5, "acc": 0.7, "b": 1}'] * 2 + [
+        b'@runyard {"zeta": 1, "alpha": NaN}'  # the slower path, one line at a time
+    ]
+    points = Points()
+    Parser().parse(lines, 0, points)
+    n = len(points)
+    store.ingest(
+        MetricBatch(
+            run_id, 1, points.keys, points.steps, points.values, [1.0] * n, points.lines, 1, 3, 0
+        )
+    )
+    for shown in (store.metrics(run_id), store.metrics(run_id, max_points=100)):
+        keys = [(p["line"], p["key"]) for p in shown]
+        assert keys == [
+            (0, "val_loss"), (0, "acc"), (0, "b"), (1, "val_loss"), (1, "acc"), (1, "b"),
+            (2, "zeta"), (2, "alpha"),
+        ]  # fmt: skip

@@ -88,7 +88,7 @@ async def test_trials_run_from_the_snapshot_taken_at_submission(
     )
     shown = daemon.engine("best", "toy-1")
     assert shown.returncode == 0 and shown.stdout.startswith(
-        "best of 6 configs by score (max): 2.2 ± 0.0707"
+        "best of 6 configs by score (max, each run's last value): 2.2 ± 0.0707"
     )
     # reproduce: the same snapshot, command, params and seed give the same output
     again_run = await client.reproduce(top["best_run"])
@@ -127,14 +127,14 @@ def test_the_sweep_cli_dry_run_and_errors(project: Project) -> None:
     assert dry.returncode == 0, dry.stderr
     assert "would run: 12 trials: 12 → local" in dry.stderr
     lines = dry.stdout.splitlines()
-    assert lines[0].startswith("toy-000-s0  ") and lines[-1] == "… and 2 more"
+    assert lines[0].startswith("toy-1-000-s0  ") and "… and 2 more" in lines
     assert project.engine("sweeps", "--json").stdout.strip() == "[]"  # a dry run queues nothing
     tpe = exp.read_text().replace('"grid"', '"tpe"\ntrials = 5')
     exp.write_text(tpe + '[sweep.early_stop]\nmethod = "asha"\n')
     adaptive = project.engine("sweep", str(exp), "--dry-run")
     assert adaptive.returncode == 0, adaptive.stderr
     assert adaptive.stderr.startswith("would run: 10 trials: ")  # 5 sampled configs, 2 seeds each
-    assert adaptive.stdout.splitlines()[0].startswith("toy-000-s0  ")
+    assert adaptive.stdout.splitlines()[0].startswith("toy-1-000-s0  ")
     exp.write_text(tpe.replace('"tpe"', '"grid"'))
     bad = project.engine("sweep", str(exp), "--set", "depth=3")
     assert bad.returncode == 2 and "--set depth: not a parameter of this experiment" in bad.stderr
@@ -242,7 +242,7 @@ def test_a_run_that_falls_behind_is_pruned_and_stopped(project: Project) -> None
     assert "done" not in project.engine("logs", str(bad["id"])).stdout
     assert all(by_quality[q]["status"] == "succeeded" for q in (0.9, 0.8))
     best = project.engine("best", "prune-1")
-    assert best.stdout.startswith("best of 2 configs by score (max): 0.939")
+    assert best.stdout.startswith("best of 2 configs by score (max, each run's last value): 0.939")
 
 
 TPE = """\
@@ -290,7 +290,7 @@ async def test_a_tpe_sweep_samples_as_runs_end_and_goes_on_after_kill_9(
         assert done.counts == {"succeeded": 12} and done.trials == 12
         runs = await client.runs(sweep="tpe-1", limit=None)
         names = sorted(r.name for r in runs)
-        assert names == [f"tpe-{c:03d}-s{s}" for c in range(6) for s in (0, 1)]  # none twice
+        assert names == [f"tpe-1-{c:03d}-s{s}" for c in range(6) for s in (0, 1)]  # none twice
         assert len(list((project.state_dir / "runs").glob("*/attempt-*"))) == 12
         for config in range(6):
             seeds = [r for r in runs if r.trial == (0, config)]
@@ -299,3 +299,95 @@ async def test_a_tpe_sweep_samples_as_runs_end_and_goes_on_after_kill_9(
         assert best["configs"][0]["n"] == 2 and len(best["configs"]) == 6
     finally:
         await client.close()
+
+
+LATE = """\
+import json, os, pathlib, sys, time
+params = json.loads(os.environ["RUNYARD_PARAMS"])
+if params["quality"] < 0.5:  # the weak trial waits for the test to let it go
+    while not pathlib.Path(sys.argv[1]).exists():
+        time.sleep(0.02)
+for step in range(6):
+    print("@runyard", json.dumps({"step": step, "score": params["quality"]}), flush=True)
+"""
+LATE_SWEEP = PRUNED.replace("max_concurrent = 1", "max_concurrent = 3").replace(
+    "steps.py --quality {{quality}}", "late.py {go} --quality {{quality}}"
+)
+
+
+async def test_a_run_that_finished_while_the_daemon_was_down_is_not_pruned_by_a_replay(
+    client: Client, daemon: Project
+) -> None:
+    go = daemon.folder / "go"
+    (daemon.folder / "late.py").write_text(LATE)
+    exp = daemon.folder / "late.toml"
+    exp.write_text(LATE_SWEEP.format(python=sys.executable, go=go))
+    result = await client.sweep(exp, cwd=str(daemon.folder))
+    await wait_until(lambda: _count(client, result.sweep, 2), timeout=30, what="two good runs")
+    weak = next(r for r in result.runs if r.params["quality"] == 0.1)
+    assert (await client.run(weak.id)).run.status is RunStatus.RUNNING
+    daemon.kill_daemon()
+    go.touch()  # it finishes every step while no daemon watches
+    exit_file = daemon.state_dir / "runs" / str(weak.id) / "attempt-1" / "exit_code"
+    await wait_until(exit_file.exists, what="the weak run to end on its own")
+    await daemon.start_daemon()
+    again = await connect_to(daemon)
+    try:
+        ended = await again.wait(weak.id, 30)
+        assert (ended.status, ended.exit_code) == (RunStatus.SUCCEEDED, 0), ended.reason
+        assert len(await again.metrics(weak.id)) == 6
+    finally:
+        await again.close()
+
+
+async def connect_to(project: Project) -> Client:
+    from engine.client import connect
+
+    return await connect(project.config, start=False)
+
+
+FAILING = """\
+name = "bad"
+command = "{python} fail.py {{i}}"
+metric = {{ name = "score", mode = "max" }}
+[sweep]
+method = "random"
+trials = 2
+[sweep.params]
+i = {{ low = 0, high = 1000000 }}
+"""
+
+
+def test_results_say_what_they_measured_and_names_are_unique_across_sweeps(
+    project: Project,
+) -> None:
+    exp = make_project(project)
+    for _ in range(2):
+        done = project.engine("sweep", str(exp), "--wait", timeout=90)
+        assert done.returncode == 0, done.stderr
+    best = project.engine("best", "toy-2")
+    assert best.stdout.startswith("best of 6 configs by score (max, each run's last value): ")
+    names = [r["name"] for r in json.loads(project.engine("runs", "--json").stdout)]
+    assert len(names) == len(set(names)) == 24 and "toy-2-000-s0" in names
+    # a name two runs share is refused with both listed, never silently the newest
+    again = project.engine("reproduce", "toy-1-000-s0")
+    assert again.returncode == 0, again.stderr
+    project.engine("run", "--name", "twin", "--", "true")
+    project.engine("run", "--name", "twin", "--wait", "--", "true")
+    shown = project.engine("show", "twin")
+    assert shown.returncode == 1 and "2 runs are named 'twin': " in shown.stderr, shown.stderr
+    # a sweep in which nothing succeeded: exit 1 with that reason
+    bad = project.folder / "bad.toml"
+    bad.write_text(FAILING.format(python=sys.executable))
+    (project.folder / "fail.py").write_text(
+        "print('@runyard {\"score\": 1}'); raise SystemExit(3)\n"
+    )
+    done = project.engine("sweep", str(bad), "--wait", timeout=60)
+    assert done.returncode == 1, done.stderr
+    nothing = project.engine("best", "bad-1")
+    assert nothing.returncode == 1 and "no run succeeded (2 failed)" in nothing.stderr
+    # each random sweep draws its own sampler seed, and records it
+    project.engine("sweep", str(bad), timeout=60)
+    sweeps = {s["id"]: s for s in json.loads(project.engine("sweeps", "--json").stdout)}
+    assert sweeps["bad-1"]["sampler_seed"] != sweeps["bad-2"]["sampler_seed"]
+    assert sweeps["toy-1"]["sampler_seed"] is None  # a grid draws nothing

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
-from engine.model import HostSpec
+from engine.model import DataLink, HostSpec
 
 
 class Launch(msgspec.Struct, frozen=True):
-    """Everything needed to start one attempt of a run on a host."""
+    """Everything needed to start one attempt of a run on a host. With a `snapshot` (a code
+    snapshot's folder on this machine) the attempt runs in its own work directory made from it,
+    `cwd` is relative to that, and `data` is linked in; without, it runs in `cwd` itself."""
 
     run_id: int
     attempt: int
@@ -20,6 +23,32 @@ class Launch(msgspec.Struct, frozen=True):
     cwd: str
     env: dict[str, str]
     attempt_dir: str
+    snapshot: str | None = None
+    data: tuple[DataLink, ...] = ()
+
+
+def work_dir(attempt_dir: str) -> str:
+    """Where an attempt made from a snapshot runs: a folder of its own in its attempt folder."""
+    return f"{attempt_dir}/work"
+
+
+def wrapper_args(
+    attempt_dir: str,
+    cwd: str,
+    snapshot: str | None = None,
+    links: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """The wrapper's arguments before `--` and the command: copy `snapshot` into the attempt's
+    work directory, link each (source, place) into it, and start in `cwd` (relative to the work
+    directory when there is a snapshot)."""
+    if snapshot is None:
+        return [attempt_dir, "--cd", cwd, "--"]
+    work = work_dir(attempt_dir)
+    args = [attempt_dir, "--copy", snapshot, work]
+    for source, place in links:
+        args += ["--link", source, place]
+    start = f"{work}/{cwd}" if cwd not in ("", ".") else work
+    return [*args, "--cd", start, "--"]
 
 
 class Attempt(msgspec.Struct, frozen=True):

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import psutil
 
-from engine.executors.base import Attempt, Executor, ExitInfo, Launch, ProcessState
+from engine.executors.base import (
+    Attempt,
+    Executor,
+    ExitInfo,
+    Launch,
+    ProcessState,
+    wrapper_args,
+)
 
 WRAPPER = Path(__file__).with_name("wrapper.sh")
 # How often a reattached attempt is checked where pidfd (Linux) cannot wake us on its exit.
@@ -32,8 +39,10 @@ class LocalExecutor(Executor):
                 os.mkdir(folder.parent / name)
         # Not an asyncio subprocess: asyncio kills a still-running child when its loop closes,
         # and a run must outlive the daemon.
+        links = [(link.source, link.place) for link in launch.data]
+        args = wrapper_args(str(folder), launch.cwd, launch.snapshot, links)
         proc = subprocess.Popen(
-            ["sh", str(WRAPPER), str(folder), launch.cwd, *launch.argv],
+            ["sh", str(WRAPPER), *args, *launch.argv],
             env=launch.env,
             cwd=folder,
             stdin=subprocess.DEVNULL,

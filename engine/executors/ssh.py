@@ -22,9 +22,18 @@ from typing import Any
 import asyncssh
 import msgspec
 
-from engine.executors.base import Attempt, Executor, ExitInfo, Launch, ProcessState
+from engine.config import data_place
+from engine.executors.base import (
+    Attempt,
+    Executor,
+    ExitInfo,
+    Launch,
+    ProcessState,
+    wrapper_args,
+)
 from engine.executors.local import WRAPPER
-from engine.model import HostSample, HostSpec
+from engine.model import DataLink, HostSample, HostSpec
+from engine.workspace import PurePlace, content_digest
 
 PROBE = Path(__file__).resolve().parent.parent / "probe.py"
 CONNECT_TIMEOUT_S = 10.0
@@ -292,8 +301,12 @@ class SshExecutor(Executor):
 
     async def start(self, launch: Launch) -> Attempt:
         tools = await self._prepare()
-        cwd = await self._remote_cwd(launch.cwd)
         folder = PurePosixPath(launch.attempt_dir)
+        snapshot = links = None
+        if launch.snapshot is not None:
+            local = Path(launch.snapshot)
+            snapshot = await self._upload(local, "snapshots", local.name)
+            links = [(await self._data_on_host(link), link.place) for link in launch.data]
         env = [
             f"{k}={v}" for k, v in launch.env.items() if k.startswith(PASSED_ENV) or k in PASSED_ENV
         ]
@@ -301,9 +314,8 @@ class SshExecutor(Executor):
         if self.host.setup:  # the host's own set-up (e.g. `source venv/bin/activate`) runs
             # first, in the same bash (`source` is not POSIX sh)
             command = ["bash", "-c", f'{self.host.setup}\nexec "$@"', "bash", *command]
-        wrapper = [
-            "setsid", "-f", "sh", str(tools / WRAPPER.name), str(folder), cwd, "env", *env, *command
-        ]  # fmt: skip
+        args = wrapper_args(str(folder), launch.cwd, snapshot, links or ())
+        wrapper = ["setsid", "-f", "sh", str(tools / WRAPPER.name), *args, "env", *env, *command]
         dirs = " ".join(
             shlex.quote(str(d))
             for d in (folder, folder.parent / "checkpoints", folder.parent / "artifacts")
@@ -323,31 +335,46 @@ class SshExecutor(Executor):
             ) from None
         return Attempt(attempt_dir=str(folder), pid=pid, start_time=None)
 
-    async def _remote_cwd(self, cwd: str) -> str:
-        """Where a run starts on the host: inside this host's copy of its code snapshot
-        (uploaded now if the host has none), or the same path as given."""
-        local = Path(cwd)
-        if self.snapshots not in local.parents:
-            return cwd
-        relative = local.relative_to(self.snapshots)
-        digest = relative.parts[0]
-        remote = self.remote_workdir / "snapshots" / digest
+    async def _data_on_host(self, link: DataLink) -> str:
+        """Where a run's data is on this host: under a path the host maps its place to
+        (`[hosts.X] data`), else this machine's copy, uploaded once per content hash."""
+        for place, path in self.host.data.items():
+            mapped = PurePlace(data_place(place))
+            here = PurePlace(link.place)
+            if here.within(mapped):
+                rest = here.parts[len(mapped.parts) :]
+                return str(PurePosixPath(path).joinpath(*rest)) if rest else path
+        source = Path(link.source)
+        digest = await asyncio.to_thread(content_digest, source)
+        return await self._upload(source, "data", digest, source.name)
+
+    async def _upload(self, source: Path, kind: str, digest: str, name: str | None = None) -> str:
+        """This machine's `source` on the host as `workdir/KIND/DIGEST` (a folder's contents,
+        or with `name` the file or folder itself inside it), uploaded unless a complete copy
+        is there already: same digest, same content. Where it is on the host."""
+        remote = self.remote_workdir / kind / digest
         _, sftp = await self.link.connection()
         try:
             if not await sftp.exists(str(remote / ".complete")):
                 await sftp.makedirs(str(remote.parent), exist_ok=True)
                 partial = remote.with_name(f"{digest}.part-{secrets.token_hex(4)}")
-                await sftp.put(str(self.snapshots / digest), str(partial), recurse=True)
+                if name is None:
+                    await sftp.put(str(source), str(partial), recurse=True)
+                else:
+                    await sftp.makedirs(str(partial))
+                    await sftp.put(str(source), str(partial / name), recurse=True)
                 async with sftp.open(str(partial / ".complete"), "w") as f:
                     await f.write(digest)
-                # A concurrent upload may have won the rename; either copy is the same.
+                # Read-only like this machine's snapshot; a concurrent upload may have won the
+                # rename, and either copy is the same.
+                quoted, target = shlex.quote(str(partial)), shlex.quote(str(remote))
                 await self._exec(
-                    f"mv -T {shlex.quote(str(partial))} {shlex.quote(str(remote))} 2>/dev/null"
-                    f" || rm -rf {shlex.quote(str(partial))}"
+                    f"chmod -R a-w {quoted}; mv -T {quoted} {target} 2>/dev/null"
+                    f" || {{ chmod -R u+w {quoted}; rm -rf {quoted}; }}"
                 )
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc) from exc
-        return str(remote.joinpath(*relative.parts[1:]))
+        return str(remote / name) if name else str(remote)
 
     async def probe(self, attempt: Attempt) -> ProcessState:
         folder = shlex.quote(attempt.attempt_dir)

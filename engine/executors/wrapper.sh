@@ -1,18 +1,65 @@
 # Runyard run wrapper (POSIX sh): runs one command in its own session and leaves its story in
 # ATTEMPT_DIR: `pid` first, all output in `output.log`, and `exit_code` last (temp file + rename).
-# usage: sh wrapper.sh ATTEMPT_DIR WORKING_DIR COMMAND [ARG...]
+# usage: sh wrapper.sh ATTEMPT_DIR [--copy SNAPSHOT WORK] [--link SOURCE PLACE]... --cd DIR \
+#            -- COMMAND [ARG...]
+# --copy makes the attempt's own work directory from a read-only code snapshot (a copy, so that
+# nothing the run writes reaches the snapshot or another run); --link makes WORK/PLACE a link to
+# data the snapshot does not carry; --cd is where the command starts.
 dir=$1
-cwd=$2
-shift 2
+shift
 # A TERM, INT or HUP sent to the whole process group is for the command; the wrapper lives on to
 # record how it ended. (A trapped signal is reset to its default in the command it runs.)
 trap ':' TERM INT HUP
 echo "$$" > "$dir/pid"  # the daemon also has the pid from the spawn; no rename needed
-if cd "$cwd" 2>> "$dir/output.log"; then
-    "$@" >> "$dir/output.log" 2>&1 < /dev/null
+log=$dir/output.log
+code=
+fail() {
+    echo "runyard: $1" >> "$log"
+    code=125
+}
+work=
+cwd=
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+    case $1 in
+    --copy)
+        work=$3
+        if [ -z "$code" ]; then
+            # cp -p keeps modes and times (GNU cp clones where the file system can); then
+            # the copy is the run's own to write, unlike the snapshot it came from
+            { mkdir -p "$work" && cp -R -p "$2/." "$work/" && chmod -R u+w "$work"; } \
+                2>> "$log" || fail "cannot make the work directory $work from $2"
+        fi
+        shift 3
+        ;;
+    --link)
+        if [ -z "$code" ]; then
+            place=$work/$3
+            if [ ! -e "$2" ]; then
+                fail "data $2 is missing (to appear at $3)"
+            else
+                { mkdir -p "$(dirname "$place")" && rm -rf "$place" && ln -s "$2" "$place"; } \
+                    2>> "$log" || fail "cannot link data $2 at $3"
+            fi
+        fi
+        shift 3
+        ;;
+    --cd)
+        cwd=$2
+        shift 2
+        ;;
+    *)
+        fail "wrapper: unknown option $1"
+        shift
+        ;;
+    esac
+done
+shift
+if [ -n "$code" ]; then
+    :
+elif cd "$cwd" 2>> "$log"; then
+    "$@" >> "$log" 2>&1 < /dev/null
     code=$?
 else
-    echo "runyard: cannot enter working directory $cwd" >> "$dir/output.log"
-    code=125
+    fail "cannot enter working directory $cwd"
 fi
 echo "$code" > "$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"

@@ -11,6 +11,7 @@ from typing import ParamSpec, TypeVar
 
 from engine.store.schema import SCHEMA_VERSION
 from engine.store.store import (
+    AmbiguousName,
     IllegalTransition,
     LogPosition,
     MetricBatch,
@@ -24,6 +25,7 @@ R = TypeVar("R")
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AmbiguousName",
     "IllegalTransition",
     "LogPosition",
     "MetricBatch",

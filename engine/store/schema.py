@@ -169,6 +169,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN words VARCHAR USING COMPRESSION uncompressed;
     UPDATE runs SET words = {RUN_WORDS};
     """,
+    # 9: the data linked into each attempt's work directory, and whether the command still
+    # holds {run_id}-style placeholders that are filled in as each attempt starts; the seed
+    # each sweep's sampler drew from.
+    """
+    ALTER TABLE runs ADD COLUMN data JSON DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN templated BOOLEAN DEFAULT false;
+    ALTER TABLE sweeps ADD COLUMN sampler_seed BIGINT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ import msgspec
 import pyarrow as pa
 
 from engine.model import (
+    DataLink,
     HostSample,
     JobSpec,
     Run,
@@ -33,6 +34,10 @@ from engine.store.schema import MIGRATIONS, RUN_WORDS, SCHEMA_VERSION
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked."""
+
+
+class AmbiguousName(StoreError):
+    """A name that several runs have; the message lists them."""
 
 
 class IllegalTransition(StoreError):
@@ -73,10 +78,13 @@ _RUN_FIELDS = (
     "not_before",
     "params",
     "trial",
+    "data",
+    "templated",
 )
+SQL_VIEWS = ("runs_v", "metrics_v", "params_v")  # all that `engine sql` may read
 ENDED_ROWS_KEPT = 5000  # ended runs whose page rows the store keeps: about 40 pages
 _JSON_FIELDS = frozenset(
-    {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params", "trial"}
+    {"argv", "capture", "gpus", "resources", "tags", "requires", "retry", "params", "trial", "data"}
 )
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 _EVENTS_SCHEMA = pa.schema(
@@ -134,6 +142,8 @@ _NEW_RUNS_SCHEMA = pa.schema(
         ("queued_at", pa.float64()),
         ("params", pa.string()),
         ("trial", pa.string()),
+        ("data", pa.string()),
+        ("templated", pa.bool_()),
     ]
 )
 # The run columns a transition may set, with their types for bulk updates.
@@ -371,6 +381,8 @@ class Store:
                 "queued_at": [now] * len(runs),
                 "params": [encode(j.params).decode() for j, *_ in jobs],
                 "trial": [encode(j.trial).decode() if j.trial else None for j, *_ in jobs],
+                "data": [encode(j.data).decode() for j, *_ in jobs],
+                "templated": [j.templated for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)}, words)",
@@ -390,19 +402,17 @@ class Store:
         method: str,
         trials: int,
         snapshot: str | None,
-        metric: dict[str, str] | None,
+        metric: dict[str, Any] | None,
         experiment: str | None = None,
+        sampler_seed: int | None = None,
     ) -> str:
         """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3.
         `experiment` (JSON) is the experiment as submitted, kept for adaptive sweeps."""
         with self._transaction():
-            n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
-            while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
-                n += 1
-            sweep_id = f"{name}-{n}"
+            sweep_id = self.next_sweep_id(name)
             self.con.execute(
                 "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
-                " created_at, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, experiment, sampler_seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     sweep_id,
                     name,
@@ -413,9 +423,17 @@ class Store:
                     json.dumps(metric),
                     time.time(),
                     experiment,
+                    sampler_seed,
                 ],
             )
         return sweep_id
+
+    def next_sweep_id(self, name: str) -> str:
+        """The id the next sweep of an experiment gets: its name and a number, `lm-3`."""
+        n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
+        while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
+            n += 1
+        return f"{name}-{n}"
 
     def cancel_sweep(self, sweep_id: str) -> None:
         """Mark a sweep cancelled: an adaptive one samples no more trials."""
@@ -451,27 +469,31 @@ class Store:
             points[run_id].append((step, value))
         return [(r, points[r.id]) for r in runs]
 
-    def sweep_launch(self, sweep_id: str) -> tuple[str, dict[str, str], dict[str, Any]] | None:
-        """The working directory, environment and manifest a sweep's first run was queued with:
-        what its later trials are queued with too."""
+    def sweep_launch(
+        self, sweep_id: str
+    ) -> tuple[str, dict[str, str], dict[str, Any], tuple[DataLink, ...]] | None:
+        """The working directory, environment, manifest and data a sweep's first run was
+        queued with: what its later trials are queued with too."""
         row = self._one(
-            "SELECT cwd, env, manifest FROM runs WHERE sweep = ? ORDER BY id LIMIT 1", [sweep_id]
+            "SELECT cwd, env, manifest, data FROM runs WHERE sweep = ? ORDER BY id LIMIT 1",
+            [sweep_id],
         )
         if row is None:
             return None
-        return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else {}
+        data = msgspec.json.decode(row[3] or "[]", type=tuple[DataLink, ...])
+        return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else {}, data
 
     def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
         """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
         where, args = ("WHERE s.id = ?", [sweep_id]) if sweep_id else ("", [])
         rows = self.con.execute(
             "SELECT s.id, s.name, s.file, s.method, s.trials, s.snapshot, s.created_at, s.metric,"
-            " r.status, count(r.id) FROM sweeps s LEFT JOIN runs r ON r.sweep = s.id"
+            " s.sampler_seed, r.status, count(r.id) FROM sweeps s LEFT JOIN runs r ON r.sweep = s.id"
             f" {where} GROUP BY ALL ORDER BY s.created_at DESC",
             args,
         ).fetchall()
         found: dict[str, dict[str, Any]] = {}
-        for sid, name, file, method, trials, snap, created, metric, status, count in rows:
+        for sid, name, file, method, trials, snap, created, metric, seed, status, count in rows:
             entry = found.setdefault(
                 sid,
                 {
@@ -483,6 +505,7 @@ class Store:
                     "snapshot": snap,
                     "created_at": created,
                     "metric": json.loads(metric) if metric else None,
+                    "sampler_seed": seed,
                     "counts": {},
                 },
             )
@@ -501,6 +524,7 @@ class Store:
             raise StoreError("give exactly one statement")
         if statements[0].type != duckdb.StatementType.SELECT:
             raise StoreError(f"only SELECT is allowed here, not {statements[0].type.name}")
+        self._check_views_only(sql)
         try:
             self.con.execute("BEGIN TRANSACTION")
             try:
@@ -513,6 +537,50 @@ class Store:
             raise StoreError(str(exc).splitlines()[0]) from None
         return columns, rows
 
+    def _check_views_only(self, sql: str) -> None:
+        """Refuse a query that reads anything but the documented views: other tables (the
+        runs table holds launch environments), files, or table functions such as read_csv."""
+        tree = json.loads(self._one("SELECT json_serialize_sql(?)", [sql])[0])
+        if tree.get("error"):
+            raise StoreError(f"cannot parse: {tree.get('error_message')}")
+        tables = {
+            r[0].lower()
+            for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
+        tables |= {
+            r[0].lower()
+            for r in self.con.execute("SELECT view_name FROM duckdb_views()").fetchall()
+        }
+        defined: set[str] = set()
+        found: list[dict[str, Any]] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if isinstance(node.get("cte_map"), dict):
+                    defined.update(e["key"].lower() for e in node["cte_map"].get("map", []))
+                if node.get("type") in ("BASE_TABLE", "TABLE_FUNCTION"):
+                    found.append(node)
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(tree)
+        if shadowing := defined & tables:
+            raise StoreError(f"a WITH name may not be a table's name: {sorted(shadowing)[0]}")
+        for ref in found:
+            name = (ref.get("table_name") or "").lower()
+            schema = (ref.get("schema_name") or ref.get("catalog_name") or "").lower()
+            if ref["type"] == "TABLE_FUNCTION":
+                raise StoreError("table functions (read_csv, …) are not allowed; query the views")
+            if name in defined and not schema:
+                continue
+            if name not in SQL_VIEWS or schema not in ("", "main"):
+                raise StoreError(
+                    f"{ref.get('table_name')!r} is not one of the views {', '.join(SQL_VIEWS)}"
+                )
+
     def sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """The metric (name and mode) of each of these sweeps that has one. A sweep's metric
         never changes, so each is read once (every window of the runs table asks)."""
@@ -521,17 +589,20 @@ class Store:
         if unread:
             rows = self.con.execute("SELECT id, metric FROM sweeps WHERE id = ANY(?)", [unread])
             for sid, metric in rows.fetchall():
-                self._sweep_metric[sid] = json.loads(metric) if metric else None
+                found = json.loads(metric) if metric else None
+                self._sweep_metric[sid] = (  # the table's share: name, mode, summary
+                    {k: v for k, v in found.items() if isinstance(v, str)} if found else None
+                )
         return {sid: m for sid in wanted if (m := self._sweep_metric.get(sid)) is not None}
 
     def sweep_results(
-        self, sweep_id: str, key: str, mode: str, with_runs: bool = False
+        self, sweep_id: str, key: str, mode: str, with_runs: bool = False, summary: str = "last"
     ) -> list[dict[str, Any]]:
-        """Each configuration of a sweep (runs of one model with the same params) with the best
-        value of `key` each of its runs reached, summed up over seeds in the store: mean,
-        standard deviation, count, best run; best configuration first. `with_runs` adds each
-        run's id, seed and value."""
-        best = "m.max" if mode == "max" else "m.min"
+        """Each configuration of a sweep (runs of one model with the same params) with each
+        run's `summary` value of `key` (its last, or the best it reached), summed up over seeds
+        in the store: mean, standard deviation, count, best run; best configuration first.
+        `with_runs` adds each run's id, seed and value."""
+        best = "m.last" if summary == "last" else "m.max" if mode == "max" else "m.min"
         pick = "arg_max" if mode == "max" else "arg_min"
         lists = (
             f", list(r.id ORDER BY r.id), list(r.seed ORDER BY r.id), list({best} ORDER BY r.id)"
@@ -570,13 +641,18 @@ class Store:
         return _run(row) if row else None
 
     def find_run(self, ref: str) -> Run | None:
-        """A run by id, or by name when exactly one run has it (the newest otherwise)."""
+        """A run by id, or by name; raises AmbiguousName when several runs have the name."""
         if ref.isdigit():
             return self.get_run(int(ref))
-        row = self._one(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]
-        )
-        return _run(row) if row else None
+        rows = self.con.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id DESC LIMIT 11", [ref]
+        ).fetchall()
+        if len(rows) > 1:
+            runs = [_run(r) for r in rows]
+            listed = ", ".join(f"{r.id} ({r.sweep or 'no sweep'}, {r.status})" for r in runs[:10])
+            more = " and more" if len(runs) > 10 else ""
+            raise AmbiguousName(f"{len(runs)} runs are named {ref!r}: {listed}{more}; give an id")
+        return _run(rows[0]) if rows else None
 
     def list_runs(
         self,
@@ -1032,12 +1108,14 @@ class Store:
         names = ("attempt", "key", "step", "value", "wall_time", "line")
         if max_points is None:
             sql = (
-                f"SELECT {', '.join(names)} FROM metrics WHERE {where} ORDER BY attempt, line, key"
+                f"SELECT {', '.join(names)} FROM metrics WHERE {where}"
+                " ORDER BY attempt, line, rowid"  # rows go in as printed: rowid is log order
             )
         else:
             sql = f"""
                 WITH numbered AS (
-                    SELECT *, row_number() OVER (PARTITION BY key ORDER BY attempt, line) - 1 AS i,
+                    SELECT *, rowid AS r,
+                           row_number() OVER (PARTITION BY key ORDER BY attempt, line) - 1 AS i,
                            count(*) OVER (PARTITION BY key) AS n
                     FROM metrics WHERE {where}
                 ), bucketed AS (
@@ -1051,7 +1129,7 @@ class Store:
                 )
                 SELECT {", ".join(names)} FROM ranked
                 WHERE low = 1 OR high = 1 OR i = 0 OR i = n - 1
-                ORDER BY attempt, line, key"""
+                ORDER BY attempt, line, r"""
             args += [max_points, max(2, max_points)]
         return [dict(zip(names, r, strict=True)) for r in self.con.execute(sql, args).fetchall()]
 
