@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from engine import report
+from engine import report, template
 from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
@@ -160,7 +160,7 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         f"run {run.id}  {run.name}",
         f"  status     {run.status}" + (f" ({run.failure_class})" if run.failure_class else ""),
         f"  reason     {run.reason or '-'}",
-        f"  command    {shlex.join(run.argv)}",
+        f"  command    {shlex.join(template.shown(run.argv, run.templated))}",
         f"  cwd        {run.cwd}",
         f"  host       {run.host or '-'}   attempt {run.attempt}   pid {run.pid or '-'}",
         f"  seed       {run.seed}",
@@ -278,7 +278,7 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
     if args.dry_run:
         if not args.json:
             for job in result.first:
-                print(f"{job.name}  {shlex.join(job.argv)}")
+                print(f"{job.name}  {shlex.join(template.shown(job.argv, job.templated))}")
             if result.trials > len(result.first):
                 print(f"… and {result.trials - len(result.first)} more")
             for line in result.sees:

@@ -81,3 +81,12 @@ def text(value: Any, spec: str = "") -> str:
 
 def _escape(literal: str) -> str:
     return literal.replace("{", "{{").replace("}", "}}")
+
+
+def shown(argv: tuple[str, ...] | list[str], templated: bool) -> tuple[str, ...]:
+    """A command as people read it: literal braces as braces, the run's own fields still
+    named (`{run_id}`), where they are filled in only as each attempt starts."""
+    if not templated:
+        return tuple(argv)
+    named = {f: "{" + f + "}" for f in RUNTIME_FIELDS}
+    return tuple(render_runtime(word, named) for word in argv)

@@ -177,7 +177,7 @@ def what_runs_see(
         kind = "folder" if Path(link.source).is_dir() else "file"
         lines.append(
             f"data {link.place} → {link.source} ({kind}, {'' if complete else '≥ '}"
-            f"{human_bytes(size)}; linked, or uploaded once per content or mapped on SSH hosts)"
+            f"{human_bytes(size)}; linked here; on SSH hosts uploaded once per content hash, or mapped)"
         )
     warnings = []
     missing = ignored_uncovered(project, links, exclude)

@@ -97,6 +97,7 @@ def test_a_dry_run_says_what_runs_see_and_warns_of_ignored_files(project: Projec
     done = project.engine("sweep", str(exp), "--dry-run")
     assert done.returncode == 0, done.stderr
     out, err = done.stdout, done.stderr
+    assert out.splitlines()[0].endswith("train.py '{run_id}' 0 '{literal}'"), out  # as run
     assert "each run starts in its own copy of the code snapshot: 4 files" in out, out
     assert f"data data/corpus → {project.folder}/data/corpus (folder, 1.2 KB;" in out, out
     assert f"data weights/base.pt → {project.folder}/weights/base.pt (file, 4.1 KB;" in out
