@@ -422,8 +422,8 @@ def _index(best: dict[str, Any], made: list[str], notes: list[str]) -> str:
     lines = [
         f"# Sweep {best['sweep']}",
         "",
-        f"Metric: `{metric}` ({best['mode']}), {len(configs)} configurations, "
-        f"{sum(c['n'] for c in configs)} runs.",
+        f"Metric: `{metric}` ({best['mode']}, the {best.get('summary', 'last')} value of each "
+        f"run), {len(configs)} configurations, {sum(c['n'] for c in configs)} runs.",
         "",
         f"| configuration | {metric} mean ± std | 95% CI | seeds | best run |",
         "|---|---|---|---|---|",
@@ -431,6 +431,8 @@ def _index(best: dict[str, Any], made: list[str], notes: list[str]) -> str:
     for c in configs:
         ci = c.get("ci95")
         interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+        if c.get("ci95_clipped"):
+            interval += " (cut at the metric's bound)"
         lines.append(
             f"| {_label(c)} | {c['mean']:.4f} ± {c['std']:.4f} | {interval} | {c['n']} | {c['best_run']} |"
         )

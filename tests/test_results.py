@@ -163,6 +163,9 @@ def test_the_report_has_exports_plots_and_an_index(results: dict) -> None:
     index = results["index"]
     assert "![roc.png](roc.png)" in index and "Welch" in index and "95% CI" in index
     assert index.count("| GLM C=") == 2
+    assert "(max, the last value of each run)" in index
+    clipped = [c for c in results["best"]["configs"] if c["ci95_clipped"]]
+    assert index.count("(cut at the metric's bound)") == len(clipped)
 
 
 def test_compare_lists_the_runs_and_what_differs(results: dict) -> None:

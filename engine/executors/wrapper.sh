@@ -24,7 +24,8 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
     --copy)
         work=$3
         if [ -z "$code" ]; then
-            # cp -p keeps modes and times (GNU cp clones where the file system can); then
+            # cp -p keeps modes and times, and GNU cp clones each file where the file system
+            # can (btrfs, XFS); elsewhere it copies as fast as a tar pipe (bench/workdir.py); then
             # the copy is the run's own to write, unlike the snapshot it came from
             { mkdir -p "$work" && cp -R -p "$2/." "$work/" && chmod -R u+w "$work"; } \
                 2>> "$log" || fail "cannot make the work directory $work from $2"
