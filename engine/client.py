@@ -40,7 +40,7 @@ from engine.protocol import (
     SweepPlan,
     SweepRequest,
 )
-from engine.repro import SECRET_NAME
+from engine.repro import secrets_of
 
 START_TIMEOUT_S = 20.0
 
@@ -278,8 +278,7 @@ class Client:
     async def reproduce(self, ref: int | str) -> Run:
         """Queue a run again as it was; secrets (never stored in clear) come from this
         process's environment."""
-        secrets = {k: v for k, v in os.environ.items() if SECRET_NAME.search(k)}
-        body = msgspec.json.encode({"secrets": secrets})
+        body = msgspec.json.encode({"secrets": secrets_of(os.environ)})
         return await self._request(
             "POST",
             f"/runs/{ref}/reproduce",

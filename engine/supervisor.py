@@ -166,7 +166,6 @@ class Supervisor:
             else:
                 self.executors[name] = SshExecutor(
                     host,
-                    snapshots=config.state_dir / "snapshots",
                     fetched=config.state_dir / "runs",
                     on_change=lambda name=name: self._host_changed(name),
                     on_sample=on_sample,

@@ -141,7 +141,7 @@ class AdaptiveSweep:
         self.asked = [0] * len(experiment.models)  # configurations sampled so far, per model
         self.seen: list[set[str]] = [set() for _ in experiment.models]  # their params, per model
         self.exhausted = [False] * len(experiment.models)  # no new configuration left to draw
-        self.grids = [finite_grid(m) for m in experiment.models]  # None where infinite
+        self._grids: dict[int, list[dict[str, Any]] | None] = {}  # made at a first repeat
         self._rng = random.Random(sampler_seed)
         self.live: dict[int, _Live] = {}  # run id → its trial
         self._sampled: dict[tuple[int, int, int], Any] = {}  # (model, config, seed) → trial
@@ -163,6 +163,8 @@ class AdaptiveSweep:
         seeds = self.experiment.seeds
         for _ in range(min(configs, self.remaining())):
             open_models = [m for m in range(len(self.asked)) if not self.exhausted[m]]
+            if not open_models:
+                break
             m = min(open_models, key=self.asked.__getitem__)
             trial = self._ask_new(m)
             if trial is None:
@@ -188,7 +190,9 @@ class AdaptiveSweep:
                 self.seen[m].add(key)
                 return trial
             self.studies[m].tell(trial, state=optuna.trial.TrialState.FAIL)
-            grid = self.grids[m]
+            if m not in self._grids:
+                self._grids[m] = finite_grid(self.experiment.models[m])
+            grid = self._grids[m]
             if grid is not None:  # a finite space: offer the sampler one it has not tried
                 unseen = [c for c in grid if _config_key(c) not in self.seen[m]]
                 if not unseen:

@@ -8,7 +8,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from engine import repro
 from engine.config import data_place
@@ -84,7 +84,7 @@ def ignored_uncovered(
     )
     if found.returncode != 0:
         return []
-    places = [PurePlace(link.place) for link in links]
+    places = [PurePosixPath(link.place) for link in links]
     skipped = [p.resolve() for p in exclude]
     out: list[tuple[str, int]] = []
 
@@ -96,14 +96,14 @@ def ignored_uncovered(
         resolved = path.resolve()
         if any(resolved == s or s in resolved.parents for s in skipped):
             return
-        here = PurePlace(rel)
-        if any(here.within(place) for place in places):
+        here = PurePosixPath(rel)
+        if any(here.is_relative_to(place) for place in places):
             return
-        if path.is_dir() and any(place.within(here) for place in places):
+        if path.is_dir() and any(place.is_relative_to(here) for place in places):
             for child in sorted(os.listdir(path)):
-                visit(f"{here.text}/{child}")
+                visit(f"{here}/{child}")
             return
-        out.append((here.text + ("/" if path.is_dir() else ""), size_of(path)[0]))
+        out.append((f"{here}/" if path.is_dir() else str(here), size_of(path)[0]))
 
     for rel in found.stdout.decode(errors="replace").split("\0"):
         if rel:
@@ -141,17 +141,6 @@ def _file_digest(path: str) -> str:
                 h.update(chunk)
         _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
-
-
-class PurePlace:
-    """A project-relative path, compared by its parts."""
-
-    def __init__(self, text: str) -> None:
-        self.parts = tuple(p for p in text.strip("/").split("/") if p and p != ".")
-        self.text = "/".join(self.parts)
-
-    def within(self, other: PurePlace) -> bool:
-        return self.parts[: len(other.parts)] == other.parts
 
 
 def what_runs_see(

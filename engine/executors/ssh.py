@@ -33,7 +33,7 @@ from engine.executors.base import (
 )
 from engine.executors.local import WRAPPER
 from engine.model import DataLink, HostSample, HostSpec
-from engine.workspace import PurePlace, content_digest
+from engine.workspace import content_digest
 
 PROBE = Path(__file__).resolve().parent.parent / "probe.py"
 CONNECT_TIMEOUT_S = 10.0
@@ -211,13 +211,11 @@ class SshExecutor(Executor):
     def __init__(
         self,
         host: HostSpec,
-        snapshots: Path,
         fetched: Path,
         on_change: Callable[[], None] = lambda: None,
         on_sample: Callable[[HostSample], None] = lambda _: None,
     ) -> None:
         super().__init__(host, Path(host.workdir or "~/runyard"))
-        self.snapshots = snapshots  # this machine's snapshot store
         self.fetched = fetched  # where artifacts are copied back to
         self.link = HostLink(host, self._changed)
         self.on_change = on_change
@@ -339,11 +337,10 @@ class SshExecutor(Executor):
         """Where a run's data is on this host: under a path the host maps its place to
         (`[hosts.X] data`), else this machine's copy, uploaded once per content hash."""
         for place, path in self.host.data.items():
-            mapped = PurePlace(data_place(place))
-            here = PurePlace(link.place)
-            if here.within(mapped):
-                rest = here.parts[len(mapped.parts) :]
-                return str(PurePosixPath(path).joinpath(*rest)) if rest else path
+            here = PurePosixPath(link.place)
+            if here.is_relative_to(mapped := PurePosixPath(data_place(place))):
+                rest = here.relative_to(mapped)
+                return str(PurePosixPath(path) / rest) if rest.parts else path
         source = Path(link.source)
         digest = await asyncio.to_thread(content_digest, source)
         return await self._upload(source, "data", digest, source.name)
