@@ -651,7 +651,8 @@ class Store:
             runs = [_run(r) for r in rows]
             listed = ", ".join(f"{r.id} ({r.sweep or 'no sweep'}, {r.status})" for r in runs[:10])
             more = " and more" if len(runs) > 10 else ""
-            raise AmbiguousName(f"{len(runs)} runs are named {ref!r}: {listed}{more}; give an id")
+            count = "over 10" if len(runs) > 10 else str(len(runs))
+            raise AmbiguousName(f"{count} runs are named {ref!r}: {listed}{more}; give an id")
         return _run(rows[0]) if rows else None
 
     def list_runs(
