@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,7 +26,7 @@ from engine import report, template
 from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
-from engine.daemon import DaemonError, run_daemon, socket_path
+from engine.daemon import DaemonError, lock_holder, run_daemon, socket_path
 from engine.model import (
     DataLink,
     FailureClass,
@@ -39,6 +41,7 @@ from engine.model import (
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+STOP_WAIT_S = 5.0  # for the daemon to stop when asked, then again on SIGTERM
 
 STARTER_HOSTS = """\
 # Runyard: the machines this project runs on, and routing rules.
@@ -631,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the daemon in the foreground")
     sub.add_parser("stop", help="stop the daemon (runs keep going)")
     sub.add_parser("init", help=f"write a starter {CONFIG_NAME} and experiments/ here")
+    p = sub.add_parser(
+        "validate", help=f"check {CONFIG_NAME} and experiment files without running anything"
+    )
+    p.add_argument("files", nargs="*", metavar="EXPERIMENT", help="experiment files to check")
 
     p = sub.add_parser("run", help="run a command: engine run [options] -- CMD ARGS…")
     p.add_argument("--name", help="a name for the run (default: from the command)")
@@ -843,6 +850,28 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Coroutine[Any, Any, i
 }
 
 
+def cmd_validate(config_path: str | None, files: Sequence[str]) -> int:
+    """Read hosts.toml and each experiment file as the daemon would, and plan each sweep; the
+    first problem of each file is one line on stderr."""
+    from engine import sweep
+
+    config = load_config(find_config(config_path))
+    print(f"{config.path}: {len(config.hosts)} hosts, {len(config.routes)} routes", file=sys.stderr)
+    failed = 0
+    for file in files:
+        try:
+            experiment = load_experiment(file)
+            if not sweep.is_adaptive(experiment):
+                sweep.trials(experiment)
+        except (ConfigError, sweep.SweepError) as exc:
+            print(f"engine: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        runs = sweep.total_runs(experiment)
+        print(f"{experiment.path}: {runs} runs ({experiment.method})", file=sys.stderr)
+    return EXIT_USAGE if failed else 0
+
+
 def cmd_init() -> int:
     target = Path.cwd() / CONFIG_NAME
     if target.exists():
@@ -869,24 +898,57 @@ def _ignore_in_git(project: Path, entry: str) -> Path | None:
 
 
 async def _stop(config_path: str | None) -> int:
+    """Ask the daemon to stop and wait until its process has gone; where it does not within
+    STOP_WAIT_S, send it SIGTERM, and where even that fails, say so (exit 1)."""
     config = load_config(find_config(config_path))
     sock = socket_path(config.state_dir)
     status = await probe(sock)
     if status is None:
-        print(f"engine stop: no daemon serves {config.state_dir}", file=sys.stderr)
-        return 0
-    client = Client(sock, config)
-    try:
-        await client.shutdown()
-    finally:
-        await client.close()
-    # Wait until it has let go of the socket, so a following command starts a fresh one.
-    for _ in range(200):
-        if await probe(sock) is None:
-            break
-        await asyncio.sleep(0.05)
-    print(f"engine daemon {status.pid} stopped; runs keep going", file=sys.stderr)
+        held = lock_holder(config.state_dir)
+        if held is None:
+            print(f"engine stop: no daemon serves {config.state_dir}", file=sys.stderr)
+            return 0
+        pid = held  # it holds the state directory but does not answer: only a signal reaches it
+        print(f"engine stop: daemon {pid} does not answer; sending it SIGTERM", file=sys.stderr)
+    else:
+        pid = status.pid
+        client = Client(sock, config)
+        try:
+            await client.shutdown()
+        except EngineError:
+            pass  # it may have gone while answering; its pid says
+        finally:
+            await client.close()
+    if not await _gone(pid, STOP_WAIT_S):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not await _gone(pid, STOP_WAIT_S):
+            print(
+                f"engine stop: daemon {pid} did not stop within {2 * STOP_WAIT_S:g}s, even on "
+                f"SIGTERM; it may still serve {config.state_dir}. See "
+                f"{config.state_dir / 'daemon.log'}; `kill -9 {pid}` ends it (runs keep going)",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+    print(f"engine daemon {pid} stopped; runs keep going", file=sys.stderr)
     return 0
+
+
+async def _gone(pid: int, within: float) -> bool:
+    """Whether process `pid` has exited (or is a zombie) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    return True
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass  # no /proc (macOS): the kill(0) above is the test
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _with_client(config_path: str | None, args: argparse.Namespace) -> int:
@@ -898,7 +960,15 @@ async def _with_client(config_path: str | None, args: argparse.Namespace) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    for word in words:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = word.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            print(f"engine: argument {shown!r} is not valid UTF-8 text", file=sys.stderr)
+            return EXIT_USAGE
+    args = build_parser().parse_args(words)
     if getattr(args, "limit", None) is not None and args.limit < 0:
         print("engine runs: --limit must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
@@ -907,6 +977,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_init()
         if args.cmd == "serve":
             return run_daemon(load_config(find_config(args.config)))
+        if args.cmd == "validate":
+            return cmd_validate(args.config, args.files)
         if args.cmd == "stop":
             return asyncio.run(_stop(args.config))
         return asyncio.run(_with_client(args.config, args))

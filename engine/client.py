@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -73,6 +75,44 @@ class DaemonGone(EngineError):
     """The daemon did not answer: it stopped or crashed, or this client was closed."""
 
 
+class OwnDaemonConnector(aiohttp.UnixConnector):
+    """Connects only to a daemon of this user: the peer's uid (SO_PEERCRED, where the system
+    has it) is checked before a byte is sent, since a request carries the caller's
+    environment and with it their tokens."""
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        proto = await super()._create_connection(*args, **kwargs)
+        transport = proto.transport
+        peer = _peer_uid(transport.get_extra_info("socket")) if transport else None
+        if peer is not None and peer != os.getuid():
+            transport.close()
+            raise DaemonError(
+                f"{self._path} is served by uid {peer}, not by you (uid {os.getuid()}); "
+                "refusing to send anything to it"
+            )
+        return proto
+
+
+def _peer_uid(sock: Any) -> int | None:
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def check_socket_owner(sock: Path) -> None:
+    """Refuse a socket file that another user made (DaemonError)."""
+    try:
+        owner = os.lstat(sock).st_uid
+    except FileNotFoundError:
+        return
+    if owner != os.getuid():
+        raise DaemonError(
+            f"{sock} belongs to uid {owner}, not to you (uid {os.getuid()}): another user may "
+            "have made it to receive what clients send; refusing to use it"
+        )
+
+
 class Client:
     """Talks HTTP+JSON to the daemon over its Unix socket."""
 
@@ -80,7 +120,7 @@ class Client:
         self.socket = sock
         self.config = config
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(sock)),
+            connector=OwnDaemonConnector(path=str(sock)),
             base_url="http://runyard",
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
@@ -96,13 +136,15 @@ class Client:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _request(self, method: str, path: str, kind: Any = None, **kwargs: Any) -> Any:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> tuple[bytes, Any]:
+        """One request: the body and headers of a success; EngineError with the daemon's
+        reason for a refusal; DaemonGone when the daemon does not answer, whatever broke."""
         if self._session.closed:
             raise DaemonGone("this client is closed")
         try:
             async with self._session.request(method, API + path, **kwargs) as response:
                 body = await response.read()
-        except aiohttp.ClientConnectionError as exc:
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
             raise DaemonGone(f"the daemon did not answer: {exc or type(exc).__name__}") from exc
         if response.status >= 400:
             try:
@@ -110,6 +152,10 @@ class Client:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 message = body.decode(errors="replace") or response.reason or "error"
             raise EngineError(message, response.status)
+        return body, response.headers
+
+    async def _request(self, method: str, path: str, kind: Any = None, **kwargs: Any) -> Any:
+        body, _ = await self._send(method, path, **kwargs)
         return (
             msgspec.json.decode(body, type=kind) if kind is not None else msgspec.json.decode(body)
         )
@@ -122,6 +168,12 @@ class Client:
         filled = [
             job if job.env is not None else msgspec.structs.replace(job, env=here) for job in jobs
         ]
+        for job in filled:  # what the daemon would refuse, said before anything is sent
+            if problems := job.problems():
+                field, what = problems[0]
+                raise EngineError(f"job {field}: {what}", 400)
+            if unsent := _not_utf8(job):
+                raise EngineError(f"job {unsent}: not valid UTF-8 text", 400)
         body = ENCODER.encode(SubmitRequest(jobs=filled))
         result = await self._request(
             "POST", "/runs", RunList, data=body, headers={"Content-Type": "application/json"}
@@ -186,15 +238,8 @@ class Client:
             params["attempt"] = str(attempt)
         if max_bytes is not None:
             params["max_bytes"] = str(max_bytes)
-        async with self._session.get(f"{API}/runs/{ref}/log", params=params) as response:
-            body = await response.read()
-            if response.status >= 400:
-                raise EngineError(msgspec.json.decode(body, type=ErrorBody).error, response.status)
-            return (
-                body,
-                int(response.headers["X-Next-Offset"]),
-                response.headers["X-Run-Ended"] == "1",
-            )
+        body, headers = await self._send("GET", f"/runs/{ref}/log", params=params)
+        return body, int(headers["X-Next-Offset"]), headers["X-Run-Ended"] == "1"
 
     async def sweep(
         self,
@@ -360,10 +405,27 @@ class Client:
                 raise DaemonGone(f"the daemon's event stream broke: {exc}") from exc
 
 
+def _not_utf8(job: JobSpec) -> str | None:
+    """The first of a job's argv words or environment entries that is not UTF-8 text (a
+    file name or value read from bytes that are not); None when all are."""
+    texts = [(f"argv[{i}]", w) for i, w in enumerate(job.argv)] + [("cwd", job.cwd)]
+    texts += [
+        (f"env.{k.encode(errors='replace').decode()}", k + v) for k, v in (job.env or {}).items()
+    ]
+    for place, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return place
+    return None
+
+
 async def probe(sock: Path) -> DaemonStatus | None:
-    """The daemon's status if one answers on `sock`, else None."""
+    """The daemon's status if one answers on `sock`, else None (DaemonError for a socket of
+    another user's)."""
     if not sock.exists():
         return None
+    check_socket_owner(sock)
     client = Client(sock)
     try:
         return await asyncio.wait_for(client.status(), 5)
@@ -398,7 +460,7 @@ async def connect(
 
 
 async def _start_daemon(config: Config, sock: Path) -> None:
-    prepare_state_dir(config.state_dir)
+    prepare_state_dir(config)
     log_path = config.state_dir / "daemon.log"
     with open(log_path, "ab") as log:
         start_at = log.tell()

@@ -3,6 +3,7 @@ what was expected."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -15,7 +16,7 @@ import msgspec
 
 from engine import template
 from engine.capture import CaptureError, readers_for
-from engine.model import HostSpec, Resources, RetryPolicy
+from engine.model import MAX_AMOUNT, MAX_PRIORITY, MAX_SEED, HostSpec, Resources, RetryPolicy
 from engine.template import RUNTIME_FIELDS
 
 CONFIG_NAME = "hosts.toml"
@@ -102,23 +103,79 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return _build(path, text, raw)
 
 
+MAX_FILE_BYTES = 10 * 2**20
+MAX_DEPTH = 16  # tables and lists inside each other; no file of ours needs more than 5
+MAX_INT = 2**63 - 1  # what the store's columns hold
+
+
 def _read_toml(path: str | os.PathLike[str]) -> tuple[Path, str, dict[str, Any]]:
     """A TOML file's resolved path, text and contents; unreadable or invalid ones are a
-    ConfigError naming the file (and the line and column)."""
-    path = Path(path).resolve()
+    ConfigError naming the file (and the line and column). Values no setting takes (NaN or
+    infinite numbers, integers past 64 bits, NUL bytes, deep nesting) are refused here, once
+    for every file."""
+    try:
+        path = Path(path).resolve()
+        data = path.read_bytes() if path.stat().st_size <= MAX_FILE_BYTES else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: over {MAX_FILE_BYTES // 2**20} MB; not a configuration file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_syntax_message(path, str(exc), text)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: tables or lists nested too deeply") from None
+    _check_values(_Locator(path, text), raw, "")
+    return path, text, raw
+
+
+def setting_error(path: Path, key: str, expected: str) -> ConfigError:
+    """An error about a setting found wrong after its file was read (a folder that cannot be
+    made, say), naming the file and the setting's line."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return path, text, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_syntax_message(path, str(exc))) from None
+    except (OSError, ValueError):
+        text = ""
+    return _Locator(path, text).error(key, expected)
 
 
-def _toml_syntax_message(path: Path, message: str) -> str:
+def _check_values(where: _Locator, value: Any, key: str, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise where.error(key, f"nested more than {MAX_DEPTH} deep")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\0" in k:
+                raise where.error(key, "a key holds a NUL byte")
+            _check_values(where, v, f"{key}.{k}" if key else k, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_values(where, v, f"{key}[{i}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise where.error(key, f"expected a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise where.error(key, f"expected an integer of at most 64 bits, got {value}")
+    elif isinstance(value, str) and "\0" in value:
+        raise where.error(key, "holds a NUL byte, which no command line, path or name can carry")
+
+
+def _toml_syntax_message(path: Path, message: str, text: str = "") -> str:
     found = re.search(r"\s*\(at line (\d+), column (\d+)\)", message)
-    place = f"{path}:{found.group(1)}:{found.group(2)}" if found else str(path)
+    at_end = re.search(r"\s*\(at end of document\)", message)
+    if found:
+        place = f"{path}:{found.group(1)}:{found.group(2)}"
+    elif at_end:
+        place = f"{path}:{max(1, len(text.splitlines()))}"
+        found = at_end
+    else:
+        place = str(path)
     text = message[: found.start()] if found else message
     twice = re.match(r"Cannot declare \((.*)\) twice", text)
     if twice:
@@ -135,10 +192,8 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
             unknown[0], "unknown top-level key; expected one of [engine], [hosts.NAME], [[routes]]"
         )
     engine = _convert(where, "engine", raw.get("engine", {}), EngineSection)
-    if engine.sample_interval_s <= 0:
-        raise where.error("engine.sample_interval_s", "expected a number of seconds above 0")
-    if engine.cancel_grace_s < 0:
-        raise where.error("engine.cancel_grace_s", "expected a number of seconds, 0 or more")
+    _seconds(where, "engine.sample_interval_s", engine.sample_interval_s, HOUR)
+    _seconds(where, "engine.cancel_grace_s", engine.cancel_grace_s, DAY, zero=True)
 
     hosts_raw = raw.get("hosts", {})
     if not isinstance(hosts_raw, dict):
@@ -176,6 +231,8 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
                     )
         if not section.prefer and not section.fallback:
             raise where.error(key, "expected `prefer` or `fallback` hosts")
+        if section.fallback_after_s is not None:
+            _seconds(where, f"{key}.fallback_after_s", section.fallback_after_s, 30 * DAY)
         routes.append(
             Route(
                 model_type=section.match.model_type,
@@ -186,12 +243,9 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
             )
         )
 
-    state_dir = Path(os.path.expandvars(engine.state_dir)).expanduser()
-    if not state_dir.is_absolute():
-        state_dir = path.parent / state_dir
     return Config(
         path=path,
-        state_dir=state_dir.resolve(),
+        state_dir=_state_dir(where, engine.state_dir),
         sample_interval_s=engine.sample_interval_s,
         cancel_grace_s=engine.cancel_grace_s,
         hosts=hosts,
@@ -199,29 +253,72 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
     )
 
 
+HOUR = 3600.0
+DAY = 86400.0
+MAX_JOBS = 10_000
+
+
+def _seconds(where: _Locator, key: str, value: float, most: float, zero: bool = False) -> None:
+    """A duration setting: above 0 (or 0 too) and at most `most` seconds."""
+    if not ((value >= 0 if zero else value > 0) and value <= most):
+        low = "0" if zero else "above 0"
+        raise where.error(key, f"expected seconds from {low} to {most:g}, got {value:g}")
+
+
+def _state_dir(where: _Locator, text: str) -> Path:
+    """Where the daemon keeps its state: a folder of its own (it is made private, 0700), never
+    the project folder or one above it, and not a file."""
+    if not text.strip():
+        raise where.error("engine.state_dir", 'expected a folder such as "runs", got ""')
+    state_dir = Path(os.path.expandvars(text)).expanduser()
+    if not state_dir.is_absolute():
+        state_dir = where.path.parent / state_dir
+    state_dir = state_dir.resolve()
+    project = where.path.parent
+    if state_dir == project or state_dir in project.parents:
+        raise where.error(
+            "engine.state_dir",
+            f'{state_dir} holds the project; expected a folder of its own such as "runs"',
+        )
+    if state_dir.exists() and not state_dir.is_dir():
+        raise where.error("engine.state_dir", f"{state_dir} is a file; expected a folder")
+    return state_dir
+
+
 def _check_host(where: _Locator, key: str, host: HostSpec) -> HostSpec:
     for field in ("cpus", "mem_gb"):
         value = getattr(host, field)
-        if value is not None and value <= 0:
-            raise where.error(f"{key}.{field}", f"expected a number above 0, got {value:g}")
+        if value is not None and not 0 < value <= MAX_AMOUNT:
+            raise where.error(
+                f"{key}.{field}",
+                f"expected a number above 0, at most {MAX_AMOUNT:g}, got {value:g}",
+            )
     for i, gpu in enumerate(host.gpus or ()):
-        if gpu.memory_gb <= 0:
+        if not 0 < gpu.memory_gb <= MAX_AMOUNT:
             raise where.error(
                 f"{key}.gpus[{i}].memory_gb", f"expected GB above 0, got {gpu.memory_gb:g}"
             )
-    if host.max_jobs < 1:
+    if not 1 <= host.max_jobs <= MAX_JOBS:
         raise where.error(
-            f"{key}.max_jobs", f"expected an integer of 1 or more, got {host.max_jobs}"
+            f"{key}.max_jobs", f"expected an integer from 1 to {MAX_JOBS:,}, got {host.max_jobs}"
         )
+    for field in ("address", "user", "identity", "known_hosts", "workdir", "python"):
+        value = getattr(host, field)
+        if value is not None and not value.strip():
+            raise where.error(f"{key}.{field}", "expected a value, got an empty string")
     if host.port is not None and not 0 < host.port < 65536:
         raise where.error(f"{key}.port", f"expected a TCP port 1-65535, got {host.port}")
     if host.kind == "ssh" and not host.address:
         raise where.error(
             f"{key}.address", "an ssh host needs `address` (a host name or ssh alias)"
         )
-    for field in ("keepalive_s", "lost_after_s"):
-        if getattr(host, field) <= 0:
-            raise where.error(f"{key}.{field}", "expected seconds above 0")
+    if host.kind == "ssh" and host.workdir is None:
+        raise where.error(
+            f"{key}.workdir",
+            'an ssh host needs `workdir`, the folder on it for runs, e.g. workdir = "~/runyard"',
+        )
+    _seconds(where, f"{key}.keepalive_s", host.keepalive_s, HOUR)
+    _seconds(where, f"{key}.lost_after_s", host.lost_after_s, 30 * DAY)
     _check_data_map(where, key, host)
     if host.kind == "local":
         if host.data:
@@ -326,6 +423,13 @@ class _Locator:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.lines = text.splitlines()
+        # Each table header's line and dotted key, quotes taken off (`[hosts."gpu-box"]`).
+        self.headers: list[tuple[int, str]] = []
+        for n, line in enumerate(self.lines):
+            found = re.match(r"^\s*\[\[?(.+?)\]\]?\s*(#.*)?$", line)
+            if found:
+                parts = re.findall(r'"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([^.\s]+)', found.group(1))
+                self.headers.append((n, ".".join(a or b or c for a, b, c in parts)))
 
     def error(self, key: str, expected: str) -> ConfigError:
         key = key.lstrip(".")  # a top-level table's keys come with an empty prefix
@@ -339,11 +443,7 @@ class _Locator:
         # Search for the deepest table header that is a prefix of the key, then the leaf below it.
         for cut in range(len(parts), 0, -1):
             header = ".".join(parts[:cut])
-            hits = [
-                n
-                for n, text in enumerate(self.lines)
-                if re.match(rf"^\s*\[\[?\s*{re.escape(header)}\s*\]\]?\s*(#.*)?$", text)
-            ]
+            hits = [n for n, found in self.headers if found == header]
             if hits and index and re.match(r"^\w+\[\d+\]", key):
                 i = int(index[0])
                 hits = hits[i : i + 1]
@@ -357,7 +457,7 @@ class _Locator:
                 text = self.lines[n]
                 if re.match(r"^\s*\[", text):
                     break
-                if re.match(rf"^\s*\"?{re.escape(leaf)}\"?\s*=", text):
+                if re.match(rf"^\s*[\"']?{re.escape(leaf)}[\"']?\s*[.=]", text):
                     return n + 1
             return start + 1
         for n, text in enumerate(self.lines):
@@ -368,6 +468,7 @@ class _Locator:
 
 # --- experiment files ----------------------------------------------------------------------
 
+MAX_TRIALS = 100_000  # runs in one sweep
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -441,13 +542,19 @@ class Param(msgspec.Struct, frozen=True):
     step: float | None = None
     integer: bool = False
 
+    def grid_size(self) -> int:
+        """How many values a grid sweep takes, without making them."""
+        if self.values is not None:
+            return len(self.values)
+        assert self.low is not None and self.high is not None and self.step is not None
+        return int((self.high - self.low) / self.step + 1e-9) + 1
+
     def grid(self) -> tuple[Any, ...]:
         """Every value a grid sweep takes."""
         if self.values is not None:
             return self.values
         assert self.low is not None and self.high is not None and self.step is not None
-        count = int((self.high - self.low) / self.step + 1e-9) + 1
-        values = [self.low + i * self.step for i in range(count)]
+        values = [self.low + i * self.step for i in range(self.grid_size())]
         return tuple(round(v) if self.integer else round(v, 12) for v in values)
 
 
@@ -534,15 +641,38 @@ def load_experiment(
         models = (_model(where, "", section, only, shared, sweep.method),)
     if not sweep.seeds:
         raise where.error("sweep.seeds", "expected at least one seed")
-    if sweep.max_concurrent is not None and sweep.max_concurrent < 1:
-        raise where.error("sweep.max_concurrent", "expected 1 or more")
-    if sweep.trials is not None and sweep.trials < 1:
-        raise where.error("sweep.trials", "expected 1 or more")
+    for i, seed in enumerate([*sweep.seeds, sweep.sampler_seed or 0]):
+        if not 0 <= seed <= MAX_SEED:
+            key = f"sweep.seeds[{i}]" if i < len(sweep.seeds) else "sweep.sampler_seed"
+            raise where.error(key, f"expected a seed from 0 to {MAX_SEED}, got {seed}")
+    if len(set(sweep.seeds)) < len(sweep.seeds):
+        raise where.error("sweep.seeds", "a seed is listed twice")
+    if sweep.max_concurrent is not None and not 1 <= sweep.max_concurrent <= MAX_PRIORITY:
+        raise where.error("sweep.max_concurrent", f"expected 1 to {MAX_PRIORITY:,}")
+    if sweep.trials is not None and not 1 <= sweep.trials <= MAX_TRIALS:
+        raise where.error("sweep.trials", f"expected 1 to {MAX_TRIALS:,} trials")
     if sweep.method in ("random", "tpe") and sweep.trials is None:
         raise where.error("sweep.trials", f"a {sweep.method} sweep needs `trials`")
-    if section.retry.attempts < 1:
-        raise where.error("retry.attempts", "expected 1 or more")
+    if not -MAX_PRIORITY <= section.priority <= MAX_PRIORITY:
+        raise where.error("priority", f"expected -{MAX_PRIORITY:,} to {MAX_PRIORITY:,}")
+    for field, what in section.retry.problems():
+        raise where.error(f"retry.{field}", what)
+    if section.metric is not None and section.metric.bounds is not None:
+        low, high = section.metric.bounds
+        if not low < high:
+            raise where.error(
+                "metric.bounds", f"expected [low, high] with low < high, got {[low, high]}"
+            )
     _check_early_stop(where, sweep.early_stop)
+    runs = len(sweep.seeds) * sum(
+        math.prod(p.grid_size() for p in m.params) if sweep.method == "grid" else sweep.trials or 0
+        for m in models
+    )
+    if runs > MAX_TRIALS:
+        raise where.error(
+            "sweep.params" if sweep.method == "grid" else "sweep.trials",
+            f"{runs:,} runs in one sweep; at most {MAX_TRIALS:,}",
+        )
     if section.metric is None and sweep.method == "tpe":
         raise where.error("sweep.method", "tpe learns from a metric: set `metric`")
     if section.metric is None and sweep.early_stop.method != "none":
@@ -664,6 +794,10 @@ def _model(
                 raise where.error(
                     f"sweep.params.{p.name}", "a grid needs a list, or a range with `step`"
                 )
+    resources = model.resources or top.resources
+    for field, what in resources.problems():
+        where_set = f"{prefix}resources" if model.resources is not None else "resources"
+        raise where.error(f"{where_set}.{field}", what)
     capture_spec = model.capture if model.capture is not None else top.capture
     capture = (capture_spec,) if isinstance(capture_spec, str) else tuple(capture_spec)
     try:
@@ -679,7 +813,7 @@ def _model(
         model_type=model.model_type or top.model_type,
         requires=tuple(model.requires if model.requires is not None else top.requires),
         tags=tuple(model.tags if model.tags is not None else top.tags),
-        resources=model.resources or top.resources,
+        resources=resources,
         capture=capture,
         params=params,
     )
@@ -720,6 +854,11 @@ def _param(where: _Locator, name: str, value: Any, table: str = "sweep.params") 
         raise where.error(f"{key}.step", "expected a number above 0")
     if step is not None and log:
         raise where.error(key, "a range takes `log` or `step`, not both")
+    if step is not None and (high - low) / step >= MAX_TRIALS:
+        raise where.error(
+            f"{key}.step",
+            f"about {(high - low) / step + 1:.3g} values; a grid takes at most {MAX_TRIALS:,}",
+        )
     integer = all(isinstance(v, int) for v in (low, high)) and (
         step is None or isinstance(step, int)
     )

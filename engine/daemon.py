@@ -10,15 +10,17 @@ import fcntl
 import hashlib
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import msgspec
 from aiohttp import web
 
-from engine.config import Config
+from engine.config import Config, setting_error
 from engine.model import HostSample
 from engine.protocol import SampleTaken
 from engine.store import StoreThread
@@ -29,6 +31,7 @@ SOCKET_NAME = "engine.sock"
 LOCK_NAME = "daemon.lock"
 MAX_SOCKET_PATH = 100  # sun_path is 104-108 bytes; leave room
 SAMPLE_FLUSH_S = 10.0
+STOP_S = 5.0  # the most one step of stopping may take
 RECENT_SAMPLES = 600
 
 
@@ -38,18 +41,63 @@ class DaemonError(Exception):
 
 def socket_path(state_dir: Path) -> Path:
     """The daemon's socket: in the state directory, or, where that path is too long for a Unix
-    socket, in $XDG_RUNTIME_DIR or the temp dir under a name hashed from the state directory."""
+    socket, in a folder only this user can enter (see `private_folder`), under a name hashed
+    from the state directory."""
     path = state_dir / SOCKET_NAME
     if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"runyard-{digest}.sock"
+    return private_folder() / f"{digest}.sock"
 
 
-def prepare_state_dir(state_dir: Path) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
+def private_folder() -> Path:
+    """A folder for this user's sockets that no other user can enter or have made first:
+    `$XDG_RUNTIME_DIR` where it is this user's and private, else `runyard-UID` in the temp
+    dir, made 0700 and checked (owner, mode, not a link) before each use."""
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and _private_to(Path(runtime), uid) is None:
+        base = Path(runtime)
+    else:
+        base = Path(tempfile.gettempdir())
+    folder = base / f"runyard-{uid}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    if (problem := _private_to(folder, uid)) is not None:
+        raise DaemonError(
+            f"{folder} is not a private folder of yours ({problem}): another user may have "
+            "made it to receive what clients send; refusing to use it. Remove it, or give "
+            "`engine.state_dir` a shorter path"
+        )
+    return folder
+
+
+def _private_to(folder: Path, uid: int) -> str | None:
+    """Why `folder` is not a real folder owned by `uid` that no one else can enter, or None."""
+    try:
+        found = os.lstat(folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        return "not a folder"
+    if found.st_uid != uid:
+        return f"owned by uid {found.st_uid}"
+    if found.st_mode & 0o077:
+        return f"mode {stat.S_IMODE(found.st_mode):o}"
+    return None
+
+
+def prepare_state_dir(config: Config) -> None:
+    """Make the state directory, private (0700); a ConfigError naming the setting where it
+    cannot be made."""
+    state_dir = config.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+    except OSError as exc:
+        raise setting_error(
+            config.path, "engine.state_dir", f"cannot make {state_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 class StateLock:
@@ -76,6 +124,24 @@ class StateLock:
             os.close(self.fd)
 
 
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of the daemon holding the state directory's lock (answering or not), or None."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -93,7 +159,7 @@ class Daemon:
         from engine.server import make_app
 
         state_dir = self.config.state_dir
-        prepare_state_dir(state_dir)
+        prepare_state_dir(self.config)
         lock = StateLock(state_dir)
         sock = socket_path(state_dir)
         runner: web.AppRunner | None = None
@@ -106,7 +172,9 @@ class Daemon:
                 self.config, self.db, self.bus, self.latest_sample, self.add_sample
             )
             await self.supervisor.start()
-            runner = web.AppRunner(make_app(self), handle_signals=False, access_log=None)
+            runner = web.AppRunner(
+                make_app(self), handle_signals=False, access_log=None, shutdown_timeout=STOP_S
+            )
             await runner.setup()
             old = os.umask(0o177)
             try:
@@ -128,10 +196,11 @@ class Daemon:
             if sampler:
                 sampler.cancel()
                 await asyncio.gather(sampler, return_exceptions=True)
+            # Each step of the stop is bounded: a daemon told to stop always does.
             if self.supervisor:
-                await self.supervisor.stop()
+                await _bounded(self.supervisor.stop(), "stopping the supervisor")
             if runner:
-                await runner.cleanup()
+                await _bounded(runner.cleanup(), "closing the API")
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
             if self.db:
@@ -180,6 +249,13 @@ class Daemon:
                 by_host.setdefault(sample.host, []).append(sample)
             means = [mean_sample(samples) for samples in by_host.values()]
             await self.db.call(self.db.store.append_host_samples, means)
+
+
+async def _bounded(step: Awaitable[None], what: str) -> None:
+    try:
+        await asyncio.wait_for(step, STOP_S)
+    except TimeoutError:
+        print(f"engine daemon: {what} took over {STOP_S:g}s; stopping anyway", file=sys.stderr)
 
 
 def mean_sample(samples: list[HostSample]) -> HostSample:

@@ -43,6 +43,15 @@ ACTIVE_STATUSES = frozenset(
 )
 
 
+# Bounds on numbers a user writes: beyond them a value is a mistake, and some would overflow
+# the store's columns or the clock.
+MAX_AMOUNT = 1e6  # CPUs, GB, GPUs a job asks for
+MAX_ATTEMPTS = 100
+MAX_BACKOFF_S = 7 * 86400.0
+MAX_PRIORITY = 1_000_000
+MAX_SEED = 2**32 - 1  # what numpy and Python's random accept alike
+
+
 class FailureClass(enum.StrEnum):
     """Why a run failed, read from its exit code and log tail."""
 
@@ -61,6 +70,15 @@ class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gpus: int = 0
     gpu_mem_gb: float = 0.0
 
+    def problems(self) -> list[tuple[str, str]]:
+        """What is out of range, as (field, what was expected); empty when all is well."""
+        out = []
+        for field in ("cpus", "mem_gb", "gpus", "gpu_mem_gb"):
+            value = getattr(self, field)
+            if not (0 <= value < MAX_AMOUNT):  # NaN fails this too
+                out.append((field, f"expected a number from 0 to {MAX_AMOUNT:g}, got {value:g}"))
+        return out
+
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which failure classes are retried, how often, and after how long (backoff_s, then
@@ -73,7 +91,24 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def delay(self, attempt: int) -> float:
         """The wait before attempt number `attempt + 1`, after `attempt` attempts."""
-        return self.backoff_s * self.factor ** max(0, attempt - 1)
+        return min(self.backoff_s * self.factor ** max(0, attempt - 1), MAX_BACKOFF_S)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What is out of range, as (field, what was expected); empty when all is well."""
+        out = []
+        if not 1 <= self.attempts <= MAX_ATTEMPTS:
+            out.append(("attempts", f"expected 1 to {MAX_ATTEMPTS}, got {self.attempts}"))
+        if not 0 <= self.backoff_s <= MAX_BACKOFF_S:
+            out.append(
+                ("backoff_s", f"expected 0 to {MAX_BACKOFF_S:g} seconds, got {self.backoff_s:g}")
+            )
+        if not 1 <= self.factor <= 100:
+            out.append(("factor", f"expected a factor of 1 to 100, got {self.factor:g}"))
+        known = [c.value for c in FailureClass]
+        for name in self.on:
+            if name not in known:
+                out.append(("on", f"unknown failure class {name!r}; expected some of {known}"))
+        return out
 
 
 class DeclaredGpu(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -140,6 +175,33 @@ class JobSpec(msgspec.Struct, frozen=True):
     data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
     snapshot: bool = False  # run from a snapshot of the project's code, as sweep trials do
     templated: bool = False  # argv still holds {run_id}, {attempt}, … to fill in at start
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What no host could run as given, as (field, what was expected): a NUL byte in any
+        text (no argv or environment can hold one), an environment name no shell takes, and
+        numbers out of range. Empty when all is well."""
+        out = [
+            (field, "holds a NUL byte, which no command line or environment can carry")
+            for field in _fields_with_nul(msgspec.to_builtins(self))
+        ]
+        for name in self.env or {}:
+            if not name or "=" in name:
+                out.append(
+                    (f"env.{name}", "an environment variable's name is not empty and has no '='")
+                )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            out.append(("seed", f"expected a seed from 0 to {MAX_SEED}, got {self.seed}"))
+        if not -MAX_PRIORITY <= self.priority <= MAX_PRIORITY:
+            out.append(
+                ("priority", f"expected -{MAX_PRIORITY:,} to {MAX_PRIORITY:,}, got {self.priority}")
+            )
+        if self.max_concurrent is not None and not 1 <= self.max_concurrent <= MAX_PRIORITY:
+            out.append(
+                ("max_concurrent", f"expected 1 to {MAX_PRIORITY:,}, got {self.max_concurrent}")
+            )
+        out += [(f"resources.{k}", v) for k, v in self.resources.problems()]
+        out += [(f"retry.{k}", v) for k, v in self.retry.problems()]
+        return out
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -316,6 +378,23 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.CANCELLED: frozenset(),
     _S.PRUNED: frozenset(),
 }
+
+
+def _fields_with_nul(value: Any, at: str = "") -> list[str]:
+    """The dotted places in a JSON-like value whose text (or key) holds a NUL byte."""
+    if isinstance(value, str):
+        return [at or "value"] if "\0" in value else []
+    if isinstance(value, dict):
+        out = []
+        for key, item in value.items():
+            place = f"{at}.{key}" if at else str(key)
+            if "\0" in str(key):
+                out.append(place)
+            out += _fields_with_nul(item, place)
+        return out
+    if isinstance(value, list | tuple):
+        return [f for i, v in enumerate(value) for f in _fields_with_nul(v, f"{at}[{i}]")]
+    return []
 
 
 def can_transition(old: RunStatus, new: RunStatus) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine import __version__
 from engine.executors import Attempt
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from engine.daemon import Daemon
 
 MAX_LOG_READ = 4 * 2**20
+
+STREAMS = web.AppKey("streams", set)  # the open event streams, closed on shutdown
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -311,8 +313,10 @@ def make_app(daemon: Daemon) -> web.Application:
             # The live view changes and publishes in one step: checked after subscribing, a
             # change is either seen here or arrives as an event.
             while condition() and (left := deadline - loop.time()) > 0:
+                if daemon.stopping.is_set():
+                    return  # the client asks again, of the next daemon
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.queue.get(), left)
+                    await asyncio.wait_for(sub.queue.get(), min(left, 1.0))
         finally:
             daemon.bus.subscribers.discard(sub)
 
@@ -505,6 +509,7 @@ def make_app(daemon: Daemon) -> web.Application:
     async def events(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
+        request.app[STREAMS].add(ws)
         sub = Subscriber()
         daemon.bus.subscribers.add(sub)
         await ws.send_bytes(ENCODER.encode([]))  # subscribed: every event from now on follows
@@ -526,6 +531,7 @@ def make_app(daemon: Daemon) -> web.Application:
         finally:
             sender.cancel()
             daemon.bus.subscribers.discard(sub)
+            request.app[STREAMS].discard(ws)
         return ws
 
     @web.middleware
@@ -535,6 +541,14 @@ def make_app(daemon: Daemon) -> web.Application:
             await sup.flush()
         return await handler(request)
 
+    async def close_streams(app: web.Application) -> None:
+        """On shutdown, end every event stream (clients reconnect to the next daemon), so
+        nothing holds the daemon's stop."""
+        for ws in list(app[STREAMS]):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon stopping")
+
     app = web.Application(client_max_size=64 * 2**20, middlewares=[consistent])
+    app[STREAMS] = set()
+    app.on_shutdown.append(close_streams)
     app.add_routes(routes)
     return app

@@ -238,6 +238,10 @@ class Supervisor:
         (or is `shared`, the manifest of the sweep they continue)."""
         if not jobs:
             raise SubmitError("no jobs given")
+        for job in jobs:
+            if problems := job.problems():
+                field, what = problems[0]
+                raise SubmitError(f"job {field}: {what}")
         if snapshot is None and any(job.snapshot or job.data for job in jobs):
             jobs = [msgspec.structs.replace(job, data=self._resolve_data(job)) for job in jobs]
             snapshot, jobs = await self._from_snapshot(jobs)

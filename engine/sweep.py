@@ -14,10 +14,9 @@ from typing import Any
 import msgspec
 
 from engine import template
-from engine.config import EarlyStop, Experiment, Model, Param
+from engine.config import MAX_TRIALS, EarlyStop, Experiment, Model, Param
 from engine.model import Run, RunStatus
 
-MAX_TRIALS = 100_000
 # Draws in a row that only repeat earlier configurations before a space counts as exhausted.
 MAX_REDRAWS = 100
 
@@ -49,7 +48,7 @@ def is_adaptive(experiment: Experiment) -> bool:
 def total_runs(experiment: Experiment) -> int:
     """How many runs a sweep makes at most: every configuration of every model, times seeds."""
     if experiment.method == "grid":
-        configs = sum(math.prod(len(p.grid()) for p in m.params) for m in experiment.models)
+        configs = sum(math.prod(p.grid_size() for p in m.params) for m in experiment.models)
     else:
         configs = (experiment.trials or 0) * len(experiment.models)
     return configs * len(experiment.seeds)
@@ -79,7 +78,7 @@ def configurations(
     """A model's configurations: the whole grid, or `trials` random draws."""
     names = [p.name for p in model.params]
     if experiment.method == "grid":
-        sizes = [len(p.grid()) for p in model.params]
+        sizes = [p.grid_size() for p in model.params]
         if math.prod(sizes) > MAX_TRIALS:
             raise SweepError(
                 f"{experiment.path}: a grid of {math.prod(sizes):,} configurations is too large"
@@ -287,13 +286,17 @@ def finite_grid(model: Model) -> list[dict[str, Any]] | None:
     values = []
     for p in model.params:
         if p.values is not None or p.step is not None:
-            values.append(p.grid())
+            size = p.grid_size()
         elif p.integer and p.low is not None and p.high is not None and not p.log:
-            values.append(tuple(range(int(p.low), int(p.high) + 1)))
+            size = int(p.high) - int(p.low) + 1
         else:
             return None
-        if math.prod(len(v) for v in values) > MAX_TRIALS:
+        if math.prod(len(v) for v in values) * size > MAX_TRIALS:
             return None
+        if p.values is not None or p.step is not None:
+            values.append(p.grid())
+        else:
+            values.append(tuple(range(int(p.low or 0), int(p.high or 0) + 1)))
     names = [p.name for p in model.params]
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 

@@ -110,7 +110,7 @@ def test_the_repositorys_default_holds_only_the_local_host() -> None:
         # values out of range, wrong references
         (
             '[hosts.local]\nkind = "local"\nmax_jobs = 0\n',
-            r"hosts.toml:3: hosts.local.max_jobs: expected an integer of 1 or more, got 0",
+            r"hosts.toml:3: hosts.local.max_jobs: expected an integer from 1 to 10,000, got 0",
         ),
         (
             '[hosts.local]\nkind = "local"\nport = 22\n',
@@ -120,14 +120,57 @@ def test_the_repositorys_default_holds_only_the_local_host() -> None:
             '[hosts.local]\nkind = "local"\n[[routes]]\nmatch = {}\nprefer = ["gpu"]\n',
             r"hosts.toml:5: routes\[0\].prefer: unknown host 'gpu'",
         ),
-        ('[hosts."bad name"]\nkind = "local"\n', r"hosts.bad name: a host name is letters, digits"),
+        # a quoted host name keeps its line
+        (
+            '[engine]\n\n[hosts."bad name"]\nkind = "local"\n',
+            r"hosts.toml:3: hosts.bad name: a host name is letters, digits",
+        ),
+        # an error at the end of the file names its last line
+        ('[hosts.local]\nkind = "local"\ntags = ["a",', r"hosts.toml:3: not valid TOML"),
+        # numbers no setting takes, and strings that name nothing
+        (
+            '[hosts.local]\nkind = "local"\ngpus = [{memory_gb = nan}]\n',
+            r"hosts.toml:3: hosts.local.gpus\[0\].memory_gb: expected a finite number, got nan",
+        ),
+        (
+            '[hosts.b]\nkind = "ssh"\naddress = "b"\nworkdir = "/w"\nlost_after_s = inf\n',
+            r"hosts.toml:5: hosts.b.lost_after_s: expected a finite number, got inf",
+        ),
+        (
+            '[hosts.b]\nkind = "ssh"\naddress = "b"\nworkdir = "/w"\nuser = ""\n',
+            r"hosts.toml:5: hosts.b.user: expected a value, got an empty string",
+        ),
+        (
+            '[hosts.b]\nkind = "ssh"\naddress = "b"\n',
+            r"hosts.toml:1: hosts.b.workdir: an ssh host needs `workdir`",
+        ),
+        (
+            '[hosts.local]\nkind = "local"\n[[routes]]\nmatch = {}\nfallback = ["local"]\nfallback_after_s = -1\n',
+            r"hosts.toml:6: routes\[0\].fallback_after_s: expected seconds from above 0",
+        ),
+        (
+            '[engine]\nstate_dir = ""\n[hosts.local]\nkind = "local"\n',
+            r'hosts.toml:2: engine.state_dir: expected a folder such as "runs"',
+        ),
+        (
+            '[engine]\nstate_dir = "."\n[hosts.local]\nkind = "local"\n',
+            r"hosts.toml:2: engine.state_dir: .* holds the project",
+        ),
+        (
+            '[engine]\nstate_dir = "hosts.toml"\n[hosts.local]\nkind = "local"\n',
+            r"hosts.toml:2: engine.state_dir: .* is a file",
+        ),
+        (
+            '[engine]\nstate_dir = "a\\u0000b"\n[hosts.local]\nkind = "local"\n',
+            r"hosts.toml:2: engine.state_dir: holds a NUL byte",
+        ),
         (
             '[hosts.local]\nkind = "local"\nname = "x"\n',
             r"hosts.toml:3: hosts.local.name: unknown key; a host's name is its table's name",
         ),
         (
             '[engine]\nsample_interval_s = 0\n[hosts.local]\nkind = "local"\n',
-            r"engine.sample_interval_s: expected a number of seconds above 0",
+            r"engine.sample_interval_s: expected seconds from above 0 to 3600, got 0",
         ),
     ],
 )
@@ -140,6 +183,20 @@ def test_malformed_input_names_file_key_and_expectation(
     message = str(caught.value)
     assert message.startswith(str(path)), message
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_binary_utf16_and_deeply_nested_files_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.toml"
+    for content, expected in [
+        (b'[hosts.local]\nkind = "\xff"\n', r"hosts.toml:2: not UTF-8 text"),
+        ('[hosts.local]\nkind = "local"\n'.encode("utf-16"), r"hosts.toml"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000, r"hosts.toml: tables or lists nested too deeply"),
+        (b"a = " + b"[" * 30 + b"]" * 30, r"hosts.toml:1: a(\[0\])+: nested more than 16 deep"),
+    ]:
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=expected) as caught:
+            load_config(path)
+        assert "\n" not in str(caught.value)
 
 
 def test_a_missing_or_unreadable_file_is_a_config_error(tmp_path: Path) -> None:

@@ -385,6 +385,40 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
             await again.close()
 
 
+async def test_keys_pressed_while_the_daemon_is_down_are_no_crash(daemon: Project) -> None:
+    """Keys that read from the daemon (moving the selection follows another run's log, enter
+    opens a run) while it is stopped and restarted: the app says so and carries on."""
+    client = await connect(daemon.config, start=False)
+    try:
+        runs = await client.submit(
+            [ticker(daemon, 5000, 0.02, name=f"steady-{i}") for i in range(2)]
+        )
+    finally:
+        await client.close()
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: len(table.runs) == 2 and app.log_run, what="both runs")
+        daemon.kill_daemon(signal.SIGTERM)
+        pressed = 0
+        while app.connections < 2 or pressed < 20:
+            await pilot.press("down" if pressed % 2 else "up")
+            pressed += 1
+            if pressed % 5 == 0:
+                await pilot.press("enter", "escape")
+            await pilot.pause(0.05)
+            assert app.is_running, "the app exited"
+            assert pressed < 2000, "no new daemon"
+        assert app.return_code is None
+        await wait_until(lambda: app.log_run is not None, what="a log followed again")
+        again = await connect(daemon.config, start=False)
+        try:
+            for run in runs:
+                await again.cancel(run.id)
+        finally:
+            await again.close()
+
+
 def test_compare_cuts_long_run_names_in_the_middle_where_they_are_alike() -> None:
     a, b = "ensemble-mlp-001-learning-rate-s1", "ensemble-mlp-001-learning-rate-s2"
     assert middle_cut(a, 16) == "ensembl…-rate-s1" and middle_cut(b, 16).endswith("-s2")

@@ -403,9 +403,10 @@ async def test_a_state_dir_too_long_for_a_socket_uses_a_hashed_runtime_path(
     project.state_dir = project.folder / deep
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(project.folder))
     sock = socket_path(project.config.state_dir)
-    assert sock.parent == project.folder and sock.name.startswith("runyard-")
+    assert sock.parent == project.folder / f"runyard-{os.getuid()}"
     await project.start_daemon()
     assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
 
 
 async def test_clients_start_the_daemon_and_stop_leaves_runs_running(project: Project) -> None:
