@@ -127,10 +127,24 @@ PRESET_HELP = {
 
 
 def _regex_reader(spec: str) -> LineReader:
+    """A reader for a user's regex, run by RE2: linear in the line's length whatever the
+    pattern, so no regex can stall the daemon (RE2 has no lookaround or backreferences)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
     try:
-        pattern = re.compile(spec)
-    except re.error as exc:
-        raise CaptureError(f"capture regex {spec!r} does not compile: {exc}") from None
+        pattern = re2.compile(spec, options)
+    except re2.error as exc:
+        why = (
+            exc.args[0].decode(errors="replace")
+            if exc.args and isinstance(exc.args[0], bytes)
+            else exc
+        )
+        raise CaptureError(
+            f"capture regex {spec!r} does not compile: {why} (regexes are RE2: no "
+            "lookaround or backreferences)"
+        ) from None
     names = set(pattern.groupindex)
     if not names - {"step"}:
         raise CaptureError(

@@ -12,6 +12,7 @@ import secrets
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,7 @@ class Supervisor:
         self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
         self.queue: dict[int, None] = {}  # queued run ids, oldest first
         self.active: dict[int, Active] = {}
+        self.starting: dict[int, bool] = {}  # runs being started → cancelled meanwhile
         self.latest_sample = latest_sample
         # A host's state: up, unreachable (why, since when), or disabled by `engine host disable`.
         self.host_state: dict[str, tuple[str, str | None]] = {}
@@ -223,7 +225,34 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # never the end of dispatching: logged, and tried again
+                traceback.print_exc(file=sys.stderr)
+
+    def _fail_unexpectedly(self, run_id: int, doing: str, exc: BaseException) -> None:
+        """An error of the engine's own while starting or following one run: that run fails
+        with it as the reason (the traceback goes to the daemon's log), and no other run is
+        held up by it."""
+        print(f"run {run_id}: error while {doing}:", file=sys.stderr, flush=True)
+        traceback.print_exception(exc, file=sys.stderr)
+        self.active.pop(run_id, None)
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        why = f"engine error while {doing}: {type(exc).__name__}: {exc}"
+        fields = {"failure_class": FailureClass.ERROR.value, "ended_at": time.time()}
+        path = {
+            RunStatus.QUEUED: [RunStatus.ASSIGNED, RunStatus.STARTING],
+            RunStatus.ASSIGNED: [RunStatus.STARTING],
+        }.get(run.status, [])
+        chain = [Transition(run_id, step, why) for step in path]
+        chain.append(Transition(run_id, RunStatus.FAILED, why, fields))
+        try:
+            self._transition(chain)
+        except Exception:  # even that failed: take it out of the queue, and say so
+            traceback.print_exc(file=sys.stderr)
+            self.queue.pop(run_id, None)
 
     # --- submitting and dispatching ---------------------------------------------------------
 
@@ -312,17 +341,8 @@ class Supervisor:
         """Expand an experiment into trials, snapshot the project's code, and queue every trial
         as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
         try:
-            experiment = load_experiment(file, overrides)
-            if experiment.sampler_seed is None:  # each sweep draws afresh, and records it
-                experiment = msgspec.structs.replace(
-                    experiment, sampler_seed=secrets.randbelow(2**31)
-                )
-            study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
-            if experiment.method == "tpe":
-                assert study is not None
-                planned = study.ask(self._configs_in_flight(experiment))
-            else:
-                planned = sweep_trials(experiment)
+            # Read and planned off the event loop: a large file or sweep holds up no one.
+            experiment, study, planned = await asyncio.to_thread(self._plan_sweep, file, overrides)
         except (ConfigError, SweepError) as exc:
             raise SubmitError(str(exc)) from None
         project = self.config.project_dir
@@ -369,6 +389,19 @@ class Supervisor:
             self.adaptive[sweep_id] = Adaptive(study, snapshot, env=env)
         shown = [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
         return SweepPlan(sweep=sweep_id, trials=total, first=shown, where=where, runs=runs)
+
+    def _plan_sweep(
+        self, file: str, overrides: dict[str, str]
+    ) -> tuple[Experiment, AdaptiveSweep | None, list[Trial]]:
+        """An experiment file read, its study (for an adaptive sweep) and its first trials."""
+        experiment = load_experiment(file, overrides)
+        if experiment.sampler_seed is None:  # each sweep draws afresh, and records it
+            experiment = msgspec.structs.replace(experiment, sampler_seed=secrets.randbelow(2**31))
+        study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
+        if experiment.method == "tpe":
+            assert study is not None
+            return experiment, study, study.ask(self._configs_in_flight(experiment))
+        return experiment, study, sweep_trials(experiment)
 
     async def _from_snapshot(self, jobs: Sequence[JobSpec]) -> tuple[str, list[JobSpec]]:
         """Snapshot the project's code and move the jobs into it: each starts where it was
@@ -512,7 +545,10 @@ class Supervisor:
         result = plan(self.snapshot())
         self.waiting = result.waiting
         for assignment in result.assignments:
-            await self._start(assignment)
+            try:
+                await self._start(assignment)
+            except Exception as exc:  # a bug or surprise with this run: the others go on
+                self._fail_unexpectedly(assignment.run_id, "starting it", exc)
 
     def snapshot(self, now: float | None = None) -> Snapshot:
         """What the planner needs: each host's capacity and reservations, the queue, the time."""
@@ -632,6 +668,15 @@ class Supervisor:
                 ),
             ]
         )[-1]
+        self.starting[run.id] = False  # True once cancelled while it starts
+        try:
+            await self._launch(run, executor, number, run_dir, host)
+        finally:
+            self.starting.pop(run.id, None)
+
+    async def _launch(
+        self, run: Run, executor: Executor, number: int, run_dir: str, host: str
+    ) -> None:
         attempt_dir = executor.attempt_dir(run.id, number)
         snapshot = repro.in_snapshot(run.cwd, self.config.state_dir / "snapshots")
         argv = run.argv
@@ -659,6 +704,7 @@ class Supervisor:
                 number=number,
                 parser=Parser(run.capture),
                 position=LogPosition(),
+                cancel_requested=self.starting.get(run.id, False),
             )
             self.active[run.id] = active
             active.task = asyncio.create_task(
@@ -685,6 +731,7 @@ class Supervisor:
             parser=Parser(run.capture),
             position=LogPosition(),
             oom_kills=_oom_kills(),
+            cancel_requested=self.starting.get(run.id, False),
         )
         self.active[run.id] = active
         if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
@@ -704,6 +751,9 @@ class Supervisor:
             ]
         )
         active.run = changed[0]
+        if active.cancel_requested:
+            with contextlib.suppress(HostUnreachable):
+                await self._stop(active)
         active.task = asyncio.create_task(self._follow(active), name=f"run-{run.id}")
 
     # --- following an attempt ----------------------------------------------------------------
@@ -722,6 +772,8 @@ class Supervisor:
                     return
                 except HostUnreachable as exc:
                     unreachable = str(exc)
+        except Exception as exc:  # a bug or surprise with this run: the others go on
+            self._fail_unexpectedly(active.run.id, "following it", exc)
         finally:
             self.active.pop(active.run.id, None)
             self.wake.set()
@@ -768,7 +820,7 @@ class Supervisor:
                 if active.attempt.pid == 0:  # the link dropped during the start
                     if not await executor.attempt_exists(run.id, active.number):
                         why = f"host {host} dropped before attempt {active.number} started"
-                        self._transition([Transition(run.id, RunStatus.QUEUED, why)])
+                        self._not_started(run, active.number, why)
                         return False
                     active.attempt = await executor.reattach(active.attempt)
                 state = await executor.probe(active.attempt)
@@ -804,6 +856,21 @@ class Supervisor:
                 with contextlib.suppress(HostUnreachable):
                     await self._stop(active)
             return True
+
+    def _not_started(self, run: Run, number: int, why: str) -> None:
+        """An attempt that never started still counts: queued again after the backoff while
+        the retry policy has attempts left, else the run fails."""
+        policy = run.retry
+        if number < policy.attempts:
+            now = time.time()
+            delay = policy.delay(number)
+            fields = {"not_before": now + delay, "queued_at": now}
+            why = f"{why}; attempt {number + 1}/{policy.attempts} in {delay:g}s"
+            self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
+            return
+        fields = {"failure_class": FailureClass.HOST_LOST.value, "ended_at": time.time()}
+        why = f"{why}; gave up after {number} attempts"
+        self._transition([Transition(run.id, RunStatus.FAILED, why, fields)])
 
     def _give_up(self, active: Active, why: str) -> None:
         """The host stayed away too long: end this attempt as host_lost (retried elsewhere
@@ -1074,6 +1141,16 @@ class Supervisor:
         if run.status.terminal:
             raise SubmitError(f"run {run.id} already ended: {run.status}")
         active = self.active.get(run.id)
+        if active is None and run.id in self.starting:
+            self.starting[run.id] = True  # stopped as soon as its start returns
+            await self.db.call(self.store.request_cancel, run.id)
+            return run
+        if active is None and run.status is RunStatus.STARTING:
+            cancelled = self._transition(
+                [Transition(run.id, RunStatus.CANCELLED, "cancelled by user while starting")]
+            )[0]
+            await self.writer.flush()
+            return cancelled
         if active is None:
             if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED):
                 cancelled = self._transition(

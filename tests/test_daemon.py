@@ -6,18 +6,22 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import aiohttp
+import msgspec
 import pytest
 
 from engine.client import Client, DaemonGone, EngineError, connect, probe
 from engine.daemon import socket_path
-from engine.model import JobSpec, RunStatus
+from engine.model import FailureClass, JobSpec, RunStatus
 
 from .conftest import HOSTS, Project, wait_until
 
@@ -633,3 +637,122 @@ def test_the_project_stays_clean_of_the_engines_state(project: Project) -> None:
         assert state["untracked"] == [] and state["dirty"] is False, state
     finally:
         engine("stop")
+
+
+async def test_a_nul_byte_is_refused_at_submission_and_the_queue_keeps_moving(
+    client: Client, daemon: Project
+) -> None:
+    """No argv or environment can hold a NUL byte: the client refuses such a job, and so does
+    the daemon when a script sends it by hand; later runs start as ever."""
+    for bad in (
+        job(daemon, ["echo", "a\0b"]),
+        msgspec.structs.replace(job(daemon, ["true"]), env={"TOKEN": "x\0y"}),
+    ):
+        with pytest.raises(EngineError, match="holds a NUL byte") as caught:
+            await client.submit([bad])
+        assert caught.value.status == 400
+    raw = msgspec.json.encode({"jobs": [{"argv": ["echo", "a\0b"], "cwd": "/", "env": {}}]})
+    connector = aiohttp.UnixConnector(path=str(daemon.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post("http://runyard/v1/runs", data=raw) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"].startswith("job argv[1]: holds a NUL byte")
+    [ok] = await client.submit([job(daemon, ["true"])])
+    assert (await client.wait(ok.id, timeout=30)).status is RunStatus.SUCCEEDED
+
+
+async def test_an_engine_error_starting_one_run_fails_it_and_others_start(
+    client: Client, daemon: Project
+) -> None:
+    """A run the engine cannot start for a reason of its own (here a malformed template,
+    found only at start) fails with that reason; dispatching goes on for every other run."""
+    bad = msgspec.structs.replace(job(daemon, ["echo", "{run_id"]), templated=True)
+    [broken, fine] = await client.submit([bad, job(daemon, ["true"])])
+    ended = await client.wait(broken.id, timeout=30)
+    assert ended.status is RunStatus.FAILED and ended.failure_class is FailureClass.ERROR
+    assert (ended.reason or "").startswith("engine error while starting it: ValueError")
+    assert (await client.wait(fine.id, timeout=30)).status is RunStatus.SUCCEEDED
+    [again] = await client.submit([job(daemon, ["true"])])
+    assert (await client.wait(again.id, timeout=30)).status is RunStatus.SUCCEEDED
+
+
+HOSTILE_EXPERIMENTS = {
+    "random of a billion trials": (
+        "method = 'random'\ntrials = 1000000000",
+        "x = { low = 0, high = 1 }",
+        "sweep.trials",
+    ),
+    "a step of 1e-300": (
+        "method = 'grid'",
+        "x = { low = 0, high = 1, step = 1e-300 }",
+        "sweep.params.x.step",
+    ),
+    "a range from -inf": (
+        "method = 'random'\ntrials = 3",
+        "x = { low = -inf, high = 1 }",
+        "sweep.params.x.low",
+    ),
+    "a nan bound": (
+        "method = 'random'\ntrials = 3",
+        "x = { low = 0, high = nan }",
+        "sweep.params.x.high",
+    ),
+    "0..1e15 step 1": (
+        "method = 'grid'",
+        "x = { low = 0, high = 1000000000000000, step = 1 }",
+        "sweep.params.x.step",
+    ),
+    "a seed of 1e20": (
+        "method = 'grid'\nseeds = [100000000000000000000]",
+        "x = [1]",
+        "sweep.seeds[0]",
+    ),
+}
+
+
+async def test_hostile_inputs_never_hold_up_the_daemon(client: Client, daemon: Project) -> None:
+    """While a run's output meets a catastrophically backtracking capture regex and hostile
+    experiment files are planned, /v1/status answers in well under 100 ms; each file gets a
+    400 naming its line and key, never a 500."""
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            await client.status()
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+
+    poller = asyncio.create_task(poll())
+    lines = "import sys\nfor i in range(300): print('a' * 27 + 'b', flush=True)\nprint('a' * 30)\n"
+    [run] = await client.submit(
+        [job(daemon, [sys.executable, "-c", lines], capture=("(?P<x>(a+)+)$",))]
+    )
+    for what, (sweep, params, key) in HOSTILE_EXPERIMENTS.items():
+        path = daemon.folder / "hostile.toml"
+        path.write_text(
+            f"name = 'hostile'\ncommand = 'echo {{x}}'\n[sweep]\n{sweep}\n[sweep.params]\n{params}\n"
+        )
+        with pytest.raises(EngineError) as caught:
+            await client.sweep(path, dry_run=True)
+        assert caught.value.status == 400, what
+        assert re.match(rf"{re.escape(str(path))}:\d+: {re.escape(key)}: ", str(caught.value)), (
+            what,
+            str(caught.value),
+        )
+    ended = await client.wait(run.id, timeout=60)
+    assert ended.status is RunStatus.SUCCEEDED
+    points = await client.metrics(run.id)
+    assert [p["key"] for p in points] == []  # 'a' * 30 has no number: nothing to record
+    done.set()
+    await poller
+    latencies.sort()
+    p95, worst = latencies[int(len(latencies) * 0.95)], latencies[-1]
+    print(
+        f"status: {len(latencies)} calls, median {latencies[len(latencies) // 2] * 1e3:.1f} ms, "
+        f"p95 {p95 * 1e3:.1f} ms, max {worst * 1e3:.1f} ms"
+    )
+    assert p95 < 0.1 and worst < 0.5, (p95, worst)
