@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import json
 import signal
+import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -99,6 +100,10 @@ async def test_a_remote_run_streams_its_metrics_and_takes_hostile_values_verbati
     ended = await client.wait(run.id, 60)
     assert (ended.status, ended.host, ended.exit_code) == (RunStatus.SUCCEEDED, "box1", 0)
     assert ended.run_dir.startswith(str(lab.hosts[0].workdir))
+    run_dir = Path(ended.run_dir)  # the host is this machine: its files can be looked at
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (run_dir, run_dir / "attempt-1")}
+    assert set(modes.values()) == {0o700}, modes  # the run's folders are the user's alone
+    assert stat.S_IMODE((run_dir / "attempt-1" / "output.log").stat().st_mode) == 0o600
     points = await client.metrics(run.id)
     assert [p["step"] for p in points] == list(range(30))  # every step once, in order
     log = (await client.log(run.id))[0].decode()
@@ -294,6 +299,9 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
     stranger = keygen(short_tmp / "stranger")
     empty_known = short_tmp / "empty_known_hosts"
     empty_known.write_text("")
+    changed_known = short_tmp / "changed_known_hosts"  # another key recorded for that host
+    stranger_key = (short_tmp / "stranger.pub").read_text().split()[:2]
+    changed_known.write_text(f"[{good.address}]:{good.port} {' '.join(stranger_key)}\n")
     nothing = free_port("127.0.0.9")
     hosts = (
         '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\n'
@@ -304,6 +312,10 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
         .replace(f'address = "{good.address}"\n', "", 1)
         + good.toml("noworkdir", lab.client_key, lab.known_hosts, workdir="/proc/runyard")
         + good.toml("nopython", lab.client_key, lab.known_hosts, python="/no/such/python3")
+        + good.toml("changedkey", lab.client_key, changed_known)
+        + good.toml("noidentity", lab.client_key, lab.known_hosts).replace(
+            f'identity = "{lab.client_key}"', 'identity = "/no/such/key"'
+        )
     )
     project, client = await open_project(short_tmp / "p", hosts)
     try:
@@ -313,6 +325,11 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
             "nobody": ("unreachable", "127.0.0.9:"),
             "noworkdir": ("up", None),
             "nopython": ("up", "no Python (/no/such/python3) on the host: no telemetry"),
+            "changedkey": (
+                "unreachable",
+                f"WARNING: host key of 127.0.0.2:{good.port} has CHANGED",
+            ),
+            "noidentity": ("unreachable", "127.0.0.2:"),
         }
 
         seen: dict[str, tuple[str, str | None]] = {}
@@ -331,6 +348,9 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
         found = {h.name: h for h in (await client.hosts()).hosts}
         assert "accept it with `ssh -p" in (found["newkey"].reason or "")
         assert "connection refused" in (found["nobody"].reason or "")
+        changed = found["changedkey"].reason or ""
+        assert "Do not accept it blindly" in changed and "accept it with" not in changed
+        assert "identity file /no/such/key does not exist" in (found["noidentity"].reason or "")
         # a run sent to a host whose workdir cannot be made fails with that reason
         [bad] = await client.submit([JobSpec(argv=("true",), cwd="/", host="noworkdir")])
         failed = await client.wait(bad.id, 30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -138,7 +139,10 @@ async def open_connection(spec: HostSpec) -> asyncssh.SSHClientConnection:
     if spec.user is not None:
         options["username"] = spec.user
     if spec.identity is not None:
-        options["client_keys"] = [os.path.expanduser(spec.identity)]
+        identity = os.path.expanduser(spec.identity)
+        if not os.path.isfile(identity):
+            raise FileNotFoundError(errno.ENOENT, f"identity file {identity} does not exist")
+        options["client_keys"] = [identity]
         options["agent_path"] = None
     return await asyncssh.connect(spec.address or spec.name, **options)
 
@@ -318,8 +322,11 @@ class SshExecutor(Executor):
             shlex.quote(str(d))
             for d in (folder, folder.parent / "checkpoints", folder.parent / "artifacts")
         )
+        # A run's folders are the user's alone (0700) and so is its output (0600): a log can
+        # hold what a run prints of its environment. The command itself keeps the login's umask.
         script = (
-            f"mkdir -p {dirs} && cd {shlex.quote(str(folder))} && "
+            f"(umask 077 && mkdir -p {dirs} && : >> {shlex.quote(str(folder / 'output.log'))}) && "
+            f"cd {shlex.quote(str(folder))} && "
             f"{shlex.join(wrapper)} >/dev/null 2>&1 </dev/null; "
             "i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid"
         )
@@ -493,12 +500,31 @@ async def _upload_if_changed(
     await sftp.posix_rename(partial, str(target))
 
 
+def _recorded_keys(spec: HostSpec) -> bool:
+    """Whether known_hosts records a key for this host (so a key it rejects has changed)."""
+    path = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
+    try:
+        known = asyncssh.read_known_hosts(path)
+        trusted, *_ = known.match(spec.address or spec.name, "", spec.port or 22)
+    except (OSError, ValueError, asyncssh.Error):
+        return False
+    return bool(trusted)
+
+
 def describe(exc: BaseException, spec: HostSpec) -> str:
     """One line saying why a host cannot be used, and what to do about it where we know."""
     where = f"{spec.address or spec.name}" + (f":{spec.port}" if spec.port else "")
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         known = spec.known_hosts or "~/.ssh/known_hosts"
         port = f"-p {spec.port} " if spec.port else ""
+        if _recorded_keys(spec):
+            entry = f"[{spec.address}]:{spec.port}" if spec.port else spec.address
+            return (
+                f"WARNING: host key of {where} has CHANGED from the one {known} records: the "
+                "host may have been reinstalled, or someone may be intercepting the connection. "
+                "Do not accept it blindly: confirm the new fingerprint with the host's owner, "
+                f"then remove the old one with `ssh-keygen -R '{entry}' -f {known}`"
+            )
         return (
             f"host key of {where} is not trusted ({exc.reason}); check its fingerprint and accept "
             f"it with `ssh {port}{spec.address}` once (or add it to {known}); never trusted silently"
