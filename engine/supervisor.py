@@ -860,17 +860,10 @@ class Supervisor:
     def _not_started(self, run: Run, number: int, why: str) -> None:
         """An attempt that never started still counts: queued again after the backoff while
         the retry policy has attempts left, else the run fails."""
-        policy = run.retry
-        if number < policy.attempts:
-            now = time.time()
-            delay = policy.delay(number)
-            fields = {"not_before": now + delay, "queued_at": now}
-            why = f"{why}; attempt {number + 1}/{policy.attempts} in {delay:g}s"
-            self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
-            return
-        fields = {"failure_class": FailureClass.HOST_LOST.value, "ended_at": time.time()}
-        why = f"{why}; gave up after {number} attempts"
-        self._transition([Transition(run.id, RunStatus.FAILED, why, fields)])
+        if not self._queue_next(run, number, why, {}):
+            fields = {"failure_class": FailureClass.HOST_LOST.value, "ended_at": time.time()}
+            why = f"{why}; gave up after {number} attempts"
+            self._transition([Transition(run.id, RunStatus.FAILED, why, fields)])
 
     def _give_up(self, active: Active, why: str) -> None:
         """The host stayed away too long: end this attempt as host_lost (retried elsewhere
@@ -1038,17 +1031,24 @@ class Supervisor:
         fields: dict[str, Any],
     ) -> None:
         """End an attempt: queue the next one where the retry policy says so, else end the run."""
-        policy = run.retry
-        if status is RunStatus.FAILED and failure is not None and failure.value in policy.on:
-            if number < policy.attempts:
-                now = time.time()
-                delay = policy.delay(number)
-                fields.update(not_before=now + delay, queued_at=now)
-                why = f"attempt {number} failed ({failure}: {reason}); retry {number + 1}/{policy.attempts} in {delay:g}s"
-                self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
+        if status is RunStatus.FAILED and failure is not None and failure.value in run.retry.on:
+            why = f"attempt {number} failed ({failure}: {reason})"
+            if self._queue_next(run, number, why, fields):
                 return
             reason = f"{reason}; gave up after {number} attempts"
         self._transition([Transition(run.id, status, reason, fields)])
+
+    def _queue_next(self, run: Run, number: int, why: str, fields: dict[str, Any]) -> bool:
+        """Queue attempt `number + 1` after the policy's backoff, if the policy has one left."""
+        policy = run.retry
+        if number >= policy.attempts:
+            return False
+        now = time.time()
+        delay = policy.delay(number)
+        fields.update(not_before=now + delay, queued_at=now)
+        why = f"{why}; retry {number + 1}/{policy.attempts} in {delay:g}s"
+        self._transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
+        return True
 
     # --- the queue ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,11 +61,11 @@ def squat(path: Path, count: Path) -> subprocess.Popen[bytes]:
         group=NOBODY,
         start_new_session=True,
     )
-    deadline = 200
-    while not (path.exists() and count.exists()) and deadline:
+    deadline = time.monotonic() + 10
+    while not (path.exists() and count.exists()):
         assert proc.poll() is None, "the other user's server did not start"
-        subprocess.run(["sleep", "0.05"], check=True)
-        deadline -= 1
+        assert time.monotonic() < deadline, "the other user's server is not listening"
+        time.sleep(0.01)  # polling the condition above
     return proc
 
 
