@@ -26,7 +26,7 @@ from engine import report, template
 from engine.capture import PRESET_HELP
 from engine.client import Client, EngineError, connect, probe
 from engine.config import CONFIG_NAME, ConfigError, find_config, load_config, load_experiment
-from engine.daemon import DaemonError, lock_holder, run_daemon, socket_path
+from engine.daemon import DaemonError, lock_holder, pid_alive, run_daemon, socket_path
 from engine.model import (
     DataLink,
     FailureClass,
@@ -229,7 +229,7 @@ async def cmd_logs(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_metrics(engine: Client, args: argparse.Namespace) -> int:
-    points = await engine.metrics(args.run, args.key)
+    points = await engine.metrics(args.run, args.key, attempt=args.attempt)
     if args.json:
         _print_json(points)
         return 0
@@ -812,9 +812,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     p.add_argument("--attempt", type=int, help="which attempt (default: the latest)")
 
-    p = sub.add_parser("metrics", help="a run's metric points")
+    p = sub.add_parser("metrics", help="a run's metric points (of its final attempt)")
     p.add_argument("run", help="run id or name")
     p.add_argument("--key", help="only this metric")
+    p.add_argument("--attempt", type=int, help="which attempt (default: the final one)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("hosts", help="each host's state and load")
@@ -938,15 +939,8 @@ async def _gone(pid: int, within: float) -> bool:
     """Whether process `pid` has exited (or is a zombie) within `within` seconds."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                if stat.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    return True
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return True
-        except OSError:
-            pass  # no /proc (macOS): the kill(0) above is the test
         await asyncio.sleep(0.05)
     return False
 

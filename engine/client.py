@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 
 from engine.config import Config, ConfigError, find_config, load_config
-from engine.daemon import DaemonError, prepare_state_dir, socket_path
+from engine.daemon import DaemonError, lock_holder, pid_alive, prepare_state_dir, socket_path
 from engine.model import JobSpec, Run, RunStatus, Sweep
 from engine.protocol import (
     API,
@@ -44,7 +44,9 @@ from engine.protocol import (
 )
 from engine.repro import secrets_of
 
-START_TIMEOUT_S = 20.0
+# The longest wait for a daemon whose process lives but does not answer yet (a large
+# hosts.toml or a long reconcile); one that exits is reported at once.
+START_TIMEOUT_S = 300.0
 
 __all__ = [
     "Client",
@@ -215,13 +217,20 @@ class Client:
         return await self._request("POST", f"/runs/{ref}/retry", Run)
 
     async def metrics(
-        self, ref: int | str, key: str | None = None, max_points: int | None = None
+        self,
+        ref: int | str,
+        key: str | None = None,
+        max_points: int | None = None,
+        attempt: int | None = None,
     ) -> list[dict[str, Any]]:
-        """A run's metric points in log order; with `max_points`, each key thinned to about
-        that many (the extremes of each stretch kept), enough to draw it."""
+        """A run's metric points in log order, of its final attempt unless `attempt` is given;
+        with `max_points`, each key thinned to about that many (the extremes of each stretch
+        kept), enough to draw it."""
         params = {"key": key} if key else {}
         if max_points is not None:
             params["max_points"] = str(max_points)
+        if attempt is not None:
+            params["attempt"] = str(attempt)
         return await self._request("GET", f"/runs/{ref}/metrics", params=params)
 
     async def log(
@@ -474,13 +483,18 @@ async def _start_daemon(config: Config, sock: Path) -> None:
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     delay = 0.01
-    while time.monotonic() < deadline:
+    why = "did not start"
+    while True:
         if await probe(sock) is not None:
             return
-        if proc.poll() is not None:
-            # It exited: another daemon may have won the race to start, or it failed.
+        # Ours, or, when ours exited, the one that won the race to start and holds the lock.
+        starting = proc.pid if proc.poll() is None else lock_holder(config.state_dir)
+        if starting is None or not pid_alive(starting):
             if await probe(sock) is not None:
                 return
+            break
+        if time.monotonic() > deadline:
+            why = f"(pid {starting}) did not answer within {START_TIMEOUT_S:g}s"
             break
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)
@@ -488,4 +502,4 @@ async def _start_daemon(config: Config, sock: Path) -> None:
         log.seek(start_at)
         tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
     detail = "\n  ".join(tail) or "(nothing in its log)"
-    raise DaemonError(f"the engine daemon did not start; {log_path} says:\n  {detail}")
+    raise DaemonError(f"the engine daemon {why}; {log_path} says:\n  {detail}")

@@ -124,6 +124,18 @@ class StateLock:
             os.close(self.fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has exited; another user's process runs too)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # not ours to signal, or no /proc (macOS): the kill(0) above is the test
+
+
 def lock_holder(state_dir: Path) -> int | None:
     """The pid of the daemon holding the state directory's lock (answering or not), or None."""
     try:

@@ -186,15 +186,19 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(API + "/runs/{ref}/metrics")
     async def metrics(request: web.Request) -> web.Response:
-        """A run's metric points; `max_points` thins each key to about that many for a chart."""
+        """A run's metric points, of its final attempt unless `attempt` names one;
+        `max_points` thins each key to about that many for a chart."""
         run = await find(request)
+        query = request.query
         try:
-            most = int(request.query["max_points"]) if "max_points" in request.query else None
+            most = int(query["max_points"]) if "max_points" in query else None
+            number = int(query["attempt"]) if "attempt" in query else None
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
         if most is not None and most < 2:
             return _error(400, f"max_points must be at least 2, not {most}")
-        return _json(await db.call(store.metrics, run.id, request.query.get("key"), most))
+        points = await db.call(store.metrics, run.id, query.get("key"), most, number)
+        return _json(points)
 
     @routes.get(API + "/runs/{ref}/log")
     async def log(request: web.Request) -> web.Response:
@@ -487,7 +491,7 @@ def make_app(daemon: Daemon) -> web.Application:
         except SubmitError as exc:
             return _error(409, str(exc))
         state, why = sup.host_state[name]
-        await db.call(store.upsert_host, name, daemon.config.hosts[name].kind, {}, state, why)
+        await db.call(store.upsert_hosts, [sup.host_record(name)])
         return _json({"host": name, "state": state, "reason": why})
 
     @routes.get(f"{API}/util")

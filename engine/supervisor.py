@@ -72,6 +72,8 @@ EVENT_POINTS = 500  # the most metric points one event carries
 # tail, so a client following a run that prints 10,000 lines a second needs no re-reads.
 EVENT_LOG_BYTES = 64 * 2**10
 EVENT_LOG_LINES = 5000
+# What a new attempt clears of the one before it: a run's end and failure are its last attempt's.
+NEW_ATTEMPT: dict[str, Any] = {"failure_class": None, "exit_code": None, "ended_at": None}
 OOM_TEXT = re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory")
 
 
@@ -172,8 +174,9 @@ class Supervisor:
                     on_sample=on_sample,
                 )
         self.disabled_by_user: dict[str, str] = {}
-        # Attempts given up on while their host was away: stopped when it comes back.
-        self.abandoned: dict[str, list[Attempt]] = {}
+        # Per host, the (run id, attempt) given up on while it was away: their copies are killed
+        # when it comes back. Kept in the store too, so a restart in between forgets none.
+        self.abandoned: dict[str, list[tuple[int, int]]] = {}
         # The daemon's live view of every unfinished run; the store follows it in batches.
         self.runs: dict[int, Run] = {}
         self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
@@ -196,13 +199,13 @@ class Supervisor:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.abandoned = await self.db.call(self.store.abandoned_attempts)
         for executor in self.executors.values():
             if isinstance(executor, SshExecutor):
                 executor.start_link()
-        for name, host in self.config.hosts.items():
-            state, reason = self.host_state[name]
-            spec = {"max_jobs": host.max_jobs, "tags": list(host.tags), "address": host.address}
-            await self.db.call(self.store.upsert_host, name, host.kind, spec, state, reason)
+        await self.db.call(
+            self.store.upsert_hosts, [self.host_record(n) for n in self.config.hosts]
+        )
         await self.reconcile()
         self._loop_task = asyncio.create_task(self._loop(), name="supervisor")
 
@@ -664,7 +667,8 @@ class Supervisor:
                     run.id,
                     RunStatus.STARTING,
                     f"starting attempt {number} on {host}",
-                    {"attempt": number, "host": host, "run_dir": run_dir, "gpus": gpus},
+                    {"attempt": number, "host": host, "run_dir": run_dir, "gpus": gpus}
+                    | NEW_ATTEMPT,
                 ),
             ]
         )[-1]
@@ -811,10 +815,8 @@ class Supervisor:
             try:
                 await asyncio.wait_for(executor.link.up.wait(), max(0.0, left))
             except TimeoutError:
-                self._give_up(
-                    active,
-                    f"host {host} unreachable for over {left + time.time() - since:.0f}s: {why}",
-                )
+                away = time.time() - since
+                self._give_up(active, f"host {host} unreachable for over {away:.0f}s: {why}")
                 return False
             try:
                 if active.attempt.pid == 0:  # the link dropped during the start
@@ -869,7 +871,7 @@ class Supervisor:
         """The host stayed away too long: end this attempt as host_lost (retried elsewhere
         under the retry policy) and kill its copy if the host ever returns."""
         run = self.runs[active.run.id]
-        self.abandoned.setdefault(run.host or "", []).append(active.attempt)
+        self.abandoned.setdefault(run.host or "", []).append((run.id, active.number))
         fields: dict[str, Any] = {
             "failure_class": FailureClass.HOST_LOST.value,
             "ended_at": time.time(),
@@ -903,6 +905,7 @@ class Supervisor:
                     byte_offset=pos.byte_offset + len(block),
                     line_count=pos.lines + len(lines),
                     bad_markers=pos.bad_markers + bad,
+                    first=pos.byte_offset == 0,
                 )
                 active.position = LogPosition(
                     batch.byte_offset, batch.line_count, batch.bad_markers
@@ -1013,10 +1016,10 @@ class Supervisor:
             status, failure, reason = RunStatus.PRUNED, None, active.prune_reason
         if failure is FailureClass.KILLED and _oom_kills() not in (None, active.oom_kills):
             failure, reason = FailureClass.OOM, f"{reason}, by the kernel's out-of-memory killer"
-        fields: dict[str, Any] = {"exit_code": ended.exit_code, "ended_at": time.time()}
+        run = self.runs[active.run.id]
+        fields: dict[str, Any] = {"exit_code": ended.exit_code, "ended_at": _end_time(run, ended)}
         if failure is not None:
             fields["failure_class"] = failure.value
-        run = self.runs[active.run.id]
         with contextlib.suppress(HostUnreachable):
             await active.executor.fetch_artifacts(run.id)
         self._end_attempt(run, active.number, status, failure, reason, fields)
@@ -1101,6 +1104,12 @@ class Supervisor:
         self.host_state[host] = (state, why)
         self.host_since[host] = since
 
+    def host_record(self, host: str) -> tuple[str, str, dict[str, Any], str, str | None]:
+        """A host as the store records it: name, kind, what it offers, state and why."""
+        spec = self.config.hosts[host]
+        offers = {"max_jobs": spec.max_jobs, "tags": list(spec.tags), "address": spec.address}
+        return (host, spec.kind, offers, *self.host_state[host])
+
     def _host_changed(self, host: str) -> None:
         """An SSH link went up or down: update the host, stop what was given up on it."""
         old = self.host_state.get(host, ("", None))[0]
@@ -1111,14 +1120,7 @@ class Supervisor:
             self.bus.publish(HostChanged(host=host, state=state, reason=why, since=since))
             with contextlib.suppress(RuntimeError):  # no loop yet while constructing
                 asyncio.get_running_loop().create_task(
-                    self.db.call(
-                        self.store.upsert_host,
-                        host,
-                        self.config.hosts[host].kind,
-                        {},
-                        state,
-                        why,
-                    )
+                    self.db.call(self.store.upsert_hosts, [self.host_record(host)])
                 )
         if state == "up" and self.abandoned.get(host):
             asyncio.get_running_loop().create_task(self._stop_abandoned(host))
@@ -1126,11 +1128,26 @@ class Supervisor:
 
     async def _stop_abandoned(self, host: str) -> None:
         """Kill the old copies of runs that were retried elsewhere while this host was away, so
-        each run's result is kept once."""
+        each run's result is kept once; the attempt's reason says what was found."""
         executor = self.executors[host]
-        for attempt in self.abandoned.pop(host, []):
-            with contextlib.suppress(HostUnreachable):
-                await executor.signal(attempt, signal.SIGKILL)
+        left = self.abandoned.pop(host, [])
+        while left:
+            run_id, number = left[0]
+            attempt = Attempt(executor.attempt_dir(run_id, number), 0, None)
+            try:
+                attempt = await executor.reattach(attempt)  # its pid, from its pid file
+                state = await executor.probe(attempt)
+                if state is ProcessState.RUNNING:
+                    await executor.signal(attempt, signal.SIGKILL)
+            except HostUnreachable:  # away again: tried on its next return
+                self.abandoned.setdefault(host, []).extend(left)
+                return
+            outcome = {
+                ProcessState.RUNNING: f"its copy on {host} was killed when the host came back",
+                ProcessState.EXITED: f"its copy on {host} had ended when the host came back",
+            }.get(state, f"its copy on {host} was gone when the host came back")
+            await self.db.call(self.store.settle_abandoned, run_id, number, outcome)
+            left.pop(0)
 
     # --- cancel ------------------------------------------------------------------------------
 
@@ -1239,7 +1256,8 @@ class Supervisor:
                         run.id,
                         RunStatus.STARTING,
                         f"attempt {number} found started on {host} after a restart",
-                        {"attempt": number, "host": host, "run_dir": executor.run_dir(run.id)},
+                        {"attempt": number, "host": host, "run_dir": executor.run_dir(run.id)}
+                        | NEW_ATTEMPT,
                     )
                 )
                 run = self._transition(chain)[-1]
@@ -1378,6 +1396,15 @@ class Supervisor:
 
 
 _RUN_FIELDS = frozenset(Run.__struct_fields__)
+
+
+def _end_time(run: Run, ended: ExitInfo) -> float:
+    """When an attempt ended: when its exit_code file was written (it may be read much later,
+    after an outage or a restart), kept between its start and now against clock skew."""
+    now = time.time()
+    if ended.ended_at is None:
+        return now
+    return min(now, max(run.started_at or 0.0, ended.ended_at))
 
 
 def _last_lines(lines: list[bytes], max_bytes: int, max_lines: int) -> list[bytes]:

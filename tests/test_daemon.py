@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -433,6 +434,43 @@ async def test_clients_start_the_daemon_and_stop_leaves_runs_running(project: Pr
     shown = json.loads(project.engine("show", "bg", "--json").stdout)
     await wait_until(lambda: not _alive_not_zombie(pid), what="the cancelled run to end")
     assert shown["run"]["name"] == "bg"
+
+
+def test_two_clients_starting_a_slow_daemon_at_once_both_get_it(short_tmp: Path) -> None:
+    """A host that accepts connections but never speaks SSH holds a restarted daemon's
+    reconcile of a queued run for the connect timeout (10 s). Two CLIs start that daemon at
+    once: one's daemon wins the state dir, the other's exits at once, and both CLIs wait for
+    the winner rather than say it did not start."""
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # never accepted: no banner comes
+        port = mute.getsockname()[1]
+        known = short_tmp / "known_hosts"
+        known.touch()
+        hosts = HOSTS.format(max_jobs=1) + (
+            f'[hosts.mute]\nkind = "ssh"\naddress = "127.0.0.1"\nport = {port}\n'
+            f'known_hosts = "{known}"\nworkdir = "/tmp/runyard-mute"\n'
+        )
+        project = Project(short_tmp, hosts)
+        try:
+            queued = project.engine("run", "--host", "mute", "--", "true")
+            assert queued.returncode == 0, queued.stderr
+            assert project.engine("stop").returncode == 0
+            clis = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "engine", "runs", "--json"],
+                    cwd=project.folder,
+                    env=project.env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            for cli in clis:
+                out, err = cli.communicate(timeout=120)
+                assert cli.returncode == 0, err
+                assert [r["status"] for r in json.loads(out)] == ["queued"]
+        finally:
+            project.cleanup()
 
 
 def test_the_cli_contract(project: Project) -> None:

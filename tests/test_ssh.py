@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import getpass
 import json
+import re
 import signal
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import psutil
 import pytest
 
 from engine.client import Client, connect
-from engine.model import JobSpec, RetryPolicy, RunStatus
+from engine.model import JobSpec, RetryPolicy, Run, RunStatus
 from tui.app import RunyardApp
 from tui.widgets import HostPane, since_text
 
@@ -378,48 +380,144 @@ async def test_bad_hosts_get_clear_states_and_nothing_else_stops(
         project.cleanup()
 
 
-async def test_a_host_away_too_long_has_its_runs_retried_elsewhere_and_kept_once(
-    short_tmp: Path, lab: SshLab
-) -> None:
-    box = lab.hosts[0]
-    hosts = (
+LOST_AFTER_S = 2
+
+
+def _fallback_hosts(lab: SshLab) -> str:
+    """box1 preferred for `train` jobs, ten times slower there, given up on after 2 s away;
+    this machine as the fallback."""
+    return (
         '[engine]\nstate_dir = "runs"\n[hosts.local]\nkind = "local"\ntags = ["train"]\n'
         + lab.toml(
             0,
             "box1",
-            lost_after_s=1.5,
+            lost_after_s=LOST_AFTER_S,
             tags=["train"],
             setup="source /dev/null && export SLOWER=10",
         )
         + '[[routes]]\nmatch = { tags = ["train"] }\nprefer = ["box1"]\nfallback = ["local"]\n'
     )
-    project, client = await open_project(short_tmp / "p", hosts)
+
+
+async def _start_on_box1(client: Client, project: Project) -> Run:
+    """A 40-step training job, started and printing on box1 (where it takes 40 s)."""
+    await wait_until(lambda: _all_up(client), timeout=30, what="box1 up")
+    job = msgspec.structs.replace(
+        steps_job(project, "box1", 40, 0.1),
+        host=None,
+        tags=("train",),
+        retry=RetryPolicy(attempts=2, backoff_s=0.1),
+    )
+    [run] = await client.submit([job])
+    await wait_until(lambda: _has_points(client, run.id, 3), what="the run to print on box1")
+    first = (await client.run(run.id)).run
+    assert first.host == "box1" and first.pid
+    return first
+
+
+async def _check_kept_once(client: Client, run_id: int, old_pid: int) -> None:
+    """The run succeeded once, on its retry: its record is that attempt's alone, the reason it
+    gave up on box1 names the real time away, and the old copy on box1 was killed."""
+    detail = await client.run(run_id)
+    run, details = detail.run, detail.details
+    assert (run.status, run.attempt, run.host) == (RunStatus.SUCCEEDED, 2, "local")
+    assert (run.failure_class, run.exit_code) == (None, 0)  # not host_lost: it succeeded
+    [loss] = [m for m in details["metrics"] if m["key"] == "loss"]
+    assert loss["count"] == 40, loss  # the final attempt's 40 steps, not box1's few mixed in
+    assert [p["step"] for p in await client.metrics(run_id)] == list(range(40))
+    early = await client.metrics(run_id, attempt=1)
+    assert early and {p["attempt"] for p in early} == {1}  # box1's points are kept apart
+    [why] = [e for e in await _events(client, run_id) if "unreachable for over" in e]
+    away = int(re.search(r"unreachable for over (\d+)s", why)[1])  # type: ignore[index]
+    assert LOST_AFTER_S <= away <= LOST_AFTER_S + 1, why  # the real figure, not twice it
+    first = details["attempts"][0]
+    assert first["failure_class"] == "host_lost", first
+    assert "its copy on box1 was killed when the host came back" in first["reason"], first
+    await wait_until(lambda: not psutil.pid_exists(old_pid), what="the killed copy to exit")
+
+
+async def test_a_host_away_too_long_has_its_runs_retried_elsewhere_and_kept_once(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    box = lab.hosts[0]
+    project, client = await open_project(short_tmp / "p", _fallback_hosts(lab))
     try:
-        await wait_until(lambda: _all_up(client), timeout=30, what="box1 up")
-        job = msgspec.structs.replace(
-            steps_job(project, "box1", 40, 0.1),
-            host=None,
-            tags=("train",),
-            retry=RetryPolicy(attempts=2, backoff_s=0.1),
-        )
-        [run] = await client.submit([job])
-        await wait_until(lambda: _has_points(client, run.id, 3), what="the run to print on box1")
-        first = (await client.run(run.id)).run
-        assert first.host == "box1"
+        first = await _start_on_box1(client, project)
         box.kill()
-        ended = await client.wait(run.id, 60)
+        ended = await client.wait(first.id, 60)
         assert (ended.status, ended.attempt, ended.host) == (RunStatus.SUCCEEDED, 2, "local")
-        events = await _events(client, run.id)
-        assert any("host box1 unreachable for over" in e for e in events), events
         assert psutil.pid_exists(first.pid)  # the old copy still runs on the unreachable host
         box.start()
-        await wait_until(lambda: not psutil.pid_exists(first.pid), what="the old copy killed")
-        assert (await client.run(run.id)).run.status is RunStatus.SUCCEEDED  # kept once
-        second = [p for p in await client.metrics(run.id) if p["attempt"] == 2]
-        assert [p["step"] for p in second] == list(range(40))
+        await wait_until(lambda: _copy_stopped(client, first.id), what="the old copy killed")
+        await _check_kept_once(client, first.id, first.pid)
     finally:
         await client.close()
         project.cleanup()
+
+
+async def test_an_abandoned_copy_is_killed_on_return_even_after_a_daemon_kill_9(
+    short_tmp: Path, lab: SshLab
+) -> None:
+    """The daemon gives up on box1, retries the run here, and is killed -9 before box1 comes
+    back: the daemon started after it still kills box1's copy on its return."""
+    box = lab.hosts[0]
+    project, client = await open_project(short_tmp / "p", _fallback_hosts(lab))
+    try:
+        first = await _start_on_box1(client, project)
+        box.kill()
+        await wait_until(
+            lambda: _status_is_on(client, first.id, "local"), what="the retry started here"
+        )
+        await client.close()
+        project.kill_daemon(signal.SIGKILL)
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        ended = await client.wait(first.id, 60)
+        assert (ended.status, ended.attempt) == (RunStatus.SUCCEEDED, 2)
+        assert psutil.pid_exists(first.pid)  # both copies ran: box1's is still going
+        box.start()
+        await wait_until(lambda: _copy_stopped(client, first.id), what="the old copy killed")
+        await _check_kept_once(client, first.id, first.pid)
+    finally:
+        await client.close()
+        project.cleanup()
+
+
+async def _status_is_on(client: Client, run_id: int, host: str) -> bool:
+    run = (await client.run(run_id)).run
+    return run.host == host and run.status in (RunStatus.RUNNING, RunStatus.SUCCEEDED)
+
+
+async def _copy_stopped(client: Client, run_id: int) -> bool:
+    first = (await client.run(run_id)).details["attempts"][0]
+    return "when the host came back" in (first["reason"] or "")
+
+
+async def test_a_run_that_ends_during_an_outage_keeps_its_end_time_and_the_host_no_stale_reason(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    [run] = await client.submit([steps_job(project, "box2", 30, 0.1)])
+    await wait_until(lambda: _has_points(client, run.id, 5), what="the run to print")
+    lab.hosts[1].kill()
+    await wait_until(
+        lambda: _status_is(client, run.id, RunStatus.UNREACHABLE), what="the run unreachable"
+    )
+    run_dir = Path((await client.run(run.id)).run.run_dir or "")
+    exit_code = run_dir / "attempt-1" / "exit_code"  # the host is this machine
+    await wait_until(exit_code.exists, what="the run to end while its host is away")
+    written = exit_code.stat().st_mtime
+    restarted = time.time()
+    lab.hosts[1].start()
+    ended = await client.wait(run.id, 60)
+    assert ended.status is RunStatus.SUCCEEDED and ended.ended_at is not None
+    assert ended.ended_at < restarted  # it ended before the host came back, not when seen
+    assert abs(ended.ended_at - written) < 0.01, (ended.ended_at, written)
+    [attempt] = (await client.run(run.id)).details["attempts"]
+    assert attempt["ended_at"] == ended.ended_at
+    await wait_until(lambda: _all_up(client), what="box2 up again")
+    host = await _host(client, "box2")
+    assert host.reason is None, host.reason  # nothing left from the probe the outage broke
 
 
 async def test_hosts_named_by_ssh_config_alias_through_a_proxy_jump(

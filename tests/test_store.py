@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 
 from engine.model import HostSample, JobSpec, RunStatus
@@ -141,6 +142,79 @@ def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> Non
     assert store.metric_count(run_id) == n  # the batch's points were rolled back with it
 
 
+def _lose_and_retry(store: Store, run_id: int) -> None:
+    """Attempt 1 printed three points, then its host was lost; attempt 2 starts."""
+    store.ingest(
+        MetricBatch(
+            run_id,
+            1,
+            ["loss"] * 3,
+            [0, 1, 2],
+            [9.0] * 3,
+            [1.0] * 3,
+            [0, 1, 2],
+            30,
+            3,
+            0,
+            first=True,
+        )
+    )
+    lost = {"failure_class": "host_lost", "ended_at": 5.0}
+    store.apply_transitions(
+        [
+            Transition(run_id, RunStatus.UNREACHABLE, "host away"),
+            Transition(run_id, RunStatus.QUEUED, "attempt 1 failed (host_lost)", lost),
+            Transition(run_id, RunStatus.ASSIGNED, "placed", {"host": "other"}),
+            Transition(
+                run_id,
+                RunStatus.STARTING,
+                "go",
+                {"attempt": 2, "host": "other", "run_dir": "/y", "failure_class": None},
+            ),
+            Transition(run_id, RunStatus.RUNNING, "started", {"pid": 2}),
+        ]
+    )
+
+
+def test_a_retried_runs_record_is_its_final_attempts(store: Store) -> None:
+    run_id = queue_one(store)
+    start(store, run_id)
+    _lose_and_retry(store, run_id)
+    assert store.metric_summaries([run_id])[run_id]["loss"]["count"] == 3  # until it prints
+    batch = MetricBatch(run_id, 2, ["loss"] * 2, [0, 1], [0.5, 0.25], [2.0] * 2, [0, 1], 20, 2, 0)
+    store.ingest(msgspec.structs.replace(batch, first=True))
+    summary = store.metric_summaries([run_id])[run_id]["loss"]
+    assert (summary["count"], summary["max"], summary["last"]) == (2, 0.5, 0.25)
+    assert [p["value"] for p in store.metrics(run_id)] == [0.5, 0.25]
+    assert [p["value"] for p in store.metrics(run_id, attempt=1)] == [9.0] * 3
+    assert store.get_run(run_id).failure_class is None  # cleared as attempt 2 started
+    assert store.abandoned_attempts() == {"local": [(run_id, 1)]}
+    store.settle_abandoned(run_id, 1, "its copy on local was killed")
+    assert store.abandoned_attempts() == {}
+    first = store.run_details(run_id)["attempts"][0]
+    assert first["reason"] == "attempt 1 failed (host_lost); its copy on local was killed"
+
+
+def test_a_store_from_before_final_attempt_summaries_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    run_id = queue_one(store)
+    start(store, run_id)
+    _lose_and_retry(store, run_id)
+    batch = MetricBatch(run_id, 2, ["loss"], [0], [0.5], [2.0], [0], 20, 1, 0)
+    store.ingest(batch)  # as schema version 9 kept it: both attempts' points in one summary
+    store.con.execute("ALTER TABLE attempts DROP COLUMN abandoned")
+    store.con.execute("DELETE FROM schema_version WHERE version >= 10")
+    assert store.metric_summaries([run_id])[run_id]["loss"]["count"] == 4
+    store.close()
+    again = Store(path)
+    try:
+        assert again.metric_summaries([run_id])[run_id]["loss"]["count"] == 1
+        assert again.abandoned_attempts() == {}  # nothing is known to be left running
+    finally:
+        again.close()
+
+
 def test_metrics_for_a_chart_keep_each_curves_ends_extremes_and_order(store: Store) -> None:
     """100,000 steps of two keys thinned to about 400 points each: the first and last points,
     a one-step spike and dip stay, in log order; a key with fewer points keeps them all."""
@@ -192,6 +266,7 @@ def test_a_store_from_before_text_search_words_gets_them(tmp_path: Path) -> None
     for column in ("words", "data", "templated"):  # as schema version 6 left it
         store.con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     store.con.execute("ALTER TABLE sweeps DROP COLUMN sampler_seed")
+    store.con.execute("ALTER TABLE attempts DROP COLUMN abandoned")
     store.con.execute("DELETE FROM schema_version WHERE version >= 7")
     store.close()
     again = Store(path)

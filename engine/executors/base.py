@@ -61,10 +61,12 @@ class Attempt(msgspec.Struct, frozen=True):
 
 class ExitInfo(msgspec.Struct, frozen=True):
     """How an attempt ended: the command's exit code from the `exit_code` file, or, when the
-    wrapper itself died before writing it, the signal that killed the wrapper (if known)."""
+    wrapper itself died before writing it, the signal that killed the wrapper (if known); and
+    when the file was written, by the host's clock (the end, however late it is read)."""
 
     exit_code: int | None
     wrapper_signal: int | None = None
+    ended_at: float | None = None
 
 
 class ProcessState(enum.StrEnum):

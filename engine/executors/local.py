@@ -73,7 +73,11 @@ class LocalExecutor(Executor):
             wrapper_signal = -code if code < 0 else None
         else:
             await _wait_foreign(attempt)
-        return ExitInfo(exit_code=_read_exit_code(attempt), wrapper_signal=wrapper_signal)
+        try:
+            ended_at: float | None = _exit_code_file(attempt).stat().st_mtime
+        except OSError:
+            ended_at = None
+        return ExitInfo(_read_exit_code(attempt), wrapper_signal, ended_at)
 
     async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
         return await asyncio.to_thread(

@@ -246,7 +246,12 @@ class SshExecutor(Executor):
         return "unreachable", self.link.error, self.link.since
 
     def _changed(self) -> None:
-        if self.link.conn is not None and (self._probe is None or self._probe.done()):
+        """The link went up or down. Up: a fresh telemetry probe on the new connection, and no
+        note left from the last one."""
+        if self.link.conn is not None:
+            if self._probe is not None and not self._probe.done():
+                self._probe.cancel()  # it was reading the connection that dropped
+            self.note = None
             self._probe = asyncio.create_task(self._run_probe(), name=f"probe-{self.host.name}")
         self.on_change()
 
@@ -391,15 +396,23 @@ class SshExecutor(Executor):
     async def wait(self, attempt: Attempt) -> ExitInfo:
         folder = shlex.quote(attempt.attempt_dir)
         # One channel that returns when the attempt ends: no polling round trips meanwhile.
+        # It prints the exit code, then when the file was written.
+        code = f"{folder}/exit_code"
         result = await self._exec(
-            f'{_pid(attempt)}; while [ ! -f {folder}/exit_code ] && [ -n "$p" ]'
-            f' && kill -0 -- "$p" 2>/dev/null; do sleep 0.2; done; cat {folder}/exit_code 2>/dev/null',
+            f'{_pid(attempt)}; while [ ! -f {code} ] && [ -n "$p" ]'
+            f' && kill -0 -- "$p" 2>/dev/null; do sleep 0.2; done; cat {code} 2>/dev/null;'
+            f" echo; stat -c %.3Y {code} 2>/dev/null || stat -c %Y {code} 2>/dev/null",
             timeout=None,
         )
         if result.exit_status is None:  # the channel closed under us: the link went down
             raise HostUnreachable(self.link.error or "connection lost while waiting")
-        text = _text(result.stdout).strip()
-        return ExitInfo(exit_code=int(text) if text.lstrip("-").isdigit() else None)
+        text, _, written = _text(result.stdout).strip().partition("\n")
+        exit_code = int(text) if text.lstrip("-").isdigit() else None
+        try:
+            ended_at: float | None = float(written.strip())
+        except ValueError:
+            ended_at = None
+        return ExitInfo(exit_code, ended_at=ended_at)
 
     async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
         _, sftp = await self.link.connection()
@@ -465,9 +478,12 @@ class SshExecutor(Executor):
     async def _run_probe(self) -> None:
         """Run the uploaded probe with the host's Python for as long as the link is up, turning
         each JSON line it prints into a host sample."""
+        conn = self.link.conn
+        if conn is None:
+            return
+        note: str | None = None
         try:
             tools = await self._prepare()
-            conn, _ = await self.link.connection()
             command = shlex.join([self.host.python, str(tools / PROBE.name), "2"])
             async with conn.create_process(command) as process:
                 async for line in process.stdout:
@@ -478,12 +494,14 @@ class SshExecutor(Executor):
                 errors = await process.stderr.read()
                 status = (await process.wait()).exit_status  # stdout can end before the status
             if status == 127:
-                self.note = f"no Python ({self.host.python}) on the host: no telemetry"
+                note = f"no Python ({self.host.python}) on the host: no telemetry"
             elif status:
-                self.note = f"telemetry probe exited {status}: {_last(errors)}"
+                note = f"telemetry probe exited {status}: {_last(errors)}"
         except (HostUnreachable, asyncssh.Error, OSError) as exc:
-            self.note = f"telemetry probe: {exc}"
-        self.on_change()
+            note = f"telemetry probe: {exc}"
+        if self.link.conn is conn:  # a probe ended by its link dropping is not the host's note
+            self.note = note
+            self.on_change()
 
 
 async def _upload_if_changed(

@@ -177,6 +177,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN templated BOOLEAN DEFAULT false;
     ALTER TABLE sweeps ADD COLUMN sampler_seed BIGINT;
     """,
+    # 10: attempts given up on while their host was away, whose copy may still run there (to be
+    # killed when it returns, whatever restarts happen meanwhile); each run's metric summary
+    # over its final attempt only, as a retried run's result is its last attempt's.
+    """
+    ALTER TABLE attempts ADD COLUMN abandoned BOOLEAN DEFAULT false;
+    DELETE FROM run_metrics;
+    INSERT INTO run_metrics
+    SELECT m.run_id, m.key, count(*), arg_max(m.value, m.line), arg_max(m.step, m.line),
+           min(m.value), max(m.value)
+    FROM metrics m JOIN runs r ON r.id = m.run_id AND m.attempt = r.attempt
+    GROUP BY m.run_id, m.key;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from engine.model import (
     DataLink,
+    FailureClass,
     HostSample,
     JobSpec,
     Run,
@@ -116,6 +117,7 @@ _ATTEMPT_END_SCHEMA = pa.schema(
         ("exit_code", pa.int32()),
         ("failure_class", pa.string()),
         ("reason", pa.string()),
+        ("abandoned", pa.bool_()),
     ]
 )
 _NEW_RUNS_SCHEMA = pa.schema(
@@ -204,6 +206,7 @@ class MetricBatch(msgspec.Struct):
     byte_offset: int
     line_count: int
     bad_markers: int
+    first: bool = False  # read from the log's start: the run's summary starts over with it
 
     def __len__(self) -> int:
         return len(self.values)
@@ -269,13 +272,28 @@ class Store:
 
     # --- hosts ----------------------------------------------------------------------------
 
-    def upsert_host(
-        self, name: str, kind: str, spec: dict[str, Any], state: str, reason: str | None
+    def upsert_hosts(
+        self, hosts: Sequence[tuple[str, str, dict[str, Any], str, str | None]]
     ) -> None:
-        self.con.execute(
-            "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?, ?, ?, ?)",
-            [name, kind, json.dumps(spec), state, reason, time.time()],
+        """Record hosts as (name, kind, spec, state, reason), in one statement however many."""
+        if not hosts:
+            return
+        names, kinds, specs, states, reasons = zip(*hosts, strict=True)
+        table = pa.table(
+            {
+                "name": pa.array(names, pa.string()),
+                "kind": pa.array(kinds, pa.string()),
+                "spec": pa.array([json.dumps(s) for s in specs], pa.string()),
+                "state": pa.array(states, pa.string()),
+                "reason": pa.array(reasons, pa.string()),
+                "updated_at": pa.array([time.time()] * len(hosts), pa.float64()),
+            }
         )
+        self.con.register("_hosts", table)
+        try:
+            self.con.execute("INSERT OR REPLACE INTO hosts SELECT * FROM _hosts")
+        finally:
+            self.con.unregister("_hosts")
 
     def append_host_samples(self, samples: Sequence[HostSample]) -> None:
         if not samples:
@@ -453,7 +471,8 @@ class Store:
     def sweep_history(
         self, sweep_id: str, key: str
     ) -> list[tuple[Run, list[tuple[int | None, float]]]]:
-        """Every run of a sweep with its (step, value) points of `key`, in the order printed."""
+        """Every run of a sweep with its final attempt's (step, value) points of `key`, in the
+        order printed."""
         runs = [
             _run(r)
             for r in self.con.execute(
@@ -462,8 +481,9 @@ class Store:
         ]
         points: dict[int, list[tuple[int | None, float]]] = {r.id: [] for r in runs}
         for run_id, step, value in self.con.execute(
-            "SELECT m.run_id, m.step, m.value FROM metrics m JOIN runs r ON r.id = m.run_id"
-            " WHERE r.sweep = ? AND m.key = ? ORDER BY m.run_id, m.attempt, m.line",
+            "SELECT m.run_id, m.step, m.value FROM metrics m"
+            " JOIN runs r ON r.id = m.run_id AND m.attempt = r.attempt"
+            " WHERE r.sweep = ? AND m.key = ? ORDER BY m.run_id, m.line",
             [sweep_id, key],
         ).fetchall():
             points[run_id].append((step, value))
@@ -826,6 +846,8 @@ class Store:
                         change.fields.get("exit_code"),
                         change.fields.get("failure_class"),
                         change.reason,
+                        # Lost with its host: its copy may still run there, to be killed on return.
+                        change.fields.get("failure_class") == FailureClass.HOST_LOST.value,
                     )
                 )
         with self._transaction():
@@ -846,7 +868,7 @@ class Store:
                     self.con.execute(
                         "UPDATE attempts SET status = e.status, ended_at = e.ended_at,"
                         " exit_code = e.exit_code, failure_class = e.failure_class,"
-                        " reason = e.reason FROM _ended e"
+                        " reason = e.reason, abandoned = e.abandoned FROM _ended e"
                         " WHERE attempts.run_id = e.run_id AND attempts.attempt = e.attempt"
                     )
                 finally:
@@ -887,6 +909,23 @@ class Store:
 
     # --- output and metrics ---------------------------------------------------------------
 
+    def abandoned_attempts(self) -> dict[str, list[tuple[int, int]]]:
+        """Per host, the (run id, attempt) given up on while it was away and not yet stopped."""
+        found: dict[str, list[tuple[int, int]]] = {}
+        for host, run_id, attempt in self.con.execute(
+            "SELECT host, run_id, attempt FROM attempts WHERE abandoned ORDER BY run_id, attempt"
+        ).fetchall():
+            found.setdefault(host, []).append((run_id, attempt))
+        return found
+
+    def settle_abandoned(self, run_id: int, attempt: int, outcome: str) -> None:
+        """An abandoned attempt's copy is stopped (or found ended): say so in its reason."""
+        self.con.execute(
+            "UPDATE attempts SET abandoned = false, reason = concat_ws('; ', reason, ?)"
+            " WHERE run_id = ? AND attempt = ?",
+            [outcome, run_id, attempt],
+        )
+
     def log_position(self, run_id: int, attempt: int) -> LogPosition:
         row = self._one(
             "SELECT byte_offset, lines, bad_markers FROM log_offsets WHERE run_id = ? AND attempt = ?",
@@ -899,6 +938,8 @@ class Store:
         from the stored offset after any crash neither duplicates nor drops a point."""
         self._forget([batch.run_id])
         with self._transaction():
+            if batch.first and batch.attempt > 1:  # a run's summary is its final attempt's
+                self.con.execute("DELETE FROM run_metrics WHERE run_id = ?", [batch.run_id])
             if len(batch):
                 table = pa.table(
                     [
@@ -962,11 +1003,12 @@ class Store:
                     "DELETE FROM run_metrics WHERE run_id IN (SELECT DISTINCT run_id FROM _points)"
                 )
                 self.con.execute(
-                    "INSERT INTO run_metrics SELECT run_id, key, count(*),"
-                    " arg_max(value, attempt * 10000000000 + line),"
-                    " arg_max(step, attempt * 10000000000 + line), min(value), max(value)"
-                    " FROM metrics WHERE run_id IN (SELECT DISTINCT run_id FROM _points)"
-                    " GROUP BY run_id, key"
+                    "INSERT INTO run_metrics SELECT m.run_id, m.key, count(*),"
+                    " arg_max(m.value, m.line), arg_max(m.step, m.line), min(m.value),"
+                    " max(m.value) FROM metrics m JOIN runs r ON r.id = m.run_id"
+                    " AND m.attempt = r.attempt"  # the final attempt's, as ingest keeps them
+                    " WHERE m.run_id IN (SELECT DISTINCT run_id FROM _points)"
+                    " GROUP BY m.run_id, m.key"
                 )
             finally:
                 self.con.unregister("_points")
@@ -1099,13 +1141,24 @@ class Store:
         return None
 
     def metrics(
-        self, run_id: int, key: str | None = None, max_points: int | None = None
+        self,
+        run_id: int,
+        key: str | None = None,
+        max_points: int | None = None,
+        attempt: int | None = None,
     ) -> list[dict[str, Any]]:
-        """A run's points in log order. With `max_points`, a key with more points keeps about
-        that many for a chart: the first and last, and the lowest and highest of each of
-        max_points/2 runs of neighbours, so spikes and the curve's shape survive."""
+        """One attempt's points in log order: its final attempt's unless `attempt` is given.
+        With `max_points`, a key with more points keeps about that many for a chart: the first
+        and last, and the lowest and highest of each of max_points/2 runs of neighbours, so
+        spikes and the curve's shape survive."""
         where = "run_id = ?" + (" AND key = ?" if key is not None else "")
         args: list[Any] = [run_id] + ([key] if key is not None else [])
+        if attempt is None:
+            where += " AND attempt = (SELECT attempt FROM runs WHERE id = ?)"
+            args.append(run_id)
+        else:
+            where += " AND attempt = ?"
+            args.append(attempt)
         names = ("attempt", "key", "step", "value", "wall_time", "line")
         if max_points is None:
             sql = (
