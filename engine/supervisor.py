@@ -822,7 +822,12 @@ class Supervisor:
                 if active.attempt.pid == 0:  # the link dropped during the start
                     if not await executor.attempt_exists(run.id, active.number):
                         why = f"host {host} dropped before attempt {active.number} started"
-                        self._not_started(run, active.number, why)
+                        if active.cancel_requested:
+                            why = f"cancelled by user while starting; {why}"
+                            ended = {"ended_at": time.time()}
+                            self._transition([Transition(run.id, RunStatus.CANCELLED, why, ended)])
+                        else:
+                            self._not_started(run, active.number, why)
                         return False
                     active.attempt = await executor.reattach(active.attempt)
                 state = await executor.probe(active.attempt)
@@ -869,13 +874,18 @@ class Supervisor:
 
     def _give_up(self, active: Active, why: str) -> None:
         """The host stayed away too long: end this attempt as host_lost (retried elsewhere
-        under the retry policy) and kill its copy if the host ever returns."""
+        under the retry policy, unless it was cancelled) and kill its copy if the host ever
+        returns."""
         run = self.runs[active.run.id]
         self.abandoned.setdefault(run.host or "", []).append((run.id, active.number))
         fields: dict[str, Any] = {
             "failure_class": FailureClass.HOST_LOST.value,
             "ended_at": time.time(),
         }
+        if active.cancel_requested:  # never retried: its copy is killed on the host's return
+            why = f"cancelled by user; {why}; killed when it returns"
+            self._transition([Transition(run.id, RunStatus.CANCELLED, why, fields)])
+            return
         self._end_attempt(run, active.number, RunStatus.FAILED, FailureClass.HOST_LOST, why, fields)
 
     async def _ingest(self, active: Active, final: bool) -> None:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from engine.client import Client, connect
-from engine.model import JobSpec, RetryPolicy, Run, RunStatus
+from engine.model import FailureClass, JobSpec, RetryPolicy, Run, RunStatus
 from tui.app import RunyardApp
 from tui.widgets import HostPane, since_text
 
@@ -177,6 +177,55 @@ async def test_a_hung_link_is_noticed_in_seconds_and_the_run_goes_on(
     events = await _events(client, run.id)
     assert any(e.startswith("unreachable: host box1 unreachable") for e in events), events
     assert any(e.startswith("running: host box1 is back") for e in events), events
+
+
+async def _start_dropped(client: Client, lab: SshLab, job: JobSpec) -> Run:
+    """Submit `job` to box1 while its link hangs, and kill the host while the start waits on
+    it: the start request never reaches a shell. The host then comes back."""
+    frozen = lab.hosts[0].hang()
+    assert frozen
+    [run] = await client.submit([job])
+    await wait_until(lambda: _status_is(client, run.id, RunStatus.STARTING), what="starting")
+    return run
+
+
+async def test_a_run_cancelled_while_starting_is_cancelled_even_if_its_host_drops(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    run = await _start_dropped(client, lab, steps_job(project, "box1", 5, 0.01))
+    cancelled = await client.cancel(run.id)
+    assert cancelled.status is RunStatus.STARTING  # it ends once its start returns
+    lab.hosts[0].kill()
+    lab.hosts[0].start()
+    ended = await client.wait(run.id, 60)
+    assert ended.status is RunStatus.CANCELLED, ended.reason
+    assert (
+        ended.reason
+        == "cancelled by user while starting; host box1 dropped before attempt 1 started"
+    )
+    assert ended.attempt == 1  # never queued again, never run
+
+
+async def test_a_start_the_host_dropped_counts_against_the_attempts(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    job = msgspec.structs.replace(
+        steps_job(project, "box1", 5, 0.01), retry=RetryPolicy(attempts=1, backoff_s=0)
+    )
+    run = await _start_dropped(client, lab, job)
+    lab.hosts[0].kill()
+    lab.hosts[0].start()
+    ended = await client.wait(run.id, 60)
+    assert (ended.status, ended.attempt, ended.failure_class) == (
+        RunStatus.FAILED,
+        1,
+        FailureClass.HOST_LOST,
+    )
+    assert ended.reason == "host box1 dropped before attempt 1 started; gave up after 1 attempts"
+    later = await client.submit([steps_job(project, "box1", 5, 0.01)])  # the host works on
+    assert (await client.wait(later[0].id, 60)).status is RunStatus.SUCCEEDED
 
 
 async def _was(client: Client, run_id: int, status: str) -> bool:

@@ -276,9 +276,12 @@ class SshExecutor(Executor):
     ) -> asyncssh.SSHCompletedProcess:
         conn, _ = await self.link.connection()
         try:
-            return await asyncio.wait_for(conn.run(command, check=False), timeout)
+            result = await asyncio.wait_for(conn.run(command, check=False), timeout)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise HostUnreachable(describe(exc, self.host)) from exc
+        if result.exit_status is None:  # the channel closed under it: the link went down
+            raise HostUnreachable(self.link.error or "connection lost during a command")
+        return result
 
     async def _prepare(self) -> PurePosixPath:
         """Create the workdir and upload the wrapper and probe, once per connection."""
@@ -404,8 +407,6 @@ class SshExecutor(Executor):
             f" echo; stat -c %.3Y {code} 2>/dev/null || stat -c %Y {code} 2>/dev/null",
             timeout=None,
         )
-        if result.exit_status is None:  # the channel closed under us: the link went down
-            raise HostUnreachable(self.link.error or "connection lost while waiting")
         text, _, written = _text(result.stdout).strip().partition("\n")
         exit_code = int(text) if text.lstrip("-").isdigit() else None
         try:
