@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from engine import cli
 
-EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_EXAMPLES", "600"))  # per file kind; CI runs 1,200
+EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_EXAMPLES", "1000"))  # per file kind; CI runs 2,000
 
 GOOD_HOSTS: dict[str, Any] = {
     "engine": {"state_dir": "runs", "sample_interval_s": 1.0, "cancel_grace_s": 5.0},
