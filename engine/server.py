@@ -204,24 +204,28 @@ def make_app(daemon: Daemon) -> web.Application:
     async def log(request: web.Request) -> web.Response:
         """Raw bytes of one attempt's output.log from `offset`; X-Next-Offset says where to go on."""
         run = await find(request)
-        if run.attempt == 0 or run.host is None:
-            return web.Response(body=b"", headers={"X-Next-Offset": "0", "X-Run-Ended": "0"})
-        executor = sup.executors.get(run.host)
-        if executor is None:
-            return _error(409, f"host {run.host!r} has no executor")
         try:
             number = int(request.query.get("attempt", run.attempt))
             offset = int(request.query.get("offset", "0"))
             limit = min(int(request.query.get("max_bytes", MAX_LOG_READ)), MAX_LOG_READ)
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
+        # An earlier attempt may have run on another host than the run's last one.
+        host = (
+            run.host if number == run.attempt else await db.call(store.attempt_host, run.id, number)
+        )
+        if number == 0 or host is None:
+            return web.Response(body=b"", headers={"X-Next-Offset": "0", "X-Run-Ended": "0"})
+        executor = sup.executors.get(host)
+        if executor is None:
+            return _error(409, f"host {host!r} has no executor")
         try:
             attempt = Attempt(executor.attempt_dir(run.id, number), pid=0, start_time=None)
             if offset < 0:  # from the end: the last -offset bytes
                 offset = max(0, await executor.output_size(attempt) + offset)
             data = await executor.read_output(attempt, offset, limit)
         except HostUnreachable as exc:
-            return _error(503, f"host {run.host} is unreachable: {exc}")
+            return _error(503, f"host {host} is unreachable: {exc}")
         ended = run.id not in sup.runs and (await db.call(store.get_run, run.id)).status.terminal
         return web.Response(
             body=data,

@@ -476,6 +476,8 @@ async def _check_kept_once(client: Client, run_id: int, old_pid: int) -> None:
     assert [p["step"] for p in await client.metrics(run_id)] == list(range(40))
     early = await client.metrics(run_id, attempt=1)
     assert early and {p["attempt"] for p in early} == {1}  # box1's points are kept apart
+    box1_log = (await client.log(run_id, attempt=1))[0].decode()
+    assert box1_log.startswith("ARGV") and '"step": 0' in box1_log  # read from box1, not here
     [why] = [e for e in await _events(client, run_id) if "unreachable for over" in e]
     away = int(re.search(r"unreachable for over (\d+)s", why)[1])  # type: ignore[index]
     assert LOST_AFTER_S <= away <= LOST_AFTER_S + 1, why  # the real figure, not twice it

@@ -909,6 +909,13 @@ class Store:
 
     # --- output and metrics ---------------------------------------------------------------
 
+    def attempt_host(self, run_id: int, attempt: int) -> str | None:
+        """The host an attempt ran on, or None when it never started."""
+        row = self._one(
+            "SELECT host FROM attempts WHERE run_id = ? AND attempt = ?", [run_id, attempt]
+        )
+        return row[0] if row else None
+
     def abandoned_attempts(self) -> dict[str, list[tuple[int, int]]]:
         """Per host, the (run id, attempt) given up on while it was away and not yet stopped."""
         found: dict[str, list[tuple[int, int]]] = {}
