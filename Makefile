@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/tui.py
 	$(PY) bench/chart.py
 	$(PY) bench/results.py
+	$(PY) bench/cli.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

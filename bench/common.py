@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.client import Client, EngineError, connect, probe
 from engine.config import load_config
-from engine.daemon import socket_path
+from engine.paths import socket_path
 
 
 @contextlib.asynccontextmanager

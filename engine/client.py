@@ -22,8 +22,9 @@ import aiohttp
 import msgspec
 
 from engine.config import Config, ConfigError, find_config, load_config
-from engine.daemon import DaemonError, lock_holder, pid_alive, prepare_state_dir, socket_path
+from engine.errors import DaemonError, DaemonGone, EngineError
 from engine.model import JobSpec, Run, RunStatus, Sweep
+from engine.paths import lock_holder, pid_alive, prepare_state_dir, socket_path
 from engine.protocol import (
     API,
     ENCODER,
@@ -63,18 +64,6 @@ __all__ = [
 def load_project(config: str | os.PathLike[str] | None = None) -> Config:
     """This project's configuration, found as git finds .git (raises ConfigError)."""
     return load_config(find_config(config))
-
-
-class EngineError(Exception):
-    """The daemon refused a request; the message is its reason."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DaemonGone(EngineError):
-    """The daemon did not answer: it stopped or crashed, or this client was closed."""
 
 
 class OwnDaemonConnector(aiohttp.UnixConnector):

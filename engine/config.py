@@ -16,17 +16,13 @@ import msgspec
 
 from engine import template
 from engine.capture import CaptureError, readers_for
+from engine.errors import ConfigError
 from engine.model import MAX_AMOUNT, MAX_PRIORITY, MAX_SEED, HostSpec, Resources, RetryPolicy
+from engine.paths import CONFIG_ENV, CONFIG_NAME
 from engine.template import RUNTIME_FIELDS
 
-CONFIG_NAME = "hosts.toml"
-CONFIG_ENV = "RUNYARD_CONFIG"
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message says where and what was expected."""
 
 
 class EngineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

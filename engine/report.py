@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
-
 BOUNDED_NAMES = re.compile(r"(^|[^a-z])(auc|roc|acc|accuracy|f1|precision|recall|iou|dice)")
 
 
@@ -46,6 +44,8 @@ def confidence_interval(mean: float, std: float, n: int, level: float = 0.95) ->
     """The t-based interval of a mean over `n` seeds; None with fewer than two."""
     if n < 2:
         return None
+    from scipy import stats  # loaded where statistics are made, not by every CLI call
+
     half = std / math.sqrt(n) * float(stats.t.ppf((1 + level) / 2, n - 1))
     return [mean - half, mean + half]
 
@@ -55,6 +55,8 @@ def welch(best: dict[str, Any], other: dict[str, Any], mode: str) -> dict[str, A
     their means, standard deviations and counts; `p` is one-sided, for "the best is better"."""
     if best["n"] < 2 or other["n"] < 2 or best["std"] == other["std"] == 0:
         return None
+    from scipy import stats
+
     result = stats.ttest_ind_from_stats(
         best["mean"], best["std"], best["n"], other["mean"], other["std"], other["n"],
         equal_var=False, alternative="greater" if mode == "max" else "less",

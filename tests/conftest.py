@@ -17,7 +17,7 @@ import pytest
 
 from engine.client import Client, connect, probe
 from engine.config import load_config
-from engine.daemon import socket_path
+from engine.paths import socket_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

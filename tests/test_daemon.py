@@ -21,8 +21,8 @@ import msgspec
 import pytest
 
 from engine.client import Client, DaemonGone, EngineError, connect, probe
-from engine.daemon import socket_path
 from engine.model import FailureClass, JobSpec, RunStatus
+from engine.paths import socket_path
 
 from .conftest import HOSTS, Project, wait_until
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.client import connect, probe
-from engine.daemon import DaemonError, socket_path
+from engine.errors import DaemonError
+from engine.paths import socket_path
 
 from .conftest import HOSTS, Project, wait_until
 

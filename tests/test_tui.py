@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Awaitable
 from types import SimpleNamespace
@@ -309,31 +308,6 @@ def test_without_nvml_the_sample_says_why() -> None:
 
     sample = LocalSampler("laptop", Nvml(Missing())).sample()
     assert sample.gpus == () and sample.gpu_error.startswith("no NVIDIA GPU")
-
-
-def test_dependencies_point_one_way() -> None:
-    """engine never imports tui or textual; tui imports only engine.client, .protocol, .model."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    allowed_in_tui = {"engine.client", "engine.protocol", "engine.model"}
-    for package in ("engine", "tui"):
-        for path in (root / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    names = [node.module]
-                for name in names:
-                    top = name.split(".")[0]
-                    if package == "engine":
-                        assert top not in ("tui", "textual"), f"{path} imports {name}"
-                    elif top == "engine":
-                        assert name in allowed_in_tui, f"{path} imports {name}"
-                    assert "duckdb" not in name or package == "engine", f"{path} imports {name}"
-    assert os.path.isdir(root / "tui")
 
 
 def test_declared_gpus_show_what_runs_hold() -> None:

@@ -1,0 +1,300 @@
+"""Sweeps and their results: launch one, follow it, and read it out as statistics, side-by-side
+comparisons, exports, reports and SQL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine import template
+from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, cell, print_json, table
+from engine.cli.runs import cmd_runs
+from engine.model import (
+    format_duration,
+)
+
+if TYPE_CHECKING:
+    from engine.client import Client
+
+
+async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"engine sweep: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        overrides[key.strip()] = value.strip()
+    from engine.config import load_experiment
+
+    load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
+    result = await engine.sweep(args.file, overrides, dry_run=args.dry_run)
+    if args.json:
+        print_json(result)
+    what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
+    print(f"{what}: {result.trials} trials: {result.where}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.dry_run:
+        if not args.json:
+            for job in result.first:
+                print(f"{job.name}  {shlex.join(template.shown(job.argv, job.templated))}")
+            if result.trials > len(result.first):
+                print(f"… and {result.trials - len(result.first)} more")
+            for line in result.sees:
+                print(line)
+        return 0
+    if not args.json:
+        print(result.sweep)
+    if not args.wait:
+        return 0
+    assert result.sweep is not None
+    done = await engine.wait_sweep(result.sweep)
+    print(
+        f"sweep {result.sweep}: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(done.counts.items())),
+        file=sys.stderr,
+    )
+    bad = sum(n for status, n in done.counts.items() if status not in ("succeeded", "pruned"))
+    return 0 if not bad else EXIT_REFUSED
+
+
+async def cmd_sweeps(engine: Client, args: argparse.Namespace) -> int:
+    sweeps = await engine.sweeps()
+    if args.json:
+        print_json(sweeps)
+        return 0
+    rows = [
+        (
+            s.id,
+            s.method,
+            str(s.trials),
+            " ".join(f"{k}={v}" for k, v in sorted(s.counts.items())),
+            s.snapshot or "-",
+            ago(s.created_at),
+        )
+        for s in sweeps
+    ]
+    print(table(rows, ("SWEEP", "METHOD", "TRIALS", "RUNS", "SNAPSHOT", "CREATED")))
+    return 0
+
+
+async def cmd_sweep_status(engine: Client, args: argparse.Namespace) -> int:
+    sweep = await engine.sweep_status(args.sweep)
+    if args.json:
+        print_json({"sweep": sweep, "runs": await engine.runs(sweep=sweep.id, limit=None)})
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.counts.items()))
+    print(
+        f"sweep {sweep.id}: {sweep.trials} trials ({sweep.method}) from {sweep.file}",
+        file=sys.stderr,
+    )
+    print(f"  {counts}; snapshot {sweep.snapshot}", file=sys.stderr)
+    args.status, args.limit = None, None
+    return await cmd_runs(engine, args)
+
+
+async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
+    result = await engine.best(args.sweep, args.by, args.mode)
+    if args.json:
+        print_json(result)
+        return 0
+    configs = result["configs"]
+    if not configs:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(result.get("counts", {}).items()))
+        succeeded = result.get("counts", {}).get("succeeded", 0)
+        why = (
+            f"no succeeded run reported {result['metric']}"
+            if succeeded
+            else "no run succeeded" + (f" ({counts})" if counts else "")
+        )
+        print(f"sweep {args.sweep}: {why}", file=sys.stderr)
+        return EXIT_REFUSED
+    top = configs[0]
+    ci = ""
+    if top.get("ci95"):
+        clipped = f", cut at the bound {result['bounds']}" if top.get("ci95_clipped") else ""
+        ci = f", 95% CI [{top['ci95'][0]:.6g}, {top['ci95'][1]:.6g}{clipped}]"
+    value = "each run's last value" if result["summary"] == "last" else "each run's best value"
+    print(
+        f"best of {len(configs)} configs by {result['metric']} ({result['mode']}, {value}): "
+        f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds{ci}; best run {top['best_run']}"
+    )
+    print((f"{top['model_type']} " if top.get("model_type") else "") + json.dumps(top["params"]))
+    test = result.get("best_vs_runner_up")
+    if test:
+        second = configs[1]
+        verdict = "better" if test["p"] < 0.05 else "not clearly better"
+        print(
+            f"vs runner-up {second['mean']:.6g} ± {second['std']:.3g}: Welch t = {test['t']:.3g},"
+            f" df = {test['df']:.3g}, one-sided p = {test['p']:.3g} ({verdict} at 5%)"
+        )
+    return 0
+
+
+async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
+    from engine import report
+
+    refs = list(args.runs)
+    if args.sweep:
+        refs += [r.id for r in reversed(await engine.runs(sweep=args.sweep, limit=None))]
+    if len(refs) < 2:
+        print("engine compare: give two or more runs, or --sweep S", file=sys.stderr)
+        return EXIT_USAGE
+    found = [await engine.run(ref) for ref in refs]
+    result = report.compare([d.run for d in found], [d.details for d in found])
+    if args.json:
+        print_json(result)
+        return 0
+    header = ["", *(f"{r['id']} {r['name']}"[:24] for r in result["runs"])]
+    rows = []
+    for p in result["params"]:
+        if p["differs"] or args.all:
+            mark = "≠ " if p["differs"] else "  "
+            rows.append([mark + p["name"], *(cell(v) for v in p["values"])])
+    for m in result["metrics"]:
+        cells = [
+            f"{cell(v['last'])} [{cell(v['min'])}, {cell(v['max'])}]" if v else "-"
+            for v in m["runs"]
+        ]
+        rows.append([f"  {m['key']} last [min, max]", *cells])
+    rows.append(["  duration", *(format_duration(r["duration_s"]) for r in result["runs"])])
+    rows.append(["  host", *(r["host"] or "-" for r in result["runs"])])
+    rows.append(["  status", *(r["status"] for r in result["runs"])])
+    print(table(rows, header))
+    return 0
+
+
+async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
+    made = await engine.report(args.sweep, args.out)
+    print(
+        f"wrote {len(made['files'])} files to {args.out}: {', '.join(made['files'])}",
+        file=sys.stderr,
+    )
+    print(Path(made["out"]) / "index.md")
+    return 0
+
+
+async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
+    from engine import report
+
+    result = await engine.best(args.sweep, args.by, args.mode, runs=args.runs)
+    configs, metric = result["configs"], result["metric"]
+    if not configs:
+        print(f"sweep {args.sweep}: no succeeded run reported {metric}", file=sys.stderr)
+        return EXIT_REFUSED
+    summary = result["summary"]
+    rows = (
+        report.run_rows(configs, metric, summary)
+        if args.runs
+        else report.config_rows(configs, metric, summary)
+    )
+    if args.format == "parquet":
+        if not args.out:
+            print("engine export: parquet needs --out FILE", file=sys.stderr)
+            return EXIT_USAGE
+        report.to_parquet(rows, Path(args.out))
+    else:
+        text = (
+            report.to_csv(rows)
+            if args.format == "csv"
+            else report.to_latex(
+                configs,
+                metric,
+                result["mode"],
+                f"{args.sweep}: {metric} ({summary} value of each run)",
+            )
+        )
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            sys.stdout.write(text)
+    if args.out:
+        print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+async def cmd_sql(engine: Client, args: argparse.Namespace) -> int:
+    from engine import report
+
+    result = await engine.sql(args.query)
+    columns, rows = result["columns"], result["rows"]
+    if args.json:
+        print_json([dict(zip(columns, r, strict=True)) for r in rows])
+    elif args.csv:
+        sys.stdout.write(report.to_csv([dict(zip(columns, r, strict=True)) for r in rows]))
+    else:
+        print(table([[cell(v) for v in r] for r in rows], columns))
+    return 0
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "sweeps": cmd_sweeps,
+    "sweep-status": cmd_sweep_status,
+    "best": cmd_best,
+    "compare": cmd_compare,
+    "report": cmd_report,
+    "export": cmd_export,
+    "sql": cmd_sql,
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The verbs of sweeps and results."""
+    p = sub.add_parser("sweep", help="launch (or --dry-run) a sweep of an experiment file")
+    p.add_argument("file", help="an experiment file, e.g. experiments/xgb_digits.toml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fix a parameter (a value or [list]) or set trials, seeds, max_concurrent, method; repeatable",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the trial count, the first trials and where they would run",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for every trial; exit 1 unless all succeed"
+    )
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("sweeps", help="sweeps, newest first, with their runs by status")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("sweep-status", help="a sweep's runs and how far it has got")
+    p.add_argument("sweep")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("best", help="a sweep's best configuration: mean and spread over seeds")
+    p.add_argument("sweep")
+    p.add_argument("--by", metavar="KEY", help="the metric (default: the experiment's)")
+    p.add_argument("--mode", choices=["min", "max"], help="(default: the experiment's)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("compare", help="runs side by side: params that differ, metrics, durations")
+    p.add_argument("runs", nargs="*", help="run ids or names")
+    p.add_argument("--sweep", help="every run of this sweep")
+    p.add_argument("--all", action="store_true", help="show params that do not differ too")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="a sweep's exports and plots, tied together by an index.md")
+    p.add_argument("sweep")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
+    p.add_argument("sweep")
+    p.add_argument("--format", choices=["csv", "parquet", "latex"], default="csv")
+    p.add_argument("--out", metavar="FILE", help="write here (default: stdout; parquet needs it)")
+    p.add_argument("--runs", action="store_true", help="one row per run, not per configuration")
+    p.add_argument("--by", metavar="KEY", help="the metric (default: the sweep's)")
+    p.add_argument("--mode", choices=["min", "max"])
+
+    p = sub.add_parser("sql", help="read-only SQL over the views runs_v, metrics_v, params_v")
+    p.add_argument("query")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", action="store_true")
+    for name, command in COMMANDS.items():
+        sub.choices[name].set_defaults(handler=command)
