@@ -34,6 +34,13 @@ def keygen(path: Path) -> Path:
     return path
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
@@ -96,14 +103,19 @@ class SshHost:
         return stopped
 
     def kill(self) -> None:
-        """The host goes away: the listener and every connection die."""
-        children = self.sessions()
+        """The host goes away: the listener and every connection die, and are gone (or
+        zombies) on return, so none writes its log after the test has moved on."""
+        listener = None
         with contextlib.suppress(psutil.Error, FileNotFoundError, ValueError):
-            psutil.Process(self.pid).kill()
-        for child in children:
+            listener = psutil.Process(self.pid)
+            listener.suspend()  # no new connection between listing the sessions and the kill
+        dying = [p for p in (listener, *self.sessions()) if p is not None]
+        for process in dying:
             with contextlib.suppress(psutil.Error):
-                child.send_signal(signal.SIGCONT)
-                child.kill()
+                process.kill()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in dying) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self.kill()
