@@ -91,7 +91,7 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
             if self.db:
-                await self._flush_samples()
+                await self.flush_samples()
                 self.db.close()
             lock.release()
         print("engine daemon stopped; runs keep going", file=sys.stderr, flush=True)
@@ -120,13 +120,10 @@ class Daemon:
                 for name in names:
                     self.add_sample(msgspec.structs.replace(sample, host=name))
             if time.monotonic() - last_flush >= SAMPLE_FLUSH_S:
-                await self._flush_samples()
+                await self.flush_samples()
                 last_flush = time.monotonic()
 
     async def flush_samples(self) -> None:
-        await self._flush_samples()
-
-    async def _flush_samples(self) -> None:
         """Store what was sampled since the last flush, one mean sample per host (the live view
         keeps every sample; the history needs no more than this)."""
         if self.unsaved and self.db:

@@ -171,5 +171,4 @@ class EventsDropped(msgspec.Struct, frozen=True, tag="dropped"):
 
 
 Event = RunChanged | MetricsAdded | LogLines | SampleTaken | HostChanged | EventsDropped
-EVENT_DECODER = msgspec.json.Decoder(Event)
 ENCODER = msgspec.json.Encoder()

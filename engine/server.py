@@ -13,8 +13,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine import __version__
-from engine.executors import Attempt
-from engine.executors.ssh import HostUnreachable, diagnose
+from engine.executors import Attempt, HostUnreachable
 from engine.model import RunQuery, RunStatus, parse_filter
 from engine.protocol import (
     API,
@@ -475,15 +474,12 @@ def make_app(daemon: Daemon) -> web.Application:
     async def host_check(request: web.Request) -> web.Response:
         """Diagnose a host step by step: DNS, TCP, SSH, workdir, Python, setsid, GPU."""
         name = request.match_info["name"]
-        spec = daemon.config.hosts.get(name)
-        if spec is None:
+        executor = sup.executors.get(name)
+        if executor is None:
             return _error(
                 404, f"unknown host {name!r}; hosts.toml has {sorted(daemon.config.hosts)}"
             )
-        if spec.kind == "local":
-            steps = [("local", True, "this machine: runs start directly, no SSH involved")]
-        else:
-            steps = await diagnose(spec)
+        steps = await executor.diagnose()
         return _json({"host": name, "steps": [list(step) for step in steps]})
 
     @routes.post(API + "/hosts/{name}/{action:enable|disable}")

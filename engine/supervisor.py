@@ -31,10 +31,17 @@ from engine.config import (
     experiment_json,
     load_experiment,
 )
-from engine.executors import Attempt, Executor, ExitInfo, Launch, LocalExecutor, ProcessState
+from engine.executors import (
+    Attempt,
+    Executor,
+    ExitInfo,
+    HostUnreachable,
+    Launch,
+    ProcessState,
+    executor_for,
+)
 from engine.executors.base import work_dir
 from engine.executors.local import signal_name
-from engine.executors.ssh import HostUnreachable, SshExecutor
 from engine.model import (
     DataLink,
     FailureClass,
@@ -159,20 +166,10 @@ class Supervisor:
         self.db = db
         self.store = db.store
         self.bus = bus
-        self.executors: dict[str, Executor] = {}
-        for name, host in config.hosts.items():
-            if host.kind == "local":
-                workdir = Path(host.workdir).expanduser() if host.workdir else config.state_dir
-                if not workdir.is_absolute():
-                    workdir = config.project_dir / workdir
-                self.executors[name] = LocalExecutor(host, workdir)
-            else:
-                self.executors[name] = SshExecutor(
-                    host,
-                    fetched=config.state_dir / "runs",
-                    on_change=lambda name=name: self._host_changed(name),
-                    on_sample=on_sample,
-                )
+        self.executors: dict[str, Executor] = {
+            name: executor_for(config, name, lambda name=name: self._host_changed(name), on_sample)
+            for name in config.hosts
+        }
         self.disabled_by_user: dict[str, str] = {}
         # Per host, the (run id, attempt) given up on while it was away: their copies are killed
         # when it comes back. Kept in the store too, so a restart in between forgets none.
@@ -201,8 +198,7 @@ class Supervisor:
     async def start(self) -> None:
         self.abandoned = await self.db.call(self.store.abandoned_attempts)
         for executor in self.executors.values():
-            if isinstance(executor, SshExecutor):
-                executor.start_link()
+            executor.connect()
         await self.db.call(
             self.store.upsert_hosts, [self.host_record(n) for n in self.config.hosts]
         )
@@ -808,12 +804,11 @@ class Supervisor:
                 [Transition(run.id, RunStatus.UNREACHABLE, f"host {host} unreachable: {why}")]
             )[0]
         executor = active.executor
-        assert isinstance(executor, SshExecutor)
         while True:
             since = self.host_since.get(host) or time.time()
             left = since + self.config.hosts[host].lost_after_s - time.time()
             try:
-                await asyncio.wait_for(executor.link.up.wait(), max(0.0, left))
+                await asyncio.wait_for(executor.until_up(), max(0.0, left))
             except TimeoutError:
                 away = time.time() - since
                 self._give_up(active, f"host {host} unreachable for over {away:.0f}s: {why}")
@@ -1290,8 +1285,7 @@ class Supervisor:
                 adaptive.study.attach(run)
                 adaptive.study.report(run.id, replayed.get(run.id, []))
             try:
-                if isinstance(executor, SshExecutor):
-                    await executor.link.tried.wait()  # its first connection try
+                await executor.first_try()
                 if not active.attempt.pid:
                     active.attempt = await executor.reattach(active.attempt)
                 state = await executor.probe(active.attempt)
@@ -1357,8 +1351,7 @@ class Supervisor:
         number = run.attempt + 1
         for name, executor in self.executors.items():
             try:
-                if isinstance(executor, SshExecutor):
-                    await executor.link.tried.wait()
+                await executor.first_try()
                 if await executor.attempt_exists(run.id, number):
                     return name, number
             except HostUnreachable:

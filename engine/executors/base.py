@@ -12,6 +12,10 @@ import msgspec
 from engine.model import DataLink, HostSpec
 
 
+class HostUnreachable(Exception):
+    """The host cannot be reached now; the message says why. Its runs are waited for."""
+
+
 class Launch(msgspec.Struct, frozen=True):
     """Everything needed to start one attempt of a run on a host. With a `snapshot` (a code
     snapshot's folder on this machine) the attempt runs in its own work directory made from it,
@@ -125,6 +129,19 @@ class Executor(abc.ABC):
     async def fetch_artifacts(self, run_id: int) -> Path | None:
         """Bring a finished run's artifacts to this machine (where they are not already)."""
         return None
+
+    def connect(self) -> None:  # noqa: B027 - a local host needs nothing to be reached
+        """Start reaching the host in the background, for as long as the daemon runs."""
+
+    async def first_try(self) -> None:  # noqa: B027
+        """Return once the host has been tried at least once, reachable or not."""
+
+    async def until_up(self) -> None:  # noqa: B027
+        """Return when the host can be reached (at once for one that always can)."""
+
+    async def diagnose(self) -> list[tuple[str, bool, str]]:
+        """Check the host step by step, as (step, ok, what was found)."""
+        return [("local", True, "this machine: runs start directly, no SSH involved")]
 
     async def close(self) -> None:  # noqa: B027 - a local host holds nothing to let go of
         """Let go of the host (connections, background tasks); runs keep going."""

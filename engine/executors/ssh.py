@@ -28,6 +28,7 @@ from engine.executors.base import (
     Attempt,
     Executor,
     ExitInfo,
+    HostUnreachable,
     Launch,
     ProcessState,
     wrapper_args,
@@ -42,10 +43,6 @@ BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between reconnection 
 # What a remote run is given of the daemon's environment; the rest comes from the host's own
 # login environment and the host's `setup`.
 PASSED_ENV = ("RUNYARD_", "CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED")
-
-
-class HostUnreachable(Exception):
-    """The host cannot be reached now; the message says why."""
 
 
 class HostLink:
@@ -230,8 +227,17 @@ class SshExecutor(Executor):
 
     # --- the link ----------------------------------------------------------------------------
 
-    def start_link(self) -> None:
+    def connect(self) -> None:
         self.link.start()
+
+    async def first_try(self) -> None:
+        await self.link.tried.wait()
+
+    async def until_up(self) -> None:
+        await self.link.up.wait()
+
+    async def diagnose(self) -> list[tuple[str, bool, str]]:
+        return await diagnose(self.host)
 
     async def close(self) -> None:
         if self._probe:
