@@ -1,0 +1,175 @@
+"""The executor contract: one suite, run over every kind of executor (this machine, and a real
+sshd host on loopback), as the engine uses them. A new executor (a cluster scheduler) is added
+by making it pass this suite."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.executors import Attempt, Executor, HostUnreachable, Launch, ProcessState, executor_for
+
+from .conftest import wait_until
+from .sshd import SshLab
+
+REMOTE_PY = "/usr/bin/python3"  # on the SSH host, its own Python
+COUNT = (
+    "import os, sys, time\n"
+    "folder = os.environ['RUNYARD_ARTIFACT_DIR']\n"
+    "os.makedirs(folder, exist_ok=True)\n"
+    "open(os.path.join(folder, 'made.txt'), 'w').write('by the run')\n"
+    "for i in range(int(sys.argv[1])):\n"
+    "    print('line', i, flush=True)\n"
+    "    time.sleep(float(sys.argv[2]))\n"
+    "sys.exit(int(sys.argv[3]))\n"
+)
+
+
+@pytest.fixture
+def lab(short_tmp: Path) -> Iterator[SshLab]:
+    lab = SshLab(short_tmp / "lab", 1)
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(params=["local", "ssh"])
+async def host(
+    request: pytest.FixtureRequest, short_tmp: Path
+) -> AsyncIterator[tuple[Executor, SshLab | None]]:
+    """An executor of each kind, connected, with the lab behind it (None for this machine)."""
+    lab = request.getfixturevalue("lab") if request.param == "ssh" else None
+    hosts = '[engine]\nstate_dir = "state"\n[hosts.local]\nkind = "local"\n'
+    if lab is not None:
+        hosts += lab.toml(0, "box")
+    (short_tmp / "hosts.toml").write_text(hosts)
+    config = load_config(short_tmp / "hosts.toml")
+    config.state_dir.mkdir(parents=True)
+    executor = executor_for(config, "box" if lab else "local", lambda: None, lambda _: None)
+    executor.connect()
+    await asyncio.wait_for(executor.until_up(), 30)
+    try:
+        yield executor, lab
+    finally:
+        await executor.close()
+
+
+def _launch(executor: Executor, run_id: int, n: int, pause: float, code: int = 0) -> Launch:
+    python = sys.executable if executor.host.kind == "local" else REMOTE_PY
+    run_dir = executor.run_dir(run_id)
+    return Launch(
+        run_id=run_id,
+        attempt=1,
+        argv=(python, "-c", COUNT, str(n), str(pause), str(code)),
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "RUNYARD_ARTIFACT_DIR": f"{run_dir}/artifacts"},
+        attempt_dir=executor.attempt_dir(run_id, 1),
+    )
+
+
+async def _output(executor: Executor, attempt: Attempt) -> bytes:
+    return await executor.read_output(attempt, 0, 1 << 20)
+
+
+async def test_a_run_starts_prints_and_ends_with_its_exit_code(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    executor, _ = host
+    attempt = await executor.start(_launch(executor, 1, 3, 0.01, code=3))
+    assert attempt.pid > 0 and attempt.attempt_dir == executor.attempt_dir(1, 1)
+    ended = await asyncio.wait_for(executor.wait(attempt), 30)
+    assert ended.exit_code == 3 and ended.ended_at is not None
+    assert await executor.probe(attempt) is ProcessState.EXITED
+    out = await _output(executor, attempt)
+    assert out == b"line 0\nline 1\nline 2\n"
+    assert await executor.output_size(attempt) == len(out)
+    assert await executor.read_output(attempt, 7, 7) == b"line 1\n"  # from an offset, bounded
+
+
+async def test_an_attempt_is_found_again_from_its_folder(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    """What a daemon after a restart has: the attempt's folder, no pid, no start time."""
+    executor, _ = host
+    started = await executor.start(_launch(executor, 2, 200, 0.05))
+    assert await executor.attempt_exists(2, 1) and not await executor.attempt_exists(2, 2)
+    folder_only = Attempt(executor.attempt_dir(2, 1), 0, None)
+    found = await wait_until(
+        lambda: _with_pid(executor, folder_only), what="the wrapper to record its pid"
+    )
+    assert isinstance(found, Attempt) and found.pid == started.pid
+    assert await executor.probe(found) is ProcessState.RUNNING
+    assert await executor.signal(found, signal.SIGKILL)
+    await wait_until(lambda: _gone(executor, found), what="the killed attempt gone")
+
+
+async def _with_pid(executor: Executor, attempt: Attempt) -> Attempt | None:
+    found = await executor.reattach(attempt)
+    return found if found.pid else None
+
+
+async def _gone(executor: Executor, attempt: Attempt) -> bool:
+    return await executor.probe(attempt) is ProcessState.GONE
+
+
+async def test_a_signal_reaches_the_command_and_the_wrapper_records_it(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    executor, _ = host
+    attempt = await executor.start(_launch(executor, 3, 200, 0.05))
+    await wait_until(lambda: _printed(executor, attempt), what="the run printing")
+    assert await executor.signal(attempt, signal.SIGTERM)
+    ended = await asyncio.wait_for(executor.wait(attempt), 30)
+    assert ended.exit_code == 128 + signal.SIGTERM  # the command died of it; the wrapper lived
+    # The wrapper exits just after writing exit_code: then there is nothing left to signal.
+    await wait_until(lambda: _nothing_to_signal(executor, attempt), what="the group gone")
+
+
+async def _nothing_to_signal(executor: Executor, attempt: Attempt) -> bool:
+    return not await executor.signal(attempt, 0)
+
+
+async def _printed(executor: Executor, attempt: Attempt) -> bool:
+    return await executor.output_size(attempt) > 0
+
+
+async def test_artifacts_end_up_on_this_machine(host: tuple[Executor, SshLab | None]) -> None:
+    executor, _ = host
+    attempt = await executor.start(_launch(executor, 4, 1, 0.0))
+    assert (await asyncio.wait_for(executor.wait(attempt), 30)).exit_code == 0
+    fetched = await executor.fetch_artifacts(4)
+    folder = fetched or Path(executor.run_dir(4)) / "artifacts"  # local runs write them here
+    assert (folder / "made.txt").read_text() == "by the run"
+
+
+async def test_an_unreachable_host_is_an_error_of_its_own_kind(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    """Calls to a host that went away raise HostUnreachable (runs are waited for, not failed);
+    once it is back, the attempt it was running is found as it is."""
+    executor, lab = host
+    if lab is None:
+        pytest.skip("this machine is always reachable")
+    attempt = await executor.start(_launch(executor, 5, 100, 0.05))
+    lab.hosts[0].kill()
+    with pytest.raises(HostUnreachable):
+        await asyncio.wait_for(executor.wait(attempt), 30)
+    with pytest.raises(HostUnreachable):
+        await executor.probe(attempt)
+    lab.hosts[0].start()
+    await asyncio.wait_for(executor.until_up(), 30)
+    assert await executor.probe(attempt) is ProcessState.RUNNING
+    assert (await asyncio.wait_for(executor.wait(attempt), 30)).exit_code == 0
+
+
+async def test_a_host_says_step_by_step_whether_it_can_run(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    executor, _ = host
+    steps = await executor.diagnose()
+    assert steps and all(ok for step, ok, _ in steps if step != "gpu"), steps  # no GPU here
