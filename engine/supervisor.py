@@ -161,12 +161,14 @@ class Supervisor:
         bus: EventBus,
         latest_sample: Callable[[str], HostSample | None] = lambda _: None,
         on_sample: Callable[[HostSample], None] = lambda _: None,
+        executors: dict[str, Executor] | None = None,
     ) -> None:
+        """`executors` replaces the hosts' own (tests drive the supervisor in-process so)."""
         self.config = config
         self.db = db
         self.store = db.store
         self.bus = bus
-        self.executors: dict[str, Executor] = {
+        self.executors: dict[str, Executor] = executors or {
             name: executor_for(config, name, lambda name=name: self._host_changed(name), on_sample)
             for name in config.hosts
         }

@@ -1,0 +1,242 @@
+"""The supervisor in-process, on a real store, with a scripted executor: how an attempt's end is
+classed, when it is retried, and how runs are reconciled after a restart, in milliseconds
+rather than through a daemon subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.config import Config, load_config
+from engine.executors import Attempt, Executor, ExitInfo, Launch, ProcessState
+from engine.model import FailureClass, JobSpec, RetryPolicy, Run, RunStatus
+from engine.store import StoreThread
+from engine.supervisor import EventBus, Supervisor
+
+from .conftest import wait_until
+
+
+@dataclass
+class Process:
+    """One scripted attempt: what it printed and how it ends."""
+
+    output: bytes
+    code: int | None
+    pid: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ScriptedHost(Executor):
+    """A host whose attempts print and exit as a test says: `script(run_id, attempt)` gives
+    (output, exit code) for each start; with `held`, each runs until `end` is called. It
+    outlives the supervisors that use it, as a real host outlives a daemon."""
+
+    def __init__(
+        self,
+        config: Config,
+        script: Callable[[int, int], tuple[bytes, int | None]],
+        held: bool = False,
+    ) -> None:
+        super().__init__(config.hosts["local"], config.state_dir)
+        self.script = script
+        self.held = held
+        self.processes: dict[str, Process] = {}
+
+    async def start(self, launch: Launch) -> Attempt:
+        output, code = self.script(launch.run_id, launch.attempt)
+        process = Process(output, code, pid=1000 + len(self.processes))
+        self.processes[launch.attempt_dir] = process
+        if not self.held:
+            process.done.set()
+        return Attempt(launch.attempt_dir, process.pid, None)
+
+    def end(self, run_id: int, attempt: int = 1) -> None:
+        self.processes[self.attempt_dir(run_id, attempt)].done.set()
+
+    async def probe(self, attempt: Attempt) -> ProcessState:
+        process = self.processes.get(attempt.attempt_dir)
+        if process is None:
+            return ProcessState.GONE
+        return ProcessState.EXITED if process.done.is_set() else ProcessState.RUNNING
+
+    async def wait(self, attempt: Attempt) -> ExitInfo:
+        process = self.processes[attempt.attempt_dir]
+        await process.done.wait()
+        return ExitInfo(process.code, ended_at=time.time())
+
+    async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
+        process = self.processes.get(attempt.attempt_dir)
+        return process.output[offset : offset + max_bytes] if process else b""
+
+    async def output_size(self, attempt: Attempt) -> int:
+        process = self.processes.get(attempt.attempt_dir)
+        return len(process.output) if process else 0
+
+    async def signal(self, attempt: Attempt, signum: int) -> bool:
+        process = self.processes.get(attempt.attempt_dir)
+        if process is None or process.done.is_set():
+            return False
+        process.code = 128 + signum
+        process.done.set()
+        return True
+
+    async def reattach(self, attempt: Attempt) -> Attempt:
+        process = self.processes.get(attempt.attempt_dir)
+        return Attempt(attempt.attempt_dir, process.pid, None) if process else attempt
+
+    async def attempt_exists(self, run_id: int, attempt: int) -> bool:
+        return self.attempt_dir(run_id, attempt) in self.processes
+
+
+POINT = b'@runyard {"step": 0, "loss": 0.5}\n'
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    (tmp_path / "hosts.toml").write_text(
+        '[engine]\nstate_dir = "state"\ncancel_grace_s = 1\n[hosts.local]\nkind = "local"\n'
+    )
+    config = load_config(tmp_path / "hosts.toml")
+    config.state_dir.mkdir()
+    return config
+
+
+@pytest.fixture
+async def db(config: Config) -> AsyncIterator[StoreThread]:
+    db = StoreThread(config.state_dir / "store.duckdb")
+    yield db
+    db.close()
+
+
+async def _supervisor(config: Config, db: StoreThread, host: ScriptedHost) -> Supervisor:
+    supervisor = Supervisor(config, db, EventBus(), executors={"local": host})
+    await supervisor.start()
+    return supervisor
+
+
+async def _ended(supervisor: Supervisor, run_id: int) -> Run | None:
+    await supervisor.flush()
+    run = supervisor.store.get_run(run_id)
+    return run if run is not None and run.status.terminal else None
+
+
+async def _submit(supervisor: Supervisor, config: Config, **job: object) -> Run:
+    spec = JobSpec(argv=("train",), cwd=str(config.project_dir), env={}, **job)  # type: ignore[arg-type]
+    [run] = await supervisor.submit([spec])
+    return run
+
+
+async def test_an_oom_is_classed_and_retried_and_the_retry_is_the_record(
+    config: Config, db: StoreThread
+) -> None:
+    def script(run_id: int, attempt: int) -> tuple[bytes, int | None]:
+        if attempt == 1:
+            return POINT + b"RuntimeError: CUDA out of memory. Tried to allocate 2 GiB\n", 1
+        return POINT * 3, 0
+
+    supervisor = await _supervisor(config, db, ScriptedHost(config, script))
+    try:
+        run = await _submit(supervisor, config, retry=RetryPolicy(attempts=2, backoff_s=0))
+        ended = await wait_until(lambda: _ended(supervisor, run.id), what="the run to end")
+        assert isinstance(ended, Run)
+        assert (ended.status, ended.attempt, ended.failure_class) == (
+            RunStatus.SUCCEEDED,
+            2,
+            None,
+        )
+        details = supervisor.store.run_details(run.id)
+        first, second = details["attempts"]
+        assert (first["failure_class"], first["exit_code"]) == ("oom", 1)
+        assert first["reason"].startswith(
+            "attempt 1 failed (oom: CUDA out of memory (exit code 1))"
+        )
+        assert second["status"] == "succeeded"
+        assert [m["count"] for m in details["metrics"]] == [3]  # the retry's points alone
+    finally:
+        await supervisor.stop()
+
+
+@pytest.mark.parametrize(
+    ("output", "code", "status", "failure", "reason"),
+    [
+        (b"step 1\nValueError: boom\n", 3, "failed", "error", "exit code 3: ValueError: boom"),
+        (b"", 127, "failed", "error", "command not found: train"),
+        (b"", 128 + signal.SIGKILL, "failed", "killed", "killed by SIGKILL"),
+        (b"", None, "lost", None, "the run's process is gone and left no exit code"),
+    ],
+)
+async def test_an_attempts_end_is_classed_and_not_retried_outside_the_policy(
+    config: Config,
+    db: StoreThread,
+    output: bytes,
+    code: int | None,
+    status: str,
+    failure: str | None,
+    reason: str,
+) -> None:
+    host = ScriptedHost(config, lambda _run, _attempt: (output, code))
+    supervisor = await _supervisor(config, db, host)
+    try:
+        run = await _submit(supervisor, config, retry=RetryPolicy(attempts=3, on=("oom",)))
+        ended = await wait_until(lambda: _ended(supervisor, run.id), what="the run to end")
+        assert isinstance(ended, Run)
+        assert (ended.status, ended.failure_class, ended.reason, ended.attempt) == (
+            RunStatus(status),
+            None if failure is None else FailureClass(failure),
+            reason,
+            1,
+        )
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_restarted_supervisor_finalises_what_ended_and_loses_what_vanished(
+    config: Config, db: StoreThread
+) -> None:
+    """Two runs are running when the supervisor stops. While none watches, one ends with
+    exit 0 after printing; the other's process vanishes. The next supervisor finalises the
+    first with its points and marks the second lost, each with its reason."""
+    host = ScriptedHost(config, lambda _run, _attempt: (POINT * 2, 0), held=True)
+    first = await _supervisor(config, db, host)
+    ended_run = await _submit(first, config)
+    vanished = await _submit(first, config)
+    running = {ended_run.id, vanished.id}
+    await wait_until(
+        lambda: running <= {r for r, a in first.active.items() if a.attempt.pid},
+        what="both running",
+    )
+    await first.stop()
+    host.end(ended_run.id)
+    del host.processes[host.attempt_dir(vanished.id, 1)]
+    second = await _supervisor(config, db, host)
+    try:
+        done = await wait_until(lambda: _ended(second, ended_run.id), what="the ended run")
+        assert isinstance(done, Run) and done.status is RunStatus.SUCCEEDED
+        assert len(second.store.metrics(ended_run.id)) == 2
+        lost = await wait_until(lambda: _ended(second, vanished.id), what="the vanished run")
+        assert isinstance(lost, Run) and lost.status is RunStatus.LOST
+        assert lost.reason == f"process {1001} is gone and left no exit code"
+    finally:
+        await second.stop()
+
+
+async def test_a_run_cancelled_while_it_runs_is_cancelled_not_retried(
+    config: Config, db: StoreThread
+) -> None:
+    host = ScriptedHost(config, lambda _run, _attempt: (POINT, 0), held=True)
+    supervisor = await _supervisor(config, db, host)
+    try:
+        run = await _submit(supervisor, config)
+        await wait_until(lambda: run.id in supervisor.active, what="the run started")
+        await supervisor.cancel(run)
+        ended = await wait_until(lambda: _ended(supervisor, run.id), what="the run to end")
+        assert isinstance(ended, Run) and ended.status is RunStatus.CANCELLED
+        assert ended.reason == f"cancelled by user (exit code {128 + signal.SIGTERM})"
+    finally:
+        await supervisor.stop()
