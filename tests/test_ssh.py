@@ -232,16 +232,22 @@ async def _was(client: Client, run_id: int, status: str) -> bool:
     return any(e.startswith(f"{status}:") for e in await _events(client, run_id))
 
 
-async def test_a_host_killed_and_restarted_mid_run_loses_nothing(
-    remote: tuple[Project, Client], lab: SshLab
-) -> None:
-    project, client = remote
-    [run] = await client.submit([steps_job(project, "box2", 60, 0.1)])
+async def _printing_then_unreachable(client: Client, project: Project, lab: SshLab, n: int) -> Run:
+    """A run of `n` steps on box2, printing, whose host is then killed under it."""
+    [run] = await client.submit([steps_job(project, "box2", n, 0.1)])
     await wait_until(lambda: _has_points(client, run.id, 5), what="the run to print")
     lab.hosts[1].kill()
     await wait_until(
         lambda: _status_is(client, run.id, RunStatus.UNREACHABLE), what="the run unreachable"
     )
+    return run
+
+
+async def test_a_host_killed_and_restarted_mid_run_loses_nothing(
+    remote: tuple[Project, Client], lab: SshLab
+) -> None:
+    project, client = remote
+    run = await _printing_then_unreachable(client, project, lab, 60)
     host = await _host(client, "box2")
     assert host.state == "unreachable" and host.reason and host.since
     local = await client.submit([JobSpec(argv=("true",), cwd="/", host="local")])
@@ -548,12 +554,7 @@ async def test_a_run_that_ends_during_an_outage_keeps_its_end_time_and_the_host_
     remote: tuple[Project, Client], lab: SshLab
 ) -> None:
     project, client = remote
-    [run] = await client.submit([steps_job(project, "box2", 30, 0.1)])
-    await wait_until(lambda: _has_points(client, run.id, 5), what="the run to print")
-    lab.hosts[1].kill()
-    await wait_until(
-        lambda: _status_is(client, run.id, RunStatus.UNREACHABLE), what="the run unreachable"
-    )
+    run = await _printing_then_unreachable(client, project, lab, 30)
     run_dir = Path((await client.run(run.id)).run.run_dir or "")
     exit_code = run_dir / "attempt-1" / "exit_code"  # the host is this machine
     await wait_until(exit_code.exists, what="the run to end while its host is away")

@@ -4,7 +4,8 @@ stdout carries data (tables, or stable JSON with --json); stderr carries diagnos
 Exit codes: 0 done; 1 the daemon refused or a waited run failed without an exit code;
 2 bad usage or configuration; 3 no such run; `run --wait` exits with the run's exit code.
 
-Each module here is one group of verbs and registers its own subcommands. None imports the
+Each module here is one group of verbs: it registers their subcommands and names the function
+of each in its COMMANDS. None imports the
 client at load time, so `engine --help` and the verbs that need no daemon start fast.
 """
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+        # A verb of `local` runs here on its arguments alone; any other is handed a client.
+        kind = "local" if group is local else "handler"
+        for name, command in group.COMMANDS.items():
+            sub.choices[name].set_defaults(**{kind: command})
     return parser
 
 

@@ -110,5 +110,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("hosts", help="each host's state and load")
     p.add_argument("--json", action="store_true")
-    for name, command in COMMANDS.items():
-        sub.choices[name].set_defaults(handler=command)

@@ -158,5 +158,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "validate", help=f"check {CONFIG_NAME} and experiment files without running anything"
     )
     p.add_argument("files", nargs="*", metavar="EXPERIMENT", help="experiment files to check")
-    for name, command in COMMANDS.items():
-        sub.choices[name].set_defaults(local=command)

@@ -106,5 +106,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", help="run id or name")
-    for name, command in COMMANDS.items():
-        sub.choices[name].set_defaults(handler=command)

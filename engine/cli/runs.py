@@ -332,5 +332,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("reproduce", help="queue a run again: same snapshot, command, params, seed")
     p.add_argument("run", help="run id or name")
-    for name, command in COMMANDS.items():
-        sub.choices[name].set_defaults(handler=command)

@@ -296,5 +296,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("query")
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", action="store_true")
-    for name, command in COMMANDS.items():
-        sub.choices[name].set_defaults(handler=command)
