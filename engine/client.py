@@ -426,7 +426,8 @@ async def probe(sock: Path) -> DaemonStatus | None:
     check_socket_owner(sock)
     client = Client(sock)
     try:
-        return await asyncio.wait_for(client.status(), 5)
+        async with asyncio.timeout(5):
+            return await client.status()
     except (aiohttp.ClientError, OSError, TimeoutError, EngineError):
         return None
     finally:

@@ -137,7 +137,8 @@ class Daemon:
 
 async def _bounded(step: Awaitable[None], what: str) -> None:
     try:
-        await asyncio.wait_for(step, STOP_S)
+        async with asyncio.timeout(STOP_S):
+            await step
     except TimeoutError:
         print(f"engine daemon: {what} took over {STOP_S:g}s; stopping anyway", file=sys.stderr)
 

@@ -62,7 +62,8 @@ async def _run(*argv: str, cwd: str | None = None, timeout: float = 30.0) -> tup
     except OSError:
         return 127, b""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

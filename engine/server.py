@@ -323,7 +323,8 @@ def make_app(daemon: Daemon) -> web.Application:
                 if daemon.stopping.is_set():
                     return  # the client asks again, of the next daemon
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.queue.get(), min(left, 1.0))
+                    async with asyncio.timeout(min(left, 1.0)):
+                        await sub.queue.get()
         finally:
             daemon.bus.subscribers.discard(sub)
 

@@ -224,7 +224,8 @@ class Supervisor:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.wake.wait()
             self.wake.clear()
             try:
                 await self.tick()
@@ -810,7 +811,8 @@ class Supervisor:
             since = self.host_since.get(host) or time.time()
             left = since + self.config.hosts[host].lost_after_s - time.time()
             try:
-                await asyncio.wait_for(executor.until_up(), max(0.0, left))
+                async with asyncio.timeout(max(0.0, left)):
+                    await executor.until_up()
             except TimeoutError:
                 away = time.time() - since
                 self._give_up(active, f"host {host} unreachable for over {away:.0f}s: {why}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -42,6 +43,15 @@ def start(store: Store, run_id: int) -> None:
             Transition(run_id, RunStatus.RUNNING, "started", {"pid": 1}),
         ]
     )
+
+
+def test_a_call_from_another_thread_is_refused_not_left_to_race(store: Store) -> None:
+    run_id = queue_one(store)
+    with ThreadPoolExecutor(max_workers=1) as other:
+        refused = other.submit(store.get_run, run_id).exception()
+    assert isinstance(refused, StoreError)
+    assert "StoreThread.call" in str(refused)
+    assert store.get_run(run_id) is not None  # the owner's calls are untouched
 
 
 def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:

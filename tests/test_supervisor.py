@@ -122,7 +122,7 @@ async def _supervisor(config: Config, db: StoreThread, host: ScriptedHost) -> Su
 
 async def _ended(supervisor: Supervisor, run_id: int) -> Run | None:
     await supervisor.flush()
-    run = supervisor.store.get_run(run_id)
+    run = await supervisor.db.call(supervisor.store.get_run, run_id)
     return run if run is not None and run.status.terminal else None
 
 
@@ -150,7 +150,7 @@ async def test_an_oom_is_classed_and_retried_and_the_retry_is_the_record(
             2,
             None,
         )
-        details = supervisor.store.run_details(run.id)
+        details = await supervisor.db.call(supervisor.store.run_details, run.id)
         first, second = details["attempts"]
         assert (first["failure_class"], first["exit_code"]) == ("oom", 1)
         assert first["reason"].startswith(
@@ -218,7 +218,7 @@ async def test_a_restarted_supervisor_finalises_what_ended_and_loses_what_vanish
     try:
         done = await wait_until(lambda: _ended(second, ended_run.id), what="the ended run")
         assert isinstance(done, Run) and done.status is RunStatus.SUCCEEDED
-        assert len(second.store.metrics(ended_run.id)) == 2
+        assert len(await second.db.call(second.store.metrics, ended_run.id)) == 2
         lost = await wait_until(lambda: _ended(second, vanished.id), what="the vanished run")
         assert isinstance(lost, Run) and lost.status is RunStatus.LOST
         assert lost.reason == f"process {1001} is gone and left no exit code"
@@ -240,3 +240,16 @@ async def test_a_run_cancelled_while_it_runs_is_cancelled_not_retried(
         assert ended.reason == f"cancelled by user (exit code {128 + signal.SIGTERM})"
     finally:
         await supervisor.stop()
+
+
+async def test_stop_ends_the_dispatch_loop_even_when_it_was_woken_at_that_moment(
+    config: Config, db: StoreThread
+) -> None:
+    # A run ending wakes the loop; a stop that cancels it in the same turn must not be lost
+    # (asyncio.wait_for on Python 3.11 returned the wake and dropped the cancel: stop hung).
+    supervisor = await _supervisor(config, db, ScriptedHost(config, lambda _r, _a: (b"", 0)))
+    await wait_until(lambda: supervisor.wake._waiters, what="the loop to wait for a wake")
+    supervisor.wake.set()
+    async with asyncio.timeout(10):
+        await supervisor.stop()
+    assert supervisor._loop_task is not None and supervisor._loop_task.cancelled()

@@ -163,7 +163,8 @@ async def diagnose(spec: HostSpec) -> list[tuple[str, bool, str]]:
             )
         )
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), 5.0)
+        async with asyncio.timeout(5.0):
+            _, writer = await asyncio.open_connection(address, port)
         writer.close()
         steps.append(("tcp", True, f"port {port} open"))
     except (OSError, TimeoutError) as exc:
@@ -282,7 +283,8 @@ class SshExecutor(Executor):
     ) -> asyncssh.SSHCompletedProcess:
         conn, _ = await self.link.connection()
         try:
-            result = await asyncio.wait_for(conn.run(command, check=False), timeout)
+            async with asyncio.timeout(timeout):
+                result = await conn.run(command, check=False)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise HostUnreachable(describe(exc, self.host)) from exc
         if result.exit_status is None:  # the channel closed under it: the link went down

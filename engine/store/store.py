@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -225,8 +226,9 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._owner = threading.get_ident()
         try:
-            self.con = duckdb.connect(str(path))
+            self._con = duckdb.connect(str(path))
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         self._migrate()
@@ -239,6 +241,17 @@ class Store:
         # run has ended but through a write here that forgets it (a retry, say), so a page
         # shown again, or a filter's window overlapping the last one, reads only what is new.
         self._ended: dict[int, tuple[Run, list[tuple[Any, ...]]]] = {}
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection, to the thread that opened the store only: DuckDB refuses a call on a
+        connection that another thread is using, so a second thread would fail at random."""
+        if threading.get_ident() != self._owner:
+            raise StoreError(
+                f"the store {self.path} was used from a thread that did not open it; "
+                "call it through StoreThread.call"
+            )
+        return self._con
 
     def close(self) -> None:
         self._aside_thread.shutdown(wait=True)
