@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import Route
 from engine.model import Resources
-from engine.scheduler import GpuState, HostState, QueuedJob, Snapshot, plan
+from engine.scheduler import GpuState, HostCapacity, QueuedJob, Snapshot, plan
 
 GB = 1024.0
 
@@ -22,7 +22,7 @@ GB = 1024.0
 def snapshot(jobs: int, hosts: int, gpus: int, seed: int = 0) -> Snapshot:
     rng = random.Random(seed)
     host_states = tuple(
-        HostState(
+        HostCapacity(
             name=f"node{h}",
             state="up",
             max_jobs=16,

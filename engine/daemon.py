@@ -20,8 +20,9 @@ from engine.errors import DaemonError
 from engine.model import HostSample
 from engine.paths import StateLock, prepare_state_dir, socket_path
 from engine.protocol import SampleTaken
+from engine.runtime.bus import EventBus
+from engine.runtime.supervisor import Supervisor
 from engine.store import StoreThread
-from engine.supervisor import EventBus, Supervisor
 from engine.telemetry import LocalSampler
 
 SAMPLE_FLUSH_S = 10.0

@@ -26,7 +26,7 @@ class GpuState(msgspec.Struct, frozen=True):
         return min(self.total_mb - self.reserved_mb, self.free_mb)
 
 
-class HostState(msgspec.Struct, frozen=True):
+class HostCapacity(msgspec.Struct, frozen=True):
     """A host as the planner sees it: whether it takes work, what it has, what is taken."""
 
     name: str
@@ -61,7 +61,7 @@ class QueuedJob(msgspec.Struct, frozen=True):
 
 class Snapshot(msgspec.Struct, frozen=True):
     now: float
-    hosts: tuple[HostState, ...]  # in hosts.toml order
+    hosts: tuple[HostCapacity, ...]  # in hosts.toml order
     queue: tuple[QueuedJob, ...]  # any order; the plan orders by priority, then run id
     routes: tuple[Route, ...] = ()
     running_per_sweep: dict[str, int] = {}
@@ -84,7 +84,7 @@ class _Host:
 
     __slots__ = ("cpus_free", "gpus", "mem_free", "slots", "spec")
 
-    def __init__(self, spec: HostState) -> None:
+    def __init__(self, spec: HostCapacity) -> None:
         self.spec = spec
         self.slots = spec.max_jobs - spec.active
         self.cpus_free = spec.cpus - spec.reserved_cpus

@@ -37,8 +37,9 @@ from engine.protocol import (
 from engine.report import bounds_of, with_statistics
 from engine.report import write_report as write_report_files
 from engine.repro import mask_env
+from engine.runtime.bus import Subscriber
+from engine.runtime.live import Refused
 from engine.store import AmbiguousName, StoreError
-from engine.supervisor import SubmitError, Subscriber
 
 if TYPE_CHECKING:
     from engine.daemon import Daemon
@@ -101,7 +102,7 @@ def make_app(daemon: Daemon) -> web.Application:
             return _error(400, f"bad request: {exc}")
         try:
             runs = await sup.submit(body.jobs)
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(400, str(exc))
         return _json(RunList(runs=runs), 201)
 
@@ -172,7 +173,7 @@ def make_app(daemon: Daemon) -> web.Application:
         run = await find(request)
         try:
             return _json(await sup.cancel(run))
-        except (SubmitError, StoreError) as exc:
+        except (Refused, StoreError) as exc:
             return _error(409, str(exc))
 
     @routes.post(API + "/runs/{ref}/retry")
@@ -180,7 +181,7 @@ def make_app(daemon: Daemon) -> web.Application:
         run = await find(request)
         try:
             return _json(await sup.retry(run))
-        except (SubmitError, StoreError) as exc:
+        except (Refused, StoreError) as exc:
             return _error(409, str(exc))
 
     @routes.get(API + "/runs/{ref}/metrics")
@@ -215,7 +216,7 @@ def make_app(daemon: Daemon) -> web.Application:
         )
         if number == 0 or host is None:
             return web.Response(body=b"", headers={"X-Next-Offset": "0", "X-Run-Ended": "0"})
-        executor = sup.executors.get(host)
+        executor = sup.hosts.executors.get(host)
         if executor is None:
             return _error(409, f"host {host!r} has no executor")
         try:
@@ -249,7 +250,7 @@ def make_app(daemon: Daemon) -> web.Application:
                     name=h.name,
                     kind=spec.kind,
                     state=h.state,
-                    reason=sup.host_state[h.name][1],
+                    reason=sup.hosts.state[h.name][1],
                     max_jobs=h.max_jobs,
                     active=h.active,
                     tags=h.tags,
@@ -264,7 +265,7 @@ def make_app(daemon: Daemon) -> web.Application:
                         )
                         for g in h.gpus
                     ),
-                    since=sup.host_since.get(h.name),
+                    since=sup.hosts.since.get(h.name),
                 )
             )
         return _json(HostList(hosts=states))
@@ -279,7 +280,7 @@ def make_app(daemon: Daemon) -> web.Application:
             result = await sup.submit_sweep(
                 body.file, body.overrides, body.cwd, body.env or {}, body.dry_run
             )
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(400, str(exc))
         return _json(result, 200 if body.dry_run else 201)
 
@@ -429,7 +430,7 @@ def make_app(daemon: Daemon) -> web.Application:
         body = await request.json() if request.can_read_body else {}
         try:
             return _json(await sup.reproduce(run, body.get("secrets")), 201)
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(400, str(exc))
 
     @routes.get(f"{API}/queue")
@@ -460,14 +461,14 @@ def make_app(daemon: Daemon) -> web.Application:
     async def _queue_change(run, reason: str, **fields) -> web.Response:  # type: ignore[no-untyped-def]
         try:
             return _json(await sup.set_queue_fields(run, reason, **fields))
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(409, str(exc))
 
     @routes.post(API + "/sweeps/{sweep}/cancel")
     async def cancel_sweep(request: web.Request) -> web.Response:
         try:
             runs = await sup.cancel_sweep(request.match_info["sweep"])
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(404, str(exc))
         return _json(RunList(runs=runs))
 
@@ -475,7 +476,7 @@ def make_app(daemon: Daemon) -> web.Application:
     async def host_check(request: web.Request) -> web.Response:
         """Diagnose a host step by step: DNS, TCP, SSH, workdir, Python, setsid, GPU."""
         name = request.match_info["name"]
-        executor = sup.executors.get(name)
+        executor = sup.hosts.executors.get(name)
         if executor is None:
             return _error(
                 404, f"unknown host {name!r}; hosts.toml has {sorted(daemon.config.hosts)}"
@@ -489,10 +490,10 @@ def make_app(daemon: Daemon) -> web.Application:
         reason = request.query.get("reason") or "disabled by user"
         try:
             sup.set_host_state(name, enable, reason)
-        except SubmitError as exc:
+        except Refused as exc:
             return _error(409, str(exc))
-        state, why = sup.host_state[name]
-        await db.call(store.upsert_hosts, [sup.host_record(name)])
+        state, why = sup.hosts.state[name]
+        await db.call(store.upsert_hosts, [sup.hosts.record(name)])
         return _json({"host": name, "state": state, "reason": why})
 
     @routes.get(f"{API}/util")

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "engine.protocol": 0,
     "engine.errors": 0,
     "engine.template": 0,
+    "engine.core": 0,
     "engine.capture": 0,
     "engine.probe": 0,
     "engine.repro": 0,
@@ -35,7 +36,7 @@ LAYERS: dict[str, int] = {
     "engine.store": 2,
     "engine.executors": 2,
     # the runtime, its API, the daemon process
-    "engine.supervisor": 3,
+    "engine.runtime": 3,
     "engine.server": 4,
     "engine.daemon": 5,
     # clients

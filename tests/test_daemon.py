@@ -174,7 +174,7 @@ async def test_a_burst_of_output_reaches_followers_as_its_last_lines_in_bounded_
     """A run printing far more than one event carries (1.2 MB at once): each log event holds
     the last whole lines of what was read that fit in 64 KiB, says how many it left out, and
     the events cover the output from end to end, so a follower knows what to read back."""
-    from engine.supervisor import EVENT_LOG_BYTES
+    from engine.runtime.ingest import EVENT_LOG_BYTES
 
     events: list = []
     stream = client.events()

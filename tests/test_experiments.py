@@ -281,7 +281,7 @@ def test_best_keeps_models_apart_when_their_params_coincide(tmp_path: Path) -> N
 
 
 def test_templates_take_the_runs_own_fields_and_literal_braces(tmp_path: Path) -> None:
-    from engine.supervisor import fill_runtime
+    from engine.runtime.dispatch import fill_runtime
 
     text = GOOD.replace(
         'command = "',

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from engine.config import Route
 from engine.model import Resources
-from engine.scheduler import GpuState, HostState, Plan, QueuedJob, Snapshot, plan
+from engine.scheduler import GpuState, HostCapacity, Plan, QueuedJob, Snapshot, plan
 
 GB = 1024.0
 
@@ -23,10 +23,10 @@ def gpu(
 
 def host(
     name: str, max_jobs: int = 4, state: str = "up", tags: tuple[str, ...] = (), **kw
-) -> HostState:  # type: ignore[no-untyped-def]
+) -> HostCapacity:  # type: ignore[no-untyped-def]
     kw.setdefault("cpus", 8.0)
     kw.setdefault("mem_gb", 32.0)
-    return HostState(name=name, state=state, max_jobs=max_jobs, tags=tags, **kw)
+    return HostCapacity(name=name, state=state, max_jobs=max_jobs, tags=tags, **kw)
 
 
 def job(run_id: int, **kw) -> QueuedJob:  # type: ignore[no-untyped-def]
@@ -240,7 +240,7 @@ gpus_st = st.lists(
 ).map(lambda gs: tuple(GpuState(i, g.total_mb, g.free_mb, g.reserved_mb) for i, g in enumerate(gs)))
 hosts_st = st.lists(
     st.builds(
-        lambda i, max_jobs, active, cpus, rc, gpus, state: HostState(
+        lambda i, max_jobs, active, cpus, rc, gpus, state: HostCapacity(
             name=f"h{i}",
             state=state,
             max_jobs=max_jobs,
@@ -284,7 +284,7 @@ jobs_st = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(hosts_st, jobs_st)
 def test_no_plan_over_commits_a_host_or_a_gpu(
-    hosts: list[HostState], jobs: list[QueuedJob]
+    hosts: list[HostCapacity], jobs: list[QueuedJob]
 ) -> None:
     result = run(hosts, jobs)
     by_id = {j.run_id: j for j in jobs}

@@ -16,8 +16,9 @@ import pytest
 from engine.config import Config, load_config
 from engine.executors import Attempt, Executor, ExitInfo, Launch, ProcessState
 from engine.model import FailureClass, JobSpec, RetryPolicy, Run, RunStatus
+from engine.runtime.bus import EventBus
+from engine.runtime.supervisor import Supervisor
 from engine.store import StoreThread
-from engine.supervisor import EventBus, Supervisor
 
 from .conftest import wait_until
 

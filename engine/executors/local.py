@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -177,9 +176,3 @@ def _read_bytes(path: Path, offset: int, max_bytes: int) -> bytes:
             return f.read(max_bytes)
     except FileNotFoundError:
         return b""
-
-
-def signal_name(signum: int) -> str:
-    with contextlib.suppress(ValueError):
-        return signal.Signals(signum).name
-    return f"signal {signum}"

@@ -1,0 +1,277 @@
+"""Dispatch: what the planner is shown (hosts' capacity and reservations, the queue), and the
+start of each attempt it assigns."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import repro, template
+from engine.config import Config
+from engine.core.failures import oom_kills
+from engine.executors import Attempt, Executor, HostUnreachable, Launch
+from engine.executors.base import work_dir
+from engine.model import FailureClass, JobSpec, Run, RunStatus
+from engine.runtime.follow import Follower
+from engine.runtime.hosts import Hosts
+from engine.runtime.live import NEW_ATTEMPT, Active, LiveView
+from engine.scheduler import Assignment, GpuState, HostCapacity, QueuedJob, Snapshot, plan
+from engine.store import Transition
+
+
+class Dispatcher:
+    """Plans the queue onto the hosts and starts what the plan assigns; `on_start` is told of
+    each attempt that has started (an adaptive sweep follows its trials so)."""
+
+    def __init__(
+        self,
+        config: Config,
+        live: LiveView,
+        hosts: Hosts,
+        follower: Follower,
+        on_start: Callable[[Run], None],
+    ) -> None:
+        self.config = config
+        self.live = live
+        self.hosts = hosts
+        self.follower = follower
+        self.on_start = on_start
+
+    async def dispatch(self) -> None:
+        """Start every queued run the planner can place now; note why the others wait."""
+        live = self.live
+        if not live.queue:
+            live.waiting = {}
+            return
+        result = plan(self.snapshot())
+        live.waiting = result.waiting
+        for assignment in result.assignments:
+            try:
+                await self._start(assignment)
+            except Exception as exc:  # a bug or surprise with this run: the others go on
+                live.fail_unexpectedly(assignment.run_id, "starting it", exc)
+
+    def explain(self) -> dict[int, str]:
+        """For every queued run: where it would start now and why, or why it waits."""
+        result = plan(self.snapshot())
+        out = dict(result.waiting)
+        for a in result.assignments:
+            out[a.run_id] = f"would start: {a.reason}"
+        return out
+
+    def preview(self, job: JobSpec) -> tuple[str | None, str]:
+        """The host a job would go to on idle hosts (None if none could take it), and why."""
+        queued = QueuedJob(
+            run_id=0,
+            queued_at=time.time(),
+            resources=job.resources,
+            requires=job.requires,
+            model_type=job.model_type,
+            tags=job.tags,
+            requested_host=job.host,
+        )
+        now = self.snapshot()
+        idle = tuple(
+            msgspec.structs.replace(
+                h,
+                active=0,
+                reserved_cpus=0.0,
+                reserved_mem_gb=0.0,
+                gpus=tuple(
+                    msgspec.structs.replace(g, reserved_mb=0.0, free_mb=g.total_mb) for g in h.gpus
+                ),
+            )
+            for h in now.hosts
+        )
+        result = plan(msgspec.structs.replace(now, hosts=idle, queue=(queued,)))
+        if result.assignments:
+            return result.assignments[0].host, result.assignments[0].reason
+        return None, result.waiting.get(0, "nowhere")
+
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """What the planner needs: each host's capacity and reservations, the queue, the time."""
+        reserved: dict[str, dict[str, Any]] = {}
+        sweeps: dict[str, int] = {}
+        for active in self.live.active.values():
+            run = active.run
+            held = reserved.setdefault(run.host or "", _nothing_held())
+            held["active"] += 1
+            held["cpus"] += run.resources.cpus
+            held["mem"] += run.resources.mem_gb
+            for index in run.gpus:
+                held["gpu_mb"][index] = held["gpu_mb"].get(index, 0.0) + self._gpu_claim(run, index)
+            if run.sweep is not None:
+                sweeps[run.sweep] = sweeps.get(run.sweep, 0) + 1
+        hosts = []
+        for name, spec in self.config.hosts.items():
+            cpus, mem_gb, gpus = self.hosts.inventory(name)
+            held = reserved.get(name) or _nothing_held()
+            hosts.append(
+                HostCapacity(
+                    name=name,
+                    state=self.hosts.state[name][0],
+                    max_jobs=spec.max_jobs,
+                    active=held["active"],
+                    tags=spec.tags,
+                    cpus=cpus,
+                    mem_gb=mem_gb,
+                    reserved_cpus=held["cpus"],
+                    reserved_mem_gb=held["mem"],
+                    gpus=tuple(
+                        GpuState(
+                            index=i,
+                            total_mb=total,
+                            free_mb=free,
+                            reserved_mb=held["gpu_mb"].get(i, 0.0),
+                        )
+                        for i, total, free in gpus
+                    ),
+                )
+            )
+        return Snapshot(
+            now=time.time() if now is None else now,
+            hosts=tuple(hosts),
+            queue=tuple(_queued(self.live.runs[i]) for i in self.live.queue),
+            routes=self.config.routes,
+            running_per_sweep=sweeps,
+        )
+
+    def _gpu_claim(self, run: Run, index: int) -> float:
+        """The MB a run holds on one GPU: its declared size, or the whole GPU."""
+        if run.resources.gpu_mem_gb > 0:
+            return run.resources.gpu_mem_gb * 1024
+        gpus = {i: total for i, total, _ in self.hosts.inventory(run.host or "")[2]}
+        return gpus.get(index, float("inf"))
+
+    async def _start(self, assignment: Assignment) -> None:
+        host, gpus = assignment.host, assignment.gpus
+        executor = self.hosts.executors[host]
+        run = self.live.runs[assignment.run_id]
+        number = run.attempt + 1
+        run_dir = executor.run_dir(run.id)
+        run = self.live.transition(
+            [
+                Transition(
+                    run.id, RunStatus.ASSIGNED, assignment.reason, {"host": host, "gpus": gpus}
+                ),
+                Transition(
+                    run.id,
+                    RunStatus.STARTING,
+                    f"starting attempt {number} on {host}",
+                    {"attempt": number, "host": host, "run_dir": run_dir, "gpus": gpus}
+                    | NEW_ATTEMPT,
+                ),
+            ]
+        )[-1]
+        self.live.starting[run.id] = False  # True once cancelled while it starts
+        try:
+            await self._launch(run, executor, number, run_dir, host)
+        finally:
+            self.live.starting.pop(run.id, None)
+
+    async def _launch(
+        self, run: Run, executor: Executor, number: int, run_dir: str, host: str
+    ) -> None:
+        attempt_dir = executor.attempt_dir(run.id, number)
+        snapshot = repro.in_snapshot(run.cwd, self.config.state_dir / "snapshots")
+        argv = run.argv
+        if run.templated:
+            project = work_dir(attempt_dir) if snapshot else str(self.config.project_dir)
+            argv = fill_runtime(run, number, run_dir, project)
+        launch = Launch(
+            run_id=run.id,
+            attempt=number,
+            argv=argv,
+            cwd=snapshot[1] if snapshot else run.cwd,
+            env=run_env(self.live.envs[run.id], run, number, run_dir),
+            attempt_dir=attempt_dir,
+            snapshot=snapshot[0] if snapshot else None,
+            data=run.data,
+        )
+        try:
+            attempt = await executor.start(launch)
+        except HostUnreachable as exc:
+            # It may or may not have started: its files will tell once the host is back.
+            unknown = Attempt(launch.attempt_dir, 0, None)
+            cancelled = self.live.starting.get(run.id, False)
+            active = Active.of(run, executor, unknown, number, cancel_requested=cancelled)
+            self.follower.spawn(active, unreachable=str(exc))
+            return
+        except OSError as exc:
+            fields = {"failure_class": FailureClass.ERROR.value, "ended_at": time.time()}
+            why = f"could not start: {exc}"
+            self.live.transition([Transition(run.id, RunStatus.FAILED, why, fields)])
+            return
+        cancelled = self.live.starting.get(run.id, False)
+        active = Active.of(
+            run, executor, attempt, number, oom_kills=oom_kills(), cancel_requested=cancelled
+        )
+        self.live.active[run.id] = active
+        self.on_start(run)
+        started = {
+            "pid": attempt.pid,
+            "pid_start_time": attempt.start_time,
+            "started_at": time.time(),
+        }
+        why = f"started on {host} as pid {attempt.pid}"
+        active.run = self.live.transition([Transition(run.id, RunStatus.RUNNING, why, started)])[0]
+        if active.cancel_requested:
+            await self.follower.terminate(active)
+        self.follower.spawn(active)
+
+
+def _nothing_held() -> dict[str, Any]:
+    return {"active": 0, "cpus": 0.0, "mem": 0.0, "gpu_mb": {}}
+
+
+def _queued(run: Run) -> QueuedJob:
+    return QueuedJob(
+        run_id=run.id,
+        queued_at=run.queued_at or run.created_at,
+        priority=run.priority,
+        resources=run.resources,
+        requires=run.requires,
+        model_type=run.model_type,
+        tags=run.tags,
+        requested_host=run.requested_host,
+        sweep=run.sweep,
+        max_concurrent=run.max_concurrent,
+        held=run.held,
+        not_before=run.not_before,
+        roomy_gpu=run.failure_class is FailureClass.OOM,
+    )
+
+
+def fill_runtime(run: Run, attempt: int, run_dir: str, project: str) -> tuple[str, ...]:
+    """A templated run's argv with the attempt's own placeholders filled in."""
+    values = {
+        "run_id": run.id,
+        "attempt": attempt,
+        "run_dir": run_dir,
+        "artifact_dir": str(Path(run_dir) / "artifacts"),
+        "checkpoint_dir": str(Path(run_dir) / "checkpoints"),
+        "project": project,
+    }
+    return tuple(template.render_runtime(word, values) for word in run.argv)
+
+
+def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[str, str]:
+    """The environment a run starts with: the submitter's, plus the RUNYARD_* variables."""
+    env = dict(base)
+    env.update(
+        RUNYARD_RUN_ID=str(run.id),
+        RUNYARD_ATTEMPT=str(attempt),
+        RUNYARD_SEED=str(run.seed),
+        RUNYARD_PARAMS=json.dumps(run.params),
+        RUNYARD_ARTIFACT_DIR=str(Path(run_dir) / "artifacts"),
+        RUNYARD_CHECKPOINT_DIR=str(Path(run_dir) / "checkpoints"),
+        # Always set: empty keeps a CPU-only job off a GPU host's GPUs.
+        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in run.gpus),
+    )
+    env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
+    return env

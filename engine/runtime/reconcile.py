@@ -1,0 +1,128 @@
+"""After a restart: every unfinished run re-read from its files. Those that ended while no
+daemon watched are finalised, those still running reattached, those the last daemon started
+but did not get to record adopted, and the rest marked lost with the reason."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from engine import repro
+from engine.executors import Attempt, HostUnreachable, ProcessState
+from engine.model import Run, RunStatus
+from engine.runtime.follow import Follower
+from engine.runtime.hosts import Hosts
+from engine.runtime.live import NEW_ATTEMPT, Active, LiveView
+from engine.runtime.sweeps import Sweeps
+from engine.store import Transition
+
+
+class Reconciler:
+    """Loads the store's unfinished runs into the live view and settles each from its files."""
+
+    def __init__(self, live: LiveView, hosts: Hosts, sweeps: Sweeps, follower: Follower) -> None:
+        self.live = live
+        self.hosts = hosts
+        self.sweeps = sweeps
+        self.follower = follower
+
+    async def reconcile(self) -> None:
+        live, store = self.live, self.live.store
+        replayed = await self.sweeps.resume()
+        for run, env, pid_start, cancel, prune in await live.db.call(store.unfinished):
+            # The store keeps secrets masked: a queued run takes them from this daemon's
+            # environment (that of whoever started it).
+            queued = run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)
+            live.add(run, repro.unmask_env(env, os.environ), queued=False)
+            if queued:
+                adopted = await self._adopt(run)
+                if adopted is None:
+                    continue
+                run = adopted
+            executor = self.hosts.executors.get(run.host or "")
+            if executor is None:
+                why = f"host {run.host!r} is no longer configured"
+                live.transition([Transition(run.id, RunStatus.LOST, why)])
+                continue
+            attempt = Attempt(executor.attempt_dir(run.id, run.attempt), run.pid or 0, pid_start)
+            position = await live.db.call(store.log_position, run.id, run.attempt)
+            active = Active.of(
+                run,
+                executor,
+                attempt,
+                run.attempt,
+                position=position,
+                cancel_requested=cancel,
+                prune_reason=prune,
+            )
+            self.sweeps.attach(run, replayed.get(run.id, []))
+            await self._settle(active)
+        await live.flush()
+
+    async def _adopt(self, run: Run) -> Run | None:
+        """A queued or assigned run: queued again (None), or, when the last daemon started its
+        next attempt before the store heard of it, that attempt recorded as starting."""
+        started = await self._started_attempt(run)
+        if started is None:
+            if run.status is RunStatus.ASSIGNED:
+                why = "daemon restarted before the run started"
+                self.live.transition([Transition(run.id, RunStatus.QUEUED, why)])
+            self.live.queue[run.id] = None
+            return None
+        host, number = started
+        executor = self.hosts.executors[host]
+        chain = []
+        if run.status is not RunStatus.ASSIGNED:
+            why = f"{host}: found started after a restart"
+            chain.append(Transition(run.id, RunStatus.ASSIGNED, why, {"host": host}))
+        fields = {"attempt": number, "host": host, "run_dir": executor.run_dir(run.id)}
+        why = f"attempt {number} found started on {host} after a restart"
+        chain.append(Transition(run.id, RunStatus.STARTING, why, fields | NEW_ATTEMPT))
+        return self.live.transition(chain)[-1]
+
+    async def _settle(self, active: Active) -> None:
+        """An attempt of the last daemon's: lost, finalised, or followed again."""
+        run, executor = active.run, active.executor
+        try:
+            await executor.first_try()
+            if not active.attempt.pid:
+                active.attempt = await executor.reattach(active.attempt)
+            state = await executor.probe(active.attempt)
+        except HostUnreachable as exc:
+            self.follower.spawn(active, unreachable=str(exc))
+            return
+        pid = active.attempt.pid
+        if state is ProcessState.GONE:
+            why = (
+                f"process {pid} is gone and left no exit code"
+                if pid
+                else "the daemon stopped while starting it, before its process recorded a pid"
+            )
+            self.live.transition(
+                [Transition(run.id, RunStatus.LOST, why, {"ended_at": time.time()})]
+            )
+            return
+        if run.status is not RunStatus.RUNNING:
+            why = "reattached after daemon restart"
+            reattached = Transition(run.id, RunStatus.RUNNING, why, {"pid": pid})
+            active.run = self.live.transition([reattached])[0]
+        if state is ProcessState.EXITED:
+            self.live.active[run.id] = active
+            await self.follower.follow(active)  # ended unwatched: finalised before serving
+            return
+        if active.cancel_requested or active.prune_reason:
+            await self.follower.terminate(active)
+        self.follower.spawn(active)
+
+    async def _started_attempt(self, run: Run) -> tuple[str, int] | None:
+        """The host on which the next attempt of a queued run already has its folder: the last
+        daemon started it and stopped before the store heard of it."""
+        number = run.attempt + 1
+        for name, executor in self.hosts.executors.items():
+            try:
+                await executor.first_try()
+                if await executor.attempt_exists(run.id, number):
+                    return name, number
+            except HostUnreachable:
+                continue  # a host that is away cannot tell; its folder is found on its return
+        return None

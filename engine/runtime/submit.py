@@ -1,0 +1,179 @@
+"""Taking work on: jobs checked and queued as new runs with their manifest, code snapshots,
+reproductions of earlier runs, and failed runs queued again by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import repro, workspace
+from engine.capture import Parser
+from engine.config import Config
+from engine.model import DataLink, JobSpec, Run, RunStatus, job_again
+from engine.protocol import RunChanged
+from engine.runtime.hosts import Hosts
+from engine.runtime.live import LiveView, Refused
+from engine.store import Transition
+
+
+class SubmitError(Refused):
+    """A job the engine cannot accept; the message says why."""
+
+
+class Submitter:
+    """Queues new runs: from jobs, from an earlier run (reproduce), or a failed run again."""
+
+    def __init__(self, config: Config, live: LiveView, hosts: Hosts) -> None:
+        self.config = config
+        self.live = live
+        self.db = live.db
+        self.hosts = hosts
+        self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
+
+    async def submit(
+        self,
+        jobs: Sequence[JobSpec],
+        snapshot: str | None = None,
+        reproduces: int | None = None,
+        shared: dict[str, Any] | None = None,
+    ) -> list[Run]:
+        """Validate and queue jobs as new runs; their manifest is taken now, once per submission
+        (or is `shared`, the manifest of the sweep they continue)."""
+        if not jobs:
+            raise SubmitError("no jobs given")
+        for job in jobs:
+            if problems := job.problems():
+                field, what = problems[0]
+                raise SubmitError(f"job {field}: {what}")
+        if snapshot is None and any(job.snapshot or job.data for job in jobs):
+            jobs = [msgspec.structs.replace(job, data=self._resolve_data(job)) for job in jobs]
+            snapshot, jobs = await self.into_snapshot(jobs)
+        named = []
+        for job in jobs:
+            seed = self._checked_seed(job)
+            named.append((job, job.name or default_name(job.argv), seed))
+        first = jobs[0]
+        if shared is None:
+            shared = await repro.submission_manifest(
+                first.cwd,
+                first.argv,
+                dict(first.env or {}),
+                self.config.state_dir,
+                self.interpreters,
+            )
+        if snapshot is not None:
+            shared["snapshot"] = snapshot
+        if reproduces is not None:
+            shared["reproduces"] = reproduces
+        masked: dict[int, dict[str, str]] = {}  # jobs of one submission share an environment
+        rows = [
+            (
+                msgspec.structs.replace(
+                    job, env=masked.setdefault(id(job.env), repro.mask_env(job.env or {}))
+                ),
+                name,
+                seed,
+                repro.run_manifest(shared, job.argv, seed),
+            )
+            for job, name, seed in named
+        ]
+        runs = await self.db.call(self.db.store.add_runs, rows)
+        for run, job in zip(runs, jobs, strict=True):
+            self.live.add(run, job.env or {}, queued=True)
+            self.live.bus.publish(RunChanged(run=run, previous=None, reason="submitted"))
+        self.live.wake.set()
+        return runs
+
+    def _checked_seed(self, job: JobSpec) -> int:
+        """A job's seed (drawn now if it has none), once the job is known to be runnable."""
+        if not job.argv or not job.argv[0]:
+            raise SubmitError("empty command: give the program to run after `--`")
+        if job.host is not None:
+            if job.host not in self.config.hosts:
+                raise SubmitError(
+                    f"unknown host {job.host!r}; hosts.toml has {sorted(self.config.hosts)}"
+                )
+            if job.host in self.hosts.disabled_by_user:
+                why = self.hosts.disabled_by_user[job.host]
+                raise SubmitError(f"host {job.host!r} is disabled: {why}")
+        if not Path(job.cwd).is_absolute():
+            raise SubmitError(f"working directory must be absolute, got {job.cwd!r}")
+        try:
+            Parser(job.capture)
+        except ValueError as exc:
+            raise SubmitError(str(exc)) from None
+        return job.seed if job.seed is not None else secrets.randbelow(2**31)
+
+    def _resolve_data(self, job: JobSpec) -> tuple[DataLink, ...]:
+        entries = [(link.place, link.source) for link in job.data]
+        try:
+            return workspace.resolve_data(entries, self.config.project_dir, "data")
+        except workspace.DataError as exc:
+            raise SubmitError(str(exc)) from None
+
+    async def into_snapshot(self, jobs: Sequence[JobSpec]) -> tuple[str, list[JobSpec]]:
+        """Snapshot the project's code and move the jobs into it: each starts where it was
+        submitted from inside the project (or at the top), in a copy made for each attempt."""
+        project = self.config.project_dir
+        try:
+            snapshot, folder, _ = await asyncio.to_thread(
+                repro.take_snapshot,
+                project,
+                self.config.state_dir / "snapshots",
+                (self.config.state_dir,),
+            )
+        except (repro.SnapshotError, OSError) as exc:
+            raise SubmitError(f"cannot snapshot {project}: {exc}") from None
+        moved = []
+        for job in jobs:
+            inside = Path(job.cwd).resolve()
+            rel = inside.relative_to(project) if inside.is_relative_to(project) else Path()
+            moved.append(msgspec.structs.replace(job, cwd=str(folder / rel), snapshot=False))
+        return snapshot, moved
+
+    async def reproduce(self, run: Run, secrets: dict[str, str] | None = None) -> Run:
+        """Queue a new run with the original's code snapshot (or working directory), command,
+        parameters, seed and needs; its manifest names the run it reproduces. Secrets, never
+        stored in clear, come from `secrets` (the caller's environment)."""
+        stored = await self.db.call(self.db.store.launch_env, run.id)
+        env = repro.unmask_env(stored, os.environ if secrets is None else secrets)
+        manifest = (await self.db.call(self.db.store.run_details, run.id))["manifest"] or {}
+        job = job_again(run, env, name=f"{run.name}-repro")
+        [new] = await self.submit([job], snapshot=manifest.get("snapshot"), reproduces=run.id)
+        return new
+
+    async def retry(self, run: Run) -> Run:
+        """Queue a failed or lost run again by hand: its next attempt, with the reason."""
+        live = self.live
+        if run.id in live.runs or run.status not in (RunStatus.FAILED, RunStatus.LOST):
+            status = live.runs[run.id].status if run.id in live.runs else run.status
+            raise Refused(f"run {run.id} is {status}; only failed or lost runs are retried")
+        live.add(run, {}, queued=False)  # taken at once: a second retry is refused
+        stored = await self.db.call(self.db.store.launch_env, run.id)
+        live.envs[run.id] = repro.unmask_env(stored, os.environ)
+        why = f"retried by user after attempt {run.attempt} ({run.reason or run.status})"
+        fields = {"queued_at": time.time(), "not_before": 0.0}
+        [queued] = live.transition([Transition(run.id, RunStatus.QUEUED, why, fields)])
+        await live.flush()
+        live.wake.set()
+        return queued
+
+
+def default_name(argv: Sequence[str]) -> str:
+    """A short name from a command: the script's stem for `python x.py`, the module for `-m`."""
+    first = Path(argv[0]).name
+    if re.fullmatch(r"python[0-9.]*", first) and len(argv) > 1:
+        if argv[1] == "-m" and len(argv) > 2:
+            return argv[2]
+        if argv[1] == "-c":
+            return f"{first}-c"
+        return Path(argv[1]).stem or first
+    return first

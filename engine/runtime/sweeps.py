@@ -1,0 +1,299 @@
+"""Sweeps: an experiment expanded into trials and queued as runs, and the adaptive ones (TPE
+sampling, pruning) driven as their runs report and end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import repro, workspace
+from engine.capture import Points
+from engine.config import (
+    Config,
+    ConfigError,
+    Experiment,
+    experiment_from_json,
+    experiment_json,
+    load_experiment,
+)
+from engine.executors import HostUnreachable, ProcessState
+from engine.model import DataLink, JobSpec, Run
+from engine.protocol import SweepPlan
+from engine.runtime.hosts import Hosts
+from engine.runtime.live import Active, LiveView, Refused
+from engine.runtime.submit import SubmitError, Submitter
+from engine.sweep import AdaptiveSweep, SweepError, Trial, is_adaptive, total_runs
+from engine.sweep import trials as sweep_trials
+
+
+@dataclass
+class Adaptive:
+    """An adaptive sweep the daemon drives: its Optuna side, and what its later trials are
+    queued with (the code snapshot's directory, environment and manifest of its first run)."""
+
+    study: AdaptiveSweep
+    snapshot: str | None
+    launch: tuple[str, dict[str, str], dict[str, Any], tuple[DataLink, ...]] | None = None
+    env: dict[str, str] | None = None  # the submitter's, secrets in clear (never stored)
+
+
+class Sweeps:
+    """Queues sweeps, and drives each adaptive one: asks its study for more trials as runs
+    end, reports runs' values to its pruner, and stops a run the pruner gives up on."""
+
+    def __init__(
+        self,
+        config: Config,
+        live: LiveView,
+        hosts: Hosts,
+        submitter: Submitter,
+        preview: Callable[[JobSpec], tuple[str | None, str]],
+        terminate: Callable[[Active], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.live = live
+        self.db = live.db
+        self.hosts = hosts
+        self.submitter = submitter
+        self.preview = preview
+        self.terminate = terminate
+        self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
+        live.on_end.append(self._finish)
+
+    async def submit(
+        self, file: str, overrides: dict[str, str], cwd: str, env: dict[str, str], dry_run: bool
+    ) -> SweepPlan:
+        """Expand an experiment into trials, snapshot the project's code, and queue every trial
+        as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
+        try:
+            # Read and planned off the event loop: a large file or sweep holds up no one.
+            experiment, study, planned = await asyncio.to_thread(self._plan, file, overrides)
+        except (ConfigError, SweepError) as exc:
+            raise SubmitError(str(exc)) from None
+        project = self.config.project_dir
+        total = total_runs(experiment)
+        try:
+            links = workspace.resolve_data(experiment.data, project, str(experiment.path))
+        except workspace.DataError as exc:
+            raise SubmitError(str(exc)) from None
+        next_id = await self.db.call(self.db.store.next_sweep_id, experiment.name)
+        jobs = [_trial_job(experiment, t, cwd, env, links, next_id) for t in planned]
+        where = self._where(experiment, planned, jobs)
+        if dry_run:
+            sees, warnings = await asyncio.to_thread(
+                workspace.what_runs_see, project, Path(cwd), links, (self.config.state_dir,)
+            )
+            return SweepPlan(
+                sweep=None,
+                trials=total,
+                first=_shown(jobs),
+                where=where,
+                runs=[],
+                sees=sees,
+                warnings=warnings,
+            )
+        snapshot, jobs = await self.submitter.into_snapshot(jobs)
+        sweep_id = await self.db.call(
+            self.db.store.add_sweep,
+            experiment.name,
+            str(experiment.path),
+            experiment.method,
+            total,
+            snapshot,
+            msgspec.to_builtins(experiment.metric) if experiment.metric else None,
+            experiment_json(experiment) if study else None,
+            experiment.sampler_seed if experiment.method != "grid" else None,
+        )
+        jobs = [
+            msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))
+            for j, t in zip(jobs, planned, strict=True)
+        ]
+        runs = await self.submitter.submit(jobs, snapshot=snapshot)
+        if study is not None:
+            self.adaptive[sweep_id] = Adaptive(study, snapshot, env=env)
+        return SweepPlan(sweep=sweep_id, trials=total, first=_shown(jobs), where=where, runs=runs)
+
+    def going(self, sweep_id: str) -> bool:
+        """Whether a sweep has runs unfinished or trials still to sample."""
+        adaptive = self.adaptive.get(sweep_id)
+        if adaptive is not None and adaptive.study.remaining():
+            return True
+        return any(r.sweep == sweep_id for r in self.live.runs.values())
+
+    async def cancel(self, sweep: str) -> list[Run]:
+        """Sample no more of a sweep; its unfinished runs, for the caller to cancel."""
+        runs = [r for r in list(self.live.runs.values()) if r.sweep == sweep]
+        if not runs and sweep not in self.adaptive:
+            raise Refused(f"no unfinished runs in sweep {sweep!r}")
+        self.adaptive.pop(sweep, None)
+        await self.db.call(self.db.store.cancel_sweep, sweep)
+        return runs
+
+    async def sample_more(self) -> None:
+        """Queue the next configurations of each TPE sweep as its runs end."""
+        for sweep_id, adaptive in list(self.adaptive.items()):
+            study = adaptive.study
+            in_flight = {r.trial for r in self.live.runs.values() if r.sweep == sweep_id}
+            if not study.remaining():
+                if not in_flight:
+                    del self.adaptive[sweep_id]  # sampled and finished: nothing more to judge
+                continue
+            wanted = self._configs_in_flight(study.experiment) - len(in_flight)
+            if wanted <= 0:
+                continue
+            if adaptive.launch is None:
+                adaptive.launch = await self.db.call(self.db.store.sweep_launch, sweep_id)
+            if adaptive.launch is None:
+                continue
+            cwd, env, manifest, data = adaptive.launch
+            env = adaptive.env if adaptive.env is not None else repro.unmask_env(env, os.environ)
+            jobs = [
+                msgspec.structs.replace(
+                    _trial_job(study.experiment, t, cwd, env, data, sweep_id), sweep=sweep_id
+                )
+                for t in study.ask(wanted)
+            ]
+            await self.submitter.submit(jobs, snapshot=adaptive.snapshot, shared=manifest)
+
+    def attach(self, run: Run, points: list[tuple[int | None, float]] | None = None) -> None:
+        """A run of an adaptive sweep has started (or was reattached with `points` so far)."""
+        if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+            adaptive.study.attach(run)
+            if points is not None:
+                adaptive.study.report(run.id, points)
+
+    async def judge(self, active: Active, points: Points) -> None:
+        """Feed a run's new values of its sweep's metric to the pruner; stop it if told to."""
+        adaptive = self.adaptive.get(active.run.sweep or "")
+        if adaptive is None or active.prune_reason or active.cancel_requested:
+            return
+        key = adaptive.study.key
+        values = [
+            (step, value)
+            for k, step, value in zip(points.keys, points.steps, points.values, strict=True)
+            if k == key
+        ]
+        if values and (reason := adaptive.study.report(active.run.id, values)):
+            # Output read late (after a restart) may be from an attempt that has finished
+            # meanwhile: its end stands, whatever its earlier steps would have said.
+            with contextlib.suppress(HostUnreachable):
+                if await active.executor.probe(active.attempt) is ProcessState.EXITED:
+                    return
+            active.prune_reason = reason
+            await self.db.call(self.db.store.request_prune, active.run.id, reason)
+            await self.terminate(active)
+
+    async def resume(self) -> dict[int, list[tuple[int | None, float]]]:
+        """Rebuild each adaptive sweep still going after a restart: ended runs are fed back to
+        its study as they ended; returns the metric points so far of its unfinished runs, to
+        be fed when they are reattached."""
+        points: dict[int, list[tuple[int | None, float]]] = {}
+        store = self.db.store
+        for sweep_id, text in await self.db.call(store.adaptive_sweeps):
+            try:
+                experiment = experiment_from_json(text)
+                study = AdaptiveSweep(experiment)
+            except (msgspec.ValidationError, SweepError) as exc:
+                await self.db.call(store.cancel_sweep, sweep_id)
+                print(f"sweep {sweep_id} cannot go on sampling: {exc}", file=sys.stderr, flush=True)
+                continue
+            for run, values in await self.db.call(store.sweep_history, sweep_id, study.key):
+                if run.status.terminal:
+                    study.replay(run, values)
+                else:
+                    points[run.id] = values
+            snapshot = next((s.snapshot for s in await self.db.call(store.sweeps, sweep_id)), None)
+            self.adaptive[sweep_id] = Adaptive(study, snapshot)
+        return points
+
+    def _finish(self, run: Run) -> None:
+        if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+            adaptive.study.finish(run)
+
+    def _plan(
+        self, file: str, overrides: dict[str, str]
+    ) -> tuple[Experiment, AdaptiveSweep | None, list[Trial]]:
+        """An experiment file read, its study (for an adaptive sweep) and its first trials."""
+        experiment = load_experiment(file, overrides)
+        if experiment.sampler_seed is None:  # each sweep draws afresh, and records it
+            experiment = msgspec.structs.replace(experiment, sampler_seed=secrets.randbelow(2**31))
+        study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
+        if experiment.method == "tpe":
+            assert study is not None
+            return experiment, study, study.ask(self._configs_in_flight(experiment))
+        return experiment, study, sweep_trials(experiment)
+
+    def _configs_in_flight(self, experiment: Experiment) -> int:
+        """How many configurations a TPE sweep keeps queued or running at once: enough to fill
+        its `max_concurrent` (or every host's slots), so it learns from each result early."""
+        slots = experiment.max_concurrent or sum(
+            spec.max_jobs for name, spec in self.config.hosts.items() if self.hosts.is_up(name)
+        )
+        return max(1, -(-slots // len(experiment.seeds)))
+
+    def _where(self, experiment: Experiment, planned: list[Trial], jobs: list[JobSpec]) -> str:
+        """Where a sweep's trials would go, e.g. "18 → gpu-box, 18 → laptop (glm: laptop; …)"."""
+        if not jobs:
+            return "no trials"
+        per_model: dict[int, tuple[str | None, str]] = {}
+        counts: dict[str, int] = {}
+        for trial, job in zip(planned, jobs, strict=True):
+            if trial.model not in per_model:
+                per_model[trial.model] = self.preview(job)
+            host = per_model[trial.model][0] or "nowhere"
+            counts[host] = counts.get(host, 0) + 1
+        summary = ", ".join(f"{n} → {host}" for host, n in counts.items())
+        named = [
+            (experiment.models[m].name, why)
+            for m, (host, why) in per_model.items()
+            if why != host  # "local" says no more than "→ local"
+        ]
+        if not named:
+            return summary
+        detail = "; ".join(f"{name}: {why}" if name else why for name, why in named)
+        return f"{summary} ({detail})"
+
+
+def _shown(jobs: list[JobSpec]) -> list[JobSpec]:
+    """The first jobs of a sweep as a client is shown them: secrets masked."""
+    return [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
+
+
+def _trial_job(
+    experiment: Experiment,
+    trial: Trial,
+    cwd: str,
+    env: dict[str, str],
+    data: tuple[DataLink, ...],
+    sweep_id: str,
+) -> JobSpec:
+    """The job one trial of a sweep runs: its model's command and needs, with its params."""
+    model = experiment.models[trial.model]
+    return JobSpec(
+        data=data,
+        templated=True,
+        argv=trial.argv,
+        cwd=cwd,
+        name=trial.name(experiment, sweep_id),
+        seed=trial.seed,
+        capture=model.capture,
+        env=env,
+        resources=model.resources,
+        priority=experiment.priority,
+        model_type=model.model_type,
+        tags=model.tags,
+        requires=model.requires,
+        max_concurrent=experiment.max_concurrent,
+        retry=experiment.retry,
+        params=trial.params,
+        trial=(trial.model, trial.config),
+    )
