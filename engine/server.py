@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine import __version__
-from engine.executors import Attempt, HostUnreachable
+from engine.executors import HostUnreachable
 from engine.model import RunQuery, RunStatus, parse_filter
 from engine.protocol import (
     API,
@@ -220,7 +220,7 @@ def make_app(daemon: Daemon) -> web.Application:
         if executor is None:
             return _error(409, f"host {host!r} has no executor")
         try:
-            attempt = Attempt(executor.attempt_dir(run.id, number), pid=0, start_time=None)
+            attempt = executor.attempt(run.id, number)
             if offset < 0:  # from the end: the last -offset bytes
                 offset = max(0, await executor.output_size(attempt) + offset)
             data = await executor.read_output(attempt, offset, limit)

@@ -48,6 +48,4 @@ def executor_for(
         return LocalExecutor(host, workdir)
     from engine.executors.ssh import SshExecutor  # asyncssh, for daemons with SSH hosts
 
-    return SshExecutor(
-        host, fetched=config.state_dir / "runs", on_change=on_change, on_sample=on_sample
-    )
+    return SshExecutor(host, fetched=config.state_dir, on_change=on_change, on_sample=on_sample)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import msgspec
 
+from engine.executors import layout
+from engine.executors.layout import work_dir
 from engine.model import DataLink, HostSpec
 
 
@@ -29,11 +31,6 @@ class Launch(msgspec.Struct, frozen=True):
     attempt_dir: str
     snapshot: str | None = None
     data: tuple[DataLink, ...] = ()
-
-
-def work_dir(attempt_dir: str) -> str:
-    """Where an attempt made from a snapshot runs: a folder of its own in its attempt folder."""
-    return f"{attempt_dir}/work"
 
 
 def wrapper_args(
@@ -87,11 +84,20 @@ class Executor(abc.ABC):
         self.host = host
         self.workdir = workdir
 
+    @property
+    def root(self) -> PurePath:
+        """The host's work directory, where its runs' folders are (see `layout`)."""
+        return self.workdir
+
     def attempt_dir(self, run_id: int, attempt: int) -> str:
-        return str(self.workdir / "runs" / str(run_id) / f"attempt-{attempt}")
+        return layout.attempt_dir(self.root, run_id, attempt)
 
     def run_dir(self, run_id: int) -> str:
-        return str(self.workdir / "runs" / str(run_id))
+        return layout.run_dir(self.root, run_id)
+
+    def attempt(self, run_id: int, attempt: int) -> Attempt:
+        """An attempt known by its folder alone, its pid not yet read (see `reattach`)."""
+        return Attempt(self.attempt_dir(run_id, attempt), 0, None)
 
     @abc.abstractmethod
     async def start(self, launch: Launch) -> Attempt: ...
@@ -117,7 +123,7 @@ class Executor(abc.ABC):
     async def reattach(self, attempt: Attempt) -> Attempt:
         """The attempt with the pid its wrapper wrote (for one whose start we did not see)."""
         try:
-            pid = int((Path(attempt.attempt_dir) / "pid").read_text().strip())
+            pid = int((Path(attempt.attempt_dir) / layout.PID).read_text().strip())
         except (OSError, ValueError):
             return attempt
         return msgspec.structs.replace(attempt, pid=pid)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.executors import layout
 from engine.executors.base import (
     Attempt,
     Executor,
@@ -33,7 +34,7 @@ class LocalExecutor(Executor):
     async def start(self, launch: Launch) -> Attempt:
         folder = Path(launch.attempt_dir)
         os.makedirs(folder, exist_ok=True)
-        for name in ("checkpoints", "artifacts"):  # per run, kept across attempts
+        for name in layout.KEPT_ACROSS_ATTEMPTS:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder.parent / name)
         # Not an asyncio subprocess: asyncio kills a still-running child when its loop closes,
@@ -80,12 +81,12 @@ class LocalExecutor(Executor):
 
     async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
         return await asyncio.to_thread(
-            _read_bytes, Path(attempt.attempt_dir) / "output.log", offset, max_bytes
+            _read_bytes, Path(attempt.attempt_dir) / layout.OUTPUT, offset, max_bytes
         )
 
     async def output_size(self, attempt: Attempt) -> int:
         try:
-            return os.stat(Path(attempt.attempt_dir) / "output.log").st_size
+            return os.stat(Path(attempt.attempt_dir) / layout.OUTPUT).st_size
         except FileNotFoundError:
             return 0
 
@@ -160,7 +161,7 @@ async def _wait_foreign(attempt: Attempt) -> None:
 
 
 def _exit_code_file(attempt: Attempt) -> Path:
-    return Path(attempt.attempt_dir) / "exit_code"
+    return Path(attempt.attempt_dir) / layout.EXIT_CODE
 
 
 def _read_exit_code(attempt: Attempt) -> int | None:

@@ -24,6 +24,7 @@ import asyncssh
 import msgspec
 
 from engine.config import data_place
+from engine.executors import layout
 from engine.executors.base import (
     Attempt,
     Executor,
@@ -218,7 +219,7 @@ class SshExecutor(Executor):
         on_sample: Callable[[HostSample], None] = lambda _: None,
     ) -> None:
         super().__init__(host, Path(host.workdir or "~/runyard"))
-        self.fetched = fetched  # where artifacts are copied back to
+        self.fetched = fetched  # the state directory: artifacts come back into its runs/
         self.link = HostLink(host, self._changed)
         self.on_change = on_change
         self.on_sample = on_sample
@@ -272,11 +273,9 @@ class SshExecutor(Executor):
             raise HostUnreachable(self.link.error or "not connected yet")
         return PurePosixPath(self.link.home) / text.removeprefix("~").lstrip("/")
 
-    def attempt_dir(self, run_id: int, attempt: int) -> str:
-        return str(self.remote_workdir / "runs" / str(run_id) / f"attempt-{attempt}")
-
-    def run_dir(self, run_id: int) -> str:
-        return str(self.remote_workdir / "runs" / str(run_id))
+    @property
+    def root(self) -> PurePosixPath:
+        return self.remote_workdir
 
     async def _exec(
         self, command: str, timeout: float | None = 30.0
@@ -336,12 +335,12 @@ class SshExecutor(Executor):
         wrapper = ["setsid", "-f", "sh", str(tools / WRAPPER.name), *args, "env", *env, *command]
         dirs = " ".join(
             shlex.quote(str(d))
-            for d in (folder, folder.parent / "checkpoints", folder.parent / "artifacts")
+            for d in (folder, *(folder.parent / name for name in layout.KEPT_ACROSS_ATTEMPTS))
         )
         # A run's folders are the user's alone (0700) and so is its output (0600): a log can
         # hold what a run prints of its environment. The command itself keeps the login's umask.
         script = (
-            f"(umask 077 && mkdir -p {dirs} && : >> {shlex.quote(str(folder / 'output.log'))}) && "
+            f"(umask 077 && mkdir -p {dirs} && : >> {shlex.quote(str(folder / layout.OUTPUT))}) && "
             f"cd {shlex.quote(str(folder))} && "
             f"{shlex.join(wrapper)} >/dev/null 2>&1 </dev/null; "
             "i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; cat pid"
@@ -399,7 +398,7 @@ class SshExecutor(Executor):
     async def probe(self, attempt: Attempt) -> ProcessState:
         folder = shlex.quote(attempt.attempt_dir)
         result = await self._exec(
-            f"{_pid(attempt)}; if [ -f {folder}/exit_code ]; then echo exited;"
+            f"{_pid(attempt)}; if [ -f {folder}/{layout.EXIT_CODE} ]; then echo exited;"
             ' elif [ -n "$p" ] && kill -0 -- "$p" 2>/dev/null; then echo running; else echo gone; fi'
         )
         return ProcessState(_text(result.stdout).strip() or "gone")
@@ -408,7 +407,7 @@ class SshExecutor(Executor):
         folder = shlex.quote(attempt.attempt_dir)
         # One channel that returns when the attempt ends: no polling round trips meanwhile.
         # It prints the exit code, then when the file was written.
-        code = f"{folder}/exit_code"
+        code = f"{folder}/{layout.EXIT_CODE}"
         result = await self._exec(
             f'{_pid(attempt)}; while [ ! -f {code} ] && [ -n "$p" ]'
             f' && kill -0 -- "$p" 2>/dev/null; do sleep 0.2; done; cat {code} 2>/dev/null;'
@@ -426,7 +425,7 @@ class SshExecutor(Executor):
     async def read_output(self, attempt: Attempt, offset: int, max_bytes: int) -> bytes:
         _, sftp = await self.link.connection()
         try:
-            async with sftp.open(f"{attempt.attempt_dir}/output.log", "rb") as f:
+            async with sftp.open(f"{attempt.attempt_dir}/{layout.OUTPUT}", "rb") as f:
                 return await f.read(max_bytes, offset)
         except asyncssh.SFTPNoSuchFile:
             return b""
@@ -436,7 +435,7 @@ class SshExecutor(Executor):
     async def output_size(self, attempt: Attempt) -> int:
         _, sftp = await self.link.connection()
         try:
-            return (await sftp.stat(f"{attempt.attempt_dir}/output.log")).size or 0
+            return (await sftp.stat(f"{attempt.attempt_dir}/{layout.OUTPUT}")).size or 0
         except asyncssh.SFTPNoSuchFile:
             return 0
         except (asyncssh.Error, OSError) as exc:
@@ -452,7 +451,7 @@ class SshExecutor(Executor):
         """The attempt with the pid its wrapper wrote (for one whose start we did not see)."""
         _, sftp = await self.link.connection()
         try:
-            async with sftp.open(f"{attempt.attempt_dir}/pid", "r") as f:
+            async with sftp.open(f"{attempt.attempt_dir}/{layout.PID}", "r") as f:
                 text = await f.read()
         except asyncssh.SFTPNoSuchFile:
             return attempt
@@ -471,8 +470,8 @@ class SshExecutor(Executor):
     async def fetch_artifacts(self, run_id: int) -> Path | None:
         """Copy a run's artifacts folder back to this machine; where it now is, or None."""
         _, sftp = await self.link.connection()
-        remote = f"{self.run_dir(run_id)}/artifacts"
-        target = self.fetched / str(run_id)
+        remote = layout.artifact_dir(self.run_dir(run_id))
+        target = Path(layout.run_dir(self.fetched, run_id))
         try:
             if not await sftp.isdir(remote) or not await sftp.listdir(remote):
                 return None
@@ -480,7 +479,7 @@ class SshExecutor(Executor):
             await sftp.get(remote, str(target), recurse=True, preserve=True)
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc) from exc
-        return target / "artifacts"
+        return Path(layout.artifact_dir(str(target)))
 
     # --- telemetry ---------------------------------------------------------------------------
 
@@ -585,4 +584,4 @@ def _pid(attempt: Attempt) -> str:
     """Shell that sets $p to the attempt's pid: the one we know, else its `pid` file."""
     if attempt.pid:
         return f"p={int(attempt.pid)}"
-    return f"p=$(cat {shlex.quote(attempt.attempt_dir)}/pid 2>/dev/null)"
+    return f"p=$(cat {shlex.quote(attempt.attempt_dir)}/{layout.PID} 2>/dev/null)"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,8 +13,7 @@ import msgspec
 from engine import repro, template
 from engine.config import Config
 from engine.core.failures import oom_kills
-from engine.executors import Attempt, Executor, HostUnreachable, Launch
-from engine.executors.base import work_dir
+from engine.executors import Executor, HostUnreachable, Launch, layout
 from engine.model import FailureClass, JobSpec, Run, RunStatus
 from engine.runtime.follow import Follower
 from engine.runtime.hosts import Hosts
@@ -181,7 +179,7 @@ class Dispatcher:
         snapshot = repro.in_snapshot(run.cwd, self.config.state_dir / "snapshots")
         argv = run.argv
         if run.templated:
-            project = work_dir(attempt_dir) if snapshot else str(self.config.project_dir)
+            project = layout.work_dir(attempt_dir) if snapshot else str(self.config.project_dir)
             argv = fill_runtime(run, number, run_dir, project)
         launch = Launch(
             run_id=run.id,
@@ -197,7 +195,7 @@ class Dispatcher:
             attempt = await executor.start(launch)
         except HostUnreachable as exc:
             # It may or may not have started: its files will tell once the host is back.
-            unknown = Attempt(launch.attempt_dir, 0, None)
+            unknown = executor.attempt(run.id, number)
             cancelled = self.live.starting.get(run.id, False)
             active = Active.of(run, executor, unknown, number, cancel_requested=cancelled)
             self.follower.spawn(active, unreachable=str(exc))
@@ -253,8 +251,8 @@ def fill_runtime(run: Run, attempt: int, run_dir: str, project: str) -> tuple[st
         "run_id": run.id,
         "attempt": attempt,
         "run_dir": run_dir,
-        "artifact_dir": str(Path(run_dir) / "artifacts"),
-        "checkpoint_dir": str(Path(run_dir) / "checkpoints"),
+        "artifact_dir": layout.artifact_dir(run_dir),
+        "checkpoint_dir": layout.checkpoint_dir(run_dir),
         "project": project,
     }
     return tuple(template.render_runtime(word, values) for word in run.argv)
@@ -268,8 +266,8 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
         RUNYARD_ATTEMPT=str(attempt),
         RUNYARD_SEED=str(run.seed),
         RUNYARD_PARAMS=json.dumps(run.params),
-        RUNYARD_ARTIFACT_DIR=str(Path(run_dir) / "artifacts"),
-        RUNYARD_CHECKPOINT_DIR=str(Path(run_dir) / "checkpoints"),
+        RUNYARD_ARTIFACT_DIR=layout.artifact_dir(run_dir),
+        RUNYARD_CHECKPOINT_DIR=layout.checkpoint_dir(run_dir),
         # Always set: empty keeps a CPU-only job off a GPU host's GPUs.
         CUDA_VISIBLE_DEVICES=",".join(str(i) for i in run.gpus),
     )

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 
 from engine.config import Config
-from engine.executors import Attempt, Executor, HostUnreachable, ProcessState, executor_for
+from engine.executors import Executor, HostUnreachable, ProcessState, executor_for
 from engine.model import HostSample
 from engine.protocol import HostChanged
 from engine.runtime.bus import EventBus
@@ -140,7 +140,7 @@ class Hosts:
         left = self.abandoned.pop(host, [])
         while left:
             run_id, number = left[0]
-            attempt = Attempt(executor.attempt_dir(run_id, number), 0, None)
+            attempt = executor.attempt(run_id, number)
             try:
                 attempt = await executor.reattach(attempt)  # its pid, from its pid file
                 state = await executor.probe(attempt)
