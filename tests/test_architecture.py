@@ -37,7 +37,7 @@ LAYERS: dict[str, int] = {
     "engine.executors": 2,
     # the runtime, its API, the daemon process
     "engine.runtime": 3,
-    "engine.server": 4,
+    "engine.api": 4,
     "engine.daemon": 5,
     # clients
     "engine.client": 1,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.daemon import mean_sample
 from engine.model import GpuSample, HostSample
+from engine.runtime.samples import mean_sample
 
 
 def sample(t: float, cpu: float, mem: float, util: float) -> HostSample:

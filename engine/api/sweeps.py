@@ -1,0 +1,160 @@
+"""Sweeps: submit, list, wait, cancel, best configurations with statistics, reports."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from engine.api.context import ApiContext, error, reply
+from engine.executors import layout
+from engine.protocol import (
+    API,
+    RunList,
+    SweepList,
+    SweepRequest,
+)
+from engine.report import bounds_of, with_statistics
+from engine.report import write_report as write_report_files
+from engine.runtime.live import Refused
+
+
+def routes(ctx: ApiContext) -> web.RouteTableDef:
+    sup, db = ctx.supervisor, ctx.db
+    store = db.store
+    routes = web.RouteTableDef()
+
+    @routes.post(f"{API}/sweeps")
+    async def sweep(request: web.Request) -> web.Response:
+        try:
+            body = msgspec.json.decode(await request.read(), type=SweepRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error(400, f"bad request: {exc}")
+        try:
+            result = await sup.submit_sweep(
+                body.file, body.overrides, body.cwd, body.env or {}, body.dry_run
+            )
+        except Refused as exc:
+            return error(400, str(exc))
+        return reply(result, 200 if body.dry_run else 201)
+
+    @routes.get(f"{API}/sweeps")
+    async def sweeps(_: web.Request) -> web.Response:
+        return reply(SweepList(sweeps=await db.call(store.sweeps)))
+
+    @routes.get(API + "/sweeps/{sweep}")
+    async def one_sweep(request: web.Request) -> web.Response:
+        found = await db.call(store.sweeps, request.match_info["sweep"])
+        if not found:
+            return error(404, f"no sweep {request.match_info['sweep']!r}")
+        return reply(found[0])
+
+    @routes.get(API + "/sweeps/{sweep}/wait")
+    async def wait_sweep(request: web.Request) -> web.Response:
+        """Answer when the sweep has no unfinished runs and nothing left to sample (or after
+        `timeout` seconds), with its state."""
+        sweep_id = request.match_info["sweep"]
+        try:
+            timeout = float(request.query.get("timeout", "300"))
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        if not await db.call(store.sweeps, sweep_id):
+            return error(404, f"no sweep {sweep_id!r}")
+        await ctx.wait_while(lambda: sup.sweep_going(sweep_id), timeout)
+        await sup.flush()
+        found = await db.call(store.sweeps, sweep_id)
+        return reply(msgspec.structs.replace(found[0], going=sup.sweep_going(sweep_id)))
+
+    @routes.post(API + "/sweeps/{sweep}/cancel")
+    async def cancel_sweep(request: web.Request) -> web.Response:
+        try:
+            runs = await sup.cancel_sweep(request.match_info["sweep"])
+        except Refused as exc:
+            return error(404, str(exc))
+        return reply(RunList(runs=runs))
+
+    @routes.get(API + "/sweeps/{sweep}/best")
+    async def best(request: web.Request) -> web.Response:
+        sweep_id = request.match_info["sweep"]
+        found = await db.call(store.sweeps, sweep_id)
+        if not found:
+            return error(404, f"no sweep {sweep_id!r}")
+        metric = found[0].metric or {}
+        key = request.query.get("by") or metric.get("name")
+        if not key:
+            return error(400, f"sweep {sweep_id} names no metric; say which with ?by=KEY")
+        mode = request.query.get("mode") or metric.get("mode", "max")
+        if mode not in ("min", "max"):
+            return error(400, f"mode must be min or max, got {mode!r}")
+        with_runs = request.query.get("runs", "0") != "0"
+        same = key == metric.get("name")  # the sweep's own metric: its summary and bounds
+        summary = request.query.get("summary") or (metric.get("summary") if same else None)
+        summary = summary or "last"
+        if summary not in ("last", "best"):
+            return error(400, f"summary must be last or best, got {summary!r}")
+        results = await db.call(store.sweep_results, sweep_id, key, mode, with_runs, summary)
+        bounds = bounds_of(key, metric.get("bounds") if same else None)
+        counts = found[0].counts
+        return reply(
+            {
+                "sweep": sweep_id,
+                "metric": key,
+                "mode": mode,
+                "summary": summary,
+                "bounds": bounds,
+                "counts": counts,
+                **with_statistics(results, mode, bounds),
+            }
+        )
+
+    @routes.post(API + "/sweeps/{sweep}/report")
+    async def write_report(request: web.Request) -> web.Response:
+        """Write a sweep's report (exports, plots, index.md) into `out` on this machine: for
+        clients that draw rather than compute, like the TUI."""
+        sweep_id = request.match_info["sweep"]
+        out = request.query.get("out")
+        found = await db.call(store.sweeps, sweep_id)
+        if not found or not out:
+            return error(
+                404 if not found else 400,
+                f"no sweep {sweep_id!r}" if not found else "give ?out=DIR",
+            )
+        metric = found[0].metric or {}
+        if not metric.get("name"):
+            return error(400, f"sweep {sweep_id} names no metric")
+        mode = metric.get("mode", "max")
+        summary = metric.get("summary", "last")
+        configs = await db.call(store.sweep_results, sweep_id, metric["name"], mode, True, summary)
+        if not configs:
+            return error(409, f"sweep {sweep_id}: no succeeded run reported {metric['name']}")
+        bounds = bounds_of(metric["name"], metric.get("bounds"))
+        best = {
+            "sweep": sweep_id,
+            "metric": metric["name"],
+            "mode": mode,
+            "summary": summary,
+            **with_statistics(configs, mode, bounds),
+        }
+        curves = {
+            run_id: await db.call(store.metrics, run_id, metric["name"])
+            for c in configs
+            for run_id in c["runs"]
+        }
+        predictions = {}
+        for c in configs:
+            run = await db.call(store.get_run, c["best_run"])
+            # Where the run ran, else where a remote host's artifacts were copied back to.
+            for folder in (run.run_dir, layout.run_dir(ctx.config.state_dir, run.id)):
+                found = Path(layout.artifact_dir(folder)) / "predictions.npz" if folder else None
+                if found is not None and found.exists():
+                    predictions[run.id] = found
+                    break
+        plots = request.query.get("plots", "1") != "0"
+        made = await asyncio.to_thread(
+            write_report_files, Path(out), best, curves, predictions, plots
+        )
+        return reply({"out": out, "files": made})
+
+    return routes
