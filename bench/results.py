@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import engine_in
-from engine.store.store import Store
+from engine.store import Store
 from tests.conftest import fill_store
 
 QUERIES = ("failed", "auc>0.9", "host:local auc>0.8", "run-0001")

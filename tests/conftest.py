@@ -187,7 +187,7 @@ def fill_store(state_dir: Path, runs: int, steps: int = 5) -> None:
     import pyarrow as pa
 
     from engine.model import JobSpec, RunStatus
-    from engine.store.store import Store, Transition
+    from engine.store import Store, Transition
 
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(state_dir / "store.duckdb")

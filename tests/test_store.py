@@ -10,7 +10,7 @@ import duckdb
 import msgspec
 import pytest
 
-from engine.model import HostSample, JobSpec, RunStatus
+from engine.model import HostSample, JobSpec, Run, RunStatus
 from engine.store import (
     SCHEMA_VERSION,
     IllegalTransition,
@@ -19,6 +19,7 @@ from engine.store import (
     StoreError,
     Transition,
 )
+from engine.store.rows import RUN_COLUMNS, RUN_FIELDS
 
 
 @pytest.fixture
@@ -433,3 +434,15 @@ def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Stor
             (0, "val_loss"), (0, "acc"), (0, "b"), (1, "val_loss"), (1, "acc"), (1, "b"),
             (2, "zeta"), (2, "alpha"),
         ]  # fmt: skip
+
+
+def test_the_runs_columns_are_one_list_that_matches_run_and_the_table(store: Store) -> None:
+    # A run column is declared once (engine/store/rows.py) and added by a migration.
+    assert Run.__struct_fields__ == RUN_FIELDS
+    table = {
+        name
+        for (name,) in store.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'"
+        ).fetchall()
+    }
+    assert {c.name for c in RUN_COLUMNS} <= table

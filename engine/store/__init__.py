@@ -9,16 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from engine.store.base import AmbiguousName, IllegalTransition, StoreError
+from engine.store.rows import LogPosition, MetricBatch, Transition
 from engine.store.schema import SCHEMA_VERSION
-from engine.store.store import (
-    AmbiguousName,
-    IllegalTransition,
-    LogPosition,
-    MetricBatch,
-    Store,
-    StoreError,
-    Transition,
-)
+from engine.store.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")

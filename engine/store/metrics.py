@@ -1,0 +1,170 @@
+"""Metric points: ingested with the log offset in one transaction, summarised per run and key, read back thinned for charts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from engine.store.base import StoreBase
+from engine.store.rows import LogPosition, MetricBatch, summaries_query, summary_rows
+
+_METRICS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.int64()),
+        ("attempt", pa.int32()),
+        ("key", pa.string()),
+        ("step", pa.int64()),
+        ("value", pa.float64()),
+        ("wall_time", pa.float64()),
+        ("line", pa.int64()),
+    ]
+)
+
+
+class MetricRecords(StoreBase):
+    """Points, summaries and log positions."""
+
+    def log_position(self, run_id: int, attempt: int) -> LogPosition:
+        row = self._one(
+            "SELECT byte_offset, lines, bad_markers FROM log_offsets WHERE run_id = ? AND attempt = ?",
+            [run_id, attempt],
+        )
+        return LogPosition(*row) if row else LogPosition()
+
+    def ingest(self, batch: MetricBatch) -> None:
+        """Append a batch of points and move the log offset past them, atomically, so a re-read
+        from the stored offset after any crash neither duplicates nor drops a point."""
+        self._forget([batch.run_id])
+        with self._transaction():
+            if batch.first and batch.attempt > 1:  # a run's summary is its final attempt's
+                self.con.execute("DELETE FROM run_metrics WHERE run_id = ?", [batch.run_id])
+            if len(batch):
+                table = pa.table(
+                    [
+                        pa.array([batch.run_id] * len(batch), pa.int64()),
+                        pa.array([batch.attempt] * len(batch), pa.int32()),
+                        pa.array(batch.keys, pa.string()),
+                        pa.array(batch.steps, pa.int64()),
+                        pa.array(batch.values, pa.float64()),
+                        pa.array(batch.wall_times, pa.float64()),
+                        pa.array(batch.lines, pa.int64()),
+                    ],
+                    schema=_METRICS_SCHEMA,
+                )
+                self._insert_arrow("metrics", table)
+                self._summarise(batch.run_id, table)
+            self.con.execute(
+                "INSERT OR REPLACE INTO log_offsets VALUES (?, ?, ?, ?, ?)",
+                [
+                    batch.run_id,
+                    batch.attempt,
+                    batch.byte_offset,
+                    batch.line_count,
+                    batch.bad_markers,
+                ],
+            )
+
+    def _summarise(self, run_id: int, points: pa.Table) -> None:
+        """Fold a batch of one run's points into its per-key summary (count, last, min, max)."""
+        summary = points.group_by("key", use_threads=False).aggregate(
+            [
+                ("value", "count"),
+                ("value", "last"),
+                ("step", "last"),
+                ("value", "min"),
+                ("value", "max"),
+            ]
+        )
+        self.con.register("_summary", summary)
+        try:
+            self.con.execute(
+                "INSERT INTO run_metrics SELECT ?, key, value_count, value_last, step_last,"
+                " value_min, value_max FROM _summary ON CONFLICT (run_id, key) DO UPDATE SET"
+                " count = run_metrics.count + excluded.count, last = excluded.last,"
+                " last_step = excluded.last_step, min = least(run_metrics.min, excluded.min),"
+                " max = greatest(run_metrics.max, excluded.max)",
+                [run_id],
+            )
+        finally:
+            self.con.unregister("_summary")
+
+    def import_points(self, points: pa.Table) -> None:
+        """Bulk-load metric points of many runs (columns as the `metrics` table: run_id,
+        attempt, key, step, value, wall_time, line) and rebuild those runs' summaries, in one
+        transaction: for imports and for filling large test stores."""
+        self._ended.clear()
+        with self._transaction():
+            self._insert_arrow("metrics", points.cast(_METRICS_SCHEMA))
+            self.con.register("_points", points.select(["run_id"]))
+            try:
+                self.con.execute(
+                    "DELETE FROM run_metrics WHERE run_id IN (SELECT DISTINCT run_id FROM _points)"
+                )
+                self.con.execute(
+                    "INSERT INTO run_metrics SELECT m.run_id, m.key, count(*),"
+                    " arg_max(m.value, m.line), arg_max(m.step, m.line), min(m.value),"
+                    " max(m.value) FROM metrics m JOIN runs r ON r.id = m.run_id"
+                    " AND m.attempt = r.attempt"  # the final attempt's, as ingest keeps them
+                    " WHERE m.run_id IN (SELECT DISTINCT run_id FROM _points)"
+                    " GROUP BY m.run_id, m.key"
+                )
+            finally:
+                self.con.unregister("_points")
+
+    def metric_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, dict[str, Any]]]:
+        """Per run, per metric key: count, last, last_step, min and max."""
+        if not run_ids:
+            return {}
+        return summary_rows(run_ids, self.con.execute(*summaries_query(run_ids)).fetchall())
+
+    def metrics(
+        self,
+        run_id: int,
+        key: str | None = None,
+        max_points: int | None = None,
+        attempt: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """One attempt's points in log order: its final attempt's unless `attempt` is given.
+        With `max_points`, a key with more points keeps about that many for a chart: the first
+        and last, and the lowest and highest of each of max_points/2 runs of neighbours, so
+        spikes and the curve's shape survive."""
+        where = "run_id = ?" + (" AND key = ?" if key is not None else "")
+        args: list[Any] = [run_id] + ([key] if key is not None else [])
+        if attempt is None:
+            where += " AND attempt = (SELECT attempt FROM runs WHERE id = ?)"
+            args.append(run_id)
+        else:
+            where += " AND attempt = ?"
+            args.append(attempt)
+        names = ("attempt", "key", "step", "value", "wall_time", "line")
+        if max_points is None:
+            sql = (
+                f"SELECT {', '.join(names)} FROM metrics WHERE {where}"
+                " ORDER BY attempt, line, rowid"  # rows go in as printed: rowid is log order
+            )
+        else:
+            sql = f"""
+                WITH numbered AS (
+                    SELECT *, rowid AS r,
+                           row_number() OVER (PARTITION BY key ORDER BY attempt, line) - 1 AS i,
+                           count(*) OVER (PARTITION BY key) AS n
+                    FROM metrics WHERE {where}
+                ), bucketed AS (
+                    SELECT *, CASE WHEN n <= ? THEN i ELSE i * (? // 2) // n END AS bucket
+                    FROM numbered
+                ), ranked AS (
+                    SELECT *,
+                        row_number() OVER (PARTITION BY key, bucket ORDER BY value, i) AS low,
+                        row_number() OVER (PARTITION BY key, bucket ORDER BY value DESC, i) AS high
+                    FROM bucketed
+                )
+                SELECT {", ".join(names)} FROM ranked
+                WHERE low = 1 OR high = 1 OR i = 0 OR i = n - 1
+                ORDER BY attempt, line, r"""
+            args += [max_points, max(2, max_points)]
+        return [dict(zip(names, r, strict=True)) for r in self.con.execute(sql, args).fetchall()]
+
+    def metric_count(self, run_id: int) -> int:
+        return self._one("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])[0]

@@ -1,0 +1,189 @@
+"""Sweeps: their records, the history an adaptive sweep resumes from, and each configuration's results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from engine.model import DataLink, Run, Sweep
+from engine.store.base import StoreBase
+from engine.store.rows import RUN_SELECT, run_from_row
+
+
+class SweepRecords(StoreBase):
+    """Sweep rows and the results of their runs."""
+
+    def add_sweep(
+        self,
+        name: str,
+        file: str,
+        method: str,
+        trials: int,
+        snapshot: str | None,
+        metric: dict[str, Any] | None,
+        experiment: str | None = None,
+        sampler_seed: int | None = None,
+    ) -> str:
+        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3.
+        `experiment` (JSON) is the experiment as submitted, kept for adaptive sweeps."""
+        with self._transaction():
+            sweep_id = self.next_sweep_id(name)
+            self.con.execute(
+                "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
+                " created_at, experiment, sampler_seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    sweep_id,
+                    name,
+                    file,
+                    method,
+                    trials,
+                    snapshot,
+                    json.dumps(metric),
+                    time.time(),
+                    experiment,
+                    sampler_seed,
+                ],
+            )
+        return sweep_id
+
+    def next_sweep_id(self, name: str) -> str:
+        """The id the next sweep of an experiment gets: its name and a number, `lm-3`."""
+        n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
+        while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
+            n += 1
+        return f"{name}-{n}"
+
+    def cancel_sweep(self, sweep_id: str) -> None:
+        """Mark a sweep cancelled: an adaptive one samples no more trials."""
+        self.con.execute("UPDATE sweeps SET cancelled = true WHERE id = ?", [sweep_id])
+
+    def adaptive_sweeps(self) -> list[tuple[str, str]]:
+        """(id, experiment JSON) of each adaptive sweep still going: with unfinished runs, or
+        a TPE sweep with trials still to sample."""
+        return self.con.execute(
+            "SELECT s.id, s.experiment FROM sweeps s WHERE s.experiment IS NOT NULL"
+            " AND NOT s.cancelled AND (EXISTS (SELECT 1 FROM runs r WHERE r.sweep = s.id AND"
+            " r.status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost'))"
+            " OR (s.method = 'tpe' AND (SELECT count(*) FROM runs r WHERE r.sweep = s.id)"
+            " < s.trials)) ORDER BY s.created_at"
+        ).fetchall()
+
+    def sweep_history(
+        self, sweep_id: str, key: str
+    ) -> list[tuple[Run, list[tuple[int | None, float]]]]:
+        """Every run of a sweep with its final attempt's (step, value) points of `key`, in the
+        order printed."""
+        runs = [
+            run_from_row(r)
+            for r in self.con.execute(
+                f"SELECT {RUN_SELECT} FROM runs WHERE sweep = ? ORDER BY id", [sweep_id]
+            ).fetchall()
+        ]
+        points: dict[int, list[tuple[int | None, float]]] = {r.id: [] for r in runs}
+        for run_id, step, value in self.con.execute(
+            "SELECT m.run_id, m.step, m.value FROM metrics m"
+            " JOIN runs r ON r.id = m.run_id AND m.attempt = r.attempt"
+            " WHERE r.sweep = ? AND m.key = ? ORDER BY m.run_id, m.line",
+            [sweep_id, key],
+        ).fetchall():
+            points[run_id].append((step, value))
+        return [(r, points[r.id]) for r in runs]
+
+    def sweep_launch(
+        self, sweep_id: str
+    ) -> tuple[str, dict[str, str], dict[str, Any], tuple[DataLink, ...]] | None:
+        """The working directory, environment, manifest and data a sweep's first run was
+        queued with: what its later trials are queued with too."""
+        row = self._one(
+            "SELECT cwd, env, manifest, data FROM runs WHERE sweep = ? ORDER BY id LIMIT 1",
+            [sweep_id],
+        )
+        if row is None:
+            return None
+        data = msgspec.json.decode(row[3] or "[]", type=tuple[DataLink, ...])
+        return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else {}, data
+
+    def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
+        """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
+        where, args = ("WHERE s.id = ?", [sweep_id]) if sweep_id else ("", [])
+        rows = self.con.execute(
+            "SELECT s.id, s.name, s.file, s.method, s.trials, s.snapshot, s.created_at, s.metric,"
+            " s.sampler_seed, r.status, count(r.id) FROM sweeps s LEFT JOIN runs r ON r.sweep = s.id"
+            f" {where} GROUP BY ALL ORDER BY s.created_at DESC",
+            args,
+        ).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for sid, name, file, method, trials, snap, created, metric, seed, status, count in rows:
+            entry = found.setdefault(
+                sid,
+                {
+                    "id": sid,
+                    "name": name,
+                    "file": file,
+                    "method": method,
+                    "trials": trials,
+                    "snapshot": snap,
+                    "created_at": created,
+                    "metric": json.loads(metric) if metric else None,
+                    "sampler_seed": seed,
+                    "counts": {},
+                },
+            )
+            if status is not None:
+                entry["counts"][status] = count
+        return [msgspec.convert(e, Sweep) for e in found.values()]
+
+    def sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The metric (name and mode) of each of these sweeps that has one. A sweep's metric
+        never changes, so each is read once (every window of the runs table asks)."""
+        wanted = set(sweep_ids)
+        unread = list(wanted - self._sweep_metric.keys())
+        if unread:
+            rows = self.con.execute("SELECT id, metric FROM sweeps WHERE id = ANY(?)", [unread])
+            for sid, metric in rows.fetchall():
+                found = json.loads(metric) if metric else None
+                self._sweep_metric[sid] = (  # the table's share: name, mode, summary
+                    {k: v for k, v in found.items() if isinstance(v, str)} if found else None
+                )
+        return {sid: m for sid in wanted if (m := self._sweep_metric.get(sid)) is not None}
+
+    def sweep_results(
+        self, sweep_id: str, key: str, mode: str, with_runs: bool = False, summary: str = "last"
+    ) -> list[dict[str, Any]]:
+        """Each configuration of a sweep (runs of one model with the same params) with each
+        run's `summary` value of `key` (its last, or the best it reached), summed up over seeds
+        in the store: mean, standard deviation, count, best run; best configuration first.
+        `with_runs` adds each run's id, seed and value."""
+        best = "m.last" if summary == "last" else "m.max" if mode == "max" else "m.min"
+        pick = "arg_max" if mode == "max" else "arg_min"
+        lists = (
+            f", list(r.id ORDER BY r.id), list(r.seed ORDER BY r.id), list({best} ORDER BY r.id)"
+            if with_runs
+            else ""
+        )
+        rows = self.con.execute(
+            f"SELECT r.model_type, r.params, count(*), avg({best}), coalesce(stddev_samp({best}), 0),"
+            f" {pick}(r.id, {best}) {lists} FROM runs r"
+            " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
+            " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.model_type, r.params"
+            f" ORDER BY 4 {'DESC' if mode == 'max' else 'ASC'}, min(r.id)",
+            [key, sweep_id],
+        ).fetchall()
+        out = []
+        for model_type, params, n, mean, std, best_run, *runs in rows:
+            entry = {
+                "model_type": model_type,
+                "params": json.loads(params),
+                "mean": mean,
+                "std": std,
+                "n": n,
+                "best_run": best_run,
+            }
+            if with_runs:
+                entry.update(runs=runs[0], seeds=runs[1], values=runs[2])
+            out.append(entry)
+        return out
