@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "engine.capture": 0,
     "engine.probe": 0,
     "engine.repro": 0,
-    "engine.report": 0,
+    "engine.results": 0,
     # configuration, where state lives, planning
     "engine.config": 1,
     "engine.paths": 1,
@@ -46,7 +46,13 @@ LAYERS: dict[str, int] = {
     "tui": 1,
 }
 CLIENTS = ("engine.client", "engine.cli", "engine.__main__", "tui")
-TUI_MAY_IMPORT = {"engine.client", "engine.protocol", "engine.model", "engine.errors"}
+TUI_MAY_IMPORT = {
+    "engine.client",
+    "engine.protocol",
+    "engine.model",
+    "engine.errors",
+    "engine.results.compare",  # pure: the one compare, shared with `engine compare`
+}
 HEAVY = ("duckdb", "pyarrow", "asyncssh", "optuna", "scipy", "matplotlib")
 
 
@@ -137,5 +143,5 @@ def test_clients_load_nothing_heavy() -> None:
         assert not loaded & set(HEAVY), f"{statement} loads {sorted(loaded & set(HEAVY))}"
     cli = set(_loaded_by("import engine.cli"))
     assert not cli & {"aiohttp", "asyncio"}, sorted(cli & {"aiohttp", "asyncio"})
-    report = set(_loaded_by("import engine.report"))
+    report = set(_loaded_by("import engine.results.report"))
     assert "scipy" not in report  # statistics load SciPy when they are made

@@ -650,7 +650,7 @@ class RunyardApp(App[int]):
                 for d in details
                 if (m := sweeps.get(d.run.sweep or "")) and m.get("name")
             }
-            screen.show([d.run for d in details], points, modes)
+            screen.show(details, points, modes)
 
     @on(CompareScreen.ReportWanted)
     @work(exclusive=True, group="report")

@@ -19,6 +19,7 @@ from textual_plotext import PlotextPlot
 
 from engine.model import Run, format_duration
 from engine.protocol import RunDetail, SweepPlan
+from engine.results.compare import compare
 from tui.widgets import Footer, TypedInput, replace_lines
 
 LOG_MAX_LINES = 20_000
@@ -379,37 +380,39 @@ class CompareScreen(Screen[None]):
 
     def show(
         self,
-        runs: list[Run],
+        details: list[RunDetail],
         points: dict[int, list[dict[str, Any]]],
         modes: dict[str, str] | None = None,
     ) -> None:
-        """Fill the table and the chart with the runs as the daemon has them; `modes` says
-        which way is best for the metrics the runs' sweeps optimise ("max" or "min")."""
+        """Fill the table (from the runs' stored summaries, as `engine compare` prints them)
+        and the chart (their curves); `modes` says which way is best for the metrics the runs'
+        sweeps optimise ("max" or "min")."""
         modes = modes or {}
-        self.runs = runs
-        self.series = {run.id: curves(points.get(run.id, [])) for run in runs}
+        self.runs = [d.run for d in details]
+        side = compare(self.runs, [d.details for d in details])
+        self.series = {run.id: curves(points.get(run.id, [])) for run in self.runs}
         self.keys = sorted({k for s in self.series.values() for k in s})
         table = self.query_one(DataTable)
         table.add_column("", key="what")
         for run in self.runs:
             table.add_column(f"{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
-        names = sorted({k for run in self.runs for k in run.params})
-        for name in names:
-            values = [run.params.get(name) for run in self.runs]
-            differs = len({repr(v) for v in values}) > 1
-            label = Text(("≠ " if differs else "  ") + name, "bold yellow" if differs else "")
-            table.add_row(label, *(str(v) if v is not None else "-" for v in values))
-        for key in self.keys:
+        for param in side["params"]:
+            differs = param["differs"]
+            label = Text(
+                ("≠ " if differs else "  ") + param["name"], "bold yellow" if differs else ""
+            )
+            table.add_row(label, *(str(v) if v is not None else "-" for v in param["values"]))
+        for metric in side["metrics"]:
+            key, mode = metric["key"], modes.get(metric["key"])
             finals = []
-            for run in self.runs:
-                values = [v for _, v in self.series[run.id].get(key, [])]
-                if not values:
+            for found in metric["runs"]:
+                if found is None or found["last"] is None:
                     finals.append("-")
-                elif key in modes:
-                    best = max(values) if modes[key] == "max" else min(values)
-                    finals.append(f"{values[-1]:.4g} (best {best:.4g})")
+                elif mode is not None:
+                    best = found["max"] if mode == "max" else found["min"]
+                    finals.append(f"{found['last']:.4g} (best {best:.4g})")
                 else:
-                    finals.append(f"{values[-1]:.4g} ({min(values):.4g}…{max(values):.4g})")
+                    finals.append(f"{found['last']:.4g} ({found['min']:.4g}…{found['max']:.4g})")
             table.add_row(Text(f"  {key} last", "bold"), *finals)
         seeds = [str(run.seed) for run in self.runs]
         mark = "≠ " if len(set(seeds)) > 1 else "  "

@@ -16,8 +16,8 @@ from engine.protocol import (
     SweepList,
     SweepRequest,
 )
-from engine.report import bounds_of, with_statistics
-from engine.report import write_report as write_report_files
+from engine.results.report import write_report as write_report_files
+from engine.results.stats import bounds_of, with_statistics
 from engine.runtime.live import Refused
 
 

@@ -137,7 +137,7 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
-    from engine import report
+    from engine.results.compare import compare
 
     refs = list(args.runs)
     if args.sweep:
@@ -146,7 +146,7 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
         print("engine compare: give two or more runs, or --sweep S", file=sys.stderr)
         return EXIT_USAGE
     found = [await engine.run(ref) for ref in refs]
-    result = report.compare([d.run for d in found], [d.details for d in found])
+    result = compare([d.run for d in found], [d.details for d in found])
     if args.json:
         print_json(result)
         return 0
@@ -180,7 +180,7 @@ async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
-    from engine import report
+    from engine.results import export
 
     result = await engine.best(args.sweep, args.by, args.mode, runs=args.runs)
     configs, metric = result["configs"], result["metric"]
@@ -189,20 +189,20 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     summary = result["summary"]
     rows = (
-        report.run_rows(configs, metric, summary)
+        export.run_rows(configs, metric, summary)
         if args.runs
-        else report.config_rows(configs, metric, summary)
+        else export.config_rows(configs, metric, summary)
     )
     if args.format == "parquet":
         if not args.out:
             print("engine export: parquet needs --out FILE", file=sys.stderr)
             return EXIT_USAGE
-        report.to_parquet(rows, Path(args.out))
+        export.to_parquet(rows, Path(args.out))
     else:
         text = (
-            report.to_csv(rows)
+            export.to_csv(rows)
             if args.format == "csv"
-            else report.to_latex(
+            else export.to_latex(
                 configs,
                 metric,
                 result["mode"],
@@ -219,14 +219,14 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_sql(engine: Client, args: argparse.Namespace) -> int:
-    from engine import report
+    from engine.results import export
 
     result = await engine.sql(args.query)
     columns, rows = result["columns"], result["rows"]
     if args.json:
         print_json([dict(zip(columns, r, strict=True)) for r in rows])
     elif args.csv:
-        sys.stdout.write(report.to_csv([dict(zip(columns, r, strict=True)) for r in rows]))
+        sys.stdout.write(export.to_csv([dict(zip(columns, r, strict=True)) for r in rows]))
     else:
         print(table([[cell(v) for v in r] for r in rows], columns))
     return 0

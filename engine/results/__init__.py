@@ -1,0 +1,1 @@
+"""Results a paper can use: seed statistics, comparisons, exports, figures and reports."""
