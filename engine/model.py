@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -300,6 +301,18 @@ def parse_filter(text: str) -> dict[str, Any]:
         "metric_filters": tuple(metrics),
         "text": tuple(words),
     }
+
+
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], scale: float) -> str:
+    """One bar per value, from ▁ (0) to █ (`scale` or more); a blank for a missing value.
+    The scale is fixed by the caller (100 for percentages): a scale taken from the values
+    themselves would draw 3% as a full bar."""
+    return "".join(
+        " " if v is None else SPARK_BARS[min(7, int(max(0.0, v) / scale * 8))] for v in values
+    )
 
 
 def format_duration(seconds: float | None) -> str:

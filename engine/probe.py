@@ -84,31 +84,38 @@ def gpus_nvml():
     import pynvml
 
     pynvml.nvmlInit()
+    return read_nvml(pynvml)
+
+
+def read_nvml(nv):
+    """Each GPU as a sample dict, from an initialised NVML module (pynvml, or a stand-in in
+    tests); temperature, power and processes are left out where a device does not report
+    them. The engine's own sampler reads this machine's GPUs with it too."""
     out = []
-    for index in range(pynvml.nvmlDeviceGetCount()):
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        name = pynvml.nvmlDeviceGetName(h)
-        mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-        util = pynvml.nvmlDeviceGetUtilizationRates(h)
+    for index in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(index)
+        name = nv.nvmlDeviceGetName(h)
+        mem = nv.nvmlDeviceGetMemoryInfo(h)
+        util = nv.nvmlDeviceGetUtilizationRates(h)
         try:
-            temp = float(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))
-        except pynvml.NVMLError:
+            temp = float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+        except Exception:  # NVML raises one error class per cause
             temp = None
         try:
-            power = pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0
-        except pynvml.NVMLError:
+            power = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
+        except Exception:
             power = None
         try:
             procs = [
                 [p.pid, (p.usedGpuMemory or 0) / 2**20]
-                for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                for p in nv.nvmlDeviceGetComputeRunningProcesses(h)
             ]
-        except pynvml.NVMLError:
+        except Exception:  # not every driver or device reports them
             procs = []
         out.append(
             {
                 "index": index,
-                "name": name.decode() if isinstance(name, bytes) else name,
+                "name": name.decode() if isinstance(name, bytes) else str(name),
                 "mem_used_mb": mem.used / 2**20,
                 "mem_total_mb": mem.total / 2**20,
                 "util_percent": float(util.gpu),

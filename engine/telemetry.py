@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from types import ModuleType
 from typing import Any
 
+import msgspec
 import psutil
 
 from engine.model import GpuSample, HostSample
+from engine.probe import read_nvml
 
 NO_GPU = "no NVIDIA GPU"
 
@@ -33,39 +34,10 @@ class Nvml:
             self.error = f"{NO_GPU} ({type(exc).__name__}: {exc})" if str(exc) else NO_GPU
 
     def read(self) -> tuple[GpuSample, ...]:
+        """Each GPU now, read as the remote probe reads its host's (one reader for both)."""
         if self.error:
             return ()
-        nv = self.nv
-        gpus = []
-        for index in range(nv.nvmlDeviceGetCount()):
-            handle = nv.nvmlDeviceGetHandleByIndex(index)
-            name = nv.nvmlDeviceGetName(handle)
-            memory = nv.nvmlDeviceGetMemoryInfo(handle)
-            util = nv.nvmlDeviceGetUtilizationRates(handle)
-            temperature = power = None
-            with contextlib.suppress(Exception):
-                temperature = float(nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))
-            with contextlib.suppress(Exception):
-                power = nv.nvmlDeviceGetPowerUsage(handle) / 1000.0
-            processes: tuple[tuple[int, float], ...] = ()
-            with contextlib.suppress(Exception):  # not every driver or device reports them
-                processes = tuple(
-                    (p.pid, (p.usedGpuMemory or 0) / 2**20)
-                    for p in nv.nvmlDeviceGetComputeRunningProcesses(handle)
-                )
-            gpus.append(
-                GpuSample(
-                    index=index,
-                    name=name.decode() if isinstance(name, bytes) else str(name),
-                    mem_used_mb=memory.used / 2**20,
-                    mem_total_mb=memory.total / 2**20,
-                    util_percent=float(util.gpu),
-                    temperature_c=temperature,
-                    power_w=power,
-                    processes=processes,
-                )
-            )
-        return tuple(gpus)
+        return tuple(msgspec.convert(g, GpuSample) for g in read_nvml(self.nv))
 
 
 class LocalSampler:

@@ -21,7 +21,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Log
 from textual.widgets import Footer as TextualFooter
 
-from engine.model import HostSample, Run, RunStatus, format_duration
+from engine.model import HostSample, Run, RunStatus, format_duration, sparkline
 from engine.protocol import GpuCapacity, QueueEntry, RunPage
 
 STATUS_STYLE = {
@@ -45,14 +45,10 @@ def bar(fraction: float, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-SPARK = "▁▂▃▄▅▆▇█"
-
-
 def spark(values: list[float], width: int) -> str:
     """The last `width` percentages as a sparkline on a fixed 0-100 scale (Textual's Sparkline
     scales to the data's own min and max, which makes 3% look like a full bar)."""
-    shown = values[-width:]
-    return "".join(SPARK[min(7, int(max(0.0, v) / 100 * 8))] for v in shown).rjust(width)
+    return sparkline(values[-width:], 100.0).rjust(width)
 
 
 def since_text(when: float) -> str:

@@ -9,14 +9,10 @@ import time
 from typing import TYPE_CHECKING
 
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, print_json, table
-from engine.model import (
-    format_duration,
-)
+from engine.model import format_duration, sparkline
 
 if TYPE_CHECKING:
     from engine.client import Client
-
-SPARK = "▁▂▃▄▅▆▇█"
 
 
 async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
@@ -70,9 +66,7 @@ async def cmd_util(engine: Client, args: argparse.Namespace) -> int:
     for r in rows:
         what = r["what"] if r["gpu"] is None else f"gpu{r['gpu']} {r['what'].removeprefix('gpu ')}"
         scale = 100.0 if "%" in r["what"] else (r.get("of") or max(r["peak"], 1e-9))
-        spark = "".join(
-            " " if v is None else SPARK[min(7, int(v / scale * 8))] for v in r["buckets"]
-        )
+        spark = sparkline(r["buckets"], scale)
         lines.append(
             (r["host"], what, f"{r['mean']:.1f}", f"{r['peak']:.1f}", spark, str(r["samples"]))
         )

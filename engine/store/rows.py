@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import msgspec
 import pyarrow as pa
 
-from engine.model import Run, RunStatus
+from engine.model import TERMINAL_STATUSES, Run, RunStatus
 
 
 class Column(NamedTuple):
@@ -72,6 +72,10 @@ RUN_SELECT = ", ".join(RUN_FIELDS)
 JSON_FIELDS = frozenset(c.name for c in RUN_COLUMNS if c.json and c.run)
 RUN_FIELD_TYPES = {c.name: pa.field(c.name, c.type) for c in RUN_COLUMNS if c.transition}
 TRANSITION_FIELDS = frozenset(RUN_FIELD_TYPES) - {"status"}
+
+
+# The statuses a run ends in, for SQL (our enum's values, never a user's text).
+TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
 
 def new_runs_schema(names: Iterable[str]) -> pa.Schema:

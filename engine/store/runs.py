@@ -15,6 +15,7 @@ from engine.store.base import AmbiguousName, IllegalTransition, StoreBase, Store
 from engine.store.rows import (
     RUN_FIELD_TYPES,
     RUN_SELECT,
+    TERMINAL_SQL,
     TRANSITION_FIELDS,
     Transition,
     new_runs_schema,
@@ -361,7 +362,7 @@ class RunRecords(StoreBase):
         time of its process, whether a cancel was asked for, and why it is being pruned."""
         rows = self.con.execute(
             f"SELECT {RUN_SELECT}, env, pid_start_time, cancel_requested, prune_reason FROM runs"
-            " WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost')"
+            f" WHERE status NOT IN ({TERMINAL_SQL})"
             " ORDER BY id"
         ).fetchall()
         envs: dict[str, dict[str, str]] = {}  # runs of one submission share one environment

@@ -11,7 +11,7 @@ import msgspec
 
 from engine.model import DataLink, Run, Sweep
 from engine.store.base import StoreBase
-from engine.store.rows import RUN_SELECT, run_from_row
+from engine.store.rows import RUN_SELECT, TERMINAL_SQL, run_from_row
 
 
 class SweepRecords(StoreBase):
@@ -67,7 +67,7 @@ class SweepRecords(StoreBase):
         return self.con.execute(
             "SELECT s.id, s.experiment FROM sweeps s WHERE s.experiment IS NOT NULL"
             " AND NOT s.cancelled AND (EXISTS (SELECT 1 FROM runs r WHERE r.sweep = s.id AND"
-            " r.status NOT IN ('succeeded', 'failed', 'cancelled', 'pruned', 'lost'))"
+            f" r.status NOT IN ({TERMINAL_SQL}))"
             " OR (s.method = 'tpe' AND (SELECT count(*) FROM runs r WHERE r.sweep = s.id)"
             " < s.trials)) ORDER BY s.created_at"
         ).fetchall()
