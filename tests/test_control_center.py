@@ -15,16 +15,8 @@ from textual.worker import Worker, WorkerState
 from engine.client import Client, connect
 from engine.model import RunStatus
 from tui.app import RunyardApp
-from tui.screens import (
-    CompareScreen,
-    ConfirmScreen,
-    LauncherScreen,
-    MetricChart,
-    RunDetailScreen,
-    middle_cut,
-    thin,
-)
-from tui.widgets import HostPane, RunsTable
+from tui.screens import CompareScreen, ConfirmScreen, LauncherScreen, RunDetailScreen
+from tui.widgets import HostPane, MetricChart, RunsTable, middle_cut, thin
 
 from .conftest import HOSTS, Project, fill_store, wait_until
 from .test_daemon import job, ticker

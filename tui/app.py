@@ -41,14 +41,21 @@ from engine.protocol import (
     SampleTaken,
 )
 from tui.screens import (
-    CHART_POINTS,
     CompareScreen,
     ConfirmScreen,
     LauncherScreen,
     PromptScreen,
     RunDetailScreen,
 )
-from tui.widgets import FilterBar, Footer, HostPane, QueueTable, RunsTable, replace_lines
+from tui.widgets import (
+    CHART_POINTS,
+    FilterBar,
+    Footer,
+    HostPane,
+    QueueTable,
+    RunsTable,
+    replace_lines,
+)
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000

@@ -1,0 +1,135 @@
+"""Runs side by side, with their curves overlaid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable
+
+from engine.model import Run, format_duration
+from engine.protocol import RunDetail
+from engine.results.compare import compare
+from tui.widgets.cells import middle_cut
+from tui.widgets.footer import Footer
+from tui.widgets.metric_chart import MetricChart, curves
+
+
+class CompareScreen(Screen[None]):
+    """Runs side by side: the params that differ (marked), final and best metrics, and their
+    curves of one metric overlaid."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("m", "next_metric", "Metric"),
+        Binding("e", "export", "Export sweep"),
+        Binding("R", "report", "Report sweep"),
+    ]
+    CSS = """
+    CompareScreen DataTable { height: auto; max-height: 50%; }
+    CompareScreen MetricChart { height: 1fr; }
+    """
+
+    def __init__(self, run_ids: list[int]) -> None:
+        super().__init__()
+        self.run_ids = run_ids
+        self.runs: list[Run] = []  # filled by show() once the daemon has answered
+        self.series: dict[int, dict[str, list[tuple[float, float]]]] = {}
+        self.keys: list[str] = []
+        self.metric_index = 0
+        self.report_wanted: bool | None = None  # plots or not, asked for before show()
+
+    def compose(self) -> ComposeResult:
+        yield Horizontal(DataTable(id="compare"))
+        yield MetricChart()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(MetricChart).show({}, f"loading runs {', '.join(map(str, self.run_ids))}…")
+
+    def show(
+        self,
+        details: list[RunDetail],
+        points: dict[int, list[dict[str, Any]]],
+        modes: dict[str, str] | None = None,
+    ) -> None:
+        """Fill the table (from the runs' stored summaries, as `engine compare` prints them)
+        and the chart (their curves); `modes` says which way is best for the metrics the runs'
+        sweeps optimise ("max" or "min")."""
+        modes = modes or {}
+        self.runs = [d.run for d in details]
+        side = compare(self.runs, [d.details for d in details])
+        self.series = {run.id: curves(points.get(run.id, [])) for run in self.runs}
+        self.keys = sorted({k for s in self.series.values() for k in s})
+        table = self.query_one(DataTable)
+        table.add_column("", key="what")
+        for run in self.runs:
+            table.add_column(f"{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
+        for param in side["params"]:
+            differs = param["differs"]
+            label = Text(
+                ("≠ " if differs else "  ") + param["name"], "bold yellow" if differs else ""
+            )
+            table.add_row(label, *(str(v) if v is not None else "-" for v in param["values"]))
+        for metric in side["metrics"]:
+            key, mode = metric["key"], modes.get(metric["key"])
+            finals = []
+            for found in metric["runs"]:
+                if found is None or found["last"] is None:
+                    finals.append("-")
+                elif mode is not None:
+                    best = found["max"] if mode == "max" else found["min"]
+                    finals.append(f"{found['last']:.4g} (best {best:.4g})")
+                else:
+                    finals.append(f"{found['last']:.4g} ({found['min']:.4g}…{found['max']:.4g})")
+            table.add_row(Text(f"  {key} last", "bold"), *finals)
+        seeds = [str(run.seed) for run in self.runs]
+        mark = "≠ " if len(set(seeds)) > 1 else "  "
+        table.add_row(Text(f"{mark}seed", "bold"), *seeds)
+        table.add_row(
+            Text("  duration", "bold"), *(format_duration(run.elapsed()) for run in self.runs)
+        )
+        table.add_row(Text("  host", "bold"), *(run.host or "-" for run in self.runs))
+        self.draw()
+        if self.report_wanted is not None:
+            self.want_report(self.report_wanted)
+
+    def draw(self) -> None:
+        if not self.keys:
+            self.query_one(MetricChart).show({}, "no metrics")
+            return
+        key = self.keys[self.metric_index]
+        self.query_one(MetricChart).show(
+            {f"{run.id} {run.name}": self.series[run.id].get(key, []) for run in self.runs},
+            f"{key} of {len(self.runs)} runs  (m: next metric)",
+        )
+
+    def action_next_metric(self) -> None:
+        if self.keys:
+            self.metric_index = (self.metric_index + 1) % len(self.keys)
+            self.draw()
+
+    class ReportWanted(Message):
+        """Write the report (or, without plots, the exports) of the compared runs' sweep."""
+
+        def __init__(self, sweeps: set[str | None], plots: bool) -> None:
+            super().__init__()
+            self.sweeps, self.plots = sweeps, plots
+
+    def action_export(self) -> None:
+        self.want_report(plots=False)
+
+    def action_report(self) -> None:
+        self.want_report(plots=True)
+
+    def want_report(self, plots: bool) -> None:
+        """Ask for the report now, or once the runs have loaded (a key typed right after C)."""
+        if not self.runs:
+            self.report_wanted = plots
+            return
+        self.post_message(self.ReportWanted({r.sweep for r in self.runs}, plots=plots))

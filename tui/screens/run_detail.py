@@ -1,0 +1,210 @@
+"""A run's screen: its facts, metric charts and live log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Input, Log, Static
+
+from engine.model import format_duration
+from engine.protocol import RunDetail
+from tui.widgets.cells import replace_lines
+from tui.widgets.footer import Footer
+from tui.widgets.metric_chart import CHART_POINTS, CHART_REDRAW_S, MetricChart, curves, thin
+from tui.widgets.typed_input import TypedInput
+
+LOG_MAX_LINES = 20_000
+
+
+class RunDetailScreen(Screen[None]):
+    """One run: params and manifest, attempts with their failure classes, metric charts, and
+    its live log, which can be paused, searched and scrolled back."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("m", "next_metric", "Metric"),
+        Binding("f", "toggle_follow", "Follow/pause"),
+        Binding("slash", "search", "Search log"),
+        Binding("n", "next_match", "Next match", show=False),
+    ]
+    CSS = """
+    RunDetailScreen #facts { height: 12; border: round $primary; padding: 0 1; }
+    RunDetailScreen MetricChart { height: 1fr; min-height: 10; }
+    RunDetailScreen Log { height: 1fr; min-height: 6; border: round $secondary; }
+    RunDetailScreen Input { dock: bottom; display: none; }
+    RunDetailScreen Input.shown { display: block; }
+    """
+
+    class Closed(Message):
+        """The screen is gone: its run's log need not be followed for it any more."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.metric_index = -1  # -1: every metric
+        self.following = True
+        self.held: list[str] = []  # lines that arrived while paused
+        self.matches: list[int] = []
+        self.match = 0
+        self.searched = ""  # the text the matches are of
+        self.log_offset = 0
+        self.redraw_pending = False
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(Static(f"run {self.run_id}: loading…", id="facts-text"), id="facts")
+        yield MetricChart()
+        yield Log(max_lines=LOG_MAX_LINES, auto_scroll=True)
+        yield TypedInput(placeholder="search the log (enter: next match, escape: close)")
+        yield Footer()
+
+    # --- data from the app -------------------------------------------------------------------
+
+    def show_detail(self, detail: RunDetail) -> None:
+        self.query_one("#facts-text", Static).update(facts(detail))
+
+    def show_points(self, points: list[dict[str, Any]]) -> None:
+        self.series = curves(points)
+        self.draw()
+
+    def add_points(self, points: list[tuple[str, int | None, float, int]]) -> None:
+        for key, step, value, line in points:
+            curve = self.series.setdefault(key, [])
+            curve.append((float(step if step is not None else line), value))
+            if len(curve) > 2 * CHART_POINTS:  # a long live run: keep drawing it cheaply
+                self.series[key] = thin(curve, CHART_POINTS)
+        # A chart frame costs about 0.1 s: live points redraw it at most twice a second.
+        if not self.redraw_pending:
+            self.redraw_pending = True
+            self.set_timer(CHART_REDRAW_S, self.draw)
+
+    def show_log(self, lines: list[str], offset: int) -> None:
+        replace_lines(self.query_one(Log), lines)
+        self.log_offset = offset
+        self.update_title()
+
+    def add_log(self, lines: list[str], end: int) -> None:
+        self.log_offset = end
+        if not self.following:
+            self.held.extend(lines)
+            self.update_title()
+            return
+        self.query_one(Log).write_lines(lines)
+
+    # --- drawing -----------------------------------------------------------------------------
+
+    def draw(self) -> None:
+        self.redraw_pending = False
+        keys = sorted(self.series)
+        if not keys:
+            self.query_one(MetricChart).show({}, "no metrics yet")
+            return
+        if 0 <= self.metric_index < len(keys):
+            key = keys[self.metric_index]
+            self.query_one(MetricChart).show({key: self.series[key]}, f"{key}  (m: next)")
+        else:
+            self.query_one(MetricChart).show(self.series, "every metric  (m: one at a time)")
+
+    def update_title(self) -> None:
+        state = "following" if self.following else f"paused, {len(self.held)} new lines held"
+        found = f"  ·  match {self.match + 1}/{len(self.matches)}" if self.matches else ""
+        self.query_one(Log).border_title = f"log of run {self.run_id}: {state}{found}"
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def action_next_metric(self) -> None:
+        self.metric_index += 1
+        if self.metric_index >= len(self.series):
+            self.metric_index = -1
+        self.draw()
+
+    def action_toggle_follow(self) -> None:
+        log = self.query_one(Log)
+        self.following = not self.following
+        log.auto_scroll = self.following
+        if self.following and self.held:
+            log.write_lines(self.held)
+            self.held = []
+            log.scroll_end(animate=False)
+        self.update_title()
+
+    def action_search(self) -> None:
+        box = self.query_one(Input)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Submitted)
+    def search(self, event: Input.Submitted) -> None:
+        """Find the text in the log and go to its first match; enter again goes to the next."""
+        text = event.value
+        lines = self.query_one(Log).lines
+        self.matches = [i for i, line in enumerate(lines) if text and text in line]
+        if text != self.searched:
+            self.searched, self.match = text, -1
+        self.action_next_match()
+
+    def action_next_match(self) -> None:
+        if not self.matches:
+            self.update_title()
+            return
+        self.match = (self.match + 1) % len(self.matches)
+        log = self.query_one(Log)
+        if self.following:
+            self.action_toggle_follow()  # looking back: stop jumping to the end
+        log.scroll_to(y=self.matches[self.match], animate=False)
+        self.update_title()
+
+    def action_back(self) -> None:
+        """Close the search box if it is open, else the screen."""
+        box = self.query_one(Input)
+        if box.has_class("shown"):
+            box.remove_class("shown")
+            self.query_one(Log).focus()
+        else:
+            self.app.pop_screen()
+
+    def on_unmount(self) -> None:
+        self.app.post_message(self.Closed())
+
+
+def facts(detail: RunDetail) -> Text:
+    """Params, manifest and attempts of a run, as the detail screen's top pane shows them."""
+    run, d = detail.run, detail.details
+    manifest = d.get("manifest") or {}
+    git = manifest.get("git") or {}
+    interpreter = manifest.get("interpreter") or {}
+    text = Text()
+    text.append(f"run {run.id}  {run.name}  ", "bold")
+    text.append(f"{run.status}  ", "bold")
+    text.append(f"{run.reason or ''}\n", "dim")
+    if run.params:
+        text.append("params   ", "bold")
+        text.append("  ".join(f"{k}={v}" for k, v in run.params.items()) + "\n")
+    commit = (git.get("commit") or "")[:10]
+    dirty = " (dirty)" if git.get("dirty") else ""
+    text.append("code     ", "bold")
+    text.append(
+        f"commit {commit or '-'}{dirty}  branch {git.get('branch') or '-'}"
+        f"  snapshot {manifest.get('snapshot') or '-'}\n"
+    )
+    text.append("run      ", "bold")
+    text.append(
+        f"seed {run.seed}  host {run.host or '-'}  GPU {','.join(map(str, run.gpus)) or '-'}"
+        f"  sweep {run.sweep or '-'}  duration {format_duration(run.elapsed())}\n"
+    )
+    text.append("python   ", "bold")
+    text.append(f"{interpreter.get('version') or '-'}  {interpreter.get('executable') or ''}\n")
+    text.append("command  ", "bold")
+    text.append(f"{manifest.get('command') or ' '.join(run.argv)}\n")
+    for a in d.get("attempts", []):
+        cls = f" [{a['failure_class']}]" if a.get("failure_class") else ""
+        text.append(f"attempt {a['attempt']} on {a['host']}: {a['status']}{cls}  ", "bold")
+        text.append(f"{a.get('reason') or ''}\n", "dim")
+    return text
