@@ -353,7 +353,7 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
     async with app.run_test(size=(160, 48)):
         table = app.dash.query_one(RunsTable)
         log = app.dash.query_one("#log", Log)
-        await wait_until(lambda: app.log_run == run.id and _plain_lines(log), what="its log")
+        await wait_until(lambda: app.log_follow.run == run.id and _plain_lines(log), what="its log")
         daemon.kill_daemon(signal.SIGKILL)
         await wait_until(
             lambda: any("connecting again" in n.message for n in app._notifications),
@@ -390,7 +390,7 @@ async def test_keys_pressed_while_the_daemon_is_down_are_no_crash(daemon: Projec
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: len(table.runs) == 2 and app.log_run, what="both runs")
+        await wait_until(lambda: len(table.runs) == 2 and app.log_follow.run, what="both runs")
         daemon.kill_daemon(signal.SIGTERM)
         pressed = 0
         while app.connections < 2 or pressed < 20:
@@ -402,7 +402,7 @@ async def test_keys_pressed_while_the_daemon_is_down_are_no_crash(daemon: Projec
             assert app.is_running, "the app exited"
             assert pressed < 2000, "no new daemon"
         assert app.return_code is None
-        await wait_until(lambda: app.log_run is not None, what="a log followed again")
+        await wait_until(lambda: app.log_follow.run is not None, what="a log followed again")
         again = await connect(daemon.config, start=False)
         try:
             for run in runs:

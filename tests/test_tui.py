@@ -54,12 +54,12 @@ async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_runnin
         assert table.runs[quick.id].status is RunStatus.SUCCEEDED
         # the log tail follows the selected run
         log = app.query_one(Log)
-        await wait_until(lambda: app.log_run == slow.id, what="the newest run selected")
+        await wait_until(lambda: app.log_follow.run == slow.id, what="the newest run selected")
         await pilot.press("down")
-        await wait_until(lambda: app.log_run == quick.id, what="the older run selected")
+        await wait_until(lambda: app.log_follow.run == quick.id, what="the older run selected")
         await wait_until(lambda: "hello from quick" in "\n".join(log.lines), what="quick's log")
         await pilot.press("up")
-        await wait_until(lambda: app.log_run == slow.id, what="the slow run selected")
+        await wait_until(lambda: app.log_follow.run == slow.id, what="the slow run selected")
         await wait_until(lambda: any("plain line" in line for line in log.lines), what="slow's log")
         seen = len(log.lines)
         await wait_until(lambda: len(log.lines) > seen + 4, what="new lines as they are printed")
@@ -88,7 +88,8 @@ async def test_the_log_pane_shows_a_burst_bigger_than_an_event_without_a_gap(
         async with app.run_test(size=(120, 40)):
             log = app.query_one(Log)
             await wait_until(
-                lambda: app.log_run == run.id and app.log_offset, what="the run's tail shown"
+                lambda: app.log_follow.run == run.id and app.log_follow.offset,
+                what="the run's tail shown",
             )
             shown = log.line_count
             await wait_until(lambda: log.line_count > shown, what="followed lines")
@@ -124,12 +125,14 @@ async def test_the_log_pane_follows_the_end_of_each_run_it_switches_to(
         async with app.run_test(size=(120, 40)) as pilot:
             log = app.query_one(Log)
             await wait_until(
-                lambda: app.log_run == short.id and log.max_scroll_y > 0,
+                lambda: app.log_follow.run == short.id and log.max_scroll_y > 0,
                 what="the short log filling the pane",
             )
             await wait_until(lambda: log.is_vertical_scroll_end, what="its view at its end")
             await pilot.press("down")
-            await wait_until(lambda: app.log_run == long.id and app.log_offset, what="long's")
+            await wait_until(
+                lambda: app.log_follow.run == long.id and app.log_follow.offset, what="long's"
+            )
             shown = log.line_count
             await wait_until(lambda: log.line_count > shown, what="lines after its tail")
             await wait_until(lambda: log.is_vertical_scroll_end, what="the view at its end")

@@ -40,6 +40,7 @@ from engine.protocol import (
     RunChanged,
     SampleTaken,
 )
+from tui.log_follow import TAIL_BYTES, LogFollow, Read
 from tui.screens import (
     CompareScreen,
     ConfirmScreen,
@@ -57,7 +58,6 @@ from tui.widgets import (
     replace_lines,
 )
 
-LOG_TAIL_BYTES = 64 * 1024
 LOG_MAX_LINES = 5000
 HOST_REFRESH_S = 2.0
 LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetched
@@ -120,9 +120,7 @@ class RunyardApp(App[int]):
         self.config_path = config_path
         self.client: Client | None = None
         self.project: Path | None = None
-        self.log_run: int | None = None
-        self.log_offset: int | None = 0  # None while the tail is read
-        self.log_held: list[LogLines] = []  # the followed run's lines that came meanwhile
+        self.log_follow = LogFollow()  # the run whose log is shown, and how far
         self.log_lock = asyncio.Lock()  # one gap or overlap read at a time
         self.query_text = ""
         self.sort = "id"
@@ -255,7 +253,7 @@ class RunyardApp(App[int]):
         """Connected again: say so, and re-read what events may have been missed meanwhile
         (the open run's details and metrics, the followed log's tail)."""
         self.notify(f"connected to the daemon again (pid {pid})", title="daemon")
-        self.log_run = None
+        self.log_follow.stop()
         detail = next((s for s in self.screen_stack if isinstance(s, RunDetailScreen)), None)
         if detail is not None:
             self.fill_detail(detail)
@@ -282,11 +280,8 @@ class RunyardApp(App[int]):
                 for pane in self.dash.query(HostPane):
                     if pane.host == event.sample.host:
                         pane.show(pane.state, pane.reason, event.sample, since=pane.since)
-            elif isinstance(event, LogLines) and event.run_id == self.log_run:
-                if self.log_offset is None:
-                    self.log_held.append(event)
-                else:
-                    await self.add_log(event)
+            elif isinstance(event, LogLines):
+                await self.add_log(event)
             elif isinstance(event, HostChanged):
                 self.host_changed(event)
             elif isinstance(event, EventsDropped):
@@ -431,7 +426,7 @@ class RunyardApp(App[int]):
         """Follow the highlighted run's log once the cursor rests on it (scrolling through
         rows does not fetch every log on the way)."""
         run_id = event.run_id
-        if run_id == self.log_run:
+        if run_id == self.log_follow.run:
             return
         if self.log_timer is not None:
             self.log_timer.stop()
@@ -445,46 +440,37 @@ class RunyardApp(App[int]):
         lines wait for the tail, and only what the tail lacks of them is added."""
         if self.client is None:
             return
-        self.log_run, self.log_offset, self.log_held = run_id, None, []
+        self.log_follow.start(run_id)
         await self.client.follow_logs([run_id])
-        data, end, _ = await self.client.log(run_id, offset=-LOG_TAIL_BYTES)
-        whole = data[: data.rfind(b"\n") + 1]  # a half-written last line comes with its event
-        lines = _lines(whole, clipped=end > len(data))
-        tail_end = end - (len(data) - len(whole))
+        data, end, _ = await self.client.log(run_id, offset=-TAIL_BYTES)
+        show, held = self.log_follow.tail(data, end)
         detail = self._detail_for(run_id)
         if detail is not None:
-            detail.show_log(lines, tail_end)
+            detail.show_log(show.lines, show.end)
         else:
             log = self.dash.query_one("#log", Log)
-            replace_lines(log, lines)
+            replace_lines(log, show.lines)
             log.border_title = f"log: run {run_id}"  # a title, not a Static: no relayout
-        self.log_offset = tail_end
-        held, self.log_held = self.log_held, []
         for event in held:
             await self.add_log(event)
 
     async def add_log(self, event: LogLines) -> None:
         async with self.log_lock:
-            offset = self.log_offset
-            if offset is None or event.run_id != self.log_run or event.end <= offset:
-                return  # another run's now, or already shown by the tail we fetched
-            if event.start == offset and not event.skipped:
-                lines = event.lines
-            else:  # a gap or an overlap: read exactly the missing bytes, at most a tail's worth
+            step = self.log_follow.event(event)
+            if isinstance(step, Read):  # a gap or an overlap: read exactly the missing bytes
                 assert self.client is not None
-                start = max(offset, event.end - LOG_TAIL_BYTES)
                 data, _, _ = await self.client.log(
-                    event.run_id, offset=start, max_bytes=event.end - start
+                    step.run_id, offset=step.start, max_bytes=step.max_bytes
                 )
-                lines = _lines(data, clipped=start > offset)
-            if self.log_run != event.run_id or self.log_offset != offset:
-                return  # the log moved on to another run meanwhile
-            self.log_offset = event.end
+                step = self.log_follow.read(step, data)
+            if step is None:
+                return
+            self.log_follow.shown(step)
             detail = self._detail_for(event.run_id)
             if detail is not None:
-                detail.add_log(lines, event.end)
+                detail.add_log(step.lines, step.end)
             else:
-                self.dash.query_one("#log", Log).write_lines(lines)
+                self.dash.query_one("#log", Log).write_lines(step.lines)
 
     def _detail_for(self, run_id: int) -> RunDetailScreen | None:
         screen = self.screen
@@ -623,14 +609,14 @@ class RunyardApp(App[int]):
             return  # closed meanwhile
         screen.show_detail(detail)
         screen.show_points(points)
-        self.log_run = None  # re-read the tail into the detail screen's log
+        self.log_follow.stop()  # re-read the tail into the detail screen's log
         self.show_log(run_id)
 
     @on(RunDetailScreen.Closed)
     def detail_closed(self) -> None:
         run_id = self.dash.query_one(RunsTable).selected_run
         if run_id is not None:
-            self.log_run = None
+            self.log_follow.stop()
             self.show_log(run_id)
 
     def action_compare(self) -> None:
@@ -719,13 +705,6 @@ class RunyardApp(App[int]):
             error = str(exc)
         if screen in self.screen_stack:  # else the launcher was closed while the daemon planned
             screen.show_plan(plan, error)
-
-
-def _lines(data: bytes, clipped: bool) -> list[str]:
-    lines = data.decode("utf-8", "replace").splitlines()
-    if clipped and lines:
-        lines[0] = "…"  # the first line was cut by the tail
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
