@@ -7,11 +7,10 @@ import argparse
 import asyncio
 import functools
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -27,12 +26,10 @@ from engine.client import (
     DaemonError,
     DaemonGone,
     EngineError,
-    connect,
     load_project,
 )
 from engine.model import ACTIVE_STATUSES, RunStatus
 from engine.protocol import (
-    Event,
     EventsDropped,
     HostChanged,
     LogLines,
@@ -40,6 +37,7 @@ from engine.protocol import (
     RunChanged,
     SampleTaken,
 )
+from tui.engine_link import Connected, Disconnected, EngineEvents, EngineLink, Incompatible
 from tui.log_follow import TAIL_BYTES, LogFollow, Read
 from tui.screens import (
     CompareScreen,
@@ -65,7 +63,6 @@ RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most t
 SORTS = ("id", "status", "host", "name", "duration", "created")
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
 FOCUS_ACTIONS = {"logs", "filter"}  # their bindings are priority bindings
-RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # between tries to reach a daemon again
 
 
 def closing_quietly(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -183,53 +180,54 @@ class RunyardApp(App[int]):
 
     @work(exclusive=True, group="engine")
     async def follow_engine(self) -> None:
-        """Connect to the daemon (starting one if none answers), load what it knows and apply
-        its events. When it goes away (a crash, `engine stop`), say so and connect again: runs
-        go on without it, and the screen catches up once a daemon answers."""
-        tries = 0
-        while True:
-            client: Client | None = None
-            stream: AsyncIterator[list[Event]] | None = None
-            try:
-                client = await connect(self.config_path)
-                status = await client.status()
-                self.project = Path(status.config).parent
-                stream = client.events()
-                await anext(stream)  # subscribed before the state is read: no change is missed
-                self.client = client
-                await self.load_state()
-                self.reload_soon()  # once the changes that raced the load are applied
-                self.sub_title = f"{status.config}  ·  daemon {status.pid}"
-                self.connections += 1
-                if self.connections > 1:
-                    self.caught_up(status.pid)
-                tries = 0
-                async for batch in stream:
-                    await self.apply(batch)
-            except NoMatches:
-                return  # the app closed under it
-            except msgspec.ValidationError as exc:
-                self.exit(
-                    1,
-                    message=f"runyard: the daemon sent an event this version cannot read ({exc}); "
-                    "it may be from another Runyard version: `engine stop`, then start runyard "
-                    "again",
-                )
-                return
-            except (ConfigError, DaemonError, EngineError, OSError) as exc:
-                if self.connections == 0 and tries == 0:
-                    self.exit(1, message=f"runyard: {exc}")  # never connected: say why, and go
-                    return
-                if tries == 0:
-                    self.notify(f"{exc}; connecting again…", title="daemon", severity="warning")
-                self.sub_title = f"no daemon: {exc}  ·  connecting again…"
-                await asyncio.sleep(RECONNECT_DELAYS_S[min(tries, len(RECONNECT_DELAYS_S) - 1)])
-                tries += 1
-            finally:  # also when the app exits and cancels this worker
-                if stream is not None:
-                    await stream.aclose()
-                if client is not None:
-                    await client.close()
+        """Keep linked to the daemon for as long as the app runs (see EngineLink)."""
+        await EngineLink(self, self.config_path).run()
+
+    @on(Connected)
+    async def connected(self, message: Connected) -> None:
+        """Load what the daemon knows (its events since subscribing wait meanwhile)."""
+        try:
+            status = message.status
+            self.client = message.client
+            self.project = Path(status.config).parent
+            await self.load_state()
+            self.reload_soon()  # once the changes that raced the load are applied
+            self.sub_title = f"{status.config}  ·  daemon {status.pid}"
+            self.connections += 1
+            if self.connections > 1:
+                self.caught_up(status.pid)
+        except NoMatches:
+            pass  # the app closes under it
+        except (DaemonError, EngineError, OSError) as exc:
+            message.error = exc
+        finally:
+            message.handled.set()
+
+    @on(EngineEvents)
+    async def engine_events(self, message: EngineEvents) -> None:
+        try:
+            await self.apply(message.batch)
+        except (DaemonError, EngineError, OSError) as exc:
+            message.error = exc
+        finally:
+            message.handled.set()
+
+    @on(Disconnected)
+    def disconnected(self, message: Disconnected) -> None:
+        if message.never_connected:
+            self.exit(1, message=f"runyard: {message.error}")  # say why, and go
+            return
+        if message.first_try:
+            self.notify(f"{message.error}; connecting again…", title="daemon", severity="warning")
+        self.sub_title = f"no daemon: {message.error}  ·  connecting again…"
+
+    @on(Incompatible)
+    def incompatible(self, message: Incompatible) -> None:
+        self.exit(
+            1,
+            message=f"runyard: the daemon sent an event this version cannot read ({message.error}); "
+            "it may be from another Runyard version: `engine stop`, then start runyard again",
+        )
 
     async def load_state(self) -> None:
         """The host panes, then the runs window where it was (the first on the first load)."""
