@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import scratch_engine
 from engine.model import JobSpec
 from tui.app import RunyardApp
-from tui.screens import CHART_POINTS, RunDetailScreen
-from tui.widgets import RunsTable
+from tui.screens import RunDetailScreen
+from tui.widgets import CHART_POINTS, RunsTable
 
 TRAINER = (
     "import json, sys\n"
@@ -51,7 +51,7 @@ async def main(steps: int, rounds: int) -> None:
         app = RunyardApp(str(folder / "hosts.toml"))
         async with app.run_test(size=(160, 48)) as pilot:
             table = app.query_one(RunsTable)
-            while table.selected_run != run.id:
+            while table.window.cursor_run != run.id:
                 await asyncio.sleep(0.01)
             start = time.perf_counter()
             await pilot.press("enter")

@@ -129,7 +129,7 @@ async def type_all_but_last(app: RunyardApp, pilot, text: str) -> str:  # type: 
     shown = app.pages_shown
     box.value = text[:-1]  # type: ignore[attr-defined]
     box.action_end()  # type: ignore[attr-defined]  # as if typed: no selection, cursor at the end
-    await until(lambda: app.query_text == text[:-1] and app.pages_shown > shown)
+    await until(lambda: app.runs_window.query == text[:-1] and app.pages_shown > shown)
     await pilot.pause()  # that window is on screen before the last character comes
     return text
 
@@ -184,9 +184,11 @@ async def main(runs: int, presses: int, noise: bool) -> None:
                     "filter, unseen": [],
                 }
                 for _ in range(presses):
-                    row = table.cursor_row
+                    row = table.window.cursor
                     direct["cursor move"].append(
-                        await key_to_frame(app, "down", lambda row=row: table.cursor_row == row + 1)
+                        await key_to_frame(
+                            app, "down", lambda row=row: table.window.cursor == row + 1
+                        )
                     )
                     await pilot.pause()
                 for _ in range(presses):
@@ -208,10 +210,10 @@ async def main(runs: int, presses: int, noise: bool) -> None:
                         await pilot.press("enter")
                         await pilot.pause()
                 for _ in range(presses):
-                    row = table.cursor_row
+                    row = table.window.cursor
                     start = time.perf_counter()
                     await pilot.press("down")
-                    await until(lambda row=row: table.cursor_row == row + 1)
+                    await until(lambda row=row: table.window.cursor == row + 1)
                     await pilot.pause()
                     moves.append(time.perf_counter() - start)
                 for _ in range(presses):
@@ -231,7 +233,7 @@ async def main(runs: int, presses: int, noise: bool) -> None:
                     filters.append(time.perf_counter() - start)
                     await pilot.press("enter")
                 log_lines = len(app.dash.query_one("#log").lines)  # type: ignore[attr-defined]
-                sort = f"{app.sort} {'↓' if app.descending else '↑'}"
+                sort = f"{app.runs_window.sort} {'↓' if app.runs_window.descending else '↑'}"
                 await pilot.press("q")
             floor = await floor_presses(presses)  # same machine, same load, a bare app
             await client.cancel(noisy.id)

@@ -31,43 +31,45 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             table = app.dash.query_one(RunsTable)
-            await wait_until(lambda: table.total == 1000, what="the first window")
-            assert table.row_count == table.page_size < 1000  # a window, not every run
-            assert table.selected_run == 1000  # newest first
+            await wait_until(lambda: table.window.total == 1000, what="the first window")
+            assert table.row_count == table.window.page_size < 1000  # a window, not every run
+            assert table.window.cursor_run == 1000  # newest first
             shown = app.pages_shown
             await pilot.press("end")
-            await wait_until(lambda: table.selected_run == 1, what="the last run loaded")
-            assert app.pages_shown > shown and table.window_offset > 0
+            await wait_until(lambda: table.window.cursor_run == 1, what="the last run loaded")
+            assert app.pages_shown > shown and table.window.offset > 0
             await pilot.press("home")
-            await wait_until(lambda: table.selected_run == 1000, what="back at the top")
+            await wait_until(lambda: table.window.cursor_run == 1000, what="back at the top")
             # filter: every 7th run failed; the bar is on screen, not under the footer
             bar, footer = app.dash.query_one("#filter"), app.dash.query_one(Footer)
             assert bar.region.height == 1 and not bar.region.overlaps(footer.region)
             await pilot.press("slash")
             await pilot.press(*"failed", "enter")
-            await wait_until(lambda: table.total == 142, what="the failed runs")
-            assert {r.status for r in table.rows} == {RunStatus.FAILED}
+            await wait_until(lambda: table.window.total == 142, what="the failed runs")
+            assert {r.status for r in table.window.rows} == {RunStatus.FAILED}
             assert "filter: failed" in str(table.border_subtitle)
             # a metric filter and a sort by that metric
             await pilot.press("slash")
             app.dash.query_one("#filter").value = "auc>0.99"  # type: ignore[attr-defined]
             await pilot.press("enter")
-            await wait_until(lambda: 0 < table.total < 1000, what="the auc filter")
-            assert all(table.latest[r.id]["auc"]["last"] > 0.99 for r in table.rows)
-            app.sort = "created"  # the next sort key after it: the first metric, auc
+            await wait_until(lambda: 0 < table.window.total < 1000, what="the auc filter")
+            assert all(table.window.latest[r.id]["auc"]["last"] > 0.99 for r in table.window.rows)
+            app.runs_window.sort = "created"  # the next sort key after it: the first metric, auc
             shown = app.pages_shown
             await pilot.press("s")
-            await wait_until(lambda: app.sort == "metric:auc" and app.pages_shown > shown)
-            values = [table.latest[r.id]["auc"]["last"] for r in table.rows]
+            await wait_until(
+                lambda: app.runs_window.sort == "metric:auc" and app.pages_shown > shown
+            )
+            values = [table.window.latest[r.id]["auc"]["last"] for r in table.window.rows]
             assert values == sorted(values, reverse=True)
             await pilot.press("S")
-            await wait_until(lambda: not app.descending and app.pages_shown > shown + 1)
-            values = [table.latest[r.id]["auc"]["last"] for r in table.rows]
+            await wait_until(lambda: not app.runs_window.descending and app.pages_shown > shown + 1)
+            values = [table.window.latest[r.id]["auc"]["last"] for r in table.window.rows]
             assert values == sorted(values)
             # a filter nothing matches says so
             await pilot.press("slash")
             app.dash.query_one("#filter").value = "no-run-is-called-this"  # type: ignore[attr-defined]
-            await wait_until(lambda: table.total == 0, what="no runs")
+            await wait_until(lambda: table.window.total == 0, what="no runs")
             assert str(table.border_subtitle).startswith("no runs match  ·")
             # a bad filter is told, not a crash
             app.dash.query_one("#filter").value = "status:sleeping"  # type: ignore[attr-defined]
@@ -94,8 +96,8 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         table = app.dash.query_one(RunsTable)
         await wait_until(lambda: table.row_count == 3, what="three runs")
         # the slow run is on top: cancel it
-        assert table.selected_run == slow.id
-        await wait_until(lambda: table.runs[slow.id].status is RunStatus.RUNNING)
+        assert table.window.cursor_run == slow.id
+        await wait_until(lambda: table.window.runs[slow.id].status is RunStatus.RUNNING)
         await wait_until(lambda: "loss=" in on_screen(table, "slow"), what="its metric drawn")
         drawn = on_screen(table, "slow")
         await wait_until(lambda: on_screen(table, "slow") != drawn, what="its new values drawn")
@@ -104,26 +106,27 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
         assert f"{slow.id} slow (running)" in app.screen.question  # type: ignore[attr-defined]
         await pilot.press("y")
         await wait_until(
-            lambda: table.runs[slow.id].status is RunStatus.CANCELLED, what="slow cancelled"
+            lambda: table.window.runs[slow.id].status is RunStatus.CANCELLED, what="slow cancelled"
         )
         await wait_until(lambda: "cancelled" in on_screen(table, "slow"), what="cancel drawn")
         # the queued one: priority 7, then hold
         await pilot.press("down")
-        await wait_until(lambda: table.selected_run == waiting.id)
+        await wait_until(lambda: table.window.cursor_run == waiting.id)
         await pilot.press("p")
         await pilot.press(*"7", "enter")
-        await wait_until(lambda: table.runs[waiting.id].priority == 7, what="priority 7")
+        await wait_until(lambda: table.window.runs[waiting.id].priority == 7, what="priority 7")
         await pilot.press("h")
-        await wait_until(lambda: table.runs[waiting.id].held, what="held")
+        await wait_until(lambda: table.window.runs[waiting.id].held, what="held")
         await wait_until(lambda: "(held)" in on_screen(table, "waiting"), what="hold drawn")
         # the failed one: retried, it succeeds on its second attempt
         await pilot.press("down")
-        await wait_until(lambda: table.selected_run == bad.id)
+        await wait_until(lambda: table.window.cursor_run == bad.id)
         await pilot.press("r")
         await wait_until(
-            lambda: table.runs[bad.id].status is RunStatus.SUCCEEDED, what="the retry succeeded"
+            lambda: table.window.runs[bad.id].status is RunStatus.SUCCEEDED,
+            what="the retry succeeded",
         )
-        assert table.runs[bad.id].attempt == 2
+        assert table.window.runs[bad.id].attempt == 2
         # a run failing now is notified
         [boom] = await client.submit(
             [job(daemon, [sys.executable, "-c", "raise SystemExit(5)"], name="boom")]
@@ -148,7 +151,7 @@ async def test_actions_act_only_on_what_the_user_sees(client: Client, daemon: Pr
         table = app.dash.query_one(RunsTable)
         await wait_until(lambda: table.row_count == 3, what="three runs")
         await pilot.press("space", "down", "space")  # third and second selected
-        assert table.selected == {third.id, second.id}
+        assert table.window.selected == {third.id, second.id}
         assert "2 selected" in str(table.border_title) and "●" in on_screen(table, "done-2")
         await pilot.press("r")  # several runs: asked first, naming them
         await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
@@ -157,13 +160,13 @@ async def test_actions_act_only_on_what_the_user_sees(client: Client, daemon: Pr
         await pilot.press("n")
         await wait_until(lambda: app.screen is app.dash, what="back on the dashboard")
         await pilot.press("escape")  # esc clears the selection
-        assert not table.selected and "selected" not in str(table.border_title or "")
+        assert not table.window.selected and "selected" not in str(table.border_title or "")
         # a selection ends with the view it was made in: a new filter clears it
         await pilot.press("space")
-        assert table.selected
+        assert table.window.selected
         await pilot.press("slash", *"done-0", "enter")
-        await wait_until(lambda: table.total == 1, what="only done-0")
-        assert not table.selected
+        await wait_until(lambda: table.window.total == 1, what="only done-0")
+        assert not table.window.selected
         # with one run on screen and nothing selected, an action is on that run alone, unasked
         with_one = app.targets()
         assert with_one == [first.id]
@@ -187,7 +190,7 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: table.selected_run == run.id, what="the run listed")
+        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
         await pilot.press("enter")
         await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
         screen = app.screen
@@ -252,7 +255,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         await wait_until(lambda: "6 trials" in str(plan.render()), what="the new preview")
         await pilot.press("enter")
         await wait_until(lambda: not isinstance(app.screen, LauncherScreen), what="launched")
-        await wait_until(lambda: table.total == 6, timeout=30, what="the sweep's runs")
+        await wait_until(lambda: table.window.total == 6, timeout=30, what="the sweep's runs")
         client = await connect(daemon.config, start=False)
         try:
             await wait_until(lambda: _all_done(client), timeout=60, what="the sweep to finish")
@@ -262,7 +265,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
             lambda: any("sweep toy-1 finished" in n.message for n in app._notifications),
             what="the sweep notified",
         )
-        await wait_until(lambda: all(r.status.terminal for r in table.rows))
+        await wait_until(lambda: all(r.status.terminal for r in table.window.rows))
         await pilot.press("space", "down", "space")
         for key in ("C", "e"):  # read together, as fast typing is: e exports from compare
             app.post_message(events.Key(key, key))
@@ -332,7 +335,7 @@ async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
             lambda: any("sweep toy-1 queued" in n.message for n in app._notifications),
             what="the launch notified",
         )
-        await wait_until(lambda: table.total == 6, timeout=30, what="the sweep's runs")
+        await wait_until(lambda: table.window.total == 6, timeout=30, what="the sweep's runs")
         assert app.screen is app.dash
 
 
@@ -367,7 +370,7 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
         numbers = _plain_lines(log)
         assert numbers == list(range(numbers[0], numbers[-1] + 1)), "lines lost or repeated"
         assert len(app.dash.query(HostPane)) == 1  # the panes refreshed, not mounted again
-        assert table.runs[run.id].status is RunStatus.RUNNING
+        assert table.window.runs[run.id].status is RunStatus.RUNNING
         again = await connect(daemon.config, start=False)  # the daemon the app started
         try:
             now = (await again.run(run.id)).run
@@ -390,7 +393,9 @@ async def test_keys_pressed_while_the_daemon_is_down_are_no_crash(daemon: Projec
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: len(table.runs) == 2 and app.log_follow.run, what="both runs")
+        await wait_until(
+            lambda: len(table.window.runs) == 2 and app.log_follow.run, what="both runs"
+        )
         daemon.kill_daemon(signal.SIGTERM)
         pressed = 0
         while app.connections < 2 or pressed < 20:
@@ -445,8 +450,8 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: table.selected_run == run.id, what="the run listed")
-        await wait_until(lambda: table.runs[run.id].status is RunStatus.RUNNING)
+        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
+        await wait_until(lambda: table.window.runs[run.id].status is RunStatus.RUNNING)
 
         def burst(*keys: str) -> None:  # as the driver posts them: no pause between keys
             for key in keys:
@@ -457,7 +462,7 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
         burst("slash", "c", "r", "slash", "h", "p")  # a second / is text too
         await wait_until(lambda: bar.value == "cr/hp", what="the whole burst in the filter")
         await pilot.press("ctrl+u", "escape")  # the filter emptied; back to the table
-        await wait_until(lambda: app.focused is table and table.selected_run == run.id)
+        await wait_until(lambda: app.focused is table and table.window.cursor_run == run.id)
         burst("enter", "f")  # f: pause the run screen's log
         await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the run")
         detail = app.screen

@@ -50,8 +50,8 @@ async def test_dashboard_shows_host_runs_and_a_live_log_and_q_leaves_runs_runnin
         assert "gpu0" in detail or "no NVIDIA GPU" in detail
         # the table updates live: the slow run's status and its latest metrics
         await wait_until(lambda: "loss=" in table.metrics_text(slow.id), what="live metrics")
-        assert table.runs[slow.id].status is RunStatus.RUNNING
-        assert table.runs[quick.id].status is RunStatus.SUCCEEDED
+        assert table.window.runs[slow.id].status is RunStatus.RUNNING
+        assert table.window.runs[quick.id].status is RunStatus.SUCCEEDED
         # the log tail follows the selected run
         log = app.query_one(Log)
         await wait_until(lambda: app.log_follow.run == slow.id, what="the newest run selected")
@@ -152,17 +152,20 @@ async def test_the_cursor_stays_on_screen_when_the_queue_above_grows(
     try:
         async with app.run_test(size=(100, 30)):
             table = app.query_one(RunsTable)
-            await wait_until(lambda: table.selected_run == first.id, what="the run")
+            await wait_until(lambda: table.window.cursor_run == first.id, what="the run")
             tall = table.scrollable_content_region.height
             await client.submit([job(daemon, ["sleep", "60"], name=f"n{i}") for i in range(24)])
             await wait_until(
-                lambda: table.total == 25 and table.scrollable_content_region.height < tall,
+                lambda: table.window.total == 25 and table.scrollable_content_region.height < tall,
                 what="the queue pane grown, the table shrunk",
             )
 
             def on_screen() -> bool:
                 top, rows = int(table.scroll_offset.y), table.scrollable_content_region.height
-                return table.selected_run == first.id and top <= table.cursor_row < top + rows - 1
+                return (
+                    table.window.cursor_run == first.id
+                    and top <= table.window.cursor < top + rows - 1
+                )
 
             await wait_until(on_screen, what="the cursor's run on screen")
     finally:

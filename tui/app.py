@@ -39,6 +39,7 @@ from engine.protocol import (
 )
 from tui.engine_link import Connected, Disconnected, EngineEvents, EngineLink, Incompatible
 from tui.log_follow import TAIL_BYTES, LogFollow, Read
+from tui.runs_window import RunsWindow
 from tui.screens import (
     CompareScreen,
     ConfirmScreen,
@@ -60,7 +61,6 @@ LOG_MAX_LINES = 5000
 HOST_REFRESH_S = 2.0
 LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetched
 RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most this often
-SORTS = ("id", "status", "host", "name", "duration", "created")
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
 FOCUS_ACTIONS = {"logs", "filter"}  # their bindings are priority bindings
 
@@ -119,9 +119,6 @@ class RunyardApp(App[int]):
         self.project: Path | None = None
         self.log_follow = LogFollow()  # the run whose log is shown, and how far
         self.log_lock = asyncio.Lock()  # one gap or overlap read at a time
-        self.query_text = ""
-        self.sort = "id"
-        self.descending = True
         self.pages_shown = 0  # windows loaded so far: tests and benchmarks wait on it
         self.reload_pending = False
         self.log_timer: Timer | None = None
@@ -155,6 +152,11 @@ class RunyardApp(App[int]):
         if action in FOCUS_ACTIONS:
             return self.screen is self.dash and not isinstance(self.focused, Input)
         return True
+
+    @property
+    def runs_window(self) -> RunsWindow:
+        """What the runs table shows and what was asked of the daemon for it."""
+        return self.dash.query_one(RunsTable).window
 
     @property
     def dash(self) -> Screen:
@@ -245,7 +247,7 @@ class RunyardApp(App[int]):
             self.host_states[host.name] = host.state
         if self.host_timer is None:
             self.host_timer = self.set_interval(HOST_REFRESH_S, self.refresh_hosts)
-        await self.fetch_page(self.dash.query_one(RunsTable).window_offset)
+        await self.fetch_page(self.runs_window.offset)
 
     def caught_up(self, pid: int) -> None:
         """Connected again: say so, and re-read what events may have been missed meanwhile
@@ -255,7 +257,7 @@ class RunyardApp(App[int]):
         detail = next((s for s in self.screen_stack if isinstance(s, RunDetailScreen)), None)
         if detail is not None:
             self.fill_detail(detail)
-        elif (run_id := self.dash.query_one(RunsTable).selected_run) is not None:
+        elif (run_id := self.runs_window.cursor_run) is not None:
             self.show_log(run_id)
 
     @closing_quietly
@@ -343,7 +345,7 @@ class RunyardApp(App[int]):
     def reload(self) -> None:
         self.reload_pending = False
         if self.screen_stack:  # a timer may fire while the app closes
-            self.load_page(self.dash.query_one(RunsTable).window_offset)
+            self.load_page(self.runs_window.offset)
 
     @work(exclusive=True, group="page")
     @closing_quietly
@@ -354,9 +356,10 @@ class RunyardApp(App[int]):
         if self.client is None:
             return
         table = self.dash.query_one(RunsTable)
+        view = table.window
         try:
             page = await self.client.runs_page(
-                self.query_text, self.sort, self.descending, offset, table.page_size
+                view.query, view.sort, view.descending, offset, view.page_size
             )
         except EngineError as exc:
             self.notify(str(exc), title="filter", severity="error")
@@ -367,11 +370,11 @@ class RunyardApp(App[int]):
             f"rows {page.offset + 1}–{page.offset + len(page.runs)} of {page.total:,}"
             if page.runs
             else "no runs match"
-            if self.query_text
+            if view.query
             else "no runs yet"
         )
-        order = f"sorted by {self.sort} {'↓' if self.descending else '↑'}"
-        shown = f"filter: {self.query_text}" if self.query_text else "no filter"
+        order = f"sorted by {view.sort} {'↓' if view.descending else '↑'}"
+        shown = f"filter: {view.query}" if view.query else "no filter"
         table.border_subtitle = f"{where}  ·  {order}  ·  {shown}"  # no relayout, unlike a Static
 
     @on(RunsTable.WindowWanted)
@@ -379,16 +382,11 @@ class RunyardApp(App[int]):
         self.load_page(event.offset)
 
     def action_sort(self) -> None:
-        table = self.dash.query_one(RunsTable)
-        metrics = [m["name"] for m in table.sweep_metrics.values() if m.get("name")]
-        metrics += sorted({k for summaries in table.latest.values() for k in summaries})
-        keys = list(SORTS) + [f"metric:{k}" for k in metrics]
-        keys = list(dict.fromkeys(keys))
-        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else "id"
+        self.runs_window.next_sort()
         self.load_page(0, reset=True)
 
     def action_reverse(self) -> None:
-        self.descending = not self.descending
+        self.runs_window.descending = not self.runs_window.descending
         self.load_page(0, reset=True)
 
     def action_filter(self) -> None:
@@ -401,8 +399,8 @@ class RunyardApp(App[int]):
         """Filter as you type: each change asks the daemon for the first window again (a newer
         change cancels the older request)."""
         text = event.value.strip()
-        if text != self.query_text:
-            self.query_text = text
+        if text != self.runs_window.query:
+            self.runs_window.query = text
             self.clear_selection()  # a selection is of the runs on screen: a new view ends it
             self.load_page(0, reset=True)
 
@@ -480,10 +478,7 @@ class RunyardApp(App[int]):
 
     def targets(self) -> list[int]:
         """The selected runs, else the one under the cursor."""
-        table = self.dash.query_one(RunsTable)
-        if table.selected:
-            return sorted(table.selected)
-        return [table.selected_run] if table.selected_run is not None else []
+        return self.runs_window.targets()
 
     def action_select(self) -> None:
         table = self.dash.query_one(RunsTable)
@@ -492,14 +487,14 @@ class RunyardApp(App[int]):
 
     def clear_selection(self) -> None:
         table = self.dash.query_one(RunsTable)
-        if table.selected:
+        if table.window.selected:
             table.clear_selection()
             self.show_selection()
 
     def show_selection(self) -> None:
         """The runs table's title says how many runs are selected, so an action's targets are
         never out of sight."""
-        count = len(self.dash.query_one(RunsTable).selected)
+        count = len(self.runs_window.selected)
         self.dash.query_one(RunsTable).border_title = (
             f"runs  ·  {count} selected (space toggles, esc clears)" if count else None
         )
@@ -507,7 +502,7 @@ class RunyardApp(App[int]):
     async def confirmed(self, what: str, runs: list[int]) -> bool:
         """Ask before an action on several runs or on a running one, naming them."""
         table = self.dash.query_one(RunsTable)
-        found = [table.runs.get(r) for r in runs]
+        found = [table.window.runs.get(r) for r in runs]
         running = [r for r in found if r is not None and r.status in ACTIVE_STATUSES]
         if len(runs) <= 1 and not running:
             return True
@@ -541,7 +536,7 @@ class RunyardApp(App[int]):
         table = self.dash.query_one(RunsTable)
 
         async def toggle(client: Client, run_id: int):  # type: ignore[no-untyped-def]
-            run = table.runs.get(run_id)
+            run = table.window.runs.get(run_id)
             return await (client.release(run_id) if run and run.held else client.hold(run_id))
 
         await self._each("hold", toggle, "hold toggled")
@@ -586,7 +581,7 @@ class RunyardApp(App[int]):
     def action_open_run(self) -> None:
         """Open the run's screen at once, so the keys read with enter are the screen's, not
         the runs table's; then fill it."""
-        run_id = self.dash.query_one(RunsTable).selected_run
+        run_id = self.runs_window.cursor_run
         if run_id is None or self.client is None:
             return
         screen = RunDetailScreen(run_id)
@@ -612,7 +607,7 @@ class RunyardApp(App[int]):
 
     @on(RunDetailScreen.Closed)
     def detail_closed(self) -> None:
-        run_id = self.dash.query_one(RunsTable).selected_run
+        run_id = self.runs_window.cursor_run
         if run_id is not None:
             self.log_follow.stop()
             self.show_log(run_id)
@@ -635,7 +630,7 @@ class RunyardApp(App[int]):
         details = [await self.client.run(r) for r in screen.run_ids]
         points = {r: await self.client.metrics(r, max_points=CHART_POINTS) for r in screen.run_ids}
         if screen in self.screen_stack:  # else closed meanwhile
-            sweeps = self.dash.query_one(RunsTable).sweep_metrics
+            sweeps = self.runs_window.sweep_metrics
             modes = {
                 m["name"]: m.get("mode", "max")
                 for d in details

@@ -13,8 +13,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.model import Run, RunStatus, format_duration
+from engine.model import Run, format_duration
 from engine.protocol import RunPage
+from tui.runs_window import RunsWindow
 from tui.widgets.cells import STATUS_STYLE
 
 
@@ -70,42 +71,20 @@ class RunsTable(ScrollView, can_focus=True):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rows: list[Run] = []  # the loaded window, from `window_offset`
-        self.runs: dict[int, Run] = {}
-        self.latest: dict[int, dict[str, dict[str, float]]] = {}  # run → key → summary
-        self.sweep_metrics: dict[str, dict[str, str]] = {}
-        self.selected: set[int] = set()
-        self.window_offset = 0
-        self.total = 0
-        self.cursor_row = 0  # over every matching run, not only the loaded ones
-        self.page_size = 120  # rows loaded around the cursor: a few screens' worth
-        self.wanted: int | None = None  # the window asked for and not yet shown
+        self.window = RunsWindow()  # what the table shows: the app fills it
         self.base_style = Style()  # the table's own style, resolved once per frame
 
     # --- data from the app -------------------------------------------------------------------
 
     @property
     def row_count(self) -> int:
-        return len(self.rows)
+        return len(self.window.rows)
 
     def show_page(self, page: RunPage, reset: bool = False) -> None:
-        """Show a new window; the cursor stays on its run where that run is still in it (or
-        goes to the first row, with `reset`: a new sort or filter)."""
-        keep = None if reset else self.selected_run
-        if reset:
-            self.cursor_row = 0
-        self.window_offset, self.total = page.offset, page.total
-        self.wanted = None
-        self.sweep_metrics.update(page.sweep_metrics)
-        self.latest = {int(k): v for k, v in page.metrics.items()}
-        self.rows = list(page.runs)
-        self.runs = {run.id: run for run in self.rows}
-        ids = [run.id for run in self.rows]
-        if keep in self.runs:
-            self.cursor_row = page.offset + ids.index(keep)
-        self.cursor_row = max(0, min(self.cursor_row, self.total - 1))
+        """Show a new window of runs (see RunsWindow.load) and keep the cursor in view."""
+        self.window.load(page, reset)
         width = sum(w for _, _, w in self.COLUMNS) + len(self.COLUMNS)
-        if self.resize(Size(width, self.total + 1)):
+        if self.resize(Size(width, self.window.total + 1)):
             self.call_after_refresh(self.scroll_to_cursor)  # once the new height is laid out
         else:
             self.scroll_to_cursor()
@@ -128,33 +107,20 @@ class RunsTable(ScrollView, can_focus=True):
 
     def upsert(self, run: Run) -> bool:
         """Update a loaded run's row; False when the run is not in the window."""
-        if run.id not in self.runs:
-            return False
-        self.runs[run.id] = run
-        at = self.position(run.id)
-        self.rows[at] = run
-        self.refresh_rows(self.window_offset + at)
-        return True
-
-    def position(self, run_id: int) -> int:
-        """Where a loaded run is in the window (by id: runs are compared field by field)."""
-        return next(i for i, run in enumerate(self.rows) if run.id == run_id)
+        index = self.window.upsert(run)
+        if index is not None:
+            self.refresh_rows(index)
+        return index is not None
 
     def set_metrics(self, run_id: int, values: dict[str, tuple[int | None, float]]) -> None:
         """New latest values (step, value) of a loaded run's metrics."""
-        if run_id not in self.runs:
-            return
-        summaries = self.latest.setdefault(run_id, {})
-        for key, (step, value) in values.items():
-            s = summaries.setdefault(key, {"count": 0, "min": value, "max": value})
-            s["last"], s["step"] = value, step
-            s["min"], s["max"] = min(s["min"], value), max(s["max"], value)
-        self.refresh_rows(self.window_offset + self.position(run_id))
+        index = self.window.set_metrics(run_id, values)
+        if index is not None:
+            self.refresh_rows(index)
 
     def tick(self) -> None:
         """Redraw the running runs' rows, so their durations go on."""
-        running = [i for i, run in enumerate(self.rows) if run.status is RunStatus.RUNNING]
-        self.refresh_rows(*(self.window_offset + i for i in running))
+        self.refresh_rows(*self.window.running())
 
     def refresh_rows(self, *indexes: int) -> None:
         """Redraw only these rows' lines, where they are on screen: a live update or a cursor
@@ -167,76 +133,63 @@ class RunsTable(ScrollView, can_focus=True):
                 self.refresh(Region(0, y, region.width, 1))
 
     def clear_selection(self) -> None:
-        self.selected.clear()
+        self.window.selected.clear()
         self.refresh()
 
     def toggle_selected(self) -> None:
-        run_id = self.selected_run
-        if run_id is not None:
-            self.selected ^= {run_id}
-            self.refresh_rows(self.cursor_row)
-
-    @property
-    def selected_run(self) -> int | None:
-        run = self.run_at(self.cursor_row)
-        return run.id if run else None
-
-    def run_at(self, index: int) -> Run | None:
-        i = index - self.window_offset
-        return self.rows[i] if 0 <= i < len(self.rows) else None
+        if self.window.toggle():
+            self.refresh_rows(self.window.cursor)
 
     # --- moving ------------------------------------------------------------------------------
 
     def action_move(self, rows: int) -> None:
-        self.move_to(self.cursor_row + rows)
+        self.move_to(self.window.cursor + rows)
 
     def action_move_to(self, index: int) -> None:
-        self.move_to(index if index >= 0 else self.total - 1)
+        self.move_to(index if index >= 0 else self.window.total - 1)
 
     def move_to(self, index: int) -> None:
-        if not self.total:
+        if not self.window.total:
             return
-        was, top = self.cursor_row, self.scroll_offset.y
-        self.cursor_row = max(0, min(index, self.total - 1))
+        was, top = self.window.cursor, self.scroll_offset.y
+        self.window.cursor = max(0, min(index, self.window.total - 1))
         self.scroll_to_cursor()
         if self.scroll_offset.y == top:
-            self.refresh_rows(was, self.cursor_row)
+            self.refresh_rows(was, self.window.cursor)
         else:
             self.refresh()
-        loaded_end = self.window_offset + len(self.rows)
-        near_end = self.cursor_row >= loaded_end - self.EDGE and loaded_end < self.total
-        near_start = self.cursor_row < self.window_offset + self.EDGE and self.window_offset > 0
+        loaded_end = self.window.offset + len(self.window.rows)
+        near_end = self.window.cursor >= loaded_end - self.EDGE and loaded_end < self.window.total
+        near_start = self.window.cursor < self.window.offset + self.EDGE and self.window.offset > 0
         if near_end or near_start:
-            offset = max(0, self.cursor_row - self.page_size // 2)
-            if offset != self.wanted:
-                self.wanted = offset
+            offset = self.window.window_for(self.window.cursor, 2)
+            if offset is not None:
                 self.post_message(self.WindowWanted(offset))
         self.highlight()
 
     def highlight(self) -> None:
-        run_id = self.selected_run
+        run_id = self.window.cursor_run
         if run_id is not None:
             self.post_message(self.Highlighted(run_id))
 
     def scroll_to_cursor(self) -> None:
         visible = max(1, self.scrollable_content_region.height - 1)  # less the header line
         top = int(self.scroll_offset.y)
-        if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False)
-        elif self.cursor_row >= top + visible:
-            self.scroll_to(y=self.cursor_row - visible + 1, animate=False)
+        if self.window.cursor < top:
+            self.scroll_to(y=self.window.cursor, animate=False)
+        elif self.window.cursor >= top + visible:
+            self.scroll_to(y=self.window.cursor - visible + 1, animate=False)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         top = int(new)
         shown = range(top, top + self.scrollable_content_region.height)
-        loaded = range(self.window_offset, self.window_offset + len(self.rows))
-        if self.total and (
-            shown.start not in loaded or min(shown.stop, self.total) - 1 not in loaded
+        loaded = range(self.window.offset, self.window.offset + len(self.window.rows))
+        if self.window.total and (
+            shown.start not in loaded or min(shown.stop, self.window.total) - 1 not in loaded
         ):
-            offset = max(0, top - self.page_size // 4)
-            if offset != self.wanted:
-                self.wanted = offset
+            offset = self.window.window_for(top, 4)
+            if offset is not None:
                 self.post_message(self.WindowWanted(offset))
 
     def on_resize(self) -> None:
@@ -263,13 +216,13 @@ class RunsTable(ScrollView, can_focus=True):
             text = " ".join(h.ljust(w)[:w] for _, h, w in self.COLUMNS)
             return self._strip([Segment(text, style)], scroll_x, width)
         index = int(self.scroll_offset.y) + y - 1
-        if index >= self.total:
+        if index >= self.window.total:
             return Strip.blank(width, self.base_style)
-        run = self.run_at(index)
+        run = self.window.run_at(index)
         if run is None:
             return self._strip([Segment("…", self.base_style)], scroll_x, width)
         segments = self.row_segments(run)
-        if index == self.cursor_row:
+        if index == self.window.cursor:
             cursor = self.get_component_rich_style("runs--cursor")
             segments = [Segment(t, (s or Style()) + cursor) for t, s, _ in segments]
         return self._strip(segments, scroll_x, width)
@@ -295,9 +248,9 @@ class RunsTable(ScrollView, can_focus=True):
 
     def metrics_text(self, run_id: int) -> str:
         """The run's sweep metric, last and best; else its first metrics' last values."""
-        latest = self.latest.get(run_id, {})
-        run = self.runs.get(run_id)
-        metric = self.sweep_metrics.get(run.sweep or "") if run else None
+        latest = self.window.latest.get(run_id, {})
+        run = self.window.runs.get(run_id)
+        metric = self.window.sweep_metrics.get(run.sweep or "") if run else None
         if metric and metric.get("name") in latest:
             s = latest[metric["name"]]
             best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
@@ -306,7 +259,7 @@ class RunsTable(ScrollView, can_focus=True):
 
     def cells(self, run: Run) -> dict[str, str]:
         """The run's text in each column, by column key."""
-        mark = "●" if run.id in self.selected else " "
+        mark = "●" if run.id in self.window.selected else " "
         host = run.host or "-"
         if run.gpus:
             host += ":" + ",".join(map(str, run.gpus))

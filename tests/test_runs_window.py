@@ -1,0 +1,52 @@
+"""The runs table's data as a pure model: the cursor keeps its run across windows, updates
+reach only loaded runs, and windows are asked for once."""
+
+from __future__ import annotations
+
+from engine.model import Run, RunStatus
+from engine.protocol import RunPage
+from tui.runs_window import RunsWindow
+
+
+def run(run_id: int, status: RunStatus = RunStatus.SUCCEEDED) -> Run:
+    return Run(id=run_id, name=f"r{run_id}", status=status, argv=("x",), cwd="/", seed=0,
+               capture=(), created_at=0.0)  # fmt: skip
+
+
+def page(offset: int, ids: range, total: int) -> RunPage:
+    runs = [run(i) for i in ids]
+    return RunPage(total=total, offset=offset, runs=runs, metrics={}, sweep_metrics={})
+
+
+def test_the_cursor_stays_on_its_run_when_a_new_window_holds_it() -> None:
+    window = RunsWindow()
+    window.load(page(0, range(100, 90, -1), total=50))
+    window.cursor = 3  # run 97
+    window.load(page(2, range(98, 88, -1), total=50))  # two runs arrived above it
+    assert window.cursor == 2 + 1 and window.cursor_run == 97
+    window.load(page(0, range(10), total=10), reset=True)
+    assert window.cursor == 0
+
+
+def test_updates_reach_loaded_runs_only_and_say_which_row() -> None:
+    window = RunsWindow()
+    window.load(page(40, range(5), total=100))
+    assert window.upsert(run(3, RunStatus.FAILED)) == 43
+    assert window.runs[3].status is RunStatus.FAILED and window.rows[3].status is RunStatus.FAILED
+    assert window.upsert(run(99)) is None
+    assert window.set_metrics(2, {"loss": (5, 0.3)}) == 42
+    assert window.set_metrics(2, {"loss": (6, 0.1)}) == 42
+    assert window.latest[2]["loss"] == {"count": 0, "last": 0.1, "step": 6, "min": 0.1, "max": 0.3}
+    assert window.set_metrics(99, {"loss": (1, 1.0)}) is None
+
+
+def test_a_window_is_asked_for_once_and_targets_are_the_selection_or_the_cursor() -> None:
+    window = RunsWindow(page_size=100)
+    window.load(page(0, range(100), total=1000))
+    assert window.window_for(95, 2) == 45 and window.window_for(95, 2) is None
+    window.cursor = 7
+    assert window.targets() == [7]
+    assert window.toggle() and window.targets() == [7]
+    window.cursor = 2
+    window.toggle()
+    assert window.targets() == [2, 7]

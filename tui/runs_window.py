@@ -1,0 +1,115 @@
+"""The runs table's data, apart from its drawing: what is asked of the daemon (filter, sort,
+direction), the window of matching runs it answered with, where the cursor is over all of
+them, and which runs are selected. Pure: the app fills it, the table draws it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.model import Run, RunStatus
+from engine.protocol import RunPage
+
+SORTS = ("id", "status", "host", "name", "duration", "created")
+
+
+@dataclass
+class RunsWindow:
+    """One view of the runs: its query, its loaded rows, its cursor and selection."""
+
+    query: str = ""  # the filter's text, as the daemon parses it
+    sort: str = "id"
+    descending: bool = True
+    page_size: int = 120  # rows loaded around the cursor: a few screens' worth
+    offset: int = 0  # of the loaded rows among all matching runs
+    total: int = 0  # matching runs
+    cursor: int = 0  # over every matching run, not only the loaded ones
+    rows: list[Run] = field(default_factory=list)
+    runs: dict[int, Run] = field(default_factory=dict)
+    latest: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)  # run → key →
+    sweep_metrics: dict[str, dict[str, str]] = field(default_factory=dict)
+    selected: set[int] = field(default_factory=set)
+    wanted: int | None = None  # the window asked for and not yet loaded
+
+    def load(self, page: RunPage, reset: bool = False) -> None:
+        """Take a new window; the cursor stays on its run where that run is still in it (or
+        goes to the first row, with `reset`: a new sort or filter)."""
+        keep = None if reset else self.cursor_run
+        if reset:
+            self.cursor = 0
+        self.offset, self.total, self.wanted = page.offset, page.total, None
+        self.sweep_metrics.update(page.sweep_metrics)
+        self.latest = {int(k): v for k, v in page.metrics.items()}
+        self.rows = list(page.runs)
+        self.runs = {run.id: run for run in self.rows}
+        if keep in self.runs:
+            self.cursor = page.offset + self.position(keep)
+        self.cursor = max(0, min(self.cursor, self.total - 1))
+
+    def upsert(self, run: Run) -> int | None:
+        """A loaded run changed: its row's index among all matching runs, or None when the run
+        is not in the window."""
+        if run.id not in self.runs:
+            return None
+        self.runs[run.id] = run
+        at = self.position(run.id)
+        self.rows[at] = run
+        return self.offset + at
+
+    def set_metrics(self, run_id: int, values: dict[str, tuple[int | None, float]]) -> int | None:
+        """New latest values (step, value) of a run's metrics: its row's index, or None when
+        the run is not in the window."""
+        if run_id not in self.runs:
+            return None
+        summaries = self.latest.setdefault(run_id, {})
+        for key, (step, value) in values.items():
+            s = summaries.setdefault(key, {"count": 0, "min": value, "max": value})
+            s["last"], s["step"] = value, step
+            s["min"], s["max"] = min(s["min"], value), max(s["max"], value)
+        return self.offset + self.position(run_id)
+
+    def position(self, run_id: int) -> int:
+        """Where a loaded run is in the window (by id: runs are compared field by field)."""
+        return next(i for i, run in enumerate(self.rows) if run.id == run_id)
+
+    def run_at(self, index: int) -> Run | None:
+        i = index - self.offset
+        return self.rows[i] if 0 <= i < len(self.rows) else None
+
+    @property
+    def cursor_run(self) -> int | None:
+        run = self.run_at(self.cursor)
+        return run.id if run else None
+
+    def running(self) -> list[int]:
+        """The indexes of the loaded rows whose runs are running (their durations go on)."""
+        return [self.offset + i for i, r in enumerate(self.rows) if r.status is RunStatus.RUNNING]
+
+    def targets(self) -> list[int]:
+        """What an action acts on: the selected runs, else the one under the cursor."""
+        if self.selected:
+            return sorted(self.selected)
+        return [self.cursor_run] if self.cursor_run is not None else []
+
+    def toggle(self) -> bool:
+        """Select or unselect the cursor's run; False when there is none."""
+        run_id = self.cursor_run
+        if run_id is None:
+            return False
+        self.selected ^= {run_id}
+        return True
+
+    def window_for(self, index: int, share: int) -> int | None:
+        """The offset of the window to load so that row `index` is `page_size // share` rows
+        into it, unless that window is already asked for."""
+        offset = max(0, index - self.page_size // share)
+        if offset == self.wanted:
+            return None
+        self.wanted = offset
+        return offset
+
+    def next_sort(self) -> None:
+        """Sort by the next key: the plain columns, then each metric there is."""
+        metrics = [m["name"] for m in self.sweep_metrics.values() if m.get("name")]
+        metrics += sorted({k for summaries in self.latest.values() for k in summaries})
+        keys = list(dict.fromkeys([*SORTS, *(f"metric:{k}" for k in metrics)]))
+        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else "id"
