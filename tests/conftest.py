@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,20 @@ async def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def shown_notifications(app: Any) -> list[str]:
+    """Every message an app shows as a toast from now on, recorded at its public entry
+    (App.notify) rather than read from Textual's private list."""
+    told: list[str] = []
+    notify = app.notify
+
+    def recording(message: str, *args: Any, **kwargs: Any) -> None:
+        told.append(str(message))
+        notify(message, *args, **kwargs)
+
+    app.notify = recording
+    return told
 
 
 def _alive(pid: int) -> bool:

@@ -18,7 +18,7 @@ from tui.app import RunyardApp
 from tui.screens import CompareScreen, ConfirmScreen, LauncherScreen, RunDetailScreen
 from tui.widgets import HostPane, MetricChart, RunsTable, middle_cut, thin
 
-from .conftest import HOSTS, Project, fill_store, wait_until
+from .conftest import HOSTS, Project, fill_store, shown_notifications, wait_until
 from .test_daemon import job, ticker
 from .test_sweeps import make_project
 
@@ -28,6 +28,7 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
     fill_store(project.state_dir, 1000)
     await project.start_daemon()
     app = RunyardApp(str(project.config_path))
+    told = shown_notifications(app)
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             table = app.dash.query_one(RunsTable)
@@ -75,7 +76,7 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
             app.dash.query_one("#filter").value = "status:sleeping"  # type: ignore[attr-defined]
             await pilot.press("enter")
             await wait_until(
-                lambda: any("unknown status 'sleeping'" in n.message for n in app._notifications),
+                lambda: any("unknown status 'sleeping'" in m for m in told),
                 what="the bad filter told",
             )
     finally:
@@ -92,6 +93,7 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
     )
     [slow] = await client.submit([ticker(daemon, 1000, 0.05, name="slow")])
     app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
         await wait_until(lambda: table.row_count == 3, what="three runs")
@@ -132,7 +134,7 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
             [job(daemon, [sys.executable, "-c", "raise SystemExit(5)"], name="boom")]
         )
         await wait_until(
-            lambda: any(f"run {boom.id} boom failed" in n.message for n in app._notifications),
+            lambda: any(f"run {boom.id} boom failed" in m for m in told),
             what="the failure notified",
         )
         # every action is in the command palette
@@ -247,6 +249,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
 ) -> None:
     make_project(daemon)
     app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
         launcher, plan = await open_launcher(app, pilot)
@@ -262,7 +265,7 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         finally:
             await client.close()
         await wait_until(
-            lambda: any("sweep toy-1 finished" in n.message for n in app._notifications),
+            lambda: any("sweep toy-1 finished" in m for m in told),
             what="the sweep notified",
         )
         await wait_until(lambda: all(r.status.terminal for r in table.window.rows))
@@ -283,14 +286,14 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         assert labels == [f"{r.id} {r.name}" for r in compare.runs]  # whole names: they fit
         # export (the e typed with C) and report of the compared runs' sweep, by the daemon
         await wait_until(
-            lambda: any("export of toy-1" in n.message for n in app._notifications),
+            lambda: any("export of toy-1" in m for m in told),
             what="the export notified",
         )
         reports = daemon.folder / "reports" / "toy-1"
         assert (reports / "configs.csv").exists() and not list(reports.glob("*.png"))
         await pilot.press("R")
         await wait_until(
-            lambda: any("report of toy-1" in n.message for n in app._notifications),
+            lambda: any("report of toy-1" in m for m in told),
             what="the report notified",
         )
         assert (reports / "index.md").exists() and list(reports.glob("score_vs_*.png"))
@@ -305,6 +308,7 @@ async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
     make_project(daemon)
     assert daemon.daemon is not None
     app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
         launcher, _ = await open_launcher(app, pilot)
@@ -332,7 +336,7 @@ async def test_closing_the_launcher_while_the_daemon_plans_loses_nothing(
         await wait_until(lambda: all(w.is_finished for w in workers), what="both answered")
         assert [w.state for w in workers] == [WorkerState.SUCCESS] * 2, workers
         await wait_until(
-            lambda: any("sweep toy-1 queued" in n.message for n in app._notifications),
+            lambda: any("sweep toy-1 queued" in m for m in told),
             what="the launch notified",
         )
         await wait_until(lambda: table.window.total == 6, timeout=30, what="the sweep's runs")
@@ -353,17 +357,18 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
     finally:
         await client.close()
     app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
     async with app.run_test(size=(160, 48)):
         table = app.dash.query_one(RunsTable)
         log = app.dash.query_one("#log", Log)
         await wait_until(lambda: app.log_follow.run == run.id and _plain_lines(log), what="its log")
         daemon.kill_daemon(signal.SIGKILL)
         await wait_until(
-            lambda: any("connecting again" in n.message for n in app._notifications),
+            lambda: any("connecting again" in m for m in told),
             what="the daemon's loss told",
         )
         await wait_until(lambda: app.connections == 2, timeout=30, what="a new daemon")
-        assert any("connected to the daemon again" in n.message for n in app._notifications)
+        assert any("connected to the daemon again" in m for m in told)
         shown = _plain_lines(log)[-1]
         await wait_until(lambda: _plain_lines(log)[-1] > shown + 20, what="the log going on")
         await wait_until(lambda: log.is_vertical_scroll_end, what="its view following the end")
@@ -448,6 +453,7 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
     make_project(daemon)
     [run] = await client.submit([ticker(daemon, 3000, 0.02, name="busy")])
     app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
     async with app.run_test(size=(160, 48)) as pilot:
         table = app.dash.query_one(RunsTable)
         await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
@@ -473,7 +479,7 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
         burst("escape")
         await wait_until(lambda: app.screen is app.dash, what="the dashboard again")
         await wait_until(lambda: all(w.is_finished for w in app.workers if w.group == "act"))
-        told = [n.message for n in app._notifications]
+        told = list(told)
         assert not [m for m in told if "requested" in m or "toggled" in m], told
         now = (await client.run(run.id)).run
         assert now.status is RunStatus.RUNNING and not now.held
