@@ -13,8 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import Route
+from engine.core.scheduler import GpuState, HostCapacity, QueuedJob, Snapshot, plan
 from engine.model import Resources
-from engine.scheduler import GpuState, HostCapacity, QueuedJob, Snapshot, plan
 
 GB = 1024.0
 

@@ -205,6 +205,16 @@ class JobSpec(msgspec.Struct, frozen=True):
         return out
 
 
+class Route(msgspec.Struct, frozen=True):
+    """A routing rule: jobs matching its model type and tags go to `prefer` hosts, else to `fallback` hosts."""
+
+    model_type: str | None
+    tags: tuple[str, ...]
+    prefer: tuple[str, ...]
+    fallback: tuple[str, ...]
+    fallback_after_s: float | None
+
+
 class Run(msgspec.Struct, frozen=True):
     """A run as the store records it."""
 

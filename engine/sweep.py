@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from engine import template
 from engine.config import MAX_TRIALS, EarlyStop, Experiment, Model, Param
+from engine.core import template
 from engine.model import Run, RunStatus
 
 # Draws in a row that only repeat earlier configurations before a space counts as exhausted.

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.capture import CaptureError, Parser, Points
+from engine.core.capture import CaptureError, Parser, Points
 
 
 def parse(

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import Route
+from engine.core.scheduler import GpuState, HostCapacity, Plan, QueuedJob, Snapshot, plan
 from engine.model import Resources
-from engine.scheduler import GpuState, HostCapacity, Plan, QueuedJob, Snapshot, plan
 
 GB = 1024.0
 

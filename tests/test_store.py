@@ -413,7 +413,7 @@ def test_a_page_shown_again_shows_what_changed_since(tmp_path: Path) -> None:
 
 
 def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Store) -> None:
-    from engine.capture import Parser, Points
+    from engine.core.capture import Parser, Points
 
     run_id = queue_one(store)
     start(store, run_id)

@@ -11,9 +11,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from engine import template
-from engine.capture import PRESET_HELP
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, print_json, table
+from engine.core import template
+from engine.core.capture import PRESET_HELP
 from engine.model import (
     DataLink,
     FailureClass,

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import template
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, cell, print_json, table
 from engine.cli.runs import cmd_runs
+from engine.core import template
 from engine.model import (
     format_duration,
 )

@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine import template
-from engine.capture import CaptureError, readers_for
 from engine.config.hosts import data_place
 from engine.config.toml import Locator, convert, read_toml, toml_type
+from engine.core import template
+from engine.core.capture import CaptureError, readers_for
+from engine.core.template import RUNTIME_FIELDS
 from engine.errors import ConfigError
 from engine.model import MAX_PRIORITY, MAX_SEED, Resources, RetryPolicy
-from engine.template import RUNTIME_FIELDS
 
 MAX_TRIALS = 100_000  # runs in one sweep
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

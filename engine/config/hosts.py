@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from engine.config.toml import Locator, convert, read_toml
-from engine.model import MAX_AMOUNT, HostSpec
+from engine.model import MAX_AMOUNT, HostSpec, Route
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -32,16 +32,6 @@ class RouteSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prefer: list[str] = []
     fallback: list[str] = []
     fallback_after_s: float | None = None
-
-
-class Route(msgspec.Struct, frozen=True):
-    """A routing rule: jobs matching `match` go to `prefer` hosts, else to `fallback` hosts."""
-
-    model_type: str | None
-    tags: tuple[str, ...]
-    prefer: tuple[str, ...]
-    fallback: tuple[str, ...]
-    fallback_after_s: float | None
 
 
 class Config(msgspec.Struct, frozen=True):

@@ -1,1 +1,2 @@
-"""Pure logic with no I/O: planning, metric capture, sweep expansion, failure classes."""
+"""Pure logic with no I/O: the planner, metric capture, command templates and failure
+classes. Each depends on values (engine.model) alone, so it is tested in microseconds."""

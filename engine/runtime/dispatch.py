@@ -10,15 +10,16 @@ from typing import Any
 
 import msgspec
 
-from engine import repro, template
+from engine import repro
 from engine.config import Config
+from engine.core import template
 from engine.core.failures import oom_kills
+from engine.core.scheduler import Assignment, GpuState, HostCapacity, QueuedJob, Snapshot, plan
 from engine.executors import Executor, HostUnreachable, Launch, layout
 from engine.model import FailureClass, JobSpec, Run, RunStatus
 from engine.runtime.follow import Follower
 from engine.runtime.hosts import Hosts
 from engine.runtime.live import NEW_ATTEMPT, Active, LiveView
-from engine.scheduler import Assignment, GpuState, HostCapacity, QueuedJob, Snapshot, plan
 from engine.store import Transition
 
 

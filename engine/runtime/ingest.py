@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from engine.capture import Points
+from engine.core.capture import Points
 from engine.protocol import LogLines, MetricsAdded
 from engine.runtime.bus import EventBus
 from engine.runtime.live import Active

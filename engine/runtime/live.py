@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from engine.capture import Parser
+from engine.core.capture import Parser
 from engine.executors import Attempt, Executor
 from engine.model import FailureClass, Run, RunStatus, can_transition
 from engine.protocol import RunChanged

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from engine import repro, workspace
-from engine.capture import Parser
 from engine.config import Config
+from engine.core.capture import Parser
 from engine.model import DataLink, JobSpec, Run, RunStatus, job_again
 from engine.protocol import RunChanged
 from engine.runtime.hosts import Hosts

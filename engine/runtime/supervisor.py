@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from engine.config import Config
+from engine.core.scheduler import Snapshot
 from engine.executors import Executor
 from engine.model import HostSample, JobSpec, Run, RunStatus
 from engine.protocol import RunChanged, SweepPlan
@@ -25,7 +26,6 @@ from engine.runtime.live import Active, LiveView, Refused
 from engine.runtime.reconcile import Reconciler
 from engine.runtime.submit import Submitter
 from engine.runtime.sweeps import Sweeps
-from engine.scheduler import Snapshot
 from engine.store import StoreThread, Transition
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 
 from engine import repro, workspace
-from engine.capture import Points
 from engine.config import (
     Config,
     ConfigError,
@@ -25,6 +24,7 @@ from engine.config import (
     experiment_json,
     load_experiment,
 )
+from engine.core.capture import Points
 from engine.executors import HostUnreachable, ProcessState
 from engine.model import DataLink, JobSpec, Run
 from engine.protocol import SweepPlan

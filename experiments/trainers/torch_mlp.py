@@ -22,6 +22,9 @@ def main() -> None:
     seed = seed_everything(args.seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
+    # One thread, one order of float sums: a busy machine otherwise lets the math library pick
+    # fewer threads mid-run, and the same seed drifts in the seventh digit.
+    torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x_train, x_val, y_train, y_val = load(args.dataset, seed)
     xt, yt = torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)

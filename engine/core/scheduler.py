@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.config import Route
-from engine.model import Resources
+from engine.model import Resources, Route
 
 UP = "up"
 
