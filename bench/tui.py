@@ -171,7 +171,7 @@ async def main(runs: int, presses: int, noise: bool) -> None:
                 await until(
                     lambda: (
                         table.row_count > 0
-                        and app.log_run == noisy.id
+                        and app.log_follow.run == noisy.id
                         and all(p.sample is not None for p in app.dash.query(HostPane))
                     )
                 )
