@@ -306,3 +306,24 @@ def test_no_plan_over_commits_a_host_or_a_gpu(
                 assert sum(j.resources.gpu_mem_gb * GB for j in on_it) <= g.available_mb + 1e-6
     for a in result.assignments:
         assert len(a.gpus) == by_id[a.run_id].resources.gpus and len(set(a.gpus)) == len(a.gpus)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hosts_st, jobs_st)
+def test_a_plan_that_stops_when_hosts_are_full_starts_what_the_whole_plan_starts(
+    hosts: list[HostCapacity], jobs: list[QueuedJob]
+) -> None:
+    whole = run(hosts, jobs)
+    ordered = tuple(sorted(jobs, key=lambda j: (-j.priority, j.run_id)))
+    snapshot = Snapshot(now=100.0, hosts=tuple(hosts), queue=ordered, ordered=True)
+    quick = plan(snapshot, until_full=True)
+    assert quick.assignments == whole.assignments
+    assert set(quick.waiting) <= set(whole.waiting)
+
+
+def test_a_plan_over_a_long_queue_stops_at_the_first_full_house() -> None:
+    queue = [job(i) for i in range(10_000)]
+    quick = plan(Snapshot(now=0.0, hosts=(host("a", max_jobs=2),), queue=tuple(queue)), True)
+    assert placed(quick) == {0: ("a", ()), 1: ("a", ())}
+    assert quick.waiting == {}  # nothing after the house was full was even looked at
+    assert len(run([host("a", max_jobs=2)], queue).waiting) == 9_998

@@ -64,6 +64,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     queue: tuple[QueuedJob, ...]  # any order; the plan orders by priority, then run id
     routes: tuple[Route, ...] = ()
     running_per_sweep: dict[str, int] = {}
+    ordered: bool = False  # the queue is in plan order already (the daemon keeps it so)
 
 
 class Assignment(msgspec.Struct, frozen=True):
@@ -133,9 +134,11 @@ class _Host:
             self.gpus[i] = [total, avail - size, reserved + size]
 
 
-def plan(snapshot: Snapshot) -> Plan:
+def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
     """Assign queued jobs, highest priority first and oldest first within a priority, to hosts
-    where they fit, following the routes; say for every other job why it waits."""
+    where they fit, following the routes; say for every other job why it waits. With
+    `until_full`, stop once no host has a free slot: what follows waits for one, unexplained
+    (dispatch needs only what starts; explaining the queue plans it whole)."""
     hosts = {h.name: _Host(h) for h in snapshot.hosts}
     states = {h.name: h.state for h in snapshot.hosts}
     everywhere = tuple(states)
@@ -145,7 +148,12 @@ def plan(snapshot: Snapshot) -> Plan:
     # A job shape that found no host in this plan finds none later in it either: nothing is
     # freed while planning. This keeps a plan over a long queue of similar jobs cheap.
     no_room: dict[tuple, str] = {}
-    for job in sorted(snapshot.queue, key=lambda j: (-j.priority, j.run_id)):
+    queue = snapshot.queue
+    if not snapshot.ordered:
+        queue = tuple(sorted(queue, key=lambda j: (-j.priority, j.run_id)))
+    for job in queue:
+        if until_full and not any(h.slots > 0 and h.spec.state == UP for h in hosts.values()):
+            break
         if job.held:
             waiting[job.run_id] = "held"
             continue

@@ -45,10 +45,10 @@ class Dispatcher:
         """Start every queued run the planner can place now; note why the others wait."""
         live = self.live
         if not live.queue:
-            live.waiting = {}
             return
-        result = plan(self.snapshot())
-        live.waiting = result.waiting
+        # Only what starts is wanted here (`explain` says why the rest wait): the plan stops
+        # when every host is full, so a tick costs the same with 10 or 10,000 queued.
+        result = plan(self.snapshot(), until_full=True)
         for assignment in result.assignments:
             try:
                 await self._start(assignment)
@@ -135,7 +135,8 @@ class Dispatcher:
         return Snapshot(
             now=time.time() if now is None else now,
             hosts=tuple(hosts),
-            queue=tuple(_queued(self.live.runs[i]) for i in self.live.queue),
+            queue=tuple(self.live.queue.jobs),
+            ordered=True,
             routes=self.config.routes,
             running_per_sweep=sweeps,
         )
@@ -226,24 +227,6 @@ class Dispatcher:
 
 def _nothing_held() -> dict[str, Any]:
     return {"active": 0, "cpus": 0.0, "mem": 0.0, "gpu_mb": {}}
-
-
-def _queued(run: Run) -> QueuedJob:
-    return QueuedJob(
-        run_id=run.id,
-        queued_at=run.queued_at or run.created_at,
-        priority=run.priority,
-        resources=run.resources,
-        requires=run.requires,
-        model_type=run.model_type,
-        tags=run.tags,
-        requested_host=run.requested_host,
-        sweep=run.sweep,
-        max_concurrent=run.max_concurrent,
-        held=run.held,
-        not_before=run.not_before,
-        roomy_gpu=run.failure_class is FailureClass.OOM,
-    )
 
 
 def fill_runtime(run: Run, attempt: int, run_dir: str, project: str) -> tuple[str, ...]:

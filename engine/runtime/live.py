@@ -19,6 +19,7 @@ from engine.executors import Attempt, Executor
 from engine.model import FailureClass, Run, RunStatus, can_transition
 from engine.protocol import RunChanged
 from engine.runtime.bus import EventBus
+from engine.runtime.run_queue import RunQueue
 from engine.store import IllegalTransition, LogPosition, StoreThread, Transition, TransitionWriter
 
 # What a new attempt clears of the one before it: a run's end and failure are its last attempt's.
@@ -69,10 +70,9 @@ class LiveView:
         self.bus = bus
         self.runs: dict[int, Run] = {}
         self.envs: dict[int, dict[str, str]] = {}  # launch environment of each unfinished run
-        self.queue: dict[int, None] = {}  # queued run ids, oldest first
+        self.queue = RunQueue()  # queued runs, in the order the planner takes them
         self.active: dict[int, Active] = {}
         self.starting: dict[int, bool] = {}  # runs being started → cancelled meanwhile
-        self.waiting: dict[int, str] = {}  # queued run → why it waits, from the last plan
         self.on_end: list[Callable[[Run], None]] = []  # told of each run that ends
         self.writer = TransitionWriter(db)
         self.wake = asyncio.Event()
@@ -86,7 +86,7 @@ class LiveView:
         self.runs[run.id] = run
         self.envs[run.id] = env
         if queued:
-            self.queue[run.id] = None
+            self.queue.add(run)
 
     def transition(self, changes: list[Transition]) -> list[Run]:
         """The one place a run changes status: checked against the life cycle, applied to the
@@ -119,9 +119,9 @@ class LiveView:
             else:
                 self.runs[run.id] = run
             if change.to is RunStatus.QUEUED:
-                self.queue[run.id] = None
+                self.queue.add(run)
             else:
-                self.queue.pop(run.id, None)
+                self.queue.discard(run.id)
             changed.append(run)
             self.bus.publish(RunChanged(run=run, previous=old_run.status, reason=change.reason))
         self.writer.add(changes)
@@ -149,4 +149,4 @@ class LiveView:
             self.transition(chain)
         except Exception:  # even that failed: take it out of the queue, and say so
             traceback.print_exc(file=sys.stderr)
-            self.queue.pop(run_id, None)
+            self.queue.discard(run_id)

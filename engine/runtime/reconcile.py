@@ -67,7 +67,8 @@ class Reconciler:
             if run.status is RunStatus.ASSIGNED:
                 why = "daemon restarted before the run started"
                 self.live.transition([Transition(run.id, RunStatus.QUEUED, why)])
-            self.live.queue[run.id] = None
+            else:
+                self.live.queue.add(run)
             return None
         host, number = started
         executor = self.hosts.executors[host]

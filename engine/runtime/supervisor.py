@@ -24,6 +24,7 @@ from engine.runtime.hosts import Hosts
 from engine.runtime.ingest import Ingest
 from engine.runtime.live import Active, LiveView, Refused
 from engine.runtime.reconcile import Reconciler
+from engine.runtime.run_queue import RunQueue
 from engine.runtime.submit import Submitter
 from engine.runtime.sweeps import Sweeps
 from engine.store import StoreThread, Transition
@@ -66,7 +67,7 @@ class Supervisor:
         return self.live.runs
 
     @property
-    def queue(self) -> dict[int, None]:
+    def queue(self) -> RunQueue:
         return self.live.queue
 
     @property
@@ -153,6 +154,7 @@ class Supervisor:
             raise Refused(f"run {run.id} is {status}, not queued")
         changed = msgspec.structs.replace(current, **fields)
         self.runs[run.id] = changed
+        self.live.queue.add(changed)  # its place and what the planner sees change with it
         await self.flush()
         await self.db.call(self.store.set_queue_fields, run.id, reason, fields)
         self.bus.publish(RunChanged(run=changed, previous=changed.status, reason=reason))
