@@ -330,8 +330,10 @@ class Client:
             headers={"Content-Type": "application/json"},
         )
 
-    async def queue(self) -> QueueView:
-        return await self._request("GET", "/queue", QueueView)
+    async def queue(self, limit: int | None = None) -> QueueView:
+        """Queued runs in planning order (the first `limit`), and how many are queued."""
+        params = {} if limit is None else {"limit": str(limit)}
+        return await self._request("GET", "/queue", QueueView, params=params)
 
     async def set_priority(self, ref: int | str, priority: int) -> Run:
         return await self._request(

@@ -82,7 +82,8 @@ class QueueEntry(msgspec.Struct, frozen=True):
 
 
 class QueueView(msgspec.Struct, frozen=True):
-    entries: list[QueueEntry]
+    entries: list[QueueEntry]  # the first `limit` queued runs, in planning order
+    total: int = 0  # how many runs are queued in all
 
 
 class SweepRequest(msgspec.Struct, frozen=True):

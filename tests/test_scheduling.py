@@ -280,3 +280,28 @@ async def test_queue_and_reservations_survive_a_restart_exactly(two_hosts: Proje
             await client.cancel(r.id)
     finally:
         await client.close()
+
+
+async def test_the_queue_is_paged_in_planning_order_with_its_total(
+    engine: Client, two_hosts: Project
+) -> None:
+    blockers = await engine.submit([job(two_hosts, "sleep 30", host="laptop") for _ in range(2)])
+    for b in blockers:  # the laptop's two slots are taken: what follows stays queued
+        await wait_until(lambda b=b: _status(engine, b.id, RunStatus.RUNNING), what="blockers")
+    runs = await engine.submit(
+        [job(two_hosts, "true", host="laptop", priority=p) for p in (0, 5, 0, 9)]
+    )
+    ids = [r.id for r in runs]
+    first = await engine.queue(limit=2)
+    assert first.total == 4
+    assert [e.run.id for e in first.entries] == [ids[3], ids[1]]  # priority 9, then 5
+    whole = await engine.queue()
+    assert [e.run.id for e in whole.entries] == [ids[3], ids[1], ids[0], ids[2]]
+    shown = two_hosts.engine("queue", "--limit", "1")
+    assert shown.returncode == 0 and "1 of 4 queued shown" in shown.stdout
+    assert shown.stdout.splitlines()[1].split()[0] == str(ids[3])
+    assert len(two_hosts.engine("queue", "--json").stdout) > 0
+    bad = two_hosts.engine("queue", "--limit", "-1")
+    assert bad.returncode != 0 and "limit must be 0 or more" in bad.stderr
+    for run in [*runs, *blockers]:  # the queued first: none starts meanwhile
+        await engine.cancel(run.id)

@@ -17,6 +17,7 @@ from engine.config import Config, load_config
 from engine.executors import Attempt, Executor, ExitInfo, Launch, ProcessState
 from engine.model import FailureClass, JobSpec, RetryPolicy, Run, RunStatus
 from engine.runtime.bus import EventBus
+from engine.runtime.live import Refused
 from engine.runtime.supervisor import Supervisor
 from engine.store import StoreThread
 
@@ -254,3 +255,22 @@ async def test_stop_ends_the_dispatch_loop_even_when_it_was_woken_at_that_moment
     async with asyncio.timeout(10):
         await supervisor.stop()
     assert supervisor._loop_task is not None and supervisor._loop_task.cancelled()
+
+
+async def test_cancelling_a_run_that_just_ended_says_it_ended(
+    config: Config, db: StoreThread
+) -> None:
+    # A request may carry a copy read just before the run ended (the store is written in
+    # batches): the daemon's own view decides, and the answer is that it ended.
+    host = ScriptedHost(config, lambda _r, _a: (b"", 0), held=True)
+    supervisor = await _supervisor(config, db, host)
+    try:
+        run = await _submit(supervisor, config)
+        await wait_until(lambda: run.id in supervisor.active, what="the run running")
+        running = supervisor.runs[run.id]
+        host.end(run.id)
+        await wait_until(lambda: _ended(supervisor, run.id), what="the run to end")
+        with pytest.raises(Refused, match="already ended: succeeded"):
+            await supervisor.cancel(running)
+    finally:
+        await supervisor.stop()

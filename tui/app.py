@@ -333,7 +333,8 @@ class RunyardApp(App[int]):
         for host in (await self.client.hosts()).hosts:
             if host.name in panes:
                 panes[host.name].show(host.state, host.reason, None, host.gpus, host.since)
-        self.dash.query_one(QueueTable).show((await self.client.queue()).entries)
+        view = await self.client.queue(limit=QueueTable.MOST)
+        self.dash.query_one(QueueTable).show(view.entries)
 
     # --- the runs window ---------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from aiohttp import web
 
 from engine.api.context import ApiContext, error, reply
@@ -18,12 +20,19 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
     routes = web.RouteTableDef()
 
     @routes.get(f"{API}/queue")
-    async def queue(_: web.Request) -> web.Response:
-        """Queued runs, in the order the planner takes them, each with where it would start now
-        and why, or why it waits."""
+    async def queue(request: web.Request) -> web.Response:
+        """Queued runs, in the order the planner takes them (the first `limit`), each with where
+        it would start now and why, or why it waits; and how many are queued in all."""
+        try:
+            limit = int(request.query["limit"]) if "limit" in request.query else None
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        if limit is not None and limit < 0:
+            return error(400, "limit must be 0 or more")
         why = sup.explain()
-        runs = sorted((sup.runs[i] for i in sup.queue), key=lambda r: (-r.priority, r.id))
-        return reply(QueueView(entries=[QueueEntry(run=r, reason=why.get(r.id, "")) for r in runs]))
+        ids = list(itertools.islice(sup.queue, limit))
+        entries = [QueueEntry(run=sup.runs[i], reason=why.get(i, "")) for i in ids]
+        return reply(QueueView(entries=entries, total=len(sup.queue)))
 
     @routes.post(API + "/runs/{ref}/priority")
     async def priority(request: web.Request) -> web.Response:

@@ -15,9 +15,13 @@ from engine.model import (
 if TYPE_CHECKING:
     from engine.client import Client
 
+SCREENFUL = 50  # queued runs `engine queue` lists unless told
+
 
 async def cmd_queue(engine: Client, args: argparse.Namespace) -> int:
-    entries = (await engine.queue()).entries
+    limit = args.limit if args.limit is not None else (None if args.json else SCREENFUL)
+    view = await engine.queue(limit=limit or None)
+    entries = view.entries
     if args.json:
         print_json(entries)
         return 0
@@ -33,6 +37,8 @@ async def cmd_queue(engine: Client, args: argparse.Namespace) -> int:
         for e in entries
     ]
     print(table(rows, ("ID", "NAME", "PRIO", "ASKS", "SWEEP", "WHERE / WHY IT WAITS")))
+    if view.total > len(entries):
+        print(f"… {len(entries)} of {view.total:,} queued shown; --limit 0 shows all")
     return 0
 
 
@@ -92,6 +98,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The verbs of the queue."""
     p = sub.add_parser(
         "queue", help="queued runs in planning order: where each goes, or why it waits"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help=f"show the first N in planning order (default {SCREENFUL}; with --json, all); 0: all",
     )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("plan", help="explain where queued runs would start now, or why they wait")

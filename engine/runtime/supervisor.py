@@ -169,9 +169,12 @@ class Supervisor:
         """Cancel a run: a queued one at once; a running one by SIGTERM to its process group,
         then SIGKILL after the grace period."""
         live = self.live
-        run = live.runs.get(run.id, run)
-        if run.status.terminal:
-            raise Refused(f"run {run.id} already ended: {run.status}")
+        current = live.runs.get(run.id)
+        if current is None:  # every unfinished run is in the live view: this one has ended
+            await self.flush()  # (the caller's copy may be older than its end)
+            ended = await self.db.call(self.store.get_run, run.id) or run
+            raise Refused(f"run {run.id} already ended: {ended.status}")
+        run = current
         active = live.active.get(run.id)
         if active is not None:
             await self.db.call(self.store.request_cancel, run.id)

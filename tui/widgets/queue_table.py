@@ -14,6 +14,7 @@ class QueueTable(DataTable):
     column takes the width the others leave, so a reason is cut only where the screen ends."""
 
     FIXED = (("id", 6), ("name", 20), ("prio", 4), ("sweep", 12))
+    MOST = 200  # rows shown (and asked of the daemon): the first in planning order
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -38,7 +39,7 @@ class QueueTable(DataTable):
     def show(self, entries: list[QueueEntry]) -> None:
         self.entries = entries
         self.clear()
-        for entry in entries[:200]:
+        for entry in entries[: self.MOST]:
             run = entry.run
             style = "green" if entry.reason.startswith("would start") else "yellow"
             self.add_row(
