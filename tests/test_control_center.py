@@ -204,6 +204,10 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
         await wait_until(lambda: len(log.lines) > 5, what="the log tail")  # type: ignore[attr-defined]
         grown = len(screen.series["loss"])
         await wait_until(lambda: len(screen.series["loss"]) > grown, what="live points")
+        await wait_until(  # enough shown to search: "plain line 3", "… 30", "… 31"
+            lambda: sum("plain line 3" in line for line in log.lines) >= 3,  # type: ignore[attr-defined]
+            what="three lines to find",
+        )
         await pilot.press("f")  # pause: new lines are held, not shown
         assert not screen.following
         held = len(log.lines)  # type: ignore[attr-defined]
