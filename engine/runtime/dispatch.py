@@ -74,7 +74,7 @@ class Dispatcher:
             tags=job.tags,
             requested_host=job.host,
         )
-        now = self.snapshot()
+        current = self.snapshot()
         idle = tuple(
             msgspec.structs.replace(
                 h,
@@ -85,9 +85,9 @@ class Dispatcher:
                     msgspec.structs.replace(g, reserved_mb=0.0, free_mb=g.total_mb) for g in h.gpus
                 ),
             )
-            for h in now.hosts
+            for h in current.hosts
         )
-        result = plan(msgspec.structs.replace(now, hosts=idle, queue=(queued,)))
+        result = plan(msgspec.structs.replace(current, hosts=idle, queue=(queued,)))
         if result.assignments:
             return result.assignments[0].host, result.assignments[0].reason
         return None, result.waiting.get(0, "nowhere")

@@ -56,7 +56,12 @@ class Supervisor:
             config, live, self.hosts, self.follower, on_start=lambda run: self.sweeps.attach(run)
         )
         self.sweeps = Sweeps(
-            config, live, self.hosts, self.submitter, self.dispatcher.preview, self.terminate
+            config,
+            live,
+            self.hosts,
+            self.submitter,
+            self.dispatcher.preview,
+            self.follower.terminate,
         )
         self.reconciler = Reconciler(live, self.hosts, self.sweeps, self.follower)
         self._loop_task: asyncio.Task[None] | None = None
@@ -142,9 +147,6 @@ class Supervisor:
 
     def set_host_state(self, host: str, enabled: bool, reason: str) -> None:
         self.hosts.set_enabled(host, enabled, reason)
-
-    async def terminate(self, active: Active) -> None:
-        await self.follower.terminate(active)
 
     async def set_queue_fields(self, run: Run, reason: str, **fields: Any) -> Run:
         """Change a queued run's priority or hold; recorded as an event with its reason."""
