@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -86,6 +87,9 @@ async def floor_presses(presses: int) -> list[float]:
 
 
 FRAMES: list[float] = []  # when each compositor refresh (a frame drawn) finished
+# Changes awaited on screen: (condition, future), resolved with the end of the first frame
+# drawn while its condition holds.
+AWAITED: list[tuple[Callable[[], bool], asyncio.Future[float]]] = []
 
 
 def count_frames() -> None:
@@ -96,21 +100,26 @@ def count_frames() -> None:
 
     def drawn(self: Screen) -> None:
         draw(self)
-        FRAMES.append(time.perf_counter())
+        now = time.perf_counter()
+        FRAMES.append(now)
+        for condition, shown in list(AWAITED):
+            if condition():
+                AWAITED.remove((condition, shown))
+                shown.set_result(now)
 
     Screen._compositor_refresh = drawn  # type: ignore[method-assign]
 
 
-async def key_to_frame(app: App, key: str, changed) -> float:  # type: ignore[no-untyped-def]
-    """From a key arriving as a terminal sends it to the first frame drawn after the change it
-    causes: Pilot's own waiting left out."""
+async def key_to_frame(app: App, key: str, changed: Callable[[], bool]) -> float:
+    """From a key arriving as a terminal sends it to the end of the first frame drawn with the
+    change it causes: Pilot's own waiting left out."""
     assert app._driver is not None
+    shown: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    AWAITED.append((changed, shown))
     start = time.perf_counter()
     app._driver.send_message(events.Key(key, key if len(key) == 1 else None))
-    await until(changed)
-    frames = len(FRAMES)
-    await until(lambda: len(FRAMES) > frames)
-    return FRAMES[-1] - start
+    async with asyncio.timeout(30):
+        return await shown - start
 
 
 FILTERS = ("failed", "auc>0.9", "run-0001", "host:local")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path, PurePath
+from typing import TypeVar
 
 import msgspec
 
 from engine.executors import layout
 from engine.executors.layout import work_dir
+from engine.executors.watch import OutputWatch
 from engine.model import DataLink, HostSpec
+
+_T = TypeVar("_T")
 
 
 class HostUnreachable(Exception):
@@ -116,6 +121,20 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def output_size(self, attempt: Attempt) -> int: ...
 
+    async def output_sizes(self, attempts: Sequence[Attempt]) -> list[int]:
+        """Each attempt's output.log size, asked all at once (one round of requests on a
+        remote host)."""
+        return await _all(self.output_size(a) for a in attempts)
+
+    async def read_outputs(self, reads: Sequence[tuple[Attempt, int, int]]) -> list[bytes]:
+        """`read_output` for each (attempt, offset, max_bytes), asked all at once."""
+        return await _all(self.read_output(*read) for read in reads)
+
+    def output_watch(self, on_change: Callable[[], None]) -> OutputWatch | None:
+        """Something that calls `on_change` when followed attempts print, or None where the
+        reader must poll (a remote host)."""
+        return None
+
     @abc.abstractmethod
     async def signal(self, attempt: Attempt, signum: int) -> bool:
         """Send a signal to the attempt's process group; False when it is already gone."""
@@ -156,3 +175,12 @@ class Executor(abc.ABC):
     def state(self) -> tuple[str, str | None, float | None]:
         """The host as this executor sees it: ("up" | "unreachable", why, since when)."""
         return "up", None, None
+
+
+async def _all(calls: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Await every call concurrently; the first error is raised once all have finished."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

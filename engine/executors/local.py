@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -19,6 +20,7 @@ from engine.executors.base import (
     ProcessState,
     wrapper_args,
 )
+from engine.executors.watch import OutputWatch, output_watch
 
 WRAPPER = Path(__file__).with_name("wrapper.sh")
 # How often a reattached attempt is checked where pidfd (Linux) cannot wake us on its exit.
@@ -89,6 +91,16 @@ class LocalExecutor(Executor):
             return os.stat(Path(attempt.attempt_dir) / layout.OUTPUT).st_size
         except FileNotFoundError:
             return 0
+
+    async def output_sizes(self, attempts: Sequence[Attempt]) -> list[int]:
+        return [await self.output_size(a) for a in attempts]  # a stat each: no thread needed
+
+    async def read_outputs(self, reads: Sequence[tuple[Attempt, int, int]]) -> list[bytes]:
+        paths = [(Path(a.attempt_dir) / layout.OUTPUT, offset, n) for a, offset, n in reads]
+        return await asyncio.to_thread(lambda: [_read_bytes(*read) for read in paths])
+
+    def output_watch(self, on_change: Callable[[], None]) -> OutputWatch | None:
+        return output_watch(on_change)
 
     async def signal(self, attempt: Attempt, signum: int) -> bool:
         if attempt.pid not in self._children and not _alive(attempt):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from typing import Any
 
@@ -18,8 +17,6 @@ from engine.runtime.hosts import Hosts
 from engine.runtime.ingest import Ingest
 from engine.runtime.live import Active, LiveView
 from engine.store import Transition
-
-LOG_POLL_S = 0.1  # how often a running attempt's output.log is checked for new bytes
 
 
 class Follower:
@@ -61,6 +58,7 @@ class Follower:
         except Exception as exc:  # a bug or surprise with this run: the others go on
             self.live.fail_unexpectedly(active.run.id, "following it", exc)
         finally:
+            active.followed_no_more()
             self.live.active.pop(active.run.id, None)
             self.live.wake.set()
 
@@ -73,20 +71,20 @@ class Follower:
             self.live.transition([Transition(run.id, RunStatus.FAILED, why, fields)])
 
     async def _watch(self, active: Active) -> None:
-        waiter = asyncio.create_task(active.executor.wait(active.attempt))
+        self.ingest.follow(active)
         try:
-            while not waiter.done():
-                await self.ingest.read_on(active, final=False)
-                if active.kill_at is not None and time.time() >= active.kill_at:
-                    active.kill_at = None
-                    await active.executor.signal(active.attempt, signal.SIGKILL)
-                await asyncio.wait({waiter}, timeout=LOG_POLL_S)
-            ended = waiter.result()
-            await self.ingest.read_on(active, final=True)
-            await self._finish(active, ended)
+            ended = await active.executor.wait(active.attempt)
         finally:
-            waiter.cancel()
-            waiter.add_done_callback(_retrieve)  # its error, if any, was the link's: seen above
+            self.ingest.unfollow(active)
+        await self.ingest.finish(active)
+        await self._finish(active, ended)
+
+    def failed_reading(self, active: Active, exc: BaseException) -> None:
+        """The attempt's output could not be ingested: the run fails with why, and is no longer
+        followed (its process is left alone, as for any engine error)."""
+        self.live.fail_unexpectedly(active.run.id, "reading its output", exc)
+        if active.task is not None:
+            active.task.cancel()
 
     async def _ride_out(self, active: Active, why: str) -> bool:
         """Mark a run unreachable and wait for its host. True when the host is back and the
@@ -216,8 +214,3 @@ def _end_time(run: Run, ended: ExitInfo) -> float:
     if ended.ended_at is None:
         return now
     return min(now, max(run.started_at or 0.0, ended.ended_at))
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -4,6 +4,7 @@ status: checked against the life cycle, applied, published, and queued for the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import msgspec
 
 from engine.core.capture import Parser
-from engine.executors import Attempt, Executor
+from engine.executors import Attempt, Executor, HostUnreachable
 from engine.model import FailureClass, Run, RunStatus, can_transition
 from engine.protocol import RunChanged
 from engine.runtime.bus import EventBus
@@ -44,9 +45,11 @@ class Active:
     position: LogPosition
     cancel_requested: bool = False
     prune_reason: str | None = None  # set when the sweep's pruner stops it
-    kill_at: float | None = None
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    killer: asyncio.TimerHandle | None = field(
+        default=None, repr=False
+    )  # SIGKILL, if it outlasts its grace
 
     @classmethod
     def of(cls, run: Run, executor: Executor, attempt: Attempt, number: int, **kw: Any) -> Active:
@@ -55,9 +58,24 @@ class Active:
         return cls(run, executor, attempt, number, Parser(run.capture), **kw)
 
     async def terminate(self, grace_s: float) -> None:
-        """SIGTERM the attempt's process group now, and SIGKILL it after `grace_s`."""
-        self.kill_at = time.time() + grace_s
+        """SIGTERM the attempt's process group now, and SIGKILL it after `grace_s` if it is
+        still followed then (a host away then is sent SIGTERM again when it is back)."""
+        if self.killer is not None:
+            self.killer.cancel()
+        loop = asyncio.get_running_loop()
+        self.killer = loop.call_later(grace_s, lambda: loop.create_task(self._kill()))
         await self.executor.signal(self.attempt, signal.SIGTERM)
+
+    def followed_no_more(self) -> None:
+        """The attempt has ended or is let go: no SIGKILL is due."""
+        if self.killer is not None:
+            self.killer.cancel()
+            self.killer = None
+
+    async def _kill(self) -> None:
+        self.killer = None
+        with contextlib.suppress(HostUnreachable):
+            await self.executor.signal(self.attempt, signal.SIGKILL)
 
 
 class LiveView:

@@ -50,7 +50,12 @@ class Supervisor:
         self.live = live = LiveView(db, bus)
         self.hosts = Hosts(config, db, bus, live.wake, latest_sample, on_sample, executors)
         self.submitter = Submitter(config, live, self.hosts)
-        ingest = Ingest(db, bus, judge=lambda active, points: self.sweeps.judge(active, points))
+        ingest = Ingest(
+            db,
+            bus,
+            judge=lambda active, points: self.sweeps.judge(active, points),
+            on_error=lambda active, exc: self.follower.failed_reading(active, exc),
+        )
         self.follower = Follower(config, live, self.hosts, ingest)
         self.dispatcher = Dispatcher(
             config, live, self.hosts, self.follower, on_start=lambda run: self.sweeps.attach(run)
@@ -96,6 +101,7 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.follower.ingest.close()
         await self.live.flush()
         await self.hosts.close()
 

@@ -33,42 +33,53 @@ class MetricRecords(StoreBase):
         )
         return LogPosition(*row) if row else LogPosition()
 
-    def ingest(self, batch: MetricBatch) -> None:
-        """Append a batch of points and move the log offset past them, atomically, so a re-read
-        from the stored offset after any crash neither duplicates nor drops a point."""
-        self._forget([batch.run_id])
+    def ingest(self, *batches: MetricBatch) -> None:
+        """Append batches of points (of one run each) and move each run's log offset past them,
+        atomically in one transaction, so a re-read from the stored offsets after any crash
+        neither duplicates nor drops a point. Many runs' batches at once cost about what one
+        does: the points go in as one table."""
+        self._forget(b.run_id for b in batches)
         with self._transaction():
-            if batch.first and batch.attempt > 1:  # a run's summary is its final attempt's
-                self.con.execute("DELETE FROM run_metrics WHERE run_id = ?", [batch.run_id])
-            if len(batch):
+            restarted = [b.run_id for b in batches if b.first and b.attempt > 1]
+            if restarted:  # a run's summary is its final attempt's
+                marks = ", ".join("?" * len(restarted))
+                self.con.execute(f"DELETE FROM run_metrics WHERE run_id IN ({marks})", restarted)
+            filled = [b for b in batches if len(b)]
+            if filled:
                 table = pa.table(
                     [
-                        pa.array([batch.run_id] * len(batch), pa.int64()),
-                        pa.array([batch.attempt] * len(batch), pa.int32()),
-                        pa.array(batch.keys, pa.string()),
-                        pa.array(batch.steps, pa.int64()),
-                        pa.array(batch.values, pa.float64()),
-                        pa.array(batch.wall_times, pa.float64()),
-                        pa.array(batch.lines, pa.int64()),
+                        pa.array([b.run_id for b in filled for _ in b.values], pa.int64()),
+                        pa.array([b.attempt for b in filled for _ in b.values], pa.int32()),
+                        pa.array([k for b in filled for k in b.keys], pa.string()),
+                        pa.array([s for b in filled for s in b.steps], pa.int64()),
+                        pa.array([v for b in filled for v in b.values], pa.float64()),
+                        pa.array([t for b in filled for t in b.wall_times], pa.float64()),
+                        pa.array([n for b in filled for n in b.lines], pa.int64()),
                     ],
                     schema=_METRICS_SCHEMA,
                 )
                 self._insert_arrow("metrics", table)
-                self._summarise(batch.run_id, table)
-            self.con.execute(
-                "INSERT OR REPLACE INTO log_offsets VALUES (?, ?, ?, ?, ?)",
+                self._summarise(table)
+            ends = {(b.run_id, b.attempt): b for b in batches}.values()  # each one's last
+            offsets = pa.table(
                 [
-                    batch.run_id,
-                    batch.attempt,
-                    batch.byte_offset,
-                    batch.line_count,
-                    batch.bad_markers,
+                    pa.array([b.run_id for b in ends], pa.int64()),
+                    pa.array([b.attempt for b in ends], pa.int32()),
+                    pa.array([b.byte_offset for b in ends], pa.int64()),
+                    pa.array([b.line_count for b in ends], pa.int64()),
+                    pa.array([b.bad_markers for b in ends], pa.int64()),
                 ],
+                names=["run_id", "attempt", "byte_offset", "lines", "bad_markers"],
             )
+            self.con.register("_offsets", offsets)
+            try:
+                self.con.execute("INSERT OR REPLACE INTO log_offsets SELECT * FROM _offsets")
+            finally:
+                self.con.unregister("_offsets")
 
-    def _summarise(self, run_id: int, points: pa.Table) -> None:
-        """Fold a batch of one run's points into its per-key summary (count, last, min, max)."""
-        summary = points.group_by("key", use_threads=False).aggregate(
+    def _summarise(self, points: pa.Table) -> None:
+        """Fold a table of points into each run's per-key summary (count, last, min, max)."""
+        summary = points.group_by(["run_id", "key"], use_threads=False).aggregate(
             [
                 ("value", "count"),
                 ("value", "last"),
@@ -80,12 +91,11 @@ class MetricRecords(StoreBase):
         self.con.register("_summary", summary)
         try:
             self.con.execute(
-                "INSERT INTO run_metrics SELECT ?, key, value_count, value_last, step_last,"
+                "INSERT INTO run_metrics SELECT run_id, key, value_count, value_last, step_last,"
                 " value_min, value_max FROM _summary ON CONFLICT (run_id, key) DO UPDATE SET"
                 " count = run_metrics.count + excluded.count, last = excluded.last,"
                 " last_step = excluded.last_step, min = least(run_metrics.min, excluded.min),"
-                " max = greatest(run_metrics.max, excluded.max)",
-                [run_id],
+                " max = greatest(run_metrics.max, excluded.max)"
             )
         finally:
             self.con.unregister("_summary")
