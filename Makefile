@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/chart.py
 	$(PY) bench/results.py
 	$(PY) bench/cli.py
+	$(PY) bench/load.py  # issue 18's goals: exits non-zero when one is missed
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-peers .pytest_cache

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,8 +49,11 @@ async def engine_in(root: Path, hosts: str) -> AsyncIterator[Client]:
         try:
             yield client
         finally:
-            # Runs outlive their daemon by design: end the ones a benchmark left going.
-            for run in await client.runs(statuses=("queued", "running", "unreachable")):
+            # Runs outlive their daemon by design: end the ones a benchmark left going, once
+            # no more can start (queued ones go with the daemon and its state directory).
+            for host in (await client.hosts()).hosts:
+                await client.set_host(host.name, enabled=False, reason="benchmark over")
+            for run in await client.runs(statuses=("starting", "running", "unreachable")):
                 with contextlib.suppress(EngineError):
                     await client.cancel(run.id)
                     await client.wait(run.id, 30)
@@ -57,6 +61,21 @@ async def engine_in(root: Path, hosts: str) -> AsyncIterator[Client]:
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile (0–1) of `values`, the nearest rank at or above it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def spread(name: str, seconds: list[float]) -> str:
+    """A line with the median, 95th and 99th percentile of `seconds`, in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return (
+        f"  {name:<22} median {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 0.95):7.1f}"
+        f" ms   p99 {percentile(ms, 0.99):7.1f} ms   (n={len(ms)})"
+    )
 
 
 def timed(argv: list[str], **kwargs: object) -> float:

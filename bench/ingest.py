@@ -1,12 +1,16 @@
 """Ingestion: one job prints 1,000,000 `@runyard` marker lines; how long until every point is
-queryable in the store. Compared in the same run with the floor: the same job writing the same
-lines to a file with no engine. Goal: at least 500,000 points/s."""
+queryable in the store. Compared in the same run with the floor (the same job writing the same
+lines to a file, no engine; goal: within 1.5×, and at least 1,000,000 points/s) and with the
+trackers users would otherwise pick, on the same points: MLflow (`log_batch` into SQLite) and
+Aim (`Run.track`), installed by this benchmark into their own virtualenv (.venv-peers), never
+into the project's. `--no-peers` leaves them out."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +31,30 @@ out.flush()
 """
 
 
-async def main(lines: int) -> None:
+PEERS = ("mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.12", "aim>=3.17")
+PEERS_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
+
+
+def peers_python() -> Path:
+    """The Python of the peers' own virtualenv, made and filled the first time."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS], check=True)
+        stamp.touch()
+    return python
+
+
+def peer_seconds(python: Path, tracker: str, points: int) -> float:
+    script = Path(__file__).with_name("peer_trackers.py")
+    out = subprocess.run(
+        [str(python), str(script), tracker, str(points)], check=True, capture_output=True, text=True
+    ).stdout
+    return float(out.split()[-1])
+
+
+async def main(lines: int, peers: bool) -> None:
     async with scratch_engine(max_jobs=1) as (client, root):
         job = root / "printer.py"
         job.write_text(JOB)
@@ -51,11 +78,22 @@ async def main(lines: int) -> None:
     print(f"floor: job alone, to /dev/null {floor:6.2f} s")
     print(f"floor: job alone, to a file    {floor_file:6.2f} s")
     print(f"engine: launch → all queryable {engine:6.2f} s")
-    print(f"throughput                    {rate:,.0f} points/s (goal ≥ 500,000)")
-    print(f"ratio engine / job-to-file    {engine / floor_file:.2f}×")
+    print(f"throughput                    {rate:,.0f} points/s (goal ≥ 1,000,000)")
+    print(f"ratio engine / job-to-file    {engine / floor_file:.2f}× (goal ≤ 1.5×)")
+    if not peers:
+        return
+    python = peers_python()
+    for tracker in ("mlflow", "aim"):
+        seconds = peer_seconds(python, tracker, lines)
+        print(
+            f"{tracker + ':':<7} the same points      {seconds:6.2f} s  ({lines / seconds:,.0f} points/s;"
+            f" engine is {seconds / engine:.1f}× faster)"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
-    asyncio.run(main(parser.parse_args().lines))
+    parser.add_argument("--no-peers", dest="peers", action="store_false")
+    args = parser.parse_args()
+    asyncio.run(main(args.lines, args.peers))

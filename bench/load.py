@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import engine_in, scratch_engine, timed
+from bench.common import engine_in, percentile, scratch_engine, spread, timed
 from engine.client import Client
 from engine.model import JobSpec, RunStatus
 
@@ -71,19 +70,6 @@ class Goals:
         self.checked.append((what, f"{value:{fmt}} {unit}", f"≤ {limit:{fmt}} {unit}", met))
         mark = "ok  " if met else "MISS"
         print(f"  {mark} {what:<46} {value:{fmt}} {unit}  (goal ≤ {limit:{fmt}} {unit})")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def spread(name: str, seconds: list[float]) -> str:
-    ms = [s * 1000 for s in seconds]
-    return (
-        f"  {name:<22} median {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 0.95):7.1f}"
-        f" ms   p99 {percentile(ms, 0.99):7.1f} ms   (n={len(ms)})"
-    )
 
 
 def load() -> str:
@@ -180,7 +166,7 @@ async def timed_read(reads: Reads, kind: str, read: Callable[[], Awaitable[objec
 
 async def poll(client: Client, ids: list[int], seconds: float, reads: Reads) -> None:
     """Read as clients do until the runs stop printing: `show` round-robin, with `runs` and
-    `queue` every tenth read; `READS_PER_S` in all, as a few busy clients would (a poller
+    `queue` every fifth read; `READS_PER_S` in all, as a few busy clients would (a poller
     asking as fast as it can would be the heaviest load on the machine)."""
     ends: dict[int, float] = {}
     i = 0
@@ -196,48 +182,73 @@ async def poll(client: Client, ids: list[int], seconds: float, reads: Reads) -> 
         last = {m["key"]: m["last"] for m in detail.details["metrics"]}  # type: ignore[attr-defined]
         if "t" in last and asked < ends.get(run_id, 0) - 0.05:  # still printing
             reads.staleness.append(max(0.0, asked - last["t"]))
-        if i % 10 == 0:
+        if i % 5 == 0:
             await timed_read(reads, "runs", lambda: client.runs(limit=100))
             await timed_read(reads, "queue", lambda: client.queue(limit=50))
 
 
-async def many_runs(goals: Goals, runs: int, rate: int, seconds: float, presses: int) -> None:
-    print(f"{runs} runs × {rate:,} lines/s for {seconds:.0f} s ({load()})")
-    async with scratch_engine(max_jobs=runs) as (client, root):
-        daemon = psutil.Process((await client.status()).pid)
-        job = root / "chatty.py"
-        job.write_text(CHATTY)
-        spec = JobSpec(argv=(sys.executable, str(job), str(rate), str(seconds)), cwd=str(root))
-        cpu = daemon.cpu_times()
-        started = time.perf_counter()
-        ids = [run.id for run in await client.submit([spec] * runs)]
-        reads = Reads()
-        rss: list[float] = []
+async def many_runs(
+    goals: Goals, runs: int, rate: int, seconds: float, presses: int, parked: int
+) -> None:
+    print(f"{runs} runs × {rate:,} lines/s for {seconds:.0f} s, {parked:,} queued ({load()})")
+    hosts = (
+        f'[hosts.local]\nkind = "local"\nmax_jobs = {runs}\n'
+        '[hosts.parked]\nkind = "local"\nmax_jobs = 1\n'
+    )
+    with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
+        async with engine_in(Path(folder), hosts) as client:
+            await _many_runs(goals, client, Path(folder), runs, rate, seconds, presses, parked)
 
-        async def sample_rss() -> None:
-            while True:
-                rss.append(daemon.memory_info().rss / MB)
-                await asyncio.sleep(0.5)
 
-        sampler = asyncio.create_task(sample_rss())
-        while any(r.status is not RunStatus.RUNNING for r in await client.runs(limit=runs)):
-            await asyncio.sleep(0.2)  # measured once every run is printing: the steady state
-        tui = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "tui-probe",
-            str(root / "hosts.toml"),
-            str(presses),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        await poll(client, ids, seconds, reads)
-        out, _ = await tui.communicate()
-        await drain(client, set(ids))
-        wall = time.perf_counter() - started
-        sampler.cancel()
-        used = daemon.cpu_times()
-        details = [await client.run(i) for i in ids]
-        printed = sum(m["count"] for d in details for m in d.details["metrics"] if m["key"] == "t")
+async def _many_runs(
+    goals: Goals,
+    client: Client,
+    root: Path,
+    runs: int,
+    rate: int,
+    seconds: float,
+    presses: int,
+    parked: int,
+) -> None:
+    daemon = psutil.Process((await client.status()).pid)
+    if parked:  # queued all along on a host held by the user: what a big sweep leaves waiting
+        await client.submit([JobSpec(argv=("true",), cwd=str(root), host="parked")] * parked)
+        await client.set_host("parked", enabled=False, reason="bench: held")  # (a few ran)
+    job = root / "chatty.py"
+    job.write_text(CHATTY)
+    argv = (sys.executable, str(job), str(rate), str(seconds))
+    spec = JobSpec(argv=argv, cwd=str(root), host="local")
+    cpu = daemon.cpu_times()
+    started = time.perf_counter()
+    ids = [run.id for run in await client.submit([spec] * runs)]
+    reads = Reads()
+    rss: list[float] = []
+
+    async def sample_rss() -> None:
+        while True:
+            rss.append(daemon.memory_info().rss / MB)
+            await asyncio.sleep(0.5)
+
+    printing = "SELECT count(DISTINCT run_id) FROM metrics_v"
+    while (await client.sql(printing))["rows"][0][0] < runs:
+        await asyncio.sleep(0.2)  # measured once every run is printing: the steady state
+    sampler = asyncio.create_task(sample_rss())
+    tui = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "tui-probe",
+        str(root / "hosts.toml"),
+        str(presses),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await poll(client, ids, seconds, reads)
+    out, _ = await tui.communicate()
+    await drain(client, set(ids))
+    wall = time.perf_counter() - started
+    sampler.cancel()
+    used = daemon.cpu_times()
+    details = [await client.run(i) for i in ids]
+    printed = sum(m["count"] for d in details for m in d.details["metrics"] if m["key"] == "t")
     probe = json.loads(out)
     core = (used.user + used.system - cpu.user - cpu.system) / wall
     print(f"       {printed:,} points stored; daemon used {core * 100:.0f} % of a core ({load()})")
@@ -255,7 +266,7 @@ async def many_runs(goals: Goals, runs: int, rate: int, seconds: float, presses:
     goals.check(
         f"{runs}×{rate}: TUI key → frame p95", percentile(probe["presses"], 0.95) * 1000, 100, "ms"
     )
-    goals.check(f"{runs}×{rate}: daemon RSS, most", max(rss), 300, "MB")
+    goals.check(f"{runs}×{rate}, {parked:,} queued: daemon RSS, most", max(rss), 300, "MB")
 
 
 async def idle(goals: Goals, runs: int) -> None:
@@ -310,7 +321,7 @@ async def main(args: argparse.Namespace) -> int:
     if "many" in args.scenarios:
         for shape in args.shapes:
             runs, rate = (int(n) for n in shape.split("x"))
-            await many_runs(goals, runs, rate, args.seconds, args.presses)
+            await many_runs(goals, runs, rate, args.seconds, args.presses, args.parked)
     if "idle" in args.scenarios:
         await idle(goals, args.stored)
     missed = [c for c in goals.checked if not c[3]]
@@ -329,6 +340,7 @@ if __name__ == "__main__":
     parser.add_argument("--shapes", nargs="+", default=["50x1000", "200x100"], help="RUNSxRATE")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--presses", type=int, default=100)
+    parser.add_argument("--parked", type=int, default=10_000, help="runs queued meanwhile")
     parser.add_argument("--stored", type=int, default=100_000)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(asyncio.run(main(parser.parse_args())))

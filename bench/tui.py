@@ -23,7 +23,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from bench.common import engine_in
+from bench.common import engine_in, spread
 from engine.model import JobSpec
 from tests.conftest import fill_store
 from tui.app import RunyardApp
@@ -151,12 +151,6 @@ async def until(condition, timeout: float = 30.0) -> None:  # type: ignore[no-un
         await asyncio.sleep(0.001)
 
 
-def summary(name: str, times: list[float]) -> str:
-    ms = sorted(t * 1000 for t in times)
-    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
-    return f"  {name:<14} median {statistics.median(ms):6.1f} ms   p95 {p95:6.1f} ms"
-
-
 async def main(runs: int, presses: int, noise: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="ry-bench-") as folder:
         root = Path(folder)
@@ -251,16 +245,16 @@ async def main(runs: int, presses: int, noise: bool) -> None:
     print(f"with {runs:,} runs in the store and one run printing 10,000 lines/s (followed):")
     print(f"  first full screen  {first_screen * 1000:6.0f} ms   (goal < 1000 ms)")
     print("with Pilot (`press` and `pause`), against the same on a bare app:")
-    print(summary("floor", floor) + "   (a bare app counting the key press)")
-    print(summary("cursor move", moves))
-    print(summary("sort", sorts))
-    print(summary("filter", filters))
+    print(spread("floor", floor) + "   (a bare app counting the key press)")
+    print(spread("cursor move", moves))
+    print(spread("sort", sorts))
+    print(spread("filter", filters))
     print(
         "key arriving → first frame drawn with the change (no Pilot waiting; goal < 50 ms),"
         f" filters sorted by {sort}:"
     )
     for name, times in direct.items():
-        print(summary(name, times))
+        print(spread(name, times))
     ratio = statistics.median(moves) / statistics.median(floor)
     print(
         f"  cursor move / floor: {ratio:.2f}×   (busy log lines on screen at the end: {log_lines})"

@@ -155,17 +155,21 @@ class Client:
         return await self._request("GET", "/status", DaemonStatus)
 
     async def submit(self, jobs: Sequence[JobSpec]) -> list[Run]:
+        """Queue jobs; a job without an environment of its own gets this process's."""
         here = dict(os.environ)
-        filled = [
-            job if job.env is not None else msgspec.structs.replace(job, env=here) for job in jobs
-        ]
-        for job in filled:  # what the daemon would refuse, said before anything is sent
+        checked = list(jobs)
+        if jobs and any(job.env is None for job in jobs):
+            checked.append(msgspec.structs.replace(jobs[0], env=here))  # the shared one, once
+        try:
+            body = ENCODER.encode(SubmitRequest(jobs=list(jobs), env=here))
+        except UnicodeEncodeError:
+            body = b""  # some text is not UTF-8: the job and place are found below
+        for job in checked:  # what the daemon would refuse, said before anything is sent
             if problems := job.problems():
                 field, what = problems[0]
                 raise EngineError(f"job {field}: {what}", 400)
-            if unsent := _not_utf8(job):
+            if not body and (unsent := _not_utf8(job)):
                 raise EngineError(f"job {unsent}: not valid UTF-8 text", 400)
-        body = ENCODER.encode(SubmitRequest(jobs=filled))
         result = await self._request(
             "POST", "/runs", RunList, data=body, headers={"Content-Type": "application/json"}
         )

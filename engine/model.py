@@ -181,10 +181,16 @@ class JobSpec(msgspec.Struct, frozen=True):
         """What no host could run as given, as (field, what was expected): a NUL byte in any
         text (no argv or environment can hold one), an environment name no shell takes, and
         numbers out of range. Empty when all is well."""
-        out = [
-            (field, "holds a NUL byte, which no command line or environment can carry")
-            for field in _fields_with_nul(msgspec.to_builtins(self))
-        ]
+        out = []
+        try:
+            nul = _NUL in msgspec.json.encode(self)
+        except UnicodeEncodeError:  # not UTF-8 text (the client refuses it): look everywhere
+            nul = True
+        if nul:
+            out += [
+                (field, "holds a NUL byte, which no command line or environment can carry")
+                for field in _fields_with_nul(msgspec.to_builtins(self))
+            ]
         for name in self.env or {}:
             if not name or "=" in name:
                 out.append(
@@ -401,6 +407,9 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.CANCELLED: frozenset(),
     _S.PRUNED: frozenset(),
 }
+
+
+_NUL = b"\\u0000"  # how JSON writes a NUL: its absence from a job's JSON rules one out at once
 
 
 def _fields_with_nul(value: Any, at: str = "") -> list[str]:

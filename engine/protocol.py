@@ -22,7 +22,11 @@ class DaemonStatus(msgspec.Struct, frozen=True):
 
 
 class SubmitRequest(msgspec.Struct, frozen=True):
+    """Jobs to queue; `env` is the environment of each job that has none of its own, sent once
+    rather than with each of 10,000 jobs."""
+
     jobs: list[JobSpec]
+    env: dict[str, str] | None = None
 
 
 class RunPage(msgspec.Struct, frozen=True):

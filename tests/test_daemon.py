@@ -794,3 +794,27 @@ async def test_hostile_inputs_never_hold_up_the_daemon(client: Client, daemon: P
         f"p95 {p95 * 1e3:.1f} ms, max {worst * 1e3:.1f} ms"
     )
     assert p95 < 0.1 and worst < 0.5, (p95, worst)
+
+
+async def test_a_thousand_runs_printing_at_once_store_every_point_once(short_tmp: Path) -> None:
+    """Many runs followed at once by the host's one reader: 1,000 runs, 50 at a time, each
+    printing a few markers and plain lines; every run's points are stored exactly once."""
+    project = Project(short_tmp, HOSTS.format(max_jobs=50))
+    try:
+        await project.start_daemon()
+        async with await connect(project.config, start=False) as client:
+            script = "".join(
+                f"echo '@runyard {{\"step\": {i}, \"loss\": 0.{i}}}'; echo 'plain {i}'; "
+                for i in range(4)
+            )
+            spec = JobSpec(argv=("sh", "-c", script), cwd=str(project.folder), env=project.env())
+            runs = await client.submit([spec] * 1000)
+            for run in runs:
+                assert (await client.wait(run.id, timeout=300)).status is RunStatus.SUCCEEDED
+            stored = await client.sql(
+                "SELECT run_id, count(*), count(DISTINCT step) FROM metrics_v GROUP BY run_id"
+            )
+            counts = {row[0]: tuple(row[1:]) for row in stored["rows"]}
+            assert counts == {run.id: (4, 4) for run in runs}
+    finally:
+        project.cleanup()

@@ -91,6 +91,57 @@ async def test_a_run_starts_prints_and_ends_with_its_exit_code(
     assert await executor.read_output(attempt, 7, 7) == b"line 1\n"  # from an offset, bounded
 
 
+async def test_many_attempts_outputs_are_sized_and_read_in_one_go(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    """What the output reader asks of a host each round: every followed attempt's size, then
+    the new bytes of those that grew, each from its own offset."""
+    executor, _ = host
+    attempts = [await executor.start(_launch(executor, 10 + i, i + 1, 0)) for i in range(3)]
+    for attempt in attempts:
+        await asyncio.wait_for(executor.wait(attempt), 30)
+    missing = executor.attempt(99, 1)  # never started: no output yet, not an error
+    sizes = await executor.output_sizes([*attempts, missing])
+    assert sizes == [7, 14, 21, 0]
+    reads = await executor.read_outputs(
+        [(attempts[1], 7, 100), (attempts[2], 0, 7), (missing, 0, 9)]
+    )
+    assert reads == [b"line 1\n", b"line 0\n", b""]
+
+
+async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
+    tmp_path: Path,
+) -> None:
+    """On this machine the reader is woken by inotify: a quiet attempt costs nothing, and a
+    chatty one wakes it once until it is read (the watch is armed again before reading)."""
+    from engine.executors.watch import OutputWatch
+
+    woken = asyncio.Event()
+    watch = OutputWatch(woken.set)
+    quiet, chatty = tmp_path / "quiet", tmp_path / "chatty"
+    for folder in (quiet, chatty):
+        folder.mkdir()
+        assert watch.add(str(folder))
+    try:
+        (quiet / "exit_code").write_text("0")  # not output.log: no wake-up
+        with open(chatty / "output.log", "ab", buffering=0) as out:
+            for _ in range(50):
+                out.write(b"a line\n")
+            await asyncio.wait_for(woken.wait(), 10)
+            woken.clear()
+            assert watch.take() == {str(chatty)}
+            out.write(b"unseen until armed again\n")
+            assert watch.take() == set()  # inotify queues an event within the write itself
+            assert watch.add(str(chatty))
+            out.write(b"seen\n")
+            await asyncio.wait_for(woken.wait(), 10)
+            assert watch.take() == {str(chatty)}
+        watch.remove(str(quiet))
+        assert not watch.add(str(tmp_path / "gone"))
+    finally:
+        watch.close()
+
+
 async def test_an_attempt_is_found_again_from_its_folder(
     host: tuple[Executor, SshLab | None],
 ) -> None:

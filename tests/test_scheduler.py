@@ -327,3 +327,16 @@ def test_a_plan_over_a_long_queue_stops_at_the_first_full_house() -> None:
     assert placed(quick) == {0: ("a", ()), 1: ("a", ())}
     assert quick.waiting == {}  # nothing after the house was full was even looked at
     assert len(run([host("a", max_jobs=2)], queue).waiting) == 9_998
+
+
+def test_jobs_pinned_to_a_host_that_cannot_take_them_cost_a_plan_next_to_nothing() -> None:
+    """10,000 runs queued for a disabled host, and one that may go anywhere behind them: a
+    dispatch tick places that one without weighing each pinned run (it says nothing of them;
+    `explain` does)."""
+    pinned = [job(i, requested_host="parked") for i in range(10_000)]
+    hosts = (host("a", max_jobs=2), host("parked", state="disabled"))
+    snapshot = Snapshot(now=0.0, hosts=hosts, queue=(*pinned, job(10_000)), ordered=True)
+    quick = plan(snapshot, until_full=True)
+    assert placed(quick) == {10_000: ("a", ())} and quick.waiting == {}
+    whole = plan(snapshot)
+    assert whole.waiting[0] == "waits: parked: disabled (requested host)"

@@ -19,7 +19,7 @@ from engine.model import FailureClass, JobSpec, RetryPolicy, Run, RunStatus
 from engine.runtime.bus import EventBus
 from engine.runtime.live import Refused
 from engine.runtime.supervisor import Supervisor
-from engine.store import StoreThread
+from engine.store import MetricBatch, StoreThread
 
 from .conftest import wait_until
 
@@ -274,3 +274,47 @@ async def test_cancelling_a_run_that_just_ended_says_it_ended(
             await supervisor.cancel(running)
     finally:
         await supervisor.stop()
+
+
+async def test_runs_that_print_at_once_are_stored_together_not_one_transaction_each(
+    tmp_path: Path,
+) -> None:
+    """Many chatty runs cost a few transactions a second, not one per run per read: the
+    host's reader stores what every run printed since its last round in one."""
+    (tmp_path / "hosts.toml").write_text(
+        '[engine]\nstate_dir = "state"\n[hosts.local]\nkind = "local"\nmax_jobs = 30\n'
+    )
+    config = load_config(tmp_path / "hosts.toml")
+    config.state_dir.mkdir()
+    db = StoreThread(config.state_dir / "store.duckdb")
+    host = ScriptedHost(config, lambda run_id, attempt: (POINT * 3, 0), held=True)
+    transactions: list[int] = []  # how many runs' batches each ingest held
+    ingest = db.store.ingest
+
+    def counted(*batches: MetricBatch) -> None:
+        transactions.append(len(batches))
+        ingest(*batches)
+
+    db.store.ingest = counted  # type: ignore[method-assign]
+    supervisor = await _supervisor(config, db, host)
+    try:
+        runs = await supervisor.submit(
+            [JobSpec(argv=("train",), cwd=str(config.project_dir), env={})] * 30
+        )
+        await wait_until(
+            lambda: len(host.processes) == 30 and sum(transactions) == 30,
+            what="every run's points to be stored",
+        )
+        assert max(transactions) >= 10, transactions  # one per run: [1, 1, 1, …]
+        for run in runs:
+            host.end(run.id)
+        for run in runs:
+            ended = await wait_until(lambda run=run: _ended(supervisor, run.id), what="the end")
+            assert isinstance(ended, Run) and ended.status is RunStatus.SUCCEEDED
+        count = await db.call(
+            lambda: db.store.con.execute("SELECT count(*) FROM metrics").fetchone()
+        )
+        assert count == (30 * 3,)  # nothing read twice when the runs ended
+    finally:
+        await supervisor.stop()
+        db.close()

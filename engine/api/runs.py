@@ -33,8 +33,13 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
             body = msgspec.json.decode(await request.read(), type=SubmitRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return error(400, f"bad request: {exc}")
+        jobs = body.jobs
+        if body.env is not None:
+            jobs = [
+                j if j.env is not None else msgspec.structs.replace(j, env=body.env) for j in jobs
+            ]
         try:
-            runs = await sup.submit(body.jobs)
+            runs = await sup.submit(jobs)
         except Refused as exc:
             return error(400, str(exc))
         return reply(RunList(runs=runs), 201)

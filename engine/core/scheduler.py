@@ -151,9 +151,13 @@ def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
     queue = snapshot.queue
     if not snapshot.ordered:
         queue = tuple(sorted(queue, key=lambda j: (-j.priority, j.run_id)))
+    open_hosts = _open(hosts)  # (kept current as jobs are placed)
     for job in queue:
-        if until_full and not any(h.slots > 0 and h.spec.state == UP for h in hosts.values()):
-            break
+        if until_full:
+            if not open_hosts:
+                break
+            if job.requested_host is not None and job.requested_host not in open_hosts:
+                continue  # pinned to a host that is full, down or disabled: it waits, unexplained
         if job.held:
             waiting[job.run_id] = "held"
             continue
@@ -199,6 +203,8 @@ def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
             continue
         name, gpus = placed
         hosts[name].take(job, gpus)
+        if hosts[name].slots <= 0:
+            open_hosts.discard(name)
         if job.sweep is not None:
             running[job.sweep] = running.get(job.sweep, 0) + 1
         where = f"GPU {','.join(map(str, gpus))} on {name}" if gpus else name
@@ -208,6 +214,11 @@ def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
             )
         )
     return Plan(assignments=assignments, waiting=waiting)
+
+
+def _open(hosts: dict[str, _Host]) -> set[str]:
+    """The hosts that can take a job now: up, with a free slot."""
+    return {name for name, h in hosts.items() if h.slots > 0 and h.spec.state == UP}
 
 
 def _candidates(

@@ -1,5 +1,6 @@
-"""Waking the output reader when attempts on this machine print: inotify on each followed
-attempt's folder (Linux), so a quiet run costs nothing between its writes."""
+"""Waking the output reader when attempts on this machine print: a one-shot inotify watch on
+each followed attempt's folder (Linux), so a quiet run costs nothing between its writes and a
+chatty one one event per read, however often it writes."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from engine.executors import layout
 
 
 class OutputWatch:
-    """Watches attempt folders for changes to their output.log; `on_change` is called (from the
-    event loop) once events are waiting, and `take` names the folders they were in."""
+    """Watches attempt folders for their output.log changing; `on_change` is called (from the
+    event loop) once events are waiting, and `take` names the folders they were in. A folder's
+    watch is spent by its first event: `add` it again before reading what changed."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
         from inotify_simple import INotify, flags
 
-        self._mask = flags.MODIFY | flags.CREATE
+        self._mask = flags.MODIFY | flags.CREATE | flags.ONESHOT
         self._overflow = flags.Q_OVERFLOW
         self._inotify = INotify(nonblocking=True)
         self._folders: dict[int, str] = {}  # watch descriptor → attempt folder
@@ -28,11 +30,15 @@ class OutputWatch:
         self._arm()
 
     def add(self, attempt_dir: str) -> bool:
-        """Watch an attempt's folder; False when it cannot be (gone, or the watch limit)."""
+        """Watch an attempt's folder until its next change; False when it cannot be (gone, or
+        the watch limit)."""
         try:
             wd = self._inotify.add_watch(attempt_dir, self._mask)
         except OSError:
             return False
+        old = self._watches.get(attempt_dir)
+        if old is not None and old != wd:
+            self._folders.pop(old, None)
         self._folders[wd] = attempt_dir
         self._watches[attempt_dir] = wd
         return True

@@ -254,6 +254,10 @@ class _HostReader:
         self.dirty.clear()
         if not actives:
             return
+        if self._watch is not None:  # watched again before being read: no write goes unseen
+            for active in actives:
+                if active.run.id not in self.polled:
+                    self._watch.add(active.attempt.attempt_dir)
         share = max(LEAST_CHUNK, READ_CHUNK // len(actives))
         datas = await self.executor.read_outputs(
             [(a.attempt, a.position.byte_offset, share) for a in actives]

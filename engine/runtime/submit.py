@@ -4,6 +4,7 @@ reproductions of earlier runs, and failed runs queued again by hand."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import secrets
@@ -53,13 +54,19 @@ class Submitter:
             if problems := job.problems():
                 field, what = problems[0]
                 raise SubmitError(f"job {field}: {what}")
+        jobs = _sharing_envs(jobs)
         if snapshot is None and any(job.snapshot or job.data for job in jobs):
             jobs = [msgspec.structs.replace(job, data=self._resolve_data(job)) for job in jobs]
             snapshot, jobs = await self.into_snapshot(jobs)
         named = []
+        checked: set[tuple[Any, ...]] = set()  # a sweep's jobs differ in params, seed and name
         for job in jobs:
-            seed = self._checked_seed(job)
-            named.append((job, job.name or default_name(job.argv), seed))
+            shape = (job.argv, job.host, job.cwd, job.capture)
+            if shape not in checked:
+                self._check(job)
+                checked.add(shape)
+            seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
+            named.append((job, job.name or default_name(tuple(job.argv)), seed))
         first = jobs[0]
         if shared is None:
             shared = await repro.submission_manifest(
@@ -73,12 +80,13 @@ class Submitter:
             shared["snapshot"] = snapshot
         if reproduces is not None:
             shared["reproduces"] = reproduces
-        masked: dict[int, dict[str, str]] = {}  # jobs of one submission share an environment
+        masked: dict[int, dict[str, str]] = {}  # by id of the (shared) environment
+        for job in jobs:
+            if id(job.env) not in masked:
+                masked[id(job.env)] = repro.mask_env(job.env or {})
         rows = [
             (
-                msgspec.structs.replace(
-                    job, env=masked.setdefault(id(job.env), repro.mask_env(job.env or {}))
-                ),
+                msgspec.structs.replace(job, env=masked[id(job.env)]),
                 name,
                 seed,
                 repro.run_manifest(shared, job.argv, seed),
@@ -92,8 +100,9 @@ class Submitter:
         self.live.wake.set()
         return runs
 
-    def _checked_seed(self, job: JobSpec) -> int:
-        """A job's seed (drawn now if it has none), once the job is known to be runnable."""
+    def _check(self, job: JobSpec) -> None:
+        """Refuse a job no host could start: no command, an unknown or disabled host, a
+        relative working directory, a capture pattern that does not compile."""
         if not job.argv or not job.argv[0]:
             raise SubmitError("empty command: give the program to run after `--`")
         if job.host is not None:
@@ -110,7 +119,6 @@ class Submitter:
             Parser(job.capture)
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
-        return job.seed if job.seed is not None else secrets.randbelow(2**31)
 
     def _resolve_data(self, job: JobSpec) -> tuple[DataLink, ...]:
         entries = [(link.place, link.source) for link in job.data]
@@ -167,7 +175,8 @@ class Submitter:
         return queued
 
 
-def default_name(argv: Sequence[str]) -> str:
+@functools.lru_cache(maxsize=256)
+def default_name(argv: tuple[str, ...]) -> str:
     """A short name from a command: the script's stem for `python x.py`, the module for `-m`."""
     first = Path(argv[0]).name
     if re.fullmatch(r"python[0-9.]*", first) and len(argv) > 1:
@@ -177,3 +186,17 @@ def default_name(argv: Sequence[str]) -> str:
             return f"{first}-c"
         return Path(argv[1]).stem or first
     return first
+
+
+def _sharing_envs(jobs: Sequence[JobSpec]) -> list[JobSpec]:
+    """The jobs with one environment object for each distinct environment: the jobs of a
+    sweep carry the same one, and 10,000 queued runs need not hold 10,000 copies of it."""
+    envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+    shared = []
+    for job in jobs:
+        if job.env:
+            env = envs.setdefault(frozenset(job.env.items()), job.env)
+            if env is not job.env:
+                job = msgspec.structs.replace(job, env=env)
+        shared.append(job)
+    return shared

@@ -16,6 +16,10 @@ import pyarrow as pa
 from engine.model import Run
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 
+_LARGE_INSERT = (
+    4 * 2**20
+)  # bytes of an Arrow table inserted at once, above which its memory is released
+
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked."""
@@ -113,6 +117,8 @@ class StoreBase:
             self.con.execute(f"INSERT INTO {target} SELECT {select} FROM _incoming")
         finally:
             self.con.unregister("_incoming")
+        if table.nbytes > _LARGE_INSERT:  # Arrow's allocator keeps what it freed otherwise
+            pa.default_memory_pool().release_unused()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.con)

@@ -64,6 +64,28 @@ _ATTEMPT_END_SCHEMA = pa.schema(
 _ATTEMPT_STATUSES = frozenset({RunStatus.STARTING, RunStatus.RUNNING, RunStatus.UNREACHABLE})
 
 
+class _Texts:
+    """JSON text of column values, each distinct value of a column encoded once: the jobs of
+    one submission mostly share their command, resources and policies."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, Any], str] = {}
+
+    def __call__(self, column: str, value: Any) -> str:
+        key = (column, value)
+        try:
+            text = self._seen.get(key)
+        except TypeError:  # a value that cannot be a key: encoded each time
+            return self.fresh(value)
+        if text is None:
+            text = self._seen[key] = self.fresh(value)
+        return text
+
+    @staticmethod
+    def fresh(value: Any) -> str:
+        return msgspec.json.encode(value).decode()
+
+
 class RunRecords(StoreBase):
     """Run rows, their events and attempts; all status changes go through `apply_transitions`."""
 
@@ -71,7 +93,7 @@ class RunRecords(StoreBase):
         """Queue jobs (each with its resolved name, seed and manifest) as new runs: one bulk
         insert of the runs and one of their events, in one transaction."""
         now = time.time()
-        encode = msgspec.json.encode
+        encode = _Texts()
         with self._transaction():
             first = self._one("SELECT coalesce(max(id), 0) + 1 FROM runs")[0]
             runs = [
@@ -83,26 +105,26 @@ class RunRecords(StoreBase):
                 "id": [r.id for r in runs],
                 "name": [r.name for r in runs],
                 "status": [RunStatus.QUEUED.value] * len(runs),
-                "argv": [encode(j.argv).decode() for j, *_ in jobs],
+                "argv": [encode("argv", j.argv) for j, *_ in jobs],
                 "cwd": [j.cwd for j, *_ in jobs],
                 "seed": [r.seed for r in runs],
-                "capture": [encode(j.capture).decode() for j, *_ in jobs],
-                "env": [envs.setdefault(id(j.env), encode(j.env or {}).decode()) for j, *_ in jobs],
-                "resources": [encode(j.resources).decode() for j, *_ in jobs],
+                "capture": [encode("capture", j.capture) for j, *_ in jobs],
+                "env": [envs.setdefault(id(j.env), encode.fresh(j.env or {})) for j, *_ in jobs],
+                "resources": [encode("resources", j.resources) for j, *_ in jobs],
                 "requested_host": [j.host for j, *_ in jobs],
                 "created_at": [now] * len(runs),
-                "manifest": [encode(m).decode() for *_, m in jobs],
+                "manifest": [encode.fresh(m) for *_, m in jobs],
                 "priority": [j.priority for j, *_ in jobs],
                 "model_type": [j.model_type for j, *_ in jobs],
-                "tags": [encode(j.tags).decode() for j, *_ in jobs],
-                "requires": [encode(j.requires).decode() for j, *_ in jobs],
+                "tags": [encode("tags", j.tags) for j, *_ in jobs],
+                "requires": [encode("requires", j.requires) for j, *_ in jobs],
                 "sweep": [j.sweep for j, *_ in jobs],
                 "max_concurrent": [j.max_concurrent for j, *_ in jobs],
-                "retry": [encode(j.retry).decode() for j, *_ in jobs],
+                "retry": [encode("retry", j.retry) for j, *_ in jobs],
                 "queued_at": [now] * len(runs),
-                "params": [encode(j.params).decode() for j, *_ in jobs],
-                "trial": [encode(j.trial).decode() if j.trial else None for j, *_ in jobs],
-                "data": [encode(j.data).decode() for j, *_ in jobs],
+                "params": [encode.fresh(j.params) for j, *_ in jobs],
+                "trial": [encode("trial", j.trial) if j.trial else None for j, *_ in jobs],
+                "data": [encode("data", j.data) for j, *_ in jobs],
                 "templated": [j.templated for j, *_ in jobs],
             }
             self._insert_arrow(
