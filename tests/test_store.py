@@ -17,6 +17,7 @@ from engine.store import (
     MetricBatch,
     Store,
     StoreError,
+    StoreThread,
     Transition,
 )
 from engine.store.rows import RUN_COLUMNS, RUN_FIELDS
@@ -446,3 +447,28 @@ def test_the_runs_columns_are_one_list_that_matches_run_and_the_table(store: Sto
         ).fetchall()
     }
     assert {c.name for c in RUN_COLUMNS} <= table
+
+
+async def test_a_read_aside_answers_while_the_store_thread_is_busy_and_sees_its_commits(
+    tmp_path: Path,
+) -> None:
+    """`engine show` and `engine runs` read on the store's second connection: they do not
+    queue behind the writes of many runs' points, and they see what those committed."""
+    import asyncio
+    import threading
+
+    db = StoreThread(tmp_path / "store.duckdb")
+    try:
+        run_id = await db.call(queue_one, db.store)
+        release = threading.Event()
+        busy = asyncio.ensure_future(db.call(release.wait, 30))  # the store thread, taken
+        details = await db.read(db.store.run_details, run_id)
+        assert not busy.done() and details["events"][0]["to"] == "queued"
+        [listed] = await db.read(db.store.list_runs, [], 10, 0, None)
+        assert listed.id == run_id
+        release.set()
+        await busy
+        await db.call(start, db.store, run_id)
+        assert (await db.read(db.store.get_run, run_id)).status is RunStatus.RUNNING
+    finally:
+        db.close()

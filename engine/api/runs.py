@@ -83,12 +83,12 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         if limit is not None and limit < 0:
             return error(400, "limit must be 0 or more")
         sweep = request.query.get("sweep")
-        return reply(RunList(runs=await db.call(store.list_runs, statuses, limit, 0, sweep)))
+        return reply(RunList(runs=await db.read(store.list_runs, statuses, limit, 0, sweep)))
 
     @routes.get(API + "/runs/{ref}")
     async def show(request: web.Request) -> web.Response:
         run = await ctx.find(request)
-        details = await db.call(store.run_details, run.id)
+        details = await db.read(store.run_details, run.id)
         details["env"] = mask_env(details["env"])
         return reply(RunDetail(run=run, details=details))
 

@@ -43,6 +43,11 @@ class StoreThread:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
+    async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """A read-only store call on the store's second connection (`Store.aside`): it does
+        not wait behind the writes queued here, such as many runs' points being ingested."""
+        return await asyncio.wrap_future(self.store.aside(lambda: fn(*args, **kwargs)))
+
     def close(self) -> None:
         self._pool.submit(self.store.close).result()
         self._pool.shutdown(wait=True)

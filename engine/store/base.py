@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -19,6 +19,9 @@ from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 _LARGE_INSERT = (
     4 * 2**20
 )  # bytes of an Arrow table inserted at once, above which its memory is released
+
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -49,6 +52,7 @@ class StoreBase:
         # does another: a page's independent scans then overlap on two cores.
         self._aside = self.con.cursor()
         self._aside_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-aside")
+        self._aside_ident = self._aside_thread.submit(threading.get_ident).result()
         # Ended runs' rows and metric summary rows as pages read them. Neither changes once a
         # run has ended but through a write here that forgets it (a retry, say), so a page
         # shown again, or a filter's window overlapping the last one, reads only what is new.
@@ -56,14 +60,23 @@ class StoreBase:
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The connection, to the thread that opened the store only: DuckDB refuses a call on a
-        connection that another thread is using, so a second thread would fail at random."""
-        if threading.get_ident() != self._owner:
-            raise StoreError(
-                f"the store {self.path} was used from a thread that did not open it; "
-                "call it through StoreThread.call"
-            )
-        return self._con
+        """The connection of this thread: the thread that opened the store, or the second
+        connection's (see `aside`). DuckDB refuses a call on a connection that another thread
+        is using, so any other thread would fail at random."""
+        ident = threading.get_ident()
+        if ident == self._owner:
+            return self._con
+        if ident == self._aside_ident:
+            return self._aside
+        raise StoreError(
+            f"the store {self.path} was used from a thread that did not open it; "
+            "call it through StoreThread.call"
+        )
+
+    def aside(self, read: Callable[[], T]) -> Future[T]:
+        """Run a read-only call on the second connection's thread, where it neither waits for
+        nor holds up this thread's writes; it sees what they have committed."""
+        return self._aside_thread.submit(read)
 
     def close(self) -> None:
         self._aside_thread.shutdown(wait=True)
@@ -101,7 +114,7 @@ class StoreBase:
     def _alongside(self, sql: str, params: list[Any]) -> Future[list[tuple[Any, ...]]]:
         """Start a read on the second connection; its rows come from the future. It sees what
         this connection has committed, so call it outside a transaction."""
-        return self._aside_thread.submit(lambda: self._aside.execute(sql, params).fetchall())
+        return self.aside(lambda: self._aside.execute(sql, params).fetchall())
 
     def _one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query, reading the result to its end: DuckDB refuses further work
