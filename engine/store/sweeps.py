@@ -109,11 +109,15 @@ class SweepRecords(StoreBase):
 
     def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
         """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
-        where, args = ("WHERE s.id = ?", [sweep_id]) if sweep_id else ("", [])
+        # Runs are counted before the join, by sweep and status: one pass over their two
+        # columns, not a grouping of every run row by all of its sweep's columns.
+        where, args = ("WHERE s.id = ?", [sweep_id, sweep_id]) if sweep_id else ("", [])
+        counted = "WHERE sweep = ?" if sweep_id else "WHERE sweep IS NOT NULL"
         rows = self.con.execute(
             "SELECT s.id, s.name, s.file, s.method, s.trials, s.snapshot, s.created_at, s.metric,"
-            " s.sampler_seed, r.status, count(r.id) FROM sweeps s LEFT JOIN runs r ON r.sweep = s.id"
-            f" {where} GROUP BY ALL ORDER BY s.created_at DESC",
+            " s.sampler_seed, c.status, c.n FROM sweeps s LEFT JOIN ("
+            f"SELECT sweep, status, count(*) AS n FROM runs {counted} GROUP BY sweep, status"
+            f") c ON c.sweep = s.id {where} ORDER BY s.created_at DESC, s.id",
             args,
         ).fetchall()
         found: dict[str, dict[str, Any]] = {}
