@@ -109,6 +109,19 @@ async def test_many_attempts_outputs_are_sized_and_read_in_one_go(
     assert reads == [b"line 1\n", b"line 0\n", b""]
 
 
+async def test_which_attempts_have_folders_is_asked_for_many_at_once(
+    host: tuple[Executor, SshLab | None],
+) -> None:
+    """What a restarted daemon asks of a host for every queued run: whether the last daemon
+    started its next attempt there."""
+    executor, _ = host
+    assert await executor.existing_attempts([(30, 1)]) == set()  # no run folder at all yet
+    started = await executor.start(_launch(executor, 30, 1, 0))
+    await asyncio.wait_for(executor.wait(started), 30)
+    wanted = [(30, 1), (30, 2), (31, 1), *((1000 + i, 1) for i in range(500))]
+    assert await executor.existing_attempts(wanted) == {(30, 1)}
+
+
 async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
     tmp_path: Path,
 ) -> None:

@@ -318,3 +318,31 @@ async def test_runs_that_print_at_once_are_stored_together_not_one_transaction_e
     finally:
         await supervisor.stop()
         db.close()
+
+
+async def test_a_queued_run_the_last_daemon_had_started_is_adopted_not_started_again(
+    config: Config, db: StoreThread
+) -> None:
+    """The store says queued, but the host has the run's next attempt: the last daemon started
+    it and stopped before recording it. A restarted supervisor, asking the host once for all
+    its queued runs, follows that attempt; the other queued run starts as usual."""
+    host = ScriptedHost(config, lambda _run, _attempt: (POINT, 0))
+    jobs = [JobSpec(argv=("train",), cwd=str(config.project_dir), env={})] * 2
+    rows = [(job, f"r{i}", i, {}) for i, job in enumerate(jobs)]
+    started_unrecorded, queued = await db.call(db.store.add_runs, rows)
+    unrecorded = Process(POINT * 3, 0, pid=4242)
+    unrecorded.done.set()
+    host.processes[host.attempt_dir(started_unrecorded.id, 1)] = unrecorded
+    supervisor = await _supervisor(config, db, host)
+    try:
+        for run in (started_unrecorded, queued):
+            ended = await wait_until(lambda run=run: _ended(supervisor, run.id), what="the end")
+            assert isinstance(ended, Run) and ended.status is RunStatus.SUCCEEDED
+        assert host.processes[host.attempt_dir(started_unrecorded.id, 1)] is unrecorded
+        assert len(host.processes) == 2  # the adopted run was not started a second time
+        details = await db.call(db.store.run_details, started_unrecorded.id)
+        reasons = [event["reason"] for event in details["events"]]
+        assert "attempt 1 found started on local after a restart" in reasons
+        assert [m["count"] for m in details["metrics"]] == [3]  # the adopted attempt's points
+    finally:
+        await supervisor.stop()

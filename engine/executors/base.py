@@ -151,6 +151,12 @@ class Executor(abc.ABC):
         """Whether the attempt's folder exists: a daemon started it, recorded or not."""
         return Path(self.attempt_dir(run_id, attempt)).is_dir()
 
+    async def existing_attempts(self, wanted: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Which of these (run id, attempt) have a folder on the host, asked all at once: what
+        a restarted daemon asks of every queued run."""
+        found = await _all(self.attempt_exists(run_id, n) for run_id, n in wanted)
+        return {pair for pair, exists in zip(wanted, found, strict=True) if exists}
+
     async def fetch_artifacts(self, run_id: int) -> Path | None:
         """Bring a finished run's artifacts to this machine (where they are not already)."""
         return None

@@ -15,9 +15,14 @@ CHECKPOINTS = "checkpoints"
 KEPT_ACROSS_ATTEMPTS = (CHECKPOINTS, ARTIFACTS)
 
 
+def runs_dir(root: str | PurePath) -> str:
+    """The folder of every run's folder under a host's work directory `root`."""
+    return f"{root}/runs"
+
+
 def run_dir(root: str | PurePath, run_id: int) -> str:
     """A run's folder under a host's work directory `root`."""
-    return f"{root}/runs/{run_id}"
+    return f"{runs_dir(root)}/{run_id}"
 
 
 def attempt_dir(root: str | PurePath, run_id: int, attempt: int) -> str:

@@ -16,7 +16,7 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -466,6 +466,18 @@ class SshExecutor(Executor):
             return await sftp.isdir(self.attempt_dir(run_id, attempt))
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc) from exc
+
+    async def existing_attempts(self, wanted: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        """One listing of the host's run folders first: only runs that have one are asked
+        about their attempt (a queue of 10,000 never started costs one request, not 10,000)."""
+        _, sftp = await self.link.connection()
+        try:
+            names = set(await sftp.listdir(layout.runs_dir(self.root)))
+        except asyncssh.SFTPNoSuchFile:
+            return set()
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
+        return await super().existing_attempts([w for w in wanted if str(w[0]) in names])
 
     async def fetch_artifacts(self, run_id: int) -> Path | None:
         """Copy a run's artifacts folder back to this machine; where it now is, or None."""

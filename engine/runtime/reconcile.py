@@ -29,13 +29,17 @@ class Reconciler:
     async def reconcile(self) -> None:
         live, store = self.live, self.live.store
         replayed = await self.sweeps.resume()
-        for run, env, pid_start, cancel, prune in await live.db.call(store.unfinished):
+        unfinished = await live.db.call(store.unfinished)
+        started = await self._started_attempts(
+            [run for run, *_ in unfinished if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)]
+        )
+        for run, env, pid_start, cancel, prune in unfinished:
             # The store keeps secrets masked: a queued run takes them from this daemon's
             # environment (that of whoever started it).
             queued = run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)
             live.add(run, repro.unmask_env(env, os.environ), queued=False)
             if queued:
-                adopted = await self._adopt(run)
+                adopted = self._adopt(run, started.get(run.id))
                 if adopted is None:
                     continue
                 run = adopted
@@ -59,10 +63,10 @@ class Reconciler:
             await self._settle(active)
         await live.flush()
 
-    async def _adopt(self, run: Run) -> Run | None:
-        """A queued or assigned run: queued again (None), or, when the last daemon started its
-        next attempt before the store heard of it, that attempt recorded as starting."""
-        started = await self._started_attempt(run)
+    def _adopt(self, run: Run, started: tuple[str, int] | None) -> Run | None:
+        """A queued or assigned run: queued again (None), or, when the last daemon `started`
+        its next attempt (on that host) before the store heard of it, that attempt recorded
+        as starting."""
         if started is None:
             if run.status is RunStatus.ASSIGNED:
                 why = "daemon restarted before the run started"
@@ -115,15 +119,20 @@ class Reconciler:
             await self.follower.terminate(active)
         self.follower.spawn(active)
 
-    async def _started_attempt(self, run: Run) -> tuple[str, int] | None:
-        """The host on which the next attempt of a queued run already has its folder: the last
-        daemon started it and stopped before the store heard of it."""
-        number = run.attempt + 1
+    async def _started_attempts(self, queued: list[Run]) -> dict[int, tuple[str, int]]:
+        """The queued runs whose next attempt already has its folder on a host, with that host
+        and attempt: the last daemon started them and stopped before the store heard of it.
+        Each host is asked once for all of them."""
+        wanted = [(run.id, run.attempt + 1) for run in queued]
+        found: dict[int, tuple[str, int]] = {}
         for name, executor in self.hosts.executors.items():
+            if not wanted:
+                break
             try:
                 await executor.first_try()
-                if await executor.attempt_exists(run.id, number):
-                    return name, number
+                existing = await executor.existing_attempts(wanted)
             except HostUnreachable:
                 continue  # a host that is away cannot tell; its folder is found on its return
-        return None
+            for run_id, number in existing:
+                found.setdefault(run_id, (name, number))
+        return found
