@@ -346,3 +346,38 @@ async def test_a_queued_run_the_last_daemon_had_started_is_adopted_not_started_a
         assert [m["count"] for m in details["metrics"]] == [3]  # the adopted attempt's points
     finally:
         await supervisor.stop()
+
+
+async def test_points_are_stored_even_when_the_pruner_cannot_reach_the_host(
+    config: Config, db: StoreThread
+) -> None:
+    """The sweep's pruner judges each round's points, and may try to stop a run on a host that
+    just went away: those points are stored all the same, and read no second time."""
+    from engine.executors import HostUnreachable
+    from engine.runtime.ingest import Ingest
+    from engine.runtime.live import Active
+
+    host = ScriptedHost(config, lambda _run, _attempt: (POINT * 5, None), held=True)
+    [run] = await db.call(
+        db.store.add_runs, [(JobSpec(argv=("train",), cwd="/", env={}), "r", 1, {})]
+    )
+    attempt = await host.start(Launch(run.id, 1, ("train",), "/", {}, host.attempt_dir(run.id, 1)))
+    judged: list[int] = []
+
+    async def unreachable(active: Active, points: object) -> None:
+        judged.append(active.run.id)
+        raise HostUnreachable("the link dropped while stopping it")
+
+    failed: list[BaseException] = []
+    ingest = Ingest(db, EventBus(), unreachable, lambda _active, exc: failed.append(exc))
+    active = Active.of(run, host, attempt, 1)
+    ingest.follow(active)
+    try:
+        await wait_until(lambda: judged, what="the points to be judged")
+        await ingest.finish(active)
+        count = "SELECT count(*), count(DISTINCT line) FROM metrics WHERE run_id = ?"
+        stored = await db.call(lambda: db.store.con.execute(count, [run.id]).fetchone())
+        assert stored == (5, 5) and not failed
+        assert (await db.call(db.store.log_position, run.id, 1)).byte_offset == len(POINT * 5)
+    finally:
+        await ingest.close()

@@ -281,12 +281,18 @@ class _HostReader:
                 continue
             read.advance()
             reads.append(read)
+        if not reads:
+            return
+        await self.stored()
+        self._storing = asyncio.create_task(self._store(reads))  # before judging: it may fail
         for read in reads:
             if len(read.points):
-                await self.ingest.judge(read.active, read.points)
-        await self.stored()
-        if reads:
-            self._storing = asyncio.create_task(self._store(reads))
+                try:
+                    await self.ingest.judge(read.active, read.points)
+                except HostUnreachable:
+                    pass  # a stop that could not be sent is sent again when the host is back
+                except Exception as exc:
+                    self.ingest.on_error(read.active, exc)
 
     async def _store(self, reads: list[_Read]) -> None:
         try:
