@@ -340,3 +340,17 @@ def test_jobs_pinned_to_a_host_that_cannot_take_them_cost_a_plan_next_to_nothing
     assert placed(quick) == {10_000: ("a", ())} and quick.waiting == {}
     whole = plan(snapshot)
     assert whole.waiting[0] == "waits: parked: disabled (requested host)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(hosts_st, jobs_st, st.integers(min_value=0, max_value=30))
+def test_a_plan_of_the_first_jobs_gives_them_what_the_whole_plan_gives(
+    hosts: list[HostCapacity], jobs: list[QueuedJob], first: int
+) -> None:
+    """`engine queue` explains a page of the queue by planning only that page."""
+    ordered = tuple(sorted(jobs, key=lambda j: (-j.priority, j.run_id)))
+    snapshot = Snapshot(now=100.0, hosts=tuple(hosts), queue=ordered, ordered=True)
+    whole, page = plan(snapshot), plan(snapshot, first=first)
+    shown = {j.run_id for j in ordered[:first]}
+    assert page.assignments == [a for a in whole.assignments if a.run_id in shown]
+    assert page.waiting == {i: why for i, why in whole.waiting.items() if i in shown}

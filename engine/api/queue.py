@@ -29,7 +29,7 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
             return error(400, f"bad query: {exc}")
         if limit is not None and limit < 0:
             return error(400, "limit must be 0 or more")
-        why = sup.explain()
+        why = sup.explain(limit)  # the page shown: the runs after it need no planning
         ids = list(itertools.islice(sup.queue, limit))
         entries = [QueueEntry(run=sup.runs[i], reason=why.get(i, "")) for i in ids]
         return reply(QueueView(entries=entries, total=len(sup.queue)))

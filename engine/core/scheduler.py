@@ -134,11 +134,13 @@ class _Host:
             self.gpus[i] = [total, avail - size, reserved + size]
 
 
-def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
+def plan(snapshot: Snapshot, until_full: bool = False, first: int | None = None) -> Plan:
     """Assign queued jobs, highest priority first and oldest first within a priority, to hosts
     where they fit, following the routes; say for every other job why it waits. With
     `until_full`, stop once no host has a free slot: what follows waits for one, unexplained
-    (dispatch needs only what starts; explaining the queue plans it whole)."""
+    (dispatch needs only what starts). With `first`, plan only the first that many jobs: what
+    a job gets depends only on the jobs before it, so they get what the whole plan gives them
+    (a page of the queue explained without planning all of it)."""
     hosts = {h.name: _Host(h) for h in snapshot.hosts}
     states = {h.name: h.state for h in snapshot.hosts}
     everywhere = tuple(states)
@@ -152,6 +154,8 @@ def plan(snapshot: Snapshot, until_full: bool = False) -> Plan:
     if not snapshot.ordered:
         queue = tuple(sorted(queue, key=lambda j: (-j.priority, j.run_id)))
     open_hosts = _open(hosts)  # (kept current as jobs are placed)
+    if first is not None:
+        queue = queue[:first]
     for job in queue:
         if until_full:
             if not open_hosts:

@@ -55,9 +55,10 @@ class Dispatcher:
             except Exception as exc:  # a bug or surprise with this run: the others go on
                 live.fail_unexpectedly(assignment.run_id, "starting it", exc)
 
-    def explain(self) -> dict[int, str]:
-        """For every queued run: where it would start now and why, or why it waits."""
-        result = plan(self.snapshot())
+    def explain(self, first: int | None = None) -> dict[int, str]:
+        """For every queued run (or the `first` that many): where it would start now and why,
+        or why it waits."""
+        result = plan(self.snapshot(), first=first)
         out = dict(result.waiting)
         for a in result.assignments:
             out[a.run_id] = f"would start: {a.reason}"

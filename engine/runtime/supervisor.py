@@ -148,8 +148,8 @@ class Supervisor:
     def snapshot(self) -> Snapshot:
         return self.dispatcher.snapshot()
 
-    def explain(self) -> dict[int, str]:
-        return self.dispatcher.explain()
+    def explain(self, first: int | None = None) -> dict[int, str]:
+        return self.dispatcher.explain(first)
 
     def set_host_state(self, host: str, enabled: bool, reason: str) -> None:
         self.hosts.set_enabled(host, enabled, reason)
