@@ -47,9 +47,8 @@ class Active:
     prune_reason: str | None = None  # set when the sweep's pruner stops it
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
-    killer: asyncio.TimerHandle | None = field(
-        default=None, repr=False
-    )  # SIGKILL, if it outlasts its grace
+    # The SIGKILL due if the attempt outlasts its grace after a SIGTERM.
+    killer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, run: Run, executor: Executor, attempt: Attempt, number: int, **kw: Any) -> Active:

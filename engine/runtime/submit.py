@@ -66,7 +66,7 @@ class Submitter:
                 self._check(job)
                 checked.add(shape)
             seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
-            named.append((job, job.name or default_name(tuple(job.argv)), seed))
+            named.append((job, job.name or default_name(job.argv), seed))
         first = jobs[0]
         if shared is None:
             shared = await repro.submission_manifest(
@@ -192,10 +192,13 @@ def _sharing_envs(jobs: Sequence[JobSpec]) -> list[JobSpec]:
     """The jobs with one environment object for each distinct environment: the jobs of a
     sweep carry the same one, and 10,000 queued runs need not hold 10,000 copies of it."""
     envs: dict[frozenset[tuple[str, str]], dict[str, str]] = {}
+    seen: dict[int, dict[str, str]] = {}  # by id: most jobs already carry the one object
     shared = []
     for job in jobs:
         if job.env:
-            env = envs.setdefault(frozenset(job.env.items()), job.env)
+            env = seen.get(id(job.env))
+            if env is None:
+                env = seen[id(job.env)] = envs.setdefault(frozenset(job.env.items()), job.env)
             if env is not job.env:
                 job = msgspec.structs.replace(job, env=env)
         shared.append(job)

@@ -50,7 +50,7 @@ class Supervisor:
         self.live = live = LiveView(db, bus)
         self.hosts = Hosts(config, db, bus, live.wake, latest_sample, on_sample, executors)
         self.submitter = Submitter(config, live, self.hosts)
-        ingest = Ingest(
+        self.ingest = ingest = Ingest(
             db,
             bus,
             judge=lambda active, points: self.sweeps.judge(active, points),
@@ -101,7 +101,7 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.follower.ingest.close()
+        await self.ingest.close()
         await self.live.flush()
         await self.hosts.close()
 

@@ -16,12 +16,10 @@ import pyarrow as pa
 from engine.model import Run
 from engine.store.schema import MIGRATIONS, SCHEMA_VERSION
 
-_LARGE_INSERT = (
-    4 * 2**20
-)  # bytes of an Arrow table inserted at once, above which its memory is released
+# Bytes of an Arrow table inserted at once above which Arrow's memory pool is released.
+_LARGE_INSERT = 4 * 2**20
 
-
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class StoreError(Exception):
@@ -73,7 +71,7 @@ class StoreBase:
             "call it through StoreThread.call"
         )
 
-    def aside(self, read: Callable[[], T]) -> Future[T]:
+    def aside(self, read: Callable[[], _T]) -> Future[_T]:
         """Run a read-only call on the second connection's thread, where it neither waits for
         nor holds up this thread's writes; it sees what they have committed."""
         return self._aside_thread.submit(read)
@@ -122,12 +120,15 @@ class StoreBase:
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0] if rows else None
 
-    def _insert_arrow(self, target: str, table: pa.Table, select: str = "*") -> None:
+    def _insert_arrow(
+        self, target: str, table: pa.Table, select: str = "*", replace: bool = False
+    ) -> None:
         """One bulk insert of an Arrow table into `target` (a table, optionally with columns),
-        of `select` over its columns."""
+        of `select` over its columns; with `replace`, rows replace those with the same key."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         self.con.register("_incoming", table)
         try:
-            self.con.execute(f"INSERT INTO {target} SELECT {select} FROM _incoming")
+            self.con.execute(f"{verb} INTO {target} SELECT {select} FROM _incoming")
         finally:
             self.con.unregister("_incoming")
         if table.nbytes > _LARGE_INSERT:  # Arrow's allocator keeps what it freed otherwise

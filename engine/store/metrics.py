@@ -71,11 +71,7 @@ class MetricRecords(StoreBase):
                 ],
                 names=["run_id", "attempt", "byte_offset", "lines", "bad_markers"],
             )
-            self.con.register("_offsets", offsets)
-            try:
-                self.con.execute("INSERT OR REPLACE INTO log_offsets SELECT * FROM _offsets")
-            finally:
-                self.con.unregister("_offsets")
+            self._insert_arrow("log_offsets", offsets, replace=True)
 
     def _summarise(self, points: pa.Table) -> None:
         """Fold a table of points into each run's per-key summary (count, last, min, max)."""
