@@ -126,7 +126,9 @@ async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
     tmp_path: Path,
 ) -> None:
     """On this machine the reader is woken by inotify: a quiet attempt costs nothing, and a
-    chatty one wakes it once until it is read (the watch is armed again before reading)."""
+    chatty one wakes it once until it is read (the watch is armed again before reading). Any
+    file of the folder spends its watch, so any names it: a `pid` the wrapper writes after the
+    folder is watched must not leave its output unwatched."""
     from engine.executors.watch import OutputWatch
 
     woken = asyncio.Event()
@@ -136,7 +138,6 @@ async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
         folder.mkdir()
         assert watch.add(str(folder))
     try:
-        (quiet / "exit_code").write_text("0")  # not output.log: no wake-up
         with open(chatty / "output.log", "ab", buffering=0) as out:
             for _ in range(50):
                 out.write(b"a line\n")
@@ -145,6 +146,11 @@ async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
             assert watch.take() == {str(chatty)}
             out.write(b"unseen until armed again\n")
             assert watch.take() == set()  # inotify queues an event within the write itself
+            assert watch.add(str(chatty))
+            (chatty / "pid").write_text("4242")
+            await asyncio.wait_for(woken.wait(), 10)
+            woken.clear()
+            assert watch.take() == {str(chatty)}  # spent on `pid`: to be read and armed again
             assert watch.add(str(chatty))
             out.write(b"seen\n")
             await asyncio.wait_for(woken.wait(), 10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,3 +381,46 @@ async def test_points_are_stored_even_when_the_pruner_cannot_reach_the_host(
         assert (await db.call(db.store.log_position, run.id, 1)).byte_offset == len(POINT * 5)
     finally:
         await ingest.close()
+
+
+async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
+    config: Config, db: StoreThread
+) -> None:
+    """The wrapper writes `pid` into the attempt's folder once it runs, which may be after
+    the folder is watched and read once: that event spends the folder's one-shot watch, and
+    what the run prints after it must still be read while it runs, not only when it ends."""
+    from engine.executors import executor_for
+    from engine.runtime.ingest import Ingest
+    from engine.runtime.live import Active
+
+    executor = executor_for(config, "local", lambda: None, lambda _: None)
+    [run] = await db.call(
+        db.store.add_runs, [(JobSpec(argv=("train",), cwd="/", env={}), "r", 1, {})]
+    )
+    folder = Path(executor.attempt_dir(run.id, 1))
+    folder.mkdir(parents=True)
+    ingest = Ingest(db, EventBus(), _no_judge, lambda _active, exc: pytest.fail(str(exc)))
+    ingest.follow(Active.of(run, executor, Attempt(str(folder), 0, None), 1))
+    count = "SELECT count(*) FROM metrics WHERE run_id = ?"
+
+    async def stored() -> int:
+        return (await db.call(lambda: db.store.con.execute(count, [run.id]).fetchone()))[0]
+
+    try:
+        with open(folder / "output.log", "ab", buffering=0) as out:
+            out.write(POINT)
+            await wait_until(lambda: _equals(stored(), 1), what="the first point")
+            (folder / "pid").write_text("4242")
+            out.write(POINT)
+            await wait_until(lambda: _equals(stored(), 2), what="the point after the pid")
+    finally:
+        await ingest.close()
+        await executor.close()
+
+
+async def _no_judge(_active: object, _points: object) -> None:
+    return None
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from engine.executors import layout
-
 
 class OutputWatch:
     """Watches attempt folders for their output.log changing; `on_change` is called (from the
     event loop) once events are waiting, and `take` names the folders they were in. A folder's
-    watch is spent by its first event: `add` it again before reading what changed."""
+    watch is spent by its first event, whichever file it was for (the wrapper's `pid`, a
+    snapshot's `work/`): `take` names the folder all the same, so that it is read and its
+    watch is added again before that read."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
         from inotify_simple import INotify, flags
@@ -51,15 +51,15 @@ class OutputWatch:
                 self._inotify.rm_watch(wd)
 
     def take(self) -> set[str] | None:
-        """The folders whose output.log changed since the last call (None: too many events were
-        lost to tell, so any may have), and wait for the next."""
+        """The folders that changed since the last call, and so may have printed (None: too
+        many events were lost to tell, so any may have), and wait for the next."""
         changed: set[str] = set()
         lost = False
         with contextlib.suppress(BlockingIOError):
             for event in self._inotify.read(timeout=0):
                 if event.mask & self._overflow:
                     lost = True
-                elif event.name == layout.OUTPUT and event.wd in self._folders:
+                elif event.wd in self._folders:
                     changed.add(self._folders[event.wd])
         self._arm()
         return None if lost else changed
