@@ -164,7 +164,8 @@ async def test_a_watch_names_the_folders_whose_output_changed_once_per_arming(
 async def test_an_attempt_is_found_again_from_its_folder(
     host: tuple[Executor, SshLab | None],
 ) -> None:
-    """What a daemon after a restart has: the attempt's folder, no pid, no start time."""
+    """What a daemon after a restart has: the attempt's folder, no pid, no start time; an
+    attempt is running until its exit_code holds something."""
     executor, _ = host
     started = await executor.start(_launch(executor, 2, 200, 0.05))
     assert await executor.attempt_exists(2, 1) and not await executor.attempt_exists(2, 2)
@@ -173,6 +174,10 @@ async def test_an_attempt_is_found_again_from_its_folder(
         lambda: _with_pid(executor, folder_only), what="the wrapper to record its pid"
     )
     assert isinstance(found, Attempt) and found.pid == started.pid
+    assert await executor.probe(found) is ProcessState.RUNNING
+    # The wrapper writes exit_code in one write, without a rename: until it is written, the
+    # file may be there and empty, and that is no end.
+    (Path(found.attempt_dir) / "exit_code").touch()
     assert await executor.probe(found) is ProcessState.RUNNING
     assert await executor.signal(found, signal.SIGKILL)
     await wait_until(lambda: _gone(executor, found), what="the killed attempt gone")

@@ -56,7 +56,7 @@ class LocalExecutor(Executor):
         return Attempt(attempt_dir=str(folder), pid=proc.pid, start_time=_start_time(proc.pid))
 
     async def probe(self, attempt: Attempt) -> ProcessState:
-        if _exit_code_file(attempt).exists():
+        if _exit_code_written(attempt):
             return ProcessState.EXITED
         if not attempt.pid:
             return ProcessState.GONE
@@ -168,12 +168,20 @@ async def _wait_foreign(attempt: Attempt) -> None:
         return
     if fd is not None:
         os.close(fd)
-    while _alive(attempt) and not _exit_code_file(attempt).exists():
+    while _alive(attempt) and not _exit_code_written(attempt):
         await asyncio.sleep(POLL_S)
 
 
 def _exit_code_file(attempt: Attempt) -> Path:
     return Path(attempt.attempt_dir) / layout.EXIT_CODE
+
+
+def _exit_code_written(attempt: Attempt) -> bool:
+    """Whether the wrapper has written the exit code (in one write: whole once not empty)."""
+    try:
+        return _exit_code_file(attempt).stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _read_exit_code(attempt: Attempt) -> int | None:

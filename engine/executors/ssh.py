@@ -398,7 +398,7 @@ class SshExecutor(Executor):
     async def probe(self, attempt: Attempt) -> ProcessState:
         folder = shlex.quote(attempt.attempt_dir)
         result = await self._exec(
-            f"{_pid(attempt)}; if [ -f {folder}/{layout.EXIT_CODE} ]; then echo exited;"
+            f"{_pid(attempt)}; if [ -s {folder}/{layout.EXIT_CODE} ]; then echo exited;"
             ' elif [ -n "$p" ] && kill -0 -- "$p" 2>/dev/null; then echo running; else echo gone; fi'
         )
         return ProcessState(_text(result.stdout).strip() or "gone")
@@ -409,7 +409,7 @@ class SshExecutor(Executor):
         # It prints the exit code, then when the file was written.
         code = f"{folder}/{layout.EXIT_CODE}"
         result = await self._exec(
-            f'{_pid(attempt)}; while [ ! -f {code} ] && [ -n "$p" ]'
+            f'{_pid(attempt)}; while [ ! -s {code} ] && [ -n "$p" ]'
             f' && kill -0 -- "$p" 2>/dev/null; do sleep 0.2; done; cat {code} 2>/dev/null;'
             f" echo; stat -c %.3Y {code} 2>/dev/null || stat -c %Y {code} 2>/dev/null",
             timeout=None,

@@ -1,5 +1,6 @@
 # Runyard run wrapper (POSIX sh): runs one command in its own session and leaves its story in
-# ATTEMPT_DIR: `pid` first, all output in `output.log`, and `exit_code` last (temp file + rename).
+# ATTEMPT_DIR: `pid` first, all output in `output.log`, and `exit_code` last, in one write (so
+# an `exit_code` that is not empty is whole; a rename would cost an exec, a tenth of a short run).
 # usage: sh wrapper.sh ATTEMPT_DIR [--copy SNAPSHOT WORK] [--link SOURCE PLACE]... --cd DIR \
 #            -- COMMAND [ARG...]
 # --copy makes the attempt's own work directory from a read-only code snapshot (a copy, so that
@@ -63,4 +64,4 @@ elif cd "$cwd" 2>> "$log"; then
 else
     fail "cannot enter working directory $cwd"
 fi
-echo "$code" > "$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"
+echo "$code" > "$dir/exit_code"
