@@ -424,3 +424,41 @@ async def _no_judge(_active: object, _points: object) -> None:
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_a_run_whose_process_exited_frees_its_slot_before_its_end_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """A slot is a process: once a run's process has exited, the next queued run starts while
+    the first's end is still being recorded (its artifacts copied back from a slow host)."""
+    (tmp_path / "hosts.toml").write_text(
+        '[engine]\nstate_dir = "state"\n[hosts.local]\nkind = "local"\nmax_jobs = 1\n'
+    )
+    config = load_config(tmp_path / "hosts.toml")
+    config.state_dir.mkdir()
+    db = StoreThread(config.state_dir / "store.duckdb")
+    copied = asyncio.Event()
+
+    class SlowCopy(ScriptedHost):
+        async def fetch_artifacts(self, run_id: int) -> Path | None:
+            await copied.wait()
+            return None
+
+    host = SlowCopy(config, lambda _run, _attempt: (POINT, 0), held=True)
+    supervisor = await _supervisor(config, db, host)
+    try:
+        first, second = await supervisor.submit(
+            [JobSpec(argv=("train",), cwd=str(config.project_dir), env={})] * 2
+        )
+        await wait_until(lambda: len(host.processes) == 1, what="the first run to start")
+        host.end(first.id)
+        await wait_until(lambda: len(host.processes) == 2, what="the second run to start")
+        assert supervisor.runs[first.id].status is RunStatus.RUNNING  # its end not yet recorded
+        copied.set()
+        host.end(second.id)
+        for run in (first, second):
+            ended = await wait_until(lambda run=run: _ended(supervisor, run.id), what="the end")
+            assert isinstance(ended, Run) and ended.status is RunStatus.SUCCEEDED
+    finally:
+        await supervisor.stop()
+        db.close()

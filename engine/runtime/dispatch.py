@@ -98,6 +98,8 @@ class Dispatcher:
         reserved: dict[str, dict[str, Any]] = {}
         sweeps: dict[str, int] = {}
         for active in self.live.active.values():
+            if active.exited:
+                continue
             run = active.run
             held = reserved.setdefault(run.host or "", _nothing_held())
             held["active"] += 1

@@ -76,6 +76,8 @@ class Follower:
             ended = await active.executor.wait(active.attempt)
         finally:
             self.ingest.unfollow(active)
+        active.exited = True
+        self.live.wake.set()  # its slot is free: the next run need not wait for its record
         await self.ingest.finish(active)
         await self._finish(active, ended)
 

@@ -44,6 +44,9 @@ class Active:
     parser: Parser
     position: LogPosition
     cancel_requested: bool = False
+    # Its process has exited: its slot, CPUs, memory and GPUs are free while the rest of its
+    # output and its end are recorded.
+    exited: bool = False
     prune_reason: str | None = None  # set when the sweep's pruner stops it
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
