@@ -78,10 +78,10 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
     @routes.get(API + "/sweeps/{sweep}/best")
     async def best(request: web.Request) -> web.Response:
         sweep_id = request.match_info["sweep"]
-        found = await db.call(store.sweeps, sweep_id)
-        if not found:
+        exists, metric = await db.read(store.sweep_metric, sweep_id)
+        if not exists:
             return error(404, f"no sweep {sweep_id!r}")
-        metric = found[0].metric or {}
+        metric = metric or {}
         key = request.query.get("by") or metric.get("name")
         if not key:
             return error(400, f"sweep {sweep_id} names no metric; say which with ?by=KEY")
@@ -94,9 +94,13 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         summary = summary or "last"
         if summary not in ("last", "best"):
             return error(400, f"summary must be last or best, got {summary!r}")
-        results = await db.call(store.sweep_results, sweep_id, key, mode, with_runs, summary)
+        # Two scans of the sweep's runs, one on each of the store's connections, at once.
+        found, results = await asyncio.gather(
+            db.call(store.sweeps, sweep_id),
+            db.read(store.sweep_results, sweep_id, key, mode, with_runs, summary),
+        )
         bounds = bounds_of(key, metric.get("bounds") if same else None)
-        counts = found[0].counts
+        counts = found[0].counts if found else {}
         return reply(
             {
                 "sweep": sweep_id,

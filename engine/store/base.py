@@ -48,7 +48,7 @@ class StoreBase:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         self._migrate()
-        self._sweep_metric: dict[str, dict[str, str] | None] = {}
+        self._sweep_metric: dict[str, dict[str, Any] | None] = {}  # by sweep id
         # A second connection and its own thread, for a read that can run while this thread
         # does another: a page's independent scans then overlap on two cores.
         self._aside = self.con.cursor()

@@ -142,18 +142,29 @@ class SweepRecords(StoreBase):
         return [msgspec.convert(e, Sweep) for e in found.values()]
 
     def sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        """The metric (name and mode) of each of these sweeps that has one. A sweep's metric
-        never changes, so each is read once (every window of the runs table asks)."""
+        """The metric (name, mode, summary) of each of these sweeps that has one: what the
+        runs table shows, read once per sweep (every window of the table asks)."""
+        found = self._sweep_metrics(sweep_ids)
+        return {
+            sid: {k: v for k, v in m.items() if isinstance(v, str)}
+            for sid, m in found.items()
+            if m is not None
+        }
+
+    def sweep_metric(self, sweep_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the sweep exists, and its metric as declared (None: it names none)."""
+        found = self._sweep_metrics([sweep_id])
+        return sweep_id in found, found.get(sweep_id)
+
+    def _sweep_metrics(self, sweep_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Each existing sweep's metric; a sweep's metric never changes, so each is read once."""
         wanted = set(sweep_ids)
         unread = list(wanted - self._sweep_metric.keys())
         if unread:
             rows = self.con.execute("SELECT id, metric FROM sweeps WHERE id = ANY(?)", [unread])
             for sid, metric in rows.fetchall():
-                found = json.loads(metric) if metric else None
-                self._sweep_metric[sid] = (  # the table's share: name, mode, summary
-                    {k: v for k, v in found.items() if isinstance(v, str)} if found else None
-                )
-        return {sid: m for sid in wanted if (m := self._sweep_metric.get(sid)) is not None}
+                self._sweep_metric[sid] = json.loads(metric) if metric else None
+        return {sid: self._sweep_metric[sid] for sid in wanted if sid in self._sweep_metric}
 
     def sweep_results(
         self, sweep_id: str, key: str, mode: str, with_runs: bool = False, summary: str = "last"
