@@ -159,6 +159,32 @@ def test_any_batching_of_a_log_yields_the_same_points(lines: list[bytes], cuts: 
     assert batched == whole and bad == whole_bad
 
 
+uniform = st.builds(
+    lambda step, loss: b'@runyard {"step": %d, "loss": %s}' % (step, json.dumps(loss).encode()),
+    st.integers(0, 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+marker_line = st.one_of(
+    uniform, uniform, marker, st.just(b"@runyard {broken"), st.just(b'@runyard {"step": "x"}')
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(marker_line, marker_line, line, st.just(b"")), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_a_block_of_markers_parses_as_its_lines_do(lines: list[bytes], ended: bool) -> None:
+    """Given the block as read, markers are cut from it in one go when every line is one:
+    the same points and the same count of malformed ones as line by line."""
+    block = b"\n".join(lines) + (b"\n" if ended else b"")
+    by_lines, bad = parse(lines, first=7)
+    points = Points()
+    from_block = Parser().parse(lines, 7, points, False, block)
+    rows = sorted(zip(points.lines, points.keys, points.steps, points.values, strict=True))
+    assert (rows, from_block) == (by_lines, bad)
+
+
 def test_xgboost_cv_lines_give_the_mean_and_the_std() -> None:
     lines = [b"[0]\ttrain-auc:0.96+0.004\ttest-auc:0.9412+0.0123", b"[1]\ttest-logloss:1e-05+2e-06"]
     rows, bad = parse(lines, ("xgboost",))

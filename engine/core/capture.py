@@ -202,21 +202,36 @@ class Parser:
         self._structs: dict[tuple[str, ...], msgspec.json.Decoder] = {}
 
     def parse(
-        self, lines: Sequence[bytes], first_line: int, points: Points, carriage_returns: bool = True
+        self,
+        lines: Sequence[bytes],
+        first_line: int,
+        points: Points,
+        carriage_returns: bool = True,
+        block: bytes | None = None,
     ) -> int:
         """Append the points of `lines` (numbered from `first_line`); returns the count of
         malformed marker lines, which stay in the log and yield nothing. A caller that knows no
-        line holds a carriage return says so, which spares a scan of every line."""
+        line holds a carriage return says so, which spares a scan of every line; one that has
+        the lines as read (`block`, the lines each ended by a newline but perhaps the last)
+        spares the markers being cut from each line when every line is one."""
         bad = 0
         if self.readers or (carriage_returns and any(b"\r" in raw for raw in lines)):
             numbers, payloads, bad = self._scan(lines, first_line, points)
+        elif block is not None and _markers_only(block, len(lines)):
+            numbers = list(range(first_line, first_line + len(lines)))
+            end = len(block) - 1 if block.endswith(b"\n") else len(block)
+            first = block[len(MARKER) : block.find(b"\n") if len(lines) > 1 else end]
+            joined = block[len(MARKER) : end].replace(b"\n" + MARKER, b",")
+            if self._decode_uniform(numbers, first, joined, points):
+                return 0
+            payloads = [raw[len(MARKER) :] for raw in lines]
         else:
             found = [i for i, raw in enumerate(lines) if raw.startswith(MARKER)]
             numbers = [first_line + i for i in found]
             payloads = [lines[i][len(MARKER) :] for i in found]
         if not payloads:
             return bad
-        if self._decode_uniform(numbers, payloads, points):
+        if self._decode_uniform(numbers, payloads[0], b",".join(payloads), points):
             return bad
         return bad + _decode_each(numbers, payloads, points)
 
@@ -253,11 +268,14 @@ class Parser:
                 return True
         return not malformed
 
-    def _decode_uniform(self, numbers: list[int], payloads: list[bytes], points: Points) -> bool:
-        """The fast path: when every marker has the first one's keys and numeric values, decode
-        them all at once into a struct and take whole columns. False when they do not."""
+    def _decode_uniform(
+        self, numbers: list[int], first_payload: bytes, joined: bytes, points: Points
+    ) -> bool:
+        """The fast path: when every marker (their payloads `joined` by commas) has the first
+        one's keys and numeric values, decode them all at once into a struct and take whole
+        columns. False when they do not."""
         try:
-            first = _DECODE.decode(payloads[0])
+            first = _DECODE.decode(first_payload)
         except msgspec.DecodeError:
             return False
         if not isinstance(first, dict) or not first:
@@ -282,28 +300,41 @@ class Parser:
             decoder = msgspec.json.Decoder(list[struct])
             self._structs[keys] = decoder
         try:
-            rows = decoder.decode(b"[" + b",".join(payloads) + b"]")
+            rows = decoder.decode(b"[" + joined + b"]")
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
         n = len(rows)
         columns = {k: list(map(attrgetter(f"f{i}"), rows)) for i, k in enumerate(keys)}
         steps = columns.pop("step", None) or [None] * n
         names = list(columns)
-        # Row by row, each line's keys in the order printed: points keep log order.
-        values = [v for row in zip(*columns.values(), strict=True) for v in row]
         width = len(names)
+        # Row by row, each line's keys in the order printed: points keep log order.
+        if width == 1:
+            values = columns[names[0]]
+        else:
+            values = [v for row in zip(*columns.values(), strict=True) for v in row]
         if None in values:
             kept = [i for i, v in enumerate(values) if v is not None]
             points.keys.extend(names[i % width] for i in kept)
             points.steps.extend(steps[i // width] for i in kept)
             points.values.extend(values[i] for i in kept)
             points.lines.extend(numbers[i // width] for i in kept)
+        elif width == 1:  # one value a line, the most common shape: whole columns as they are
+            points.keys.extend(names * n)
+            points.steps.extend(steps)
+            points.values.extend(values)
+            points.lines.extend(numbers)
         else:
             points.keys.extend(names * n)
             points.steps.extend(s for s in steps for _ in range(width))
             points.values.extend(values)
             points.lines.extend(line for line in numbers for _ in range(width))
         return True
+
+
+def _markers_only(block: bytes, lines: int) -> bool:
+    """Whether each of a block's `lines` lines starts with the marker."""
+    return block.startswith(MARKER) and block.count(b"\n" + MARKER) == lines - 1
 
 
 def _decode_each(numbers: list[int], payloads: list[bytes], points: Points) -> int:

@@ -332,7 +332,7 @@ def _parse(active: Active, block: bytes) -> _Read:
     if block.endswith(b"\n"):
         lines.pop()
     points = Points()
-    bad = active.parser.parse(lines, pos.lines, points, b"\r" in block)
+    bad = active.parser.parse(lines, pos.lines, points, b"\r" in block, block)
     batch = MetricBatch(
         run_id=active.run.id,
         attempt=active.number,

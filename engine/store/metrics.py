@@ -23,6 +23,23 @@ _METRICS_SCHEMA = pa.schema(
 )
 
 
+def _points_of(batch: MetricBatch) -> pa.RecordBatch:
+    """One run's points as rows of the metrics table: each column converted in one go."""
+    n = len(batch)
+    return pa.record_batch(
+        [
+            pa.repeat(pa.scalar(batch.run_id, pa.int64()), n),
+            pa.repeat(pa.scalar(batch.attempt, pa.int32()), n),
+            pa.array(batch.keys, pa.string()),
+            pa.array(batch.steps, pa.int64()),
+            pa.array(batch.values, pa.float64()),
+            pa.array(batch.wall_times, pa.float64()),
+            pa.array(batch.lines, pa.int64()),
+        ],
+        schema=_METRICS_SCHEMA,
+    )
+
+
 class MetricRecords(StoreBase):
     """Points, summaries and log positions."""
 
@@ -46,18 +63,7 @@ class MetricRecords(StoreBase):
                 self.con.execute(f"DELETE FROM run_metrics WHERE run_id IN ({marks})", restarted)
             filled = [b for b in batches if len(b)]
             if filled:
-                table = pa.table(
-                    [
-                        pa.array([b.run_id for b in filled for _ in b.values], pa.int64()),
-                        pa.array([b.attempt for b in filled for _ in b.values], pa.int32()),
-                        pa.array([k for b in filled for k in b.keys], pa.string()),
-                        pa.array([s for b in filled for s in b.steps], pa.int64()),
-                        pa.array([v for b in filled for v in b.values], pa.float64()),
-                        pa.array([t for b in filled for t in b.wall_times], pa.float64()),
-                        pa.array([n for b in filled for n in b.lines], pa.int64()),
-                    ],
-                    schema=_METRICS_SCHEMA,
-                )
+                table = pa.Table.from_batches([_points_of(b) for b in filled], _METRICS_SCHEMA)
                 self._insert_arrow("metrics", table)
                 self._summarise(table)
             ends = {(b.run_id, b.attempt): b for b in batches}.values()  # each one's last
