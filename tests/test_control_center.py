@@ -3,6 +3,7 @@ run detail, actions, the launcher, compare, and the command palette."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 
@@ -387,6 +388,36 @@ async def test_the_control_center_outlives_its_daemon_and_catches_up(daemon: Pro
             await again.cancel(run.id)
         finally:
             await again.close()
+
+
+async def test_a_followed_runs_lines_arriving_as_the_app_closes_are_no_crash(
+    daemon: Project,
+) -> None:
+    """A batch of events the app is still handling when its last screen goes (it closes), and
+    one that comes after: the followed run's new lines are dropped quietly, each batch still
+    counts as handled, and nothing is raised."""
+    from engine.protocol import LogLines
+    from tui.engine_link import EngineEvents
+
+    def lines_of_a_followed_run() -> EngineEvents:
+        app.log_follow.start(7)
+        app.log_follow.tail(b"", 0)  # its tail is in: the next event's lines are to be shown
+        return EngineEvents([LogLines(run_id=7, attempt=1, start=0, end=4, lines=["abc"])])
+
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)):
+        await wait_until(lambda: app.client is not None, what="the app linked to the daemon")
+        await app.log_lock.acquire()  # the batch waits on it, its dashboard found
+        during = lines_of_a_followed_run()
+        handling = asyncio.create_task(app.engine_events(during))
+        await wait_until(lambda: app.log_lock._waiters, what="the batch waiting on the log")
+    assert not app.screen_stack
+    app.log_lock.release()
+    await handling
+    after = lines_of_a_followed_run()
+    await app.engine_events(after)
+    for message in (during, after):
+        assert message.handled.is_set() and message.error is None
 
 
 async def test_keys_pressed_while_the_daemon_is_down_are_no_crash(daemon: Project) -> None:

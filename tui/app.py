@@ -209,6 +209,8 @@ class RunyardApp(App[int]):
     async def engine_events(self, message: EngineEvents) -> None:
         try:
             await self.apply(message.batch)
+        except NoMatches:
+            pass  # the app closes under it
         except (DaemonError, EngineError, OSError) as exc:
             message.error = exc
         finally:
@@ -470,7 +472,7 @@ class RunyardApp(App[int]):
                 self.dash.query_one("#log", Log).write_lines(step.lines)
 
     def _detail_for(self, run_id: int) -> RunDetailScreen | None:
-        screen = self.screen
+        screen = self.screen_stack[-1] if self.screen_stack else None  # none: it closes
         if isinstance(screen, RunDetailScreen) and screen.run_id == run_id:
             return screen
         return None
