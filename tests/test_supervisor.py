@@ -462,3 +462,17 @@ async def test_a_run_whose_process_exited_frees_its_slot_before_its_end_is_recor
     finally:
         await supervisor.stop()
         db.close()
+
+
+@pytest.mark.skipif(not Path("/proc/vmstat").exists(), reason="Linux's /proc/vmstat")
+def test_the_oom_kill_count_is_the_kernels_each_time_it_is_read() -> None:
+    """Read through a file kept open (from its start each time): the count /proc/vmstat
+    shows now, on every read, never a copy of the first."""
+    from engine.core.failures import oom_kills
+
+    def shown() -> int:
+        [line] = [x for x in Path("/proc/vmstat").read_text().splitlines() if "oom_kill " in x]
+        return int(line.split()[1])
+
+    for _ in range(3):
+        assert oom_kills() == shown()

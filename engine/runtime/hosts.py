@@ -19,6 +19,10 @@ from engine.runtime.bus import EventBus
 from engine.runtime.live import Refused
 from engine.store import StoreThread
 
+# This machine's size, as the planner sees it each tick unless hosts.toml says otherwise.
+_LOCAL_CPUS = float(psutil.cpu_count() or 1)
+_LOCAL_MEM_GB = psutil.virtual_memory().total / 2**30
+
 Gpus = list[tuple[int, float, float]]  # (index, total MB, free MB)
 
 
@@ -92,8 +96,7 @@ class Hosts:
         spec = self.config.hosts[host]
         sample = self.latest_sample(host)
         if spec.kind == "local":
-            cpus = spec.cpus or float(psutil.cpu_count() or 1)
-            mem_gb = spec.mem_gb or psutil.virtual_memory().total / 2**30
+            cpus, mem_gb = spec.cpus or _LOCAL_CPUS, spec.mem_gb or _LOCAL_MEM_GB
         else:
             cpus = spec.cpus or (float(len(sample.cpu_per_core)) if sample else float("inf"))
             mem_gb = spec.mem_gb or (sample.mem_total_mb / 1024 if sample else float("inf"))
