@@ -24,7 +24,9 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         states = []
         holders: dict[tuple[str | None, int], list[int]] = {}
         for active in sup.active.values():
-            for index in () if active.exited else active.run.gpus:
+            if active.exited:
+                continue  # its GPUs are free while its end is recorded
+            for index in active.run.gpus:
                 holders.setdefault((active.run.host, index), []).append(active.run.id)
         for h in sup.snapshot().hosts:
             spec = ctx.config.hosts[h.name]

@@ -319,16 +319,15 @@ class Parser:
             points.steps.extend(steps[i // width] for i in kept)
             points.values.extend(values[i] for i in kept)
             points.lines.extend(numbers[i // width] for i in kept)
-        elif width == 1:  # one value a line, the most common shape: whole columns as they are
-            points.keys.extend(names * n)
-            points.steps.extend(steps)
-            points.values.extend(values)
-            points.lines.extend(numbers)
         else:
             points.keys.extend(names * n)
-            points.steps.extend(s for s in steps for _ in range(width))
             points.values.extend(values)
-            points.lines.extend(line for line in numbers for _ in range(width))
+            if width == 1:  # one value a line, the most common shape: the columns as they are
+                points.steps.extend(steps)
+                points.lines.extend(numbers)
+            else:
+                points.steps.extend(s for s in steps for _ in range(width))
+                points.lines.extend(line for line in numbers for _ in range(width))
         return True
 
 

@@ -1,7 +1,8 @@
 """A run's folders and files on a host, named in one place (wrapper.sh writes the same names):
 `runs/<run id>/` holds `artifacts/` and `checkpoints/`, kept across attempts, and one
 `attempt-<n>/` per attempt with `pid` (written first), `output.log`, `exit_code` (written
-last, in one write: it has ended once that file is not empty) and, for a run from a code snapshot, its own copy of the code in `work/`."""
+last, in one write: the attempt has ended once that file is not empty) and, for a run from a
+code snapshot, its own copy of the code in `work/`."""
 
 from __future__ import annotations
 

@@ -19,10 +19,6 @@ from engine.runtime.bus import EventBus
 from engine.runtime.live import Refused
 from engine.store import StoreThread
 
-# This machine's size, as the planner sees it each tick unless hosts.toml says otherwise.
-_LOCAL_CPUS = float(psutil.cpu_count() or 1)
-_LOCAL_MEM_GB = psutil.virtual_memory().total / 2**30
-
 Gpus = list[tuple[int, float, float]]  # (index, total MB, free MB)
 
 
@@ -41,6 +37,8 @@ class Hosts:
     ) -> None:
         """`executors` replaces the hosts' own (tests drive the runtime in-process so)."""
         self.config = config
+        # This machine's CPUs and memory (GB), read once: the planner asks every tick.
+        self.here = (float(psutil.cpu_count() or 1), psutil.virtual_memory().total / 2**30)
         self.db = db
         self.bus = bus
         self.wake = wake
@@ -96,7 +94,7 @@ class Hosts:
         spec = self.config.hosts[host]
         sample = self.latest_sample(host)
         if spec.kind == "local":
-            cpus, mem_gb = spec.cpus or _LOCAL_CPUS, spec.mem_gb or _LOCAL_MEM_GB
+            cpus, mem_gb = spec.cpus or self.here[0], spec.mem_gb or self.here[1]
         else:
             cpus = spec.cpus or (float(len(sample.cpu_per_core)) if sample else float("inf"))
             mem_gb = spec.mem_gb or (sample.mem_total_mb / 1024 if sample else float("inf"))
