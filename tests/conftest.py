@@ -266,3 +266,25 @@ def fill_store(state_dir: Path, runs: int, steps: int = 5) -> None:
             )
     finally:
         store.close()
+
+
+def metric_batch(
+    run_id: int,
+    attempt: int,
+    keys: list[str],
+    steps: list[int | None],
+    values: list[float],
+    lines: list[int],
+    position: tuple[int, int, int],
+    wall_time: float = 1.0,
+    first: bool = False,
+) -> Any:
+    """A MetricBatch of the points given as columns, read up to `position` (byte offset, line
+    count, malformed markers)."""
+    import pyarrow as pa
+
+    from engine.core.points import SCHEMA
+    from engine.store import MetricBatch
+
+    points = pa.table([keys, steps, values, lines], SCHEMA)
+    return MetricBatch(run_id, attempt, points, wall_time, *position, first=first)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.capture import CaptureError, Parser, Points
+from engine.core.capture import CaptureError, Parser
+from engine.core.points import SCHEMA, Points
 
 
 def parse(
@@ -180,9 +181,10 @@ def test_a_block_of_markers_parses_as_its_lines_do(lines: list[bytes], ended: bo
     block = b"\n".join(lines) + (b"\n" if ended else b"")
     by_lines, bad = parse(lines, first=7)
     points = Points()
-    from_block = Parser().parse(lines, 7, points, False, block)
+    count, from_block = Parser().parse_block(block, 7, points)
     rows = sorted(zip(points.lines, points.keys, points.steps, points.values, strict=True))
-    assert (rows, from_block) == (by_lines, bad)
+    lines_in_block = len(block.split(b"\n")) - block.endswith(b"\n") if block else 0
+    assert (rows, from_block, count) == (by_lines, bad, lines_in_block)
 
 
 def test_xgboost_cv_lines_give_the_mean_and_the_std() -> None:
@@ -204,3 +206,26 @@ def test_preset_shaped_lines_that_do_not_parse_are_counted_not_dropped() -> None
     rows, bad = parse(lines, ("xgboost", "dict"))
     assert bad == 2
     assert rows == [(2, "eval-auc", 4, 0.91)]
+
+
+def test_a_uniform_block_of_several_keys_becomes_points_in_the_order_printed() -> None:
+    """Whole columns go in row by row: each line's keys as printed, a null value dropped, the
+    newest points last (what a client's chart is sent) and each key's own points in order."""
+    block = b"".join(
+        b'@runyard {"step": %d, "loss": %s, "acc": %d.5, "lr": 0.1}\n'
+        % (i, b"null" if i == 2 else b"%d" % i, i)
+        for i in range(4)
+    )
+    points = Points()
+    assert Parser().parse_block(block, 10, points) == (4, 0)
+    rows = list(zip(points.lines, points.keys, points.steps, points.values, strict=True))
+    assert rows[:4] == [
+        (10, "loss", 0, 0.0),
+        (10, "acc", 0, 0.5),
+        (10, "lr", 0, 0.1),
+        (11, "loss", 1, 1.0),
+    ]
+    assert (12, "loss", 2, None) not in rows and len(rows) == 11
+    assert points.tail(2) == [("acc", 3, 3.5, 13), ("lr", 3, 0.1, 13)]
+    assert points.of_key("loss") == [(0, 0.0), (1, 1.0), (3, 3.0)]
+    assert points.table().schema == SCHEMA

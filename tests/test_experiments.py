@@ -235,7 +235,9 @@ def test_bad_models_are_named_by_index(tmp_path: Path) -> None:
 
 def test_best_keeps_models_apart_when_their_params_coincide(tmp_path: Path) -> None:
     from engine.model import JobSpec, RunStatus
-    from engine.store import MetricBatch, Store, Transition
+    from engine.store import Store, Transition
+
+    from .conftest import metric_batch
 
     store = Store(tmp_path / "s.duckdb")
     sweep = store.add_sweep("e", "e.toml", "grid", 4, None, {"name": "auc", "mode": "max"})
@@ -260,17 +262,8 @@ def test_best_keeps_models_apart_when_their_params_coincide(tmp_path: Path) -> N
             ]
         )
         store.ingest(
-            MetricBatch(
-                run.id,
-                1,
-                ["auc", "auc"],
-                [0, 1],
-                [value - 0.1, value],
-                [0.0, 0.0],
-                [0, 1],
-                10,
-                2,
-                0,
+            metric_batch(
+                run.id, 1, ["auc", "auc"], [0, 1], [value - 0.1, value], [0, 1], (10, 2, 0), 0.0
             )
         )
     results = store.sweep_results(sweep, "auc", "max")

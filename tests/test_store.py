@@ -22,6 +22,8 @@ from engine.store import (
 )
 from engine.store.rows import RUN_COLUMNS, RUN_FIELDS
 
+from .conftest import metric_batch
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -139,14 +141,14 @@ def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> Non
     run_id = queue_one(store)
     start(store, run_id)
     n = 200_000
-    batch = MetricBatch(
-        run_id, 1, ["loss"] * n, list(range(n)), [0.5] * n, [1.0] * n, list(range(n)), 4096, n, 2
+    batch = metric_batch(
+        run_id, 1, ["loss"] * n, list(range(n)), [0.5] * n, list(range(n)), (4096, n, 2)
     )
     store.ingest(batch)
     assert store.metric_count(run_id) == n
     position = store.log_position(run_id, 1)
     assert (position.byte_offset, position.lines, position.bad_markers) == (4096, n, 2)
-    broken = MetricBatch(run_id, 1, ["loss"], [None], [1.0], [1.0], [n], 9999, n + 1, 2)
+    broken = metric_batch(run_id, 1, ["loss"], [None], [1.0], [n], (9999, n + 1, 2))
     store.con.execute("DROP TABLE log_offsets")  # make the offset update fail mid-batch
     store.con.execute("CREATE TABLE log_offsets (run_id BIGINT)")
     with pytest.raises(duckdb.Error):
@@ -157,18 +159,8 @@ def test_ingest_moves_the_offset_with_the_points_atomically(store: Store) -> Non
 def _lose_and_retry(store: Store, run_id: int) -> None:
     """Attempt 1 printed three points, then its host was lost; attempt 2 starts."""
     store.ingest(
-        MetricBatch(
-            run_id,
-            1,
-            ["loss"] * 3,
-            [0, 1, 2],
-            [9.0] * 3,
-            [1.0] * 3,
-            [0, 1, 2],
-            30,
-            3,
-            0,
-            first=True,
+        metric_batch(
+            run_id, 1, ["loss"] * 3, [0, 1, 2], [9.0] * 3, [0, 1, 2], (30, 3, 0), first=True
         )
     )
     lost = {"failure_class": "host_lost", "ended_at": 5.0}
@@ -193,7 +185,7 @@ def test_a_retried_runs_record_is_its_final_attempts(store: Store) -> None:
     start(store, run_id)
     _lose_and_retry(store, run_id)
     assert store.metric_summaries([run_id])[run_id]["loss"]["count"] == 3  # until it prints
-    batch = MetricBatch(run_id, 2, ["loss"] * 2, [0, 1], [0.5, 0.25], [2.0] * 2, [0, 1], 20, 2, 0)
+    batch = metric_batch(run_id, 2, ["loss"] * 2, [0, 1], [0.5, 0.25], [0, 1], (20, 2, 0), 2.0)
     store.ingest(msgspec.structs.replace(batch, first=True))
     summary = store.metric_summaries([run_id])[run_id]["loss"]
     assert (summary["count"], summary["max"], summary["last"]) == (2, 0.5, 0.25)
@@ -213,7 +205,7 @@ def test_a_store_from_before_final_attempt_summaries_gets_them(tmp_path: Path) -
     run_id = queue_one(store)
     start(store, run_id)
     _lose_and_retry(store, run_id)
-    batch = MetricBatch(run_id, 2, ["loss"], [0], [0.5], [2.0], [0], 20, 1, 0)
+    batch = metric_batch(run_id, 2, ["loss"], [0], [0.5], [0], (20, 1, 0), 2.0)
     store.ingest(batch)  # as schema version 9 kept it: both attempts' points in one summary
     store.con.execute("ALTER TABLE attempts DROP COLUMN abandoned")
     store.con.execute("DELETE FROM schema_version WHERE version >= 10")
@@ -239,7 +231,7 @@ def test_metrics_for_a_chart_keep_each_curves_ends_extremes_and_order(store: Sto
     steps = list(range(n)) + list(range(0, n, n // 10))
     lines = [2 * i for i in range(n)] + [2 * i + 1 for i in range(0, n, n // 10)]
     values = loss + [0.1] * 10
-    store.ingest(MetricBatch(run_id, 1, keys, steps, values, [1.0] * len(keys), lines, 1, 1, 0))
+    store.ingest(metric_batch(run_id, 1, keys, steps, values, lines, (1, 1, 0)))
     points = store.metrics(run_id, max_points=400)
     curve = [(p["step"], p["value"]) for p in points if p["key"] == "loss"]
     assert 200 <= len(curve) <= 402
@@ -400,7 +392,7 @@ def test_a_page_shown_again_shows_what_changed_since(tmp_path: Path) -> None:
         )
         other = next(i for i, (r, _) in before.items() if r.status is RunStatus.SUCCEEDED)
         store.ingest(
-            MetricBatch(other, 1, ["late"], [9], [0.5], [1.0], [99], 999, 99, 0)
+            metric_batch(other, 1, ["late"], [9], [0.5], [99], (999, 99, 0))
         )  # points of an ended run, as a re-read after a crash stores them
         assert page()[other][1]["late"]["last"] == 0.5
         columns = {"run_id": [other], "attempt": [1], "key": ["loss"], "step": [10]}
@@ -414,7 +406,8 @@ def test_a_page_shown_again_shows_what_changed_since(tmp_path: Path) -> None:
 
 
 def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Store) -> None:
-    from engine.core.capture import Parser, Points
+    from engine.core.capture import Parser
+    from engine.core.points import Points
 
     run_id = queue_one(store)
     start(store, run_id)
@@ -423,12 +416,7 @@ def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Stor
     ]
     points = Points()
     Parser().parse(lines, 0, points)
-    n = len(points)
-    store.ingest(
-        MetricBatch(
-            run_id, 1, points.keys, points.steps, points.values, [1.0] * n, points.lines, 1, 3, 0
-        )
-    )
+    store.ingest(MetricBatch(run_id, 1, points.table(), 1.0, 1, 3, 0))
     for shown in (store.metrics(run_id), store.metrics(run_id, max_points=100)):
         keys = [(p["line"], p["key"]) for p in shown]
         assert keys == [

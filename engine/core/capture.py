@@ -8,8 +8,12 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    from engine.core.points import Points  # Arrow: imported where points are made, not here
 
 MARKER = b"@runyard "
 _DECODE = msgspec.json.Decoder()
@@ -18,34 +22,6 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf|Na
 
 class CaptureError(ValueError):
     """A capture spec that names no preset and is no usable regex."""
-
-
-class Points:
-    """Metric points in columns, appended to as lines are parsed."""
-
-    __slots__ = ("keys", "lines", "steps", "values")
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.steps: list[int | None] = []
-        self.values: list[float] = []
-        self.lines: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def add(self, line: int, step: int | None, fields: dict[str, object]) -> int:
-        """Add every numeric field of one parsed line; returns how many were added."""
-        added = 0
-        for key, value in fields.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            self.keys.append(key)
-            self.steps.append(step)
-            self.values.append(float(value))
-            self.lines.append(line)
-            added += 1
-        return added
 
 
 # A line reader takes one decoded line and returns (step, fields) or None when it does not match.
@@ -201,30 +177,38 @@ class Parser:
         self.readers = readers_for(specs)
         self._structs: dict[tuple[str, ...], msgspec.json.Decoder] = {}
 
+    def parse_block(self, block: bytes, first_line: int, points: Points) -> tuple[int, int]:
+        """Append the points of a block of whole lines as read (each ended by a newline but
+        perhaps the last), numbered from `first_line`; returns how many lines it holds and how
+        many of them are malformed markers. When every line is a marker, the markers are cut
+        from the block in one go and it is never split into lines."""
+        if not block:
+            return 0, 0
+        count = block.count(b"\n") + (not block.endswith(b"\n"))
+        if not self.readers and _markers_only(block, count) and b"\r" not in block:
+            end = len(block) - 1 if block.endswith(b"\n") else len(block)
+            first = block[len(MARKER) : block.find(b"\n") if count > 1 else end]
+            joined = block[len(MARKER) : end].replace(b"\n" + MARKER, b",")
+            if self._decode_uniform(range(first_line, first_line + count), first, joined, points):
+                return count, 0
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        return count, self.parse(lines, first_line, points, b"\r" in block)
+
     def parse(
         self,
         lines: Sequence[bytes],
         first_line: int,
         points: Points,
         carriage_returns: bool = True,
-        block: bytes | None = None,
     ) -> int:
         """Append the points of `lines` (numbered from `first_line`); returns the count of
         malformed marker lines, which stay in the log and yield nothing. A caller that knows no
-        line holds a carriage return says so, which spares a scan of every line; one that has
-        the lines as read (`block`, the lines each ended by a newline but perhaps the last)
-        spares the markers being cut from each line when every line is one."""
+        line holds a carriage return says so, which spares a scan of every line."""
         bad = 0
         if self.readers or (carriage_returns and any(b"\r" in raw for raw in lines)):
             numbers, payloads, bad = self._scan(lines, first_line, points)
-        elif block is not None and _markers_only(block, len(lines)):
-            numbers = list(range(first_line, first_line + len(lines)))
-            end = len(block) - 1 if block.endswith(b"\n") else len(block)
-            first = block[len(MARKER) : block.find(b"\n") if len(lines) > 1 else end]
-            joined = block[len(MARKER) : end].replace(b"\n" + MARKER, b",")
-            if self._decode_uniform(numbers, first, joined, points):
-                return 0
-            payloads = [raw[len(MARKER) :] for raw in lines]
         else:
             found = [i for i, raw in enumerate(lines) if raw.startswith(MARKER)]
             numbers = [first_line + i for i in found]
@@ -269,7 +253,7 @@ class Parser:
         return not malformed
 
     def _decode_uniform(
-        self, numbers: list[int], first_payload: bytes, joined: bytes, points: Points
+        self, numbers: Sequence[int], first_payload: bytes, joined: bytes, points: Points
     ) -> bool:
         """The fast path: when every marker (their payloads `joined` by commas) has the first
         one's keys and numeric values, decode them all at once into a struct and take whole
@@ -303,31 +287,9 @@ class Parser:
             rows = decoder.decode(b"[" + joined + b"]")
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
-        n = len(rows)
         columns = {k: list(map(attrgetter(f"f{i}"), rows)) for i, k in enumerate(keys)}
-        steps = columns.pop("step", None) or [None] * n
-        names = list(columns)
-        width = len(names)
-        # Row by row, each line's keys in the order printed: points keep log order.
-        if width == 1:
-            values = columns[names[0]]
-        else:
-            values = [v for row in zip(*columns.values(), strict=True) for v in row]
-        if None in values:
-            kept = [i for i, v in enumerate(values) if v is not None]
-            points.keys.extend(names[i % width] for i in kept)
-            points.steps.extend(steps[i // width] for i in kept)
-            points.values.extend(values[i] for i in kept)
-            points.lines.extend(numbers[i // width] for i in kept)
-        else:
-            points.keys.extend(names * n)
-            points.values.extend(values)
-            if width == 1:  # one value a line, the most common shape: the columns as they are
-                points.steps.extend(steps)
-                points.lines.extend(numbers)
-            else:
-                points.steps.extend(s for s in steps for _ in range(width))
-                points.lines.extend(line for line in numbers for _ in range(width))
+        steps = columns.pop("step", None)
+        points.add_columns(list(columns), list(columns.values()), steps, numbers)
         return True
 
 

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from engine.core.capture import Points
+from engine.core.points import Points
 from engine.executors import Executor, HostUnreachable
 from engine.protocol import LogLines, MetricsAdded
 from engine.runtime.bus import EventBus
@@ -41,7 +41,7 @@ class _Read:
 
     active: Active
     batch: MetricBatch
-    lines: list[bytes]
+    block: bytes  # the whole lines read
     points: Points
     start: int
 
@@ -134,25 +134,17 @@ class Ingest:
             self._publish(read)
 
     def _publish(self, read: _Read) -> None:
-        active, points, lines = read.active, read.points, read.lines
+        active, points = read.active, read.points
         if len(points):
-            tail = slice(-EVENT_POINTS, None)
             self.bus.publish(
                 MetricsAdded(
-                    run_id=active.run.id,
-                    count=len(points),
-                    points=list(
-                        zip(
-                            points.keys[tail],
-                            points.steps[tail],
-                            points.values[tail],
-                            points.lines[tail],
-                            strict=True,
-                        )
-                    ),
+                    run_id=active.run.id, count=len(points), points=points.tail(EVENT_POINTS)
                 )
             )
-        if lines and self.bus.wants_log(active.run.id):
+        if read.block and self.bus.wants_log(active.run.id):
+            lines = read.block.split(b"\n")
+            if read.block.endswith(b"\n"):
+                lines.pop()
             shown = _last_lines(lines, EVENT_LOG_BYTES, EVENT_LOG_LINES)
             self.bus.publish_log(
                 LogLines(
@@ -328,25 +320,19 @@ def _parse_each(blocks: list[tuple[Active, bytes]]) -> list[_Read | BaseExceptio
 def _parse(active: Active, block: bytes) -> _Read:
     """A block of whole lines read from the attempt's stored position, as a batch to store."""
     pos = active.position
-    lines = block.split(b"\n")
-    if block.endswith(b"\n"):
-        lines.pop()
     points = Points()
-    bad = active.parser.parse(lines, pos.lines, points, b"\r" in block, block)
+    count, bad = active.parser.parse_block(block, pos.lines, points)
     batch = MetricBatch(
         run_id=active.run.id,
         attempt=active.number,
-        keys=points.keys,
-        steps=points.steps,
-        values=points.values,
-        wall_times=[time.time()] * len(points),
-        lines=points.lines,
+        points=points.table(),
+        wall_time=time.time(),
         byte_offset=pos.byte_offset + len(block),
-        line_count=pos.lines + len(lines),
+        line_count=pos.lines + count,
         bad_markers=pos.bad_markers + bad,
         first=pos.byte_offset == 0,
     )
-    return _Read(active, batch, lines, points, pos.byte_offset)
+    return _Read(active, batch, block, points, pos.byte_offset)
 
 
 def _last_lines(lines: list[bytes], max_bytes: int, max_lines: int) -> list[bytes]:

@@ -24,7 +24,7 @@ from engine.config import (
     experiment_json,
     load_experiment,
 )
-from engine.core.capture import Points
+from engine.core.points import Points
 from engine.executors import HostUnreachable, ProcessState
 from engine.model import DataLink, JobSpec, Run
 from engine.protocol import SweepPlan
@@ -177,11 +177,7 @@ class Sweeps:
         if adaptive is None or active.prune_reason or active.cancel_requested:
             return
         key = adaptive.study.key
-        values = [
-            (step, value)
-            for k, step, value in zip(points.keys, points.steps, points.values, strict=True)
-            if k == key
-        ]
+        values = points.of_key(key)
         if values and (reason := adaptive.study.report(active.run.id, values)):
             # Output read late (after a restart) may be from an attempt that has finished
             # meanwhile: its end stands, whatever its earlier steps would have said.

@@ -23,18 +23,19 @@ _METRICS_SCHEMA = pa.schema(
 )
 
 
-def _points_of(batch: MetricBatch) -> pa.RecordBatch:
-    """One run's points as rows of the metrics table: each column converted in one go."""
-    n = len(batch)
-    return pa.record_batch(
+def _points_of(batch: MetricBatch) -> pa.Table:
+    """One run's points as rows of the metrics table: its columns as they are, and run,
+    attempt and read time repeated in C."""
+    n, points = len(batch), batch.points
+    return pa.table(
         [
             pa.repeat(pa.scalar(batch.run_id, pa.int64()), n),
             pa.repeat(pa.scalar(batch.attempt, pa.int32()), n),
-            pa.array(batch.keys, pa.string()),
-            pa.array(batch.steps, pa.int64()),
-            pa.array(batch.values, pa.float64()),
-            pa.array(batch.wall_times, pa.float64()),
-            pa.array(batch.lines, pa.int64()),
+            points.column("key"),
+            points.column("step"),
+            points.column("value"),
+            pa.repeat(pa.scalar(batch.wall_time, pa.float64()), n),
+            points.column("line"),
         ],
         schema=_METRICS_SCHEMA,
     )
@@ -63,7 +64,7 @@ class MetricRecords(StoreBase):
                 self.con.execute(f"DELETE FROM run_metrics WHERE run_id IN ({marks})", restarted)
             filled = [b for b in batches if len(b)]
             if filled:
-                table = pa.Table.from_batches([_points_of(b) for b in filled], _METRICS_SCHEMA)
+                table = pa.concat_tables([_points_of(b) for b in filled])
                 self._insert_arrow("metrics", table)
                 self._summarise(table)
             ends = {(b.run_id, b.attempt): b for b in batches}.values()  # each one's last

@@ -94,22 +94,20 @@ class Transition(msgspec.Struct, frozen=True):
 
 
 class MetricBatch(msgspec.Struct):
-    """Metric points of one run attempt in columns, with the log position they were read up to."""
+    """Metric points of one run attempt (a table of engine.core.points.SCHEMA: key, step,
+    value, line), read at `wall_time`, with the log position they were read up to."""
 
     run_id: int
     attempt: int
-    keys: list[str]
-    steps: list[int | None]
-    values: list[float]
-    wall_times: list[float]
-    lines: list[int]
+    points: pa.Table
+    wall_time: float
     byte_offset: int
     line_count: int
     bad_markers: int
     first: bool = False  # read from the log's start: the run's summary starts over with it
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.points)
 
 
 class LogPosition(msgspec.Struct, frozen=True):
