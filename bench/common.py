@@ -34,10 +34,11 @@ async def engine_in(root: Path, hosts: str) -> AsyncIterator[Client]:
     filled already; connected to, and stopped afterwards."""
     config = root / "hosts.toml"
     config.write_text(hosts)
-    daemon = subprocess.Popen(
+    daemon = subprocess.Popen(  # in a session of its own, as a client starts it
         [sys.executable, "-m", "engine", "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     sock = socket_path(load_config(config).state_dir)
     try:

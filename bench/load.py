@@ -249,13 +249,14 @@ async def _many_runs(
     while (await client.sql(printing))["rows"][0][0] < runs:
         await asyncio.sleep(0.2)  # measured once every run is printing: the steady state
     sampler = asyncio.create_task(sample_rss())
-    tui = await asyncio.create_subprocess_exec(
+    tui = await asyncio.create_subprocess_exec(  # in its own session, as a terminal's
         sys.executable,
         __file__,
         "tui-probe",
         str(root / "hosts.toml"),
         str(presses),
         stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
     await poll(client, ids, seconds, reads)
     out, _ = await tui.communicate()
