@@ -279,12 +279,12 @@ def metric_batch(
     wall_time: float = 1.0,
     first: bool = False,
 ) -> Any:
-    """A MetricBatch of the points given as columns, read up to `position` (byte offset, line
-    count, malformed markers)."""
-    import pyarrow as pa
-
-    from engine.core.points import SCHEMA
+    """A MetricBatch of the points given as columns (in log order), read up to `position` (byte
+    offset, line count, malformed markers)."""
+    from engine.core.points import Points
     from engine.store import MetricBatch
 
-    points = pa.table([keys, steps, values, lines], SCHEMA)
+    points = Points()
+    for key, step, value, line in zip(keys, steps, values, lines, strict=True):
+        points.add(line, step, {key: value})
     return MetricBatch(run_id, attempt, points, wall_time, *position, first=first)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.core.capture import CaptureError, Parser
-from engine.core.points import SCHEMA, Points
+from engine.core.points import ARROW_LINES, SCHEMA, Points
 
 
 def parse(
@@ -229,3 +229,33 @@ def test_a_uniform_block_of_several_keys_becomes_points_in_the_order_printed() -
     assert points.tail(2) == [("acc", 3, 3.5, 13), ("lr", 3, 0.1, 13)]
     assert points.of_key("loss") == [(0, 0.0), (1, 1.0), (3, 3.0)]
     assert points.table().schema == SCHEMA
+
+
+def test_a_large_uniform_block_gives_what_its_lines_give_one_by_one() -> None:
+    """A block long enough to go to Arrow whole gives the same points, in the same order, as
+    its lines parsed alone (which become Python rows)."""
+    lines = [
+        b'@runyard {"step": %d, "loss": %s, "acc": %d.5}' % (i, b"null" if i % 7 else b"%d" % i, i)
+        for i in range(ARROW_LINES + 3)
+    ]
+    whole = Points()
+    assert Parser().parse_block(b"\n".join(lines) + b"\n", 5, whole) == (len(lines), 0)
+    assert whole.parts and whole.as_rows() is None  # it did go to Arrow
+    one_by_one = Points()
+    for i, line in enumerate(lines):
+        Parser().parse_block(line + b"\n", 5 + i, one_by_one)
+    assert not one_by_one.parts
+    assert whole.table().equals(one_by_one.table())
+    assert whole.tail(3) == one_by_one.tail(3)
+    assert whole.of_key("loss") == one_by_one.of_key("loss")
+
+
+def test_points_of_plain_lines_and_markers_keep_the_order_printed() -> None:
+    """Plain lines are read as they are scanned and markers after: the newest point is still
+    the last printed, so a run's `last` value is the one it printed last."""
+    points = Points()
+    lines = [b"loss: 0.5", b'@runyard {"loss": 0.3}', b"loss: 0.4", b'@runyard {"loss": 0.2}']
+    assert Parser(("colon",)).parse(lines, 0, points) == 0
+    assert points.tail(1) == [("loss", None, 0.2, 3)]
+    assert points.of_key("loss") == [(None, 0.5), (None, 0.3), (None, 0.4), (None, 0.2)]
+    assert points.lines == [0, 1, 2, 3]

@@ -416,7 +416,7 @@ def test_points_of_one_line_come_back_in_the_order_they_were_printed(store: Stor
     ]
     points = Points()
     Parser().parse(lines, 0, points)
-    store.ingest(MetricBatch(run_id, 1, points.table(), 1.0, 1, 3, 0))
+    store.ingest(MetricBatch(run_id, 1, points, 1.0, 1, 3, 0))
     for shown in (store.metrics(run_id), store.metrics(run_id, max_points=100)):
         keys = [(p["line"], p["key"]) for p in shown]
         assert keys == [
@@ -460,3 +460,32 @@ async def test_a_read_aside_answers_while_the_store_thread_is_busy_and_sees_its_
         assert (await db.read(db.store.get_run, run_id)).status is RunStatus.RUNNING
     finally:
         db.close()
+
+
+def test_batches_of_rows_and_of_arrow_columns_go_in_together_in_order(store: Store) -> None:
+    """One transaction of many runs' batches, some Python rows and some whole Arrow columns:
+    every point lands on its own run, in the order printed, and `last` is the newest."""
+    from engine.core.capture import Parser
+    from engine.core.points import ARROW_LINES, Points
+
+    a, b = queue_one(store, "a"), queue_one(store, "b")
+    start(store, a)
+    start(store, b)
+
+    def batch(run_id: int, first: int, n: int, position: int) -> MetricBatch:
+        points = Points()
+        block = b"".join(b'@runyard {"step": %d, "x": %d}\n' % (i, i) for i in range(first, n))
+        Parser().parse_block(block, first, points)
+        return MetricBatch(run_id, 1, points, 1.0, position, n, 0)
+
+    big = batch(b, 0, ARROW_LINES + 1, 100)
+    assert big.points.parts
+    store.ingest(batch(a, 0, 3, 10), big, batch(a, 3, 5, 20))
+    assert [p["value"] for p in store.metrics(a)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [p["line"] for p in store.metrics(b)] == list(range(ARROW_LINES + 1))
+    summaries = store.metric_summaries([a, b])
+    assert summaries[a]["x"]["last"] == 4.0 and summaries[a]["x"]["count"] == 5
+    assert (
+        summaries[b]["x"]["last"] == ARROW_LINES and summaries[b]["x"]["count"] == ARROW_LINES + 1
+    )
+    assert store.log_position(a, 1).byte_offset == 20

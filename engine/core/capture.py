@@ -191,10 +191,7 @@ class Parser:
             joined = block[len(MARKER) : end].replace(b"\n" + MARKER, b",")
             if self._decode_uniform(range(first_line, first_line + count), first, joined, points):
                 return count, 0
-        lines = block.split(b"\n")
-        if block.endswith(b"\n"):
-            lines.pop()
-        return count, self.parse(lines, first_line, points, b"\r" in block)
+        return count, self.parse(lines_of(block), first_line, points, b"\r" in block)
 
     def parse(
         self,
@@ -291,6 +288,14 @@ class Parser:
         steps = columns.pop("step", None)
         points.add_columns(list(columns), list(columns.values()), steps, numbers)
         return True
+
+
+def lines_of(block: bytes) -> list[bytes]:
+    """A block's lines, each ended by a newline but perhaps the last, without their newlines."""
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    return lines
 
 
 def _markers_only(block: bytes, lines: int) -> bool:

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from engine.core.capture import lines_of
 from engine.core.points import Points
 from engine.executors import Executor, HostUnreachable
 from engine.protocol import LogLines, MetricsAdded
@@ -142,9 +143,7 @@ class Ingest:
                 )
             )
         if read.block and self.bus.wants_log(active.run.id):
-            lines = read.block.split(b"\n")
-            if read.block.endswith(b"\n"):
-                lines.pop()
+            lines = lines_of(read.block)
             shown = _last_lines(lines, EVENT_LOG_BYTES, EVENT_LOG_LINES)
             self.bus.publish_log(
                 LogLines(
@@ -325,7 +324,7 @@ def _parse(active: Active, block: bytes) -> _Read:
     batch = MetricBatch(
         run_id=active.run.id,
         attempt=active.number,
-        points=points.table(),
+        points=points,
         wall_time=time.time(),
         byte_offset=pos.byte_offset + len(block),
         line_count=pos.lines + count,

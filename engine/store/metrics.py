@@ -23,10 +23,40 @@ _METRICS_SCHEMA = pa.schema(
 )
 
 
-def _points_of(batch: MetricBatch) -> pa.Table:
-    """One run's points as rows of the metrics table: its columns as they are, and run,
-    attempt and read time repeated in C."""
-    n, points = len(batch), batch.points
+def _metrics_rows(batches: Sequence[MetricBatch]) -> pa.Table:
+    """The batches' points as rows of the metrics table, in order and in one table of one
+    chunk: Python rows of consecutive batches converted together, Arrow columns as they are,
+    and run, attempt and read time repeated. (DuckDB scans a table of many small chunks about
+    ten times slower than the same rows in one.)"""
+    tables: list[pa.Table] = []
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    run_ids, attempts, keys, steps, values, wall_times, lines = columns
+    for batch in batches:
+        rows = batch.points.as_rows()
+        if rows is None:
+            if values:
+                tables.append(pa.table(list(columns), schema=_METRICS_SCHEMA))
+                for column in columns:
+                    column.clear()
+            tables.append(_table_of(batch))
+            continue
+        n = len(rows[2])
+        run_ids += [batch.run_id] * n
+        attempts += [batch.attempt] * n
+        keys += rows[0]
+        steps += rows[1]
+        values += rows[2]
+        wall_times += [batch.wall_time] * n
+        lines += rows[3]
+    if values or not tables:
+        tables.append(pa.table(list(columns), schema=_METRICS_SCHEMA))
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def _table_of(batch: MetricBatch) -> pa.Table:
+    """One batch's points as rows of the metrics table, their Arrow columns as they are."""
+    points = batch.points.table()
+    n = len(points)
     return pa.table(
         [
             pa.repeat(pa.scalar(batch.run_id, pa.int64()), n),
@@ -64,7 +94,7 @@ class MetricRecords(StoreBase):
                 self.con.execute(f"DELETE FROM run_metrics WHERE run_id IN ({marks})", restarted)
             filled = [b for b in batches if len(b)]
             if filled:
-                table = pa.concat_tables([_points_of(b) for b in filled])
+                table = _metrics_rows(filled)
                 self._insert_arrow("metrics", table)
                 self._summarise(table)
             ends = {(b.run_id, b.attempt): b for b in batches}.values()  # each one's last

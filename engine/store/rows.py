@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import msgspec
 import pyarrow as pa
 
+from engine.core.points import Points
 from engine.model import TERMINAL_STATUSES, Run, RunStatus
 
 
@@ -94,12 +95,12 @@ class Transition(msgspec.Struct, frozen=True):
 
 
 class MetricBatch(msgspec.Struct):
-    """Metric points of one run attempt (a table of engine.core.points.SCHEMA: key, step,
-    value, line), read at `wall_time`, with the log position they were read up to."""
+    """Metric points of one run attempt, read at `wall_time`, with the log position they were
+    read up to."""
 
     run_id: int
     attempt: int
-    points: pa.Table
+    points: Points
     wall_time: float
     byte_offset: int
     line_count: int
