@@ -60,6 +60,8 @@ class FailureClass(enum.StrEnum):
     KILLED = "killed"
     HOST_LOST = "host_lost"
     ERROR = "error"
+    PREEMPTED = "preempted"  # a cluster gave its place to other work (or requeued it)
+    TIMEOUT = "timeout"  # a cluster ended it at its time limit
 
 
 class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -88,7 +90,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     attempts: int = 3
     backoff_s: float = 10.0
     factor: float = 2.0
-    on: tuple[str, ...] = ("oom", "host_lost")
+    on: tuple[str, ...] = ("oom", "host_lost", "preempted")
 
     def delay(self, attempt: int) -> float:
         """The wait before attempt number `attempt + 1`, after `attempt` attempts."""
@@ -129,11 +131,12 @@ class DataLink(msgspec.Struct, frozen=True):
 
 
 class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One machine from hosts.toml. `cpus`, `mem_gb` and `gpus` override what is detected."""
+    """One machine from hosts.toml, or a Slurm cluster. `cpus`, `mem_gb` and `gpus` override
+    what is detected."""
 
     name: str
-    kind: Literal["local", "ssh"]
-    max_jobs: int = 2
+    kind: Literal["local", "ssh", "slurm"]
+    max_jobs: int = 2  # slurm: how many of our jobs may be pending or running at once
     tags: tuple[str, ...] = ()
     workdir: str | None = None
     address: str | None = None
@@ -151,6 +154,30 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Data this host already has: a project-relative place → a path on the host, used instead
     # of uploading what a run names under that place.
     data: dict[str, str] = {}
+    # slurm: the login node reached over SSH (an address or ~/.ssh/config alias, with user,
+    # port, identity and known_hosts as for ssh hosts); None when the daemon runs on it.
+    login: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None  # the default time limit, as sbatch takes it ("4:00:00")
+    sbatch_args: tuple[str, ...] = ()
+    limit_signal: str = "USR1"  # sent to the run this long before its time limit
+    limit_signal_s: int = 120
+    poll_s: float = 5.0  # how often squeue and sinfo are asked
+    # A job Slurm no longer knows that left no exit_code is waited for this long (slurmctld
+    # restarting, a shared file system lagging) before its run is lost.
+    forgotten_after_s: float = 120.0
+
+    @property
+    def ssh_address(self) -> str | None:
+        """Where SSH connects for this host: an ssh host's address, a cluster's login node."""
+        return self.login if self.kind == "slurm" else self.address
+
+    @property
+    def remote(self) -> bool:
+        """Whether the daemon reaches this host over SSH."""
+        return self.ssh_address is not None
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -374,8 +401,27 @@ class GpuSample(msgspec.Struct, frozen=True):
     processes: tuple[tuple[int, float], ...] = ()  # (pid, MB used) where NVML tells
 
 
+class ClusterSample(msgspec.Struct, frozen=True):
+    """A Slurm host at one moment: its partition's nodes by state, their GPUs, and our jobs."""
+
+    nodes_idle: int = 0
+    nodes_mixed: int = 0
+    nodes_allocated: int = 0
+    nodes_down: int = 0
+    nodes_other: int = 0
+    gpus_total: int = 0
+    gpus_used: int = 0
+    cpus_total: int = 0
+    cpus_used: int = 0
+    jobs_pending: int = 0  # ours
+    jobs_running: int = 0
+    oldest_pending_reason: str | None = None
+    error: str | None = None  # why squeue or sinfo did not answer
+
+
 class HostSample(msgspec.Struct, frozen=True):
-    """One host's load at one moment: CPU per core, memory, and every GPU."""
+    """One host's load at one moment: CPU per core, memory, and every GPU; for a cluster, its
+    partition (`cluster`) instead."""
 
     host: str
     time: float
@@ -386,13 +432,17 @@ class HostSample(msgspec.Struct, frozen=True):
     load_avg: tuple[float, float, float] | None = None
     gpus: tuple[GpuSample, ...] = ()
     gpu_error: str | None = None
+    cluster: ClusterSample | None = None
 
 
 _S = RunStatus
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     _S.QUEUED: frozenset({_S.ASSIGNED, _S.CANCELLED}),
     _S.ASSIGNED: frozenset({_S.STARTING, _S.QUEUED, _S.CANCELLED, _S.LOST}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST, _S.UNREACHABLE}),
+    # STARTING → QUEUED: an attempt that failed in a cluster's queue is retried.
+    _S.STARTING: frozenset(
+        {_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.LOST, _S.UNREACHABLE, _S.QUEUED}
+    ),
     # RUNNING/UNREACHABLE → QUEUED: the attempt failed and the retry policy queues another.
     _S.RUNNING: frozenset(
         {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.PRUNED, _S.LOST, _S.UNREACHABLE, _S.QUEUED}

@@ -88,7 +88,7 @@ def test_the_repositorys_default_holds_only_the_local_host() -> None:
         ),
         (
             '[hosts.local]\nkind = "banana"\n',
-            r"hosts.toml:2: hosts.local.kind: expected one of 'local', 'ssh', got 'banana'",
+            r"hosts.toml:2: hosts.local.kind: expected one of 'local', 'ssh', 'slurm', got 'banana'",
         ),
         ("hosts = 3\n", r"hosts.toml:1: hosts: expected tables \[hosts.NAME\]"),
         # missing required field

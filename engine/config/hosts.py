@@ -197,7 +197,88 @@ def _check_host(where: Locator, key: str, host: HostSpec) -> HostSpec:
         for field in ("address", "user", "port", "identity", "known_hosts"):
             if getattr(host, field) is not None:
                 raise where.error(f"{key}.{field}", 'only ssh hosts take this key; kind is "local"')
+    if host.kind == "slurm":
+        _check_slurm(where, key, host)
+    else:
+        for field in SLURM_ONLY:
+            if getattr(host, field) != getattr(_SLURM_DEFAULTS, field):
+                raise where.error(
+                    f"{key}.{field}", f'only slurm hosts take this key; kind is "{host.kind}"'
+                )
     return host
+
+
+SLURM_ONLY = (
+    "login",
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "sbatch_args",
+    "limit_signal",
+    "limit_signal_s",
+    "poll_s",
+    "forgotten_after_s",
+)
+_SLURM_DEFAULTS = HostSpec(name="-", kind="slurm")
+# sbatch's time formats: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+_SLURM_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{1,2}){0,2}|\d+(:\d{1,2}){0,2})$")
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "CONT", "QUIT", "ALRM")
+
+
+def _check_slurm(where: Locator, key: str, host: HostSpec) -> None:
+    """A Slurm cluster: reached over SSH to `login` (or this machine), with run folders on the
+    cluster's shared file system, and sbatch's own values well-formed."""
+    if host.address is not None:
+        raise where.error(
+            f"{key}.address", "a slurm host is reached through `login` (its login node)"
+        )
+    if host.login is not None and not host.login.strip():
+        raise where.error(f"{key}.login", "expected the login node's address or ssh alias")
+    if host.login is None:
+        for field in ("user", "port", "identity", "known_hosts"):
+            if getattr(host, field) is not None:
+                raise where.error(
+                    f"{key}.{field}",
+                    "only a slurm host with `login` (reached over SSH) takes this key",
+                )
+    if host.workdir is None:
+        raise where.error(
+            f"{key}.workdir",
+            "a slurm host needs `workdir`, a folder on the cluster's shared file system that its "
+            'nodes see, e.g. workdir = "~/runyard" or "/scratch/me/runyard"',
+        )
+    for field in ("partition", "account", "qos"):
+        value = getattr(host, field)
+        if value is not None and not _SLURM_NAME.match(value):
+            raise where.error(
+                f"{key}.{field}", f"expected a Slurm name (letters, digits, _.+-), got {value!r}"
+            )
+    if host.time is not None and not _SLURM_TIME.match(host.time):
+        raise where.error(
+            f"{key}.time",
+            f'expected a time limit as sbatch takes it ("90", "4:00:00", "2-00:00:00"), got {host.time!r}',
+        )
+    if host.limit_signal.upper().removeprefix("SIG") not in _SIGNALS:
+        raise where.error(
+            f"{key}.limit_signal",
+            f"expected one of {', '.join(_SIGNALS)}, got {host.limit_signal!r}",
+        )
+    if not 0 <= host.limit_signal_s <= 65535:
+        raise where.error(
+            f"{key}.limit_signal_s", f"expected seconds from 0 to 65535, got {host.limit_signal_s}"
+        )
+    for i, arg in enumerate(host.sbatch_args):
+        if not arg.startswith("-") or "\n" in arg:
+            raise where.error(
+                f"{key}.sbatch_args[{i}]",
+                f'expected an sbatch option such as "--constraint=a100", got {arg!r}',
+            )
+    _seconds(where, f"{key}.poll_s", host.poll_s, HOUR)
+    _seconds(where, f"{key}.forgotten_after_s", host.forgotten_after_s, 30 * DAY)
+    if host.gpus is not None:
+        raise where.error(f"{key}.gpus", "Slurm places GPUs on a cluster; ask for them per job")
 
 
 def data_place(text: str) -> str:

@@ -38,6 +38,9 @@ class HostCapacity(msgspec.Struct, frozen=True):
     reserved_cpus: float = 0.0
     reserved_mem_gb: float = 0.0
     gpus: tuple[GpuState, ...] = ()
+    # A cluster places CPUs, memory and GPUs itself, and caps a sweep's job array at its
+    # max_concurrent: the plan only counts its slots (our jobs pending or running there).
+    cluster: bool = False
 
 
 class QueuedJob(msgspec.Struct, frozen=True):
@@ -97,6 +100,8 @@ class _Host:
         name = self.spec.name
         if self.slots <= 0:
             return None, f"{name}: all {self.spec.max_jobs} slots busy"
+        if self.spec.cluster:
+            return (), ""
         if need.cpus > 0 and need.cpus > self.cpus_free + 1e-9:
             return None, f"{name}: needs {need.cpus:g} CPUs, {max(0, self.cpus_free):g} free"
         if need.mem_gb > 0 and need.mem_gb > self.mem_free + 1e-9:
@@ -170,14 +175,19 @@ def plan(snapshot: Snapshot, until_full: bool = False, first: int | None = None)
                 f"retry backoff: may start in {job.not_before - snapshot.now:.0f}s"
             )
             continue
+        candidates, why_route = _candidates(job, snapshot, states, everywhere)
         if (
             job.sweep is not None
             and job.max_concurrent is not None
             and running.get(job.sweep, 0) >= job.max_concurrent
         ):
-            waiting[job.run_id] = f"sweep {job.sweep} runs its max_concurrent={job.max_concurrent}"
-            continue
-        candidates, why_route = _candidates(job, snapshot, states, everywhere)
+            # only a cluster takes more: its job array runs at most max_concurrent at once
+            candidates = tuple(c for c in candidates if hosts[c].spec.cluster)
+            if not candidates:
+                waiting[job.run_id] = (
+                    f"sweep {job.sweep} runs its max_concurrent={job.max_concurrent}"
+                )
+                continue
         shape = (job.resources, job.requires, job.roomy_gpu, candidates)
         if shape in no_room:
             waiting[job.run_id] = no_room[shape]

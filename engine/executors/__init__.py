@@ -38,9 +38,14 @@ def executor_for(
 ) -> Executor:
     """The executor of one host of `config`: this machine's runs under the host's workdir (by
     default the state directory); an SSH host's under its remote workdir, with their
-    artifacts copied back into the state directory. `on_change` hears of the host going up or
+    artifacts copied back into the state directory; a Slurm cluster's under its workdir on
+    the shared file system. `on_change` hears of the host going up or
     down, `on_sample` gets the host's telemetry."""
     host = config.hosts[name]
+    if host.kind == "slurm":
+        from engine.executors.slurm import slurm_executor
+
+        return slurm_executor(host, config.state_dir, on_change, on_sample)
     if host.kind == "local":
         workdir = Path(host.workdir).expanduser() if host.workdir else config.state_dir
         if not workdir.is_absolute():

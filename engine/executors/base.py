@@ -14,7 +14,7 @@ import msgspec
 from engine.executors import layout
 from engine.executors.layout import work_dir
 from engine.executors.watch import OutputWatch
-from engine.model import DataLink, HostSpec
+from engine.model import DataLink, FailureClass, HostSpec, Resources
 
 _T = TypeVar("_T")
 
@@ -36,6 +36,8 @@ class Launch(msgspec.Struct, frozen=True):
     attempt_dir: str
     snapshot: str | None = None
     data: tuple[DataLink, ...] = ()
+    resources: Resources = Resources()  # what a cluster is asked for
+    max_concurrent: int | None = None  # the sweep's cap, for a cluster's job array
 
 
 def wrapper_args(
@@ -43,14 +45,16 @@ def wrapper_args(
     cwd: str,
     snapshot: str | None = None,
     links: Sequence[tuple[str, str]] = (),
+    forward: str | None = None,
 ) -> list[str]:
     """The wrapper's arguments before `--` and the command: copy `snapshot` into the attempt's
-    work directory, link each (source, place) into it, and start in `cwd` (relative to the work
-    directory when there is a snapshot)."""
+    work directory, link each (source, place) into it, start in `cwd` (relative to the work
+    directory when there is a snapshot), and pass the signal `forward` on to the command."""
+    args = [attempt_dir] + (["--forward", forward] if forward else [])
     if snapshot is None:
-        return [attempt_dir, "--cd", cwd, "--"]
+        return [*args, "--cd", cwd, "--"]
     work = work_dir(attempt_dir)
-    args = [attempt_dir, "--copy", snapshot, work]
+    args += ["--copy", snapshot, work]
     for source, place in links:
         args += ["--link", source, place]
     start = f"{work}/{cwd}" if cwd not in ("", ".") else work
@@ -58,11 +62,14 @@ def wrapper_args(
 
 
 class Attempt(msgspec.Struct, frozen=True):
-    """A started attempt: its wrapper's pid (also its process group) and that process's start time."""
+    """A started attempt: its wrapper's pid (also its process group) and that process's start
+    time; on a cluster, its batch job ("123", or "123_4" for an array task), and pid 0 until
+    the job runs."""
 
     attempt_dir: str
     pid: int
     start_time: float | None
+    batch_job: str | None = None
 
 
 class ExitInfo(msgspec.Struct, frozen=True):
@@ -73,6 +80,9 @@ class ExitInfo(msgspec.Struct, frozen=True):
     exit_code: int | None
     wrapper_signal: int | None = None
     ended_at: float | None = None
+    # What the host says ended it, when that was its doing (a cluster's time limit, node
+    # failure, preemption): the failure class, or None for a run lost, and why.
+    cause: tuple[FailureClass | None, str] | None = None
 
 
 class ProcessState(enum.StrEnum):
@@ -84,6 +94,10 @@ class ProcessState(enum.StrEnum):
 class Executor(abc.ABC):
     """Runs attempts on one host. Every run is detached (its own session) so it outlives the
     daemon; the executor only reads the files its wrapper leaves."""
+
+    # Whether an attempt runs as soon as `start` returns; a cluster's waits in its queue
+    # first, until `until_started`.
+    starts_at_once = True
 
     def __init__(self, host: HostSpec, workdir: Path) -> None:
         self.host = host
@@ -106,6 +120,30 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     async def start(self, launch: Launch) -> Attempt: ...
+
+    async def start_many(self, launches: Sequence[Launch]) -> list[Attempt | Exception]:
+        """`start` for each launch (a cluster submits them together); each one's attempt, or
+        the error that kept it from starting."""
+        started: list[Attempt | Exception] = []
+        for launch in launches:
+            try:
+                started.append(await self.start(launch))
+            except Exception as exc:
+                started.append(exc)
+        return started
+
+    async def until_started(self, attempt: Attempt) -> Attempt | None:
+        """Return once the attempt runs (with its pid), or None when it ended without running
+        (cancelled, or failed while queued on a cluster)."""
+        return attempt
+
+    def waiting_reason(self, attempt: Attempt) -> str | None:
+        """Why a started attempt does not run yet (waiting in a cluster's queue), if it waits."""
+        return None
+
+    def describe(self, attempt: Attempt) -> str:
+        """Where the attempt runs, for its reason: its pid (a cluster's job and node)."""
+        return f"pid {attempt.pid}"
 
     @abc.abstractmethod
     async def probe(self, attempt: Attempt) -> ProcessState:

@@ -142,14 +142,14 @@ async def open_connection(spec: HostSpec) -> asyncssh.SSHClientConnection:
             raise FileNotFoundError(errno.ENOENT, f"identity file {identity} does not exist")
         options["client_keys"] = [identity]
         options["agent_path"] = None
-    return await asyncssh.connect(spec.address or spec.name, **options)
+    return await asyncssh.connect(spec.ssh_address or spec.name, **options)
 
 
 async def diagnose(spec: HostSpec) -> list[tuple[str, bool, str]]:
     """Check an SSH host step by step, as (step, ok, what was found): name resolution, TCP,
     SSH (host key and authentication), workdir, Python, setsid, GPU. Stops at the first
     step the others depend on."""
-    address, port = spec.address or spec.name, spec.port or 22
+    address, port = spec.ssh_address or spec.name, spec.port or 22
     steps: list[tuple[str, bool, str]] = []
     loop = asyncio.get_running_loop()
     try:
@@ -305,6 +305,16 @@ class SshExecutor(Executor):
                 await _upload_if_changed(sftp, source, tools / source.name)
             self._ready = conn
         return tools
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Write a file on the host (its folder made if missing), whole or not at all."""
+        _, sftp = await self.link.connection()
+        target = PurePosixPath(path)
+        try:
+            await sftp.makedirs(str(target.parent), exist_ok=True)
+            await _write_atomically(sftp, target, data)
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc) from exc
 
     def _failure(self, exc: BaseException) -> Exception:
         """What a failed remote call means: a file problem on a live link is an OSError (the
@@ -532,6 +542,11 @@ async def _upload_if_changed(
         async with sftp.open(str(target), "rb") as f:
             if hashlib.sha256(await f.read()).digest() == hashlib.sha256(data).digest():
                 return
+    await _write_atomically(sftp, target, data)
+
+
+async def _write_atomically(sftp: asyncssh.SFTPClient, target: PurePosixPath, data: bytes) -> None:
+    """`data` as the file `target`, whole or not at all (written aside, then renamed)."""
     partial = f"{target}.part-{secrets.token_hex(4)}"
     async with sftp.open(partial, "wb") as f:
         await f.write(data)
@@ -543,7 +558,7 @@ def _recorded_keys(spec: HostSpec) -> bool:
     path = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
     try:
         known = asyncssh.read_known_hosts(path)
-        trusted, *_ = known.match(spec.address or spec.name, "", spec.port or 22)
+        trusted, *_ = known.match(spec.ssh_address or spec.name, "", spec.port or 22)
     except (OSError, ValueError, asyncssh.Error):
         return False
     return bool(trusted)
@@ -551,12 +566,12 @@ def _recorded_keys(spec: HostSpec) -> bool:
 
 def describe(exc: BaseException, spec: HostSpec) -> str:
     """One line saying why a host cannot be used, and what to do about it where we know."""
-    where = f"{spec.address or spec.name}" + (f":{spec.port}" if spec.port else "")
+    where = f"{spec.ssh_address or spec.name}" + (f":{spec.port}" if spec.port else "")
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         known = spec.known_hosts or "~/.ssh/known_hosts"
         port = f"-p {spec.port} " if spec.port else ""
         if _recorded_keys(spec):
-            entry = f"[{spec.address}]:{spec.port}" if spec.port else spec.address
+            entry = f"[{spec.ssh_address}]:{spec.port}" if spec.port else spec.ssh_address
             return (
                 f"WARNING: host key of {where} has CHANGED from the one {known} records: the "
                 "host may have been reinstalled, or someone may be intercepting the connection. "
@@ -565,7 +580,7 @@ def describe(exc: BaseException, spec: HostSpec) -> str:
             )
         return (
             f"host key of {where} is not trusted ({exc.reason}); check its fingerprint and accept "
-            f"it with `ssh {port}{spec.address}` once (or add it to {known}); never trusted silently"
+            f"it with `ssh {port}{spec.ssh_address}` once (or add it to {known}); never trusted silently"
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         key = f" with key {spec.identity}" if spec.identity else ""

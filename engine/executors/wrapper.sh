@@ -1,11 +1,12 @@
 # Runyard run wrapper (POSIX sh): runs one command in its own session and leaves its story in
 # ATTEMPT_DIR: `pid` first, all output in `output.log`, and `exit_code` last, in one write (so
 # an `exit_code` that is not empty is whole; a rename would cost an exec, a tenth of a short run).
-# usage: sh wrapper.sh ATTEMPT_DIR [--copy SNAPSHOT WORK] [--link SOURCE PLACE]... --cd DIR \
-#            -- COMMAND [ARG...]
+# usage: sh wrapper.sh ATTEMPT_DIR [--forward SIGNAL] [--copy SNAPSHOT WORK] \
+#            [--link SOURCE PLACE]... --cd DIR -- COMMAND [ARG...]
 # --copy makes the attempt's own work directory from a read-only code snapshot (a copy, so that
 # nothing the run writes reaches the snapshot or another run); --link makes WORK/PLACE a link to
-# data the snapshot does not carry; --cd is where the command starts.
+# data the snapshot does not carry; --cd is where the command starts; --forward passes SIGNAL,
+# sent to this shell alone (Slurm's warning before a time limit), on to the command.
 dir=$1
 shift
 # A TERM, INT or HUP sent to the whole process group is for the command; the wrapper lives on to
@@ -20,6 +21,7 @@ fail() {
 }
 work=
 cwd=
+forward=
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
     case $1 in
     --copy)
@@ -49,6 +51,10 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
         cwd=$2
         shift 2
         ;;
+    --forward)
+        forward=$2
+        shift 2
+        ;;
     *)
         fail "wrapper: unknown option $1"
         shift
@@ -58,10 +64,24 @@ done
 shift
 if [ -n "$code" ]; then
     :
-elif cd "$cwd" 2>> "$log"; then
+elif ! cd "$cwd" 2>> "$log"; then
+    fail "cannot enter working directory $cwd"
+elif [ -n "$forward" ]; then
+    # The command runs in the background so that a trap can pass the signal on while it runs
+    # (POSIX then has it start with SIGINT ignored: batch jobs are not stopped by ^C). A trapped
+    # signal ends `wait` early with a status above 128 while the command lives on: wait again.
+    "$@" >> "$log" 2>&1 < /dev/null &
+    child=$!
+    trap 'kill -s "$forward" "$child" 2>/dev/null' "$forward"
+    while :; do
+        wait "$child"
+        code=$?
+        if [ "$code" -le 128 ] || ! kill -0 "$child" 2>/dev/null; then
+            break
+        fi
+    done
+else
     "$@" >> "$log" 2>&1 < /dev/null
     code=$?
-else
-    fail "cannot enter working directory $cwd"
 fi
 echo "$code" > "$dir/exit_code"

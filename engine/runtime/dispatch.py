@@ -15,7 +15,7 @@ from engine.config import Config
 from engine.core import template
 from engine.core.failures import oom_kills
 from engine.core.scheduler import Assignment, GpuState, HostCapacity, QueuedJob, Snapshot, plan
-from engine.executors import Executor, HostUnreachable, Launch, layout
+from engine.executors import Attempt, Executor, HostUnreachable, Launch, layout
 from engine.model import FailureClass, JobSpec, Run, RunStatus
 from engine.runtime.follow import Follower
 from engine.runtime.hosts import Hosts
@@ -42,18 +42,29 @@ class Dispatcher:
         self.on_start = on_start
 
     async def dispatch(self) -> None:
-        """Start every queued run the planner can place now; note why the others wait."""
+        """Start every queued run the planner can place now; note why the others wait. A
+        cluster gets its share of the plan in one submission."""
         live = self.live
         if not live.queue:
             return
         # Only what starts is wanted here (`explain` says why the rest wait): the plan stops
         # when every host is full, so a tick costs the same with 10 or 10,000 queued.
         result = plan(self.snapshot(), until_full=True)
+        together: dict[str, list[Assignment]] = {}
         for assignment in result.assignments:
+            if not self.hosts.executors[assignment.host].starts_at_once:
+                together.setdefault(assignment.host, []).append(assignment)
+                continue
             try:
-                await self._start(assignment)
+                await self._start([assignment])
             except Exception as exc:  # a bug or surprise with this run: the others go on
                 live.fail_unexpectedly(assignment.run_id, "starting it", exc)
+        for assignments in together.values():
+            try:
+                await self._start(assignments)
+            except Exception as exc:
+                for assignment in assignments:
+                    live.fail_unexpectedly(assignment.run_id, "starting it", exc)
 
     def explain(self, first: int | None = None) -> dict[int, str]:
         """For every queued run (or the `first` that many): where it would start now and why,
@@ -133,6 +144,7 @@ class Dispatcher:
                         )
                         for i, total, free in gpus
                     ),
+                    cluster=spec.kind == "slurm",
                 )
             )
         return Snapshot(
@@ -151,42 +163,60 @@ class Dispatcher:
         gpus = {i: total for i, total, _ in self.hosts.inventory(run.host or "")[2]}
         return gpus.get(index, float("inf"))
 
-    async def _start(self, assignment: Assignment) -> None:
-        host, gpus = assignment.host, assignment.gpus
+    async def _start(self, assignments: list[Assignment]) -> None:
+        """Start attempts on one host (together, where it takes them so)."""
+        host = assignments[0].host
         executor = self.hosts.executors[host]
-        run = self.live.runs[assignment.run_id]
-        number = run.attempt + 1
-        run_dir = executor.run_dir(run.id)
-        run = self.live.transition(
-            [
-                Transition(
-                    run.id, RunStatus.ASSIGNED, assignment.reason, {"host": host, "gpus": gpus}
-                ),
-                Transition(
-                    run.id,
-                    RunStatus.STARTING,
-                    f"starting attempt {number} on {host}",
-                    {"attempt": number, "host": host, "run_dir": run_dir, "gpus": gpus}
-                    | NEW_ATTEMPT,
-                ),
-            ]
-        )[-1]
-        self.live.starting[run.id] = False  # True once cancelled while it starts
+        launches = []
+        for assignment in assignments:
+            run = self.live.runs[assignment.run_id]
+            number = run.attempt + 1
+            run_dir = executor.run_dir(run.id)
+            run = self.live.transition(
+                [
+                    Transition(
+                        run.id,
+                        RunStatus.ASSIGNED,
+                        assignment.reason,
+                        {"host": host, "gpus": assignment.gpus},
+                    ),
+                    Transition(
+                        run.id,
+                        RunStatus.STARTING,
+                        f"starting attempt {number} on {host}",
+                        {
+                            "attempt": number,
+                            "host": host,
+                            "run_dir": run_dir,
+                            "gpus": assignment.gpus,
+                        }
+                        | NEW_ATTEMPT,
+                    ),
+                ]
+            )[-1]
+            self.live.starting[run.id] = False  # True once cancelled while it starts
+            launches.append(self._launch(run, executor, number, run_dir))
         try:
-            await self._launch(run, executor, number, run_dir, host)
+            results = await executor.start_many(launches)
+            for launch, result in zip(launches, results, strict=True):
+                run = self.live.runs[launch.run_id]
+                try:
+                    await self._started(run, executor, launch.attempt, host, result)
+                except Exception as exc:  # this run's alone
+                    self.live.fail_unexpectedly(run.id, "starting it", exc)
         finally:
-            self.live.starting.pop(run.id, None)
+            for launch in launches:
+                self.live.starting.pop(launch.run_id, None)
 
-    async def _launch(
-        self, run: Run, executor: Executor, number: int, run_dir: str, host: str
-    ) -> None:
+    def _launch(self, run: Run, executor: Executor, number: int, run_dir: str) -> Launch:
+        """What the executor needs to start attempt `number` of a run."""
         attempt_dir = executor.attempt_dir(run.id, number)
         snapshot = repro.in_snapshot(run.cwd, self.config.state_dir / "snapshots")
         argv = run.argv
         if run.templated:
             project = layout.work_dir(attempt_dir) if snapshot else str(self.config.project_dir)
             argv = fill_runtime(run, number, run_dir, project)
-        launch = Launch(
+        return Launch(
             run_id=run.id,
             attempt=number,
             argv=argv,
@@ -195,34 +225,48 @@ class Dispatcher:
             attempt_dir=attempt_dir,
             snapshot=snapshot[0] if snapshot else None,
             data=run.data,
+            resources=run.resources,
+            max_concurrent=run.max_concurrent,
         )
-        try:
-            attempt = await executor.start(launch)
-        except HostUnreachable as exc:
+
+    async def _started(
+        self, run: Run, executor: Executor, number: int, host: str, result: Attempt | Exception
+    ) -> None:
+        """Follow an attempt its executor started (as running, unless it waits in a cluster's
+        queue), or record why it did not start."""
+        if isinstance(result, HostUnreachable):
             # It may or may not have started: its files will tell once the host is back.
             unknown = executor.attempt(run.id, number)
             cancelled = self.live.starting.get(run.id, False)
             active = Active.of(run, executor, unknown, number, cancel_requested=cancelled)
-            self.follower.spawn(active, unreachable=str(exc))
+            self.follower.spawn(active, unreachable=str(result))
             return
-        except OSError as exc:
+        if isinstance(result, OSError):
             fields = {"failure_class": FailureClass.ERROR.value, "ended_at": time.time()}
-            why = f"could not start: {exc}"
+            why = f"could not start: {result}"
             self.live.transition([Transition(run.id, RunStatus.FAILED, why, fields)])
             return
+        if isinstance(result, Exception):
+            raise result
+        attempt = result
         cancelled = self.live.starting.get(run.id, False)
         active = Active.of(
             run, executor, attempt, number, oom_kills=oom_kills(), cancel_requested=cancelled
         )
         self.live.active[run.id] = active
         self.on_start(run)
-        started = {
-            "pid": attempt.pid,
-            "pid_start_time": attempt.start_time,
-            "started_at": time.time(),
-        }
-        why = f"started on {host} as pid {attempt.pid}"
-        active.run = self.live.transition([Transition(run.id, RunStatus.RUNNING, why, started)])[0]
+        if executor.starts_at_once:
+            started = {
+                "pid": attempt.pid,
+                "pid_start_time": attempt.start_time,
+                "started_at": time.time(),
+            }
+            why = f"started on {host} as {executor.describe(attempt)}"
+            active.run = self.live.transition(
+                [Transition(run.id, RunStatus.RUNNING, why, started)]
+            )[0]
+        else:
+            active.started = False  # the follower sees it start
         if active.cancel_requested:
             await self.follower.terminate(active)
         self.follower.spawn(active)

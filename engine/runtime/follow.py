@@ -71,6 +71,8 @@ class Follower:
             self.live.transition([Transition(run.id, RunStatus.FAILED, why, fields)])
 
     async def _watch(self, active: Active) -> None:
+        if not active.started:
+            await self._until_started(active)
         self.ingest.follow(active)
         try:
             ended = await active.executor.wait(active.attempt)
@@ -80,6 +82,22 @@ class Follower:
         self.live.wake.set()  # its slot is free: the next run need not wait for its record
         await self.ingest.finish(active)
         await self._finish(active, ended)
+
+    async def _until_started(self, active: Active) -> None:
+        """An attempt waiting in a cluster's queue: running once its job runs (it may end in
+        the queue instead, cancelled or failed, which `wait` then tells)."""
+        executor = active.executor
+        started = await executor.until_started(active.attempt)
+        active.started = True
+        if started is None:
+            return
+        active.attempt = started
+        if active.run.status is RunStatus.STARTING:
+            why = f"started on {active.run.host} as {executor.describe(started)}"
+            fields = {"pid": started.pid, "started_at": time.time()}
+            active.run = self.live.transition(
+                [Transition(active.run.id, RunStatus.RUNNING, why, fields)]
+            )[0]
 
     def failed_reading(self, active: Active, exc: BaseException) -> None:
         """The attempt's output could not be ingested: the run fails with why, and is no longer
@@ -167,6 +185,9 @@ class Follower:
             active.run.argv,
             active.cancel_requested,
         )
+        if ended.cause is not None and not active.cancel_requested:  # the host's doing
+            failure, reason = ended.cause
+            status = RunStatus.LOST if failure is None else RunStatus.FAILED
         if active.prune_reason and not active.cancel_requested:
             status, failure, reason = RunStatus.PRUNED, None, active.prune_reason
         if failure is FailureClass.KILLED and oom_kills() not in (None, active.oom_kills):

@@ -84,7 +84,7 @@ class Hosts:
     def record(self, host: str) -> tuple[str, str, dict[str, Any], str, str | None]:
         """A host as the store records it: name, kind, what it offers, state and why."""
         spec = self.config.hosts[host]
-        offers = {"max_jobs": spec.max_jobs, "tags": list(spec.tags), "address": spec.address}
+        offers = {"max_jobs": spec.max_jobs, "tags": list(spec.tags), "address": spec.ssh_address}
         return (host, spec.kind, offers, *self.state[host])
 
     def inventory(self, host: str) -> tuple[float, float, Gpus]:
@@ -92,6 +92,8 @@ class Hosts:
         telemetry found (a remote host not sampled yet: its CPUs and memory unknown, so
         unlimited)."""
         spec = self.config.hosts[host]
+        if spec.kind == "slurm":
+            return float("inf"), float("inf"), []  # Slurm places jobs within the cluster
         sample = self.latest_sample(host)
         if spec.kind == "local":
             cpus, mem_gb = spec.cpus or self.here[0], spec.mem_gb or self.here[1]

@@ -47,6 +47,7 @@ class Active:
     # Its process has exited: its slot, CPUs, memory and GPUs are free while the rest of its
     # output and its end are recorded.
     exited: bool = False
+    started: bool = True  # False while it waits in a cluster's queue
     prune_reason: str | None = None  # set when the sweep's pruner stops it
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)

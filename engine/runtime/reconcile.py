@@ -90,7 +90,7 @@ class Reconciler:
         run, executor = active.run, active.executor
         try:
             await executor.first_try()
-            if not active.attempt.pid:
+            if not active.attempt.pid or not executor.starts_at_once:
                 active.attempt = await executor.reattach(active.attempt)
             state = await executor.probe(active.attempt)
         except HostUnreachable as exc:
@@ -107,7 +107,11 @@ class Reconciler:
                 [Transition(run.id, RunStatus.LOST, why, {"ended_at": time.time()})]
             )
             return
-        if run.status is not RunStatus.RUNNING:
+        if not executor.starts_at_once:
+            active.started = False  # its follower sees whether it runs yet (a cluster's job)
+        if run.status is not RunStatus.RUNNING and (
+            executor.starts_at_once or run.status is not RunStatus.STARTING
+        ):
             why = "reattached after daemon restart"
             reattached = Transition(run.id, RunStatus.RUNNING, why, {"pid": pid})
             active.run = self.live.transition([reattached])[0]
