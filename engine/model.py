@@ -418,6 +418,22 @@ class ClusterSample(msgspec.Struct, frozen=True):
     oldest_pending_reason: str | None = None
     error: str | None = None  # why squeue or sinfo did not answer
 
+    def nodes(self) -> str:
+        """The partition's nodes by state: "3 idle, 1 mixed, 4 allocated, 1 down"."""
+        counts = (
+            (self.nodes_idle, "idle"),
+            (self.nodes_mixed, "mixed"),
+            (self.nodes_allocated, "allocated"),
+            (self.nodes_down, "down"),
+            (self.nodes_other, "other"),
+        )
+        return ", ".join(f"{n} {what}" for n, what in counts if n or what != "other")
+
+    def ours(self) -> str:
+        """Our jobs there: "2 running, 5 pending (oldest: Resources)"."""
+        oldest = f" (oldest: {self.oldest_pending_reason})" if self.oldest_pending_reason else ""
+        return f"{self.jobs_running} running, {self.jobs_pending} pending{oldest}"
+
 
 class HostSample(msgspec.Struct, frozen=True):
     """One host's load at one moment: CPU per core, memory, and every GPU; for a cluster, its

@@ -21,18 +21,23 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
 
     @routes.get(f"{API}/queue")
     async def queue(request: web.Request) -> web.Response:
-        """Queued runs, in the order the planner takes them (the first `limit`), each with where
-        it would start now and why, or why it waits; and how many are queued in all."""
+        """Runs waiting in a cluster's queue, then queued runs in the order the planner takes
+        them (the first `limit` in all), each with where it would start now and why, or why it
+        waits; and how many wait in all."""
         try:
             limit = int(request.query["limit"]) if "limit" in request.query else None
         except ValueError as exc:
             return error(400, f"bad query: {exc}")
         if limit is not None and limit < 0:
             return error(400, "limit must be 0 or more")
-        why = sup.explain(limit)  # the page shown: the runs after it need no planning
-        ids = list(itertools.islice(sup.queue, limit))
-        entries = [QueueEntry(run=sup.runs[i], reason=why.get(i, "")) for i in ids]
-        return reply(QueueView(entries=entries, total=len(sup.queue)))
+        # First the runs a cluster holds in its own queue, then ours in planning order.
+        held = [QueueEntry(run=run, reason=why) for run, why in sup.waiting_on_hosts()]
+        entries = held[:limit]
+        left = None if limit is None else limit - len(entries)
+        why = sup.explain(left)  # the page shown: the runs after it need no planning
+        ids = list(itertools.islice(sup.queue, left))
+        entries += [QueueEntry(run=sup.runs[i], reason=why.get(i, "")) for i in ids]
+        return reply(QueueView(entries=entries, total=len(held) + len(sup.queue)))
 
     @routes.post(API + "/runs/{ref}/priority")
     async def priority(request: web.Request) -> web.Response:

@@ -23,6 +23,21 @@ async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
     rows = []
     for h in hosts:
         s = h.sample
+        if s is not None and s.cluster is not None:
+            c = s.cluster
+            rows.append(
+                (
+                    h.name,
+                    h.kind,
+                    h.state,
+                    f"{h.active}/{h.max_jobs}",
+                    f"{c.cpus_used}/{c.cpus_total}",
+                    "-",
+                    f"{c.gpus_used}/{c.gpus_total} in use",
+                    f"nodes {c.nodes()}; ours {c.ours()}" + (f"; {c.error}" if c.error else ""),
+                )
+            )
+            continue
         cpu = f"{s.cpu_percent:.0f}%" if s else "-"
         mem = f"{s.mem_used_mb / 1024:.1f}/{s.mem_total_mb / 1024:.1f} GiB" if s else "-"
         gpus = "; ".join(

@@ -151,6 +151,8 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         out.append("  attempts")
         for a in d["attempts"]:
             on = a["host"] + (f" GPU {','.join(map(str, a['gpus']))}" if a["gpus"] else "")
+            if a.get("batch_job"):
+                on += f" (Slurm job {a['batch_job']}" + (f" on {a['node']})" if a["node"] else ")")
             cls = f" [{a['failure_class']}]" if a.get("failure_class") else ""
             out.append(f"    #{a['attempt']} on {on}: {a['status']}{cls}  {a['reason'] or ''}")
     if d["bad_markers"]:

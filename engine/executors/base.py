@@ -141,6 +141,10 @@ class Executor(abc.ABC):
         """Why a started attempt does not run yet (waiting in a cluster's queue), if it waits."""
         return None
 
+    def node_of(self, attempt: Attempt) -> str | None:
+        """The node of a cluster that runs the attempt, when known."""
+        return None
+
     def describe(self, attempt: Attempt) -> str:
         """Where the attempt runs, for its reason: its pid (a cluster's job and node)."""
         return f"pid {attempt.pid}"

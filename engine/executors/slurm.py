@@ -39,7 +39,7 @@ from engine.executors.base import (
     wrapper_args,
 )
 from engine.executors.local import WRAPPER, LocalExecutor
-from engine.model import ClusterSample, HostSample, HostSpec, Resources
+from engine.model import ClusterSample, FailureClass, HostSample, HostSpec, Resources
 
 # What a run is given of the daemon's environment; the rest comes from the login environment
 # Slurm passes on, the host's `setup`, and Slurm itself (CUDA_VISIBLE_DEVICES among them).
@@ -203,14 +203,21 @@ class SlurmControl:
         elif followed.missing_since is not None:
             away = now - followed.missing_since
             if away >= self.host.forgotten_after_s:
-                if job is not None:
-                    what = f"Slurm job {job.job_id} ended ({job.state})"
-                elif attempt.batch_job is None:
+                waited = f"(waited {away:.0f}s)"
+                if job is not None:  # the wrapper never finished: killed with its node
+                    why = (
+                        f"Slurm job {job.job_id} ended {job.state} ({job.reason}) and left no exit"
+                        f" code {waited}: its node or its processes were lost"
+                    )
+                    followed.ended = ExitInfo(None, cause=(FailureClass.HOST_LOST, why))
+                    return
+                if attempt.batch_job is None:
                     what = "no job of it reached Slurm (the daemon stopped while submitting it)"
                 else:
                     what = f"Slurm no longer knows job {attempt.batch_job}"
-                why = f"{what} and it left no exit code (waited {away:.0f}s)"
-                followed.ended = ExitInfo(None, cause=(None, why))
+                followed.ended = ExitInfo(
+                    None, cause=(None, f"{what} and it left no exit code {waited}")
+                )
 
     async def _read_files(self, folders: list[str]) -> dict[str, tuple[Any, ...]]:
         """Each folder's exit code and when it was written, restarts it left (`requeued`),
@@ -381,10 +388,18 @@ class SlurmControl:
             return None
         return f"waits in Slurm: {job.reason} (job {job.job_id})"
 
+    def node_of(self, attempt: Attempt) -> str | None:
+        followed = self.followed.get(attempt.attempt_dir)
+        job = self.jobs.get(attempt.batch_job or "") or (followed.job if followed else None)
+        return job.node if job is not None else None
+
     def describe(self, attempt: Attempt) -> str:
-        job = self.jobs.get(attempt.batch_job or "")
-        node = f" on {job.node}" if job is not None and job.node else ""
-        return f"Slurm job {attempt.batch_job}{node}, pid {attempt.pid}"
+        node = self.node_of(attempt)
+        return (
+            f"Slurm job {attempt.batch_job}"
+            + (f" on {node}" if node else "")
+            + f", pid {attempt.pid}"
+        )
 
     async def signal(self, attempt: Attempt, signum: int) -> bool:
         """Pass a signal to the attempt's processes (`scancel --signal --full`); SIGKILL, or

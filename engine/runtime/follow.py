@@ -87,6 +87,7 @@ class Follower:
         """An attempt waiting in a cluster's queue: running once its job runs (it may end in
         the queue instead, cancelled or failed, which `wait` then tells)."""
         executor = active.executor
+        await self._note_batch_job(active)
         started = await executor.until_started(active.attempt)
         active.started = True
         if started is None:
@@ -98,6 +99,18 @@ class Follower:
             active.run = self.live.transition(
                 [Transition(active.run.id, RunStatus.RUNNING, why, fields)]
             )[0]
+        await self._note_batch_job(active)
+
+    async def _note_batch_job(self, active: Active) -> None:
+        """Record the attempt's batch job and node with it."""
+        if active.attempt.batch_job is None:
+            return
+        await self.live.flush()  # its attempt row is written with its start
+        node = active.executor.node_of(active.attempt)
+        db = self.live.db
+        await db.call(
+            db.store.note_batch_job, active.run.id, active.number, active.attempt.batch_job, node
+        )
 
     def failed_reading(self, active: Active, exc: BaseException) -> None:
         """The attempt's output could not be ingested: the run fails with why, and is no longer

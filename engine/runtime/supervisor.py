@@ -148,6 +148,17 @@ class Supervisor:
     def snapshot(self) -> Snapshot:
         return self.dispatcher.snapshot()
 
+    def waiting_on_hosts(self) -> list[tuple[Run, str]]:
+        """The runs started on a host that waits to run them (a cluster's queue), oldest
+        first, with why they wait."""
+        waiting = []
+        for run_id in sorted(self.live.active):
+            active = self.live.active[run_id]
+            if not active.started and not active.exited:
+                why = active.executor.waiting_reason(active.attempt)
+                waiting.append((active.run, why or f"submitted to {active.run.host}"))
+        return waiting
+
     def explain(self, first: int | None = None) -> dict[int, str]:
         return self.dispatcher.explain(first)
 

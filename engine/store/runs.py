@@ -332,6 +332,8 @@ class RunRecords(StoreBase):
             "failure_class",
             "reason",
             "gpus",
+            "batch_job",
+            "node",
         )
         attempts = [
             dict(zip(names, row, strict=True))
@@ -408,6 +410,14 @@ class RunRecords(StoreBase):
         ).fetchall():
             found.setdefault(host, []).append((run_id, attempt))
         return found
+
+    def note_batch_job(self, run_id: int, attempt: int, job: str, node: str | None) -> None:
+        """Where a cluster runs an attempt: its batch job and (once it runs) its node."""
+        self.con.execute(
+            "UPDATE attempts SET batch_job = ?, node = coalesce(?, node)"
+            " WHERE run_id = ? AND attempt = ?",
+            [job, node, run_id, attempt],
+        )
 
     def settle_abandoned(self, run_id: int, attempt: int, outcome: str) -> None:
         """An abandoned attempt's copy is stopped (or found ended): say so in its reason."""

@@ -189,6 +189,11 @@ MIGRATIONS: tuple[str, ...] = (
     FROM metrics m JOIN runs r ON r.id = m.run_id AND m.attempt = r.attempt
     GROUP BY m.run_id, m.key;
     """,
+    # 11: where a cluster ran an attempt: its batch job ("123", "123_4" in an array) and node.
+    """
+    ALTER TABLE attempts ADD COLUMN batch_job VARCHAR;
+    ALTER TABLE attempts ADD COLUMN node VARCHAR;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

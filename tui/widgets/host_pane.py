@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from engine.model import HostSample
+from engine.model import ClusterSample, HostSample
 from engine.protocol import GpuCapacity
 from tui.widgets.cells import bar, run_list, since_text, spark
 from tui.widgets.lines import Lines
@@ -73,7 +73,10 @@ class HostPane(Vertical):
         if self.reason:
             text.append(f"  {self.reason}", "dim")
         s = self.sample
-        if s is not None:
+        if s is not None and s.cluster is not None:
+            text.append(f"   CPUs in use {s.cpu_percent:5.1f}% ")
+            text.append(spark(list(self.cpu_history), 40), "cyan")
+        elif s is not None:
             text.append(f"   CPU {s.cpu_percent:5.1f}% ")
             text.append(spark(list(self.cpu_history), 40), "cyan")
             text.append(f"  {len(s.cpu_per_core)} cores")
@@ -85,6 +88,8 @@ class HostPane(Vertical):
         s = self.sample
         if s is None:
             return Text("waiting for the first sample…", "dim")
+        if s.cluster is not None:
+            return cluster_text(s.cluster)
         text = Text()
         for i, load in enumerate(s.cpu_per_core):
             text.append(f"cpu{i:<2} {bar(load / 100, 8)} {load:3.0f}%   ")
@@ -122,3 +127,22 @@ class HostPane(Vertical):
             )
             text.append(f"{run_list(holders.get(g.index, ()))}\n", "bold")
         return text
+
+
+def cluster_text(c: ClusterSample) -> Text:
+    """A Slurm host's partition: nodes by state, CPUs and GPUs in use, and our jobs."""
+    text = Text()
+    text.append(f"nodes {c.nodes()}\n")
+    text.append(
+        f"cpus  {bar(c.cpus_used / max(c.cpus_total, 1), 20)} {c.cpus_used}/{c.cpus_total} in use\n"
+    )
+    if c.gpus_total:
+        text.append(
+            f"gpus  {bar(c.gpus_used / c.gpus_total, 20)} {c.gpus_used}/{c.gpus_total} in use\n"
+        )
+    else:
+        text.append("no GPUs in the partition\n", "dim")
+    text.append(f"ours  {c.ours()}")
+    if c.error:
+        text.append(f"\n{c.error}", "yellow")
+    return text
