@@ -5,6 +5,7 @@ limits, restarts of the daemon and of slurmctld, cancel and prune, and host chec
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from engine.model import FailureClass, JobSpec, Resources, RetryPolicy, RunStatu
 
 from .conftest import Project, wait_until
 from .slurm import SlurmCluster
+from .sshd import SshLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -361,3 +363,99 @@ def test_sbatch_options_and_the_batch_script_quote_every_value() -> None:
         None,
     )
     assert "'$(x); y'" in script  # quoted: never run by the shell
+
+
+async def test_a_sweep_through_the_login_node_over_ssh_survives_the_link_dropping(
+    short_tmp: Path, cluster: SlurmCluster
+) -> None:
+    """The daemon on the laptop, the cluster behind an sshd "login node" on 127.0.0.2: the
+    sweep is submitted, followed and finished over SSH; the link dropping mid-run touches
+    no job, and every point is stored once."""
+    lab = SshLab(short_tmp / "lab", 1)
+    login = lab.hosts[0]
+    (short_tmp / "project").mkdir()
+    project = Project(short_tmp / "project", "")
+    fields = {
+        "kind": "slurm",
+        "login": login.address,
+        "port": login.port,
+        "user": getpass.getuser(),
+        "identity": str(lab.client_key),
+        "known_hosts": str(lab.known_hosts),
+        "workdir": str(login.workdir),
+        "setup": f"export SLURM_CONF={cluster.conf}",
+        "poll_s": 0.2,
+        "keepalive_s": 0.5,
+        "max_jobs": 50,
+    }
+    body = "".join(
+        f"{k} = {v}\n" if isinstance(v, int | float) else f'{k} = "{v}"\n'
+        for k, v in fields.items()
+    )
+    project.config_path.write_text(HEAD + "[hosts.rig]\n" + body)
+    try:
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        result = await client.sweep(make_sweep(project), cwd=str(project.folder))
+        ids = [r.id for r in result.runs]
+        await wait_until(
+            lambda: _status(client, ids[0], RunStatus.RUNNING), timeout=60, what="a trial to run"
+        )
+        login.kill()  # the link drops; Slurm runs on
+        await wait_until(
+            lambda: _status(client, ids[0], RunStatus.UNREACHABLE), timeout=30, what="unreachable"
+        )
+        login.start()
+        ended = [await client.wait(i, 180) for i in ids]
+        assert [r.status for r in ended] == [RunStatus.SUCCEEDED] * 20, {r.reason for r in ended}
+        points = await client.sql(
+            "SELECT count(*), count(DISTINCT (run_id, key, step)) FROM metrics_v"
+        )
+        assert points["rows"][0] == [120, 120]
+        assert len(list((login.workdir / ".runyard" / "jobs").glob("*.sh"))) == 1
+        assert list((login.workdir / "snapshots").iterdir())  # the code went up once
+        await client.close()
+    finally:
+        project.cleanup()
+        lab.stop()
+
+
+STEPS = """\
+import json, os, time
+params = json.loads(os.environ["RUNYARD_PARAMS"])
+for step in range(40):
+    print("@runyard", json.dumps({"step": step, "score": params["quality"] + step / 1000}), flush=True)
+    time.sleep(0.1)
+print("done")
+"""
+ASHA = """\
+name = "asha"
+command = "{python} steps.py"
+metric = {{ name = "score", mode = "max" }}
+[sweep]
+method = "grid"
+max_concurrent = 1
+[sweep.params]
+quality = [0.9, 0.8, 0.1]
+[sweep.early_stop]
+method = "asha"
+min_steps = 2
+reduction_factor = 2
+"""
+
+
+async def test_an_asha_sweep_on_the_cluster_prunes_through_scancel(
+    rig_client: Client, rig: Project
+) -> None:
+    client = rig_client
+    (rig.folder / "steps.py").write_text(STEPS)
+    path = rig.folder / "asha.toml"
+    path.write_text(ASHA.format(python=sys.executable))
+    result = await client.sweep(path, cwd=str(rig.folder))
+    ended = {r.params["quality"]: await client.wait(r.id, 120) for r in result.runs}
+    assert ended[0.9].status is RunStatus.SUCCEEDED
+    weak = ended[0.1]
+    assert weak.status is RunStatus.PRUNED and (weak.reason or "").startswith("pruned by asha")
+    assert "done" not in (await client.log(weak.id))[0].decode()  # stopped, not run to its end
+    script = next((rig.state_dir / ".runyard" / "jobs").glob("*.sh"))
+    assert len(script.read_text().split(") dir=")) == 4  # the three trials in one array

@@ -84,7 +84,12 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
         seen[name.lower()] = name
         if isinstance(table, dict) and "name" in table:
             raise where.error(f"{key}.name", "unknown key; a host's name is its table's name")
-        hosts[name] = _check_host(where, key, convert(where, key, table, HostSpec, name=name))
+        host = convert(where, key, table, HostSpec, name=name)
+        if host.kind == "slurm" and "lost_after_s" not in table:
+            # A cluster's jobs run on whatever becomes of the link to it: its runs are waited
+            # for while the laptop sleeps, not given up after minutes.
+            host = msgspec.structs.replace(host, lost_after_s=CLUSTER_LOST_AFTER_S)
+        hosts[name] = _check_host(where, key, host)
 
     routes_raw = raw.get("routes", [])
     if not isinstance(routes_raw, list):
@@ -126,6 +131,7 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
 
 HOUR = 3600.0
 DAY = 86400.0
+CLUSTER_LOST_AFTER_S = 7 * DAY
 MAX_JOBS = 10_000
 
 

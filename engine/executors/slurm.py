@@ -76,6 +76,7 @@ class SlurmControl:
         self.jobs: dict[str, slurm.SlurmJob] = {}  # ours, by job id, as squeue last told
         self.cluster = ClusterSample()
         self.squeue_error: str | None = None
+        self._away: HostUnreachable | None = None  # the last poll could not reach the login
         self._polled = asyncio.Condition()
         self._poke = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -118,10 +119,12 @@ class SlurmControl:
         while True:
             try:
                 await self._poll()
-            except Exception as exc:  # the link is down, or a surprise: tried again next round
+                self._away = None
+            except HostUnreachable as exc:  # its runs are unreachable until the link is back
+                self._away = exc
+            except Exception as exc:  # a surprise: tried again next round
                 self.squeue_error = str(exc) or type(exc).__name__
-                if not isinstance(exc, HostUnreachable):
-                    traceback.print_exc(file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
             async with self._polled:
                 self._polled.notify_all()
             with contextlib.suppress(TimeoutError):
@@ -130,10 +133,13 @@ class SlurmControl:
             self._poke.clear()
 
     async def _next_poll(self) -> None:
-        """Return after the next poll (asked for at once)."""
+        """Return after the next poll (asked for at once); raise HostUnreachable when it could
+        not reach the login node."""
         async with self._polled:
             self._poke.set()
             await self._polled.wait()
+        if self._away is not None:
+            raise HostUnreachable(str(self._away))
 
     async def _poll(self) -> None:
         """One round: our jobs from squeue, the partition from sinfo, and the files of the
