@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/results.py
 	$(PY) bench/cli.py
 	$(PY) bench/load.py  # issue 18's goals: exits non-zero when one is missed
+	$(PY) bench/slurm.py  # a Slurm cluster and an SSH login on this machine (slurm-wlm, sshd)
 
 clean:
 	rm -rf $(VENV) .venv-peers .pytest_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.client import Client, connect
+from engine.errors import EngineError
 from engine.model import FailureClass, JobSpec, Resources, RetryPolicy, RunStatus
 
 from .conftest import Project, wait_until
@@ -175,6 +176,18 @@ async def test_a_run_waits_in_slurm_as_starting_with_the_reason_and_can_be_cance
 
     await wait_until(pending, what="the third GPU job to wait for Resources")
     assert (await client.run(third.id)).run.status is RunStatus.STARTING
+    await client.hold(third.id)  # held in Slurm's queue, where it waits (JobHeldAdmin for root)
+
+    async def held() -> bool:
+        view = await client.queue()
+        return any(e.run.id == third.id and "JobHeld" in e.reason for e in view.entries)
+
+    await wait_until(held, what="Slurm to hold it")
+    assert (await client.run(third.id)).run.held
+    await client.release(third.id)
+    await wait_until(pending, what="it to wait for Resources again")
+    with pytest.raises(EngineError, match="sets its priority"):
+        await client.set_priority(third.id, 5)
     await client.cancel(third.id)
     ended = await client.wait(third.id, 30)
     assert ended.status is RunStatus.CANCELLED

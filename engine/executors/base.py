@@ -137,6 +137,11 @@ class Executor(abc.ABC):
         (cancelled, or failed while queued on a cluster)."""
         return attempt
 
+    async def hold(self, attempt: Attempt, held: bool) -> bool:
+        """Hold (or release) an attempt that waits in the host's own queue; False where the
+        host has none, or would not."""
+        return False
+
     def waiting_reason(self, attempt: Attempt) -> str | None:
         """Why a started attempt does not run yet (waiting in a cluster's queue), if it waits."""
         return None

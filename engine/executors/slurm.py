@@ -132,11 +132,13 @@ class SlurmControl:
                     await self._poke.wait()
             self._poke.clear()
 
-    async def _next_poll(self) -> None:
-        """Return after the next poll (asked for at once); raise HostUnreachable when it could
-        not reach the login node."""
+    async def _next_poll(self, now: bool = False) -> None:
+        """Return after the next poll (asked for at once when `now`, else in its time: every
+        waiter works from the same rounds); raise HostUnreachable when it could not reach the
+        login node."""
         async with self._polled:
-            self._poke.set()
+            if now:
+                self._poke.set()
             await self._polled.wait()
         if self._away is not None:
             raise HostUnreachable(str(self._away))
@@ -381,12 +383,23 @@ class SlurmControl:
 
     async def probe(self, attempt: Attempt) -> ProcessState:
         followed = self._follow(attempt)
-        await self._next_poll()
+        await self._next_poll(now=True)
         ended = followed.ended
         if ended is not None:
             lost = ended.exit_code is None and (ended.cause is None or ended.cause[0] is None)
             return ProcessState.GONE if lost else ProcessState.EXITED
         return ProcessState.RUNNING  # or waiting in Slurm's queue, or not found for a while
+
+    async def hold(self, attempt: Attempt, held: bool) -> bool:
+        job = self.jobs.get(attempt.batch_job or "")
+        if job is None or job.state not in slurm.PENDING_STATES:
+            return False
+        verb = "hold" if held else "release"
+        status, _, _ = await self._shell(
+            self._with_setup(f"scontrol {verb} {shlex.quote(job.job_id)}")
+        )
+        self._poke.set()
+        return status == 0
 
     def waiting_reason(self, attempt: Attempt) -> str | None:
         job = self.jobs.get(attempt.batch_job or "")
@@ -441,7 +454,7 @@ class SlurmControl:
     async def _job_by_name(self, folder: str) -> str | None:
         """The job of an attempt folder, from our jobs' names and their task lists."""
         if not self.jobs:
-            await self._next_poll()
+            await self._next_poll(now=True)
         tools = await self._tools()
         for job in list(self.jobs.values()):
             folders = self._submitted.get(job.name)

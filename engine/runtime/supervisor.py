@@ -168,17 +168,33 @@ class Supervisor:
     async def set_queue_fields(self, run: Run, reason: str, **fields: Any) -> Run:
         """Change a queued run's priority or hold; recorded as an event with its reason."""
         current = self.runs.get(run.id)
-        if current is None or current.status is not RunStatus.QUEUED:
+        active = self.live.active.get(run.id)
+        if current is not None and active is not None and not active.started:
+            await self._hold_on_host(active, reason, fields)  # waits in a cluster's queue
+        elif current is None or current.status is not RunStatus.QUEUED:
             status = current.status if current else run.status
             raise Refused(f"run {run.id} is {status}, not queued")
         changed = msgspec.structs.replace(current, **fields)
         self.runs[run.id] = changed
-        self.live.queue.add(changed)  # its place and what the planner sees change with it
+        if changed.status is RunStatus.QUEUED:
+            self.live.queue.add(changed)  # its place and what the planner sees change with it
         await self.flush()
         await self.db.call(self.store.set_queue_fields, run.id, reason, fields)
         self.bus.publish(RunChanged(run=changed, previous=changed.status, reason=reason))
         self.wake.set()
         return changed
+
+    async def _hold_on_host(self, active: Active, reason: str, fields: dict[str, Any]) -> None:
+        """Hold or release a run its host holds in a queue of its own (a cluster's), there."""
+        run = active.run
+        if set(fields) != {"held"}:
+            raise Refused(
+                f"run {run.id} waits in {run.host}'s own queue, which sets its priority;"
+                " hold or cancel it instead"
+            )
+        if not await active.executor.hold(active.attempt, fields["held"]):
+            verb = "hold" if fields["held"] else "release"
+            raise Refused(f"run {run.id}: {run.host} would not {verb} it (it may run already)")
 
     async def cancel_sweep(self, sweep: str) -> list[Run]:
         """Cancel every unfinished run of a sweep, and sample no more of it."""

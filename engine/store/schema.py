@@ -191,8 +191,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 11: where a cluster ran an attempt: its batch job ("123", "123_4" in an array) and node.
     """
-    ALTER TABLE attempts ADD COLUMN batch_job VARCHAR;
-    ALTER TABLE attempts ADD COLUMN node VARCHAR;
+    ALTER TABLE attempts ADD COLUMN IF NOT EXISTS batch_job VARCHAR;
+    ALTER TABLE attempts ADD COLUMN IF NOT EXISTS node VARCHAR;
     """,
 )
 
