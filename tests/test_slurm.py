@@ -374,20 +374,17 @@ def test_sbatch_options_and_the_batch_script_quote_every_value() -> None:
         [("/w/runs/1/attempt-1", ["/w/runs/1/attempt-1", "--", "echo", "$(x); y"])],
         "/w/wrapper.sh",
         None,
+        ("output.log", "requeued"),
     )
     assert "'$(x); y'" in script  # quoted: never run by the shell
 
 
-async def test_a_sweep_through_the_login_node_over_ssh_survives_the_link_dropping(
-    short_tmp: Path, cluster: SlurmCluster
-) -> None:
-    """The daemon on the laptop, the cluster behind an sshd "login node" on 127.0.0.2: the
-    sweep is submitted, followed and finished over SSH; the link dropping mid-run touches
-    no job, and every point is stored once."""
-    lab = SshLab(short_tmp / "lab", 1)
+def login_project(folder: Path, cluster: SlurmCluster, lab: SshLab, **extra: object) -> Project:
+    """A project whose host `rig` is the test cluster behind the lab's first sshd as its
+    login node."""
     login = lab.hosts[0]
-    (short_tmp / "project").mkdir()
-    project = Project(short_tmp / "project", "")
+    folder.mkdir()
+    project = Project(folder, "")
     fields = {
         "kind": "slurm",
         "login": login.address,
@@ -400,12 +397,24 @@ async def test_a_sweep_through_the_login_node_over_ssh_survives_the_link_droppin
         "poll_s": 0.2,
         "keepalive_s": 0.5,
         "max_jobs": 50,
-    }
+    } | extra
     body = "".join(
-        f"{k} = {v}\n" if isinstance(v, int | float) else f'{k} = "{v}"\n'
+        f"{k} = {v}\n" if isinstance(v, int | float | list) else f'{k} = "{v}"\n'
         for k, v in fields.items()
     )
     project.config_path.write_text(HEAD + "[hosts.rig]\n" + body)
+    return project
+
+
+async def test_a_sweep_through_the_login_node_over_ssh_survives_the_link_dropping(
+    short_tmp: Path, cluster: SlurmCluster
+) -> None:
+    """The daemon on the laptop, the cluster behind an sshd "login node" on 127.0.0.2: the
+    sweep is submitted, followed and finished over SSH; the link dropping mid-run touches
+    no job, and every point is stored once."""
+    lab = SshLab(short_tmp / "lab", 1)
+    login = lab.hosts[0]
+    project = login_project(short_tmp / "project", cluster, lab)
     try:
         await project.start_daemon()
         client = await connect(project.config, start=False)
@@ -427,6 +436,52 @@ async def test_a_sweep_through_the_login_node_over_ssh_survives_the_link_droppin
         assert points["rows"][0] == [120, 120]
         assert len(list((login.workdir / ".runyard" / "jobs").glob("*.sh"))) == 1
         assert list((login.workdir / "snapshots").iterdir())  # the code went up once
+        await client.close()
+    finally:
+        project.cleanup()
+        lab.stop()
+
+
+async def test_a_thousand_trials_over_the_login_node_are_one_sbatch(
+    short_tmp: Path, cluster: SlurmCluster
+) -> None:
+    """Held in Slurm's queue (`--hold`), a 1,000-trial sweep is submitted over SSH in one
+    sbatch, each attempt knows its array task, and cancelling the sweep ends every job.
+    (The attempts' folders go to the login node in a file, not on a command line, which
+    at this size broke the SSH connection.)"""
+    lab = SshLab(short_tmp / "lab", 1)
+    project = login_project(short_tmp / "project", cluster, lab, max_jobs=1000, poll_s=1.0)
+    project.config_path.write_text(project.config_path.read_text() + 'sbatch_args = ["--hold"]\n')
+    try:
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        path = make_sweep(project)
+        path.write_text(
+            EXPERIMENT.format(python=sys.executable).replace(
+                "x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", f"x = {list(range(500))}"
+            )
+        )
+        result = await client.sweep(path, cwd=str(project.folder))
+        assert result.trials == 1000
+
+        async def all_known() -> bool:
+            out = cluster.run("squeue", "-h", "-r", "-o", "%i")
+            return len(out.split()) == 1000
+
+        await wait_until(all_known, timeout=60, what="Slurm to know every trial")
+
+        async def all_held() -> bool:
+            view = await client.queue(limit=2000)
+            return len(view.entries) == 1000 and all("JobHeld" in e.reason for e in view.entries)
+
+        await wait_until(all_held, what="the queue to say why each waits")
+        assert len(list((lab.hosts[0].workdir / ".runyard" / "jobs").glob("*.sh"))) == 1
+        last = lab.hosts[0].workdir / "runs" / str(result.runs[-1].id) / "attempt-1"
+        assert (last / "slurm_job").read_text().endswith("_999")
+        await client.cancel_sweep(result.sweep)
+        ended = [await client.wait(r.id, 120) for r in result.runs]
+        assert {r.status for r in ended} == {RunStatus.CANCELLED}
+        assert cluster.run("squeue", "-h", "-r", "-o", "%i").split() == []
         await client.close()
     finally:
         project.cleanup()

@@ -36,9 +36,6 @@ ENDED_STATES = frozenset(
         "REVOKED",
     }
 )
-# What the batch script leaves in an attempt's folder when Slurm runs it again after a
-# requeue: the engine retries it as a new attempt instead, under the run's retry policy.
-REQUEUED = "requeued"
 
 
 class SlurmJob(msgspec.Struct, frozen=True):
@@ -196,13 +193,18 @@ def sbatch_options(
 
 
 def batch_script(
-    attempts: Sequence[tuple[str, Sequence[str]]], wrapper: str, setup: str | None
+    attempts: Sequence[tuple[str, Sequence[str]]],
+    wrapper: str,
+    setup: str | None,
+    files: tuple[str, str],
 ) -> str:
     """The batch script for attempts given as (attempt folder, the wrapper's arguments and the
     command): array task
     i (or the one job) runs attempt i through the wrapper, its own output and the host's
-    `setup` going to that attempt's output.log. Run again by a requeue, it leaves `requeued`
-    in the folder and ends at once: the engine retries it as a new attempt instead."""
+    `setup` going to that attempt's output log. Run again by a requeue, it leaves its restart
+    count in the folder and ends at once: the engine retries it as a new attempt instead.
+    `files` names the attempt's output log and that file (engine.executors.layout)."""
+    output, requeued = files
     cases = "\n".join(
         f"{i}) dir={shlex.quote(folder)}; set -- {shlex.join(args)} ;;"
         for i, (folder, args) in enumerate(attempts)
@@ -214,10 +216,32 @@ case "${{SLURM_ARRAY_TASK_ID:-0}}" in
 *) exit 0 ;;
 esac
 if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then
-    echo "${{SLURM_RESTART_COUNT}}" > "$dir/{REQUEUED}"
+    echo "${{SLURM_RESTART_COUNT}}" > "$dir/{requeued}"
     exit 0
 fi
-exec >> "$dir/output.log" 2>&1 < /dev/null
+exec >> "$dir/{output}" 2>&1 < /dev/null
 {setup or ":"}
 exec sh {shlex.quote(wrapper)} "$@"
 """
+
+
+def submit_script(
+    name: str, options: Sequence[str], array: bool, made: Sequence[str], files: tuple[str, str]
+) -> str:
+    """Shell, run in the folder of the batch scripts, that makes the folders of the attempts
+    listed in NAME.tasks (0700, with their `made` siblings and an empty output log), submits
+    NAME.sh, writes each attempt's job id into its folder and prints the job id. The folders
+    come from the file, not the command line, which a thousand of them would overflow.
+    `files` names the output log and the job id's file (engine.executors.layout)."""
+    output, job_file = files
+    tasks = shlex.quote(f"{name}.tasks")
+    siblings = " ".join(f'"$p"/{shlex.quote(m)}' for m in made)
+    each = '"${job}_$i"' if array else '"$job"'
+    return (
+        'umask 077 && while IFS= read -r d; do p=$(dirname "$d");'
+        f' mkdir -p "$d" {siblings} && : >> "$d/{output}" || exit 97;'
+        f" done < {tasks} && job=$(sbatch {shlex.join(options)} {shlex.quote(name + '.sh')})"
+        " && job=${job%%;*} && i=0 && while IFS= read -r d; do"
+        f' printf %s {each} > "$d/{job_file}"; i=$((i + 1)); done < {tasks}'
+        ' && echo "$job"'
+    )

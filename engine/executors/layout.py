@@ -2,7 +2,8 @@
 `runs/<run id>/` holds `artifacts/` and `checkpoints/`, kept across attempts, and one
 `attempt-<n>/` per attempt with `pid` (written first), `output.log`, `exit_code` (written
 last, in one write: the attempt has ended once that file is not empty) and, for a run from a
-code snapshot, its own copy of the code in `work/`."""
+code snapshot, its own copy of the code in `work/`; on a cluster, `slurm_job` and, from a
+requeued job's rerun, `requeued`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import PurePath
 PID = "pid"
 OUTPUT = "output.log"
 EXIT_CODE = "exit_code"
+BATCH_JOB = "slurm_job"  # on a cluster: the attempt's job id, written once sbatch returns
+REQUEUED = "requeued"  # on a cluster: left by Slurm's rerun of a requeued job, which ends
 ARTIFACTS = "artifacts"
 CHECKPOINTS = "checkpoints"
 KEPT_ACROSS_ATTEMPTS = (CHECKPOINTS, ARTIFACTS)

@@ -44,7 +44,6 @@ from engine.model import ClusterSample, FailureClass, HostSample, HostSpec, Reso
 # What a run is given of the daemon's environment; the rest comes from the login environment
 # Slurm passes on, the host's `setup`, and Slurm itself (CUDA_VISIBLE_DEVICES among them).
 PASSED_ENV = ("RUNYARD_", "PYTHONUNBUFFERED")
-BATCH_JOB = "slurm_job"  # in an attempt's folder: its job id, written once sbatch returns
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -81,12 +80,17 @@ class SlurmControl:
         self._poke = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._submitted: dict[str, list[str]] = {}  # job name → attempt folders, in task order
+        # scancel's options → the jobs to end with them in the next command, each with its outcome
+        self._scancels: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
+        self._scanceller: asyncio.Task[None] | None = None
 
     # --- what the base provides --------------------------------------------------------------
 
     async def _shell(
-        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S
+        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S, stdin: str | None = None
     ) -> tuple[int, str, str]:
+        """Run a bash script where Slurm's commands are; its status, stdout and stderr. A long
+        list goes to `stdin`, never into the script."""
         raise NotImplementedError
 
     async def _put_text(self, path: str, text: str) -> None:
@@ -175,7 +179,7 @@ class SlurmControl:
         for followed in self.followed.values():
             if followed.ended is not None:
                 continue
-            job = self.jobs.get(followed.attempt.batch_job or "")
+            job = self._job_of(followed.attempt)
             if self.squeue_error is None and (job is None or job.ended):
                 followed.missing_since = followed.missing_since or now
             elif job is not None:
@@ -189,7 +193,7 @@ class SlurmControl:
             for followed in to_read:
                 self._settle(followed, files.get(followed.attempt.attempt_dir), now)
         for followed in self.followed.values():
-            job = self.jobs.get(followed.attempt.batch_job or "")
+            job = self._job_of(followed.attempt)
             if followed.ended is not None and job is not None and job.restarts and not job.ended:
                 await self._scancel(job.job_id)  # run again by Slurm: the engine retries it
 
@@ -198,7 +202,7 @@ class SlurmControl:
         exit code, with what Slurm says of it), or forgotten by Slurm past the grace."""
         code, written, requeued, pid = files or (None, None, 0, 0)
         attempt = followed.attempt
-        job = self.jobs.get(attempt.batch_job or "")
+        job = self._job_of(attempt)
         if pid and followed.started is None:
             followed.started = msgspec.structs.replace(attempt, pid=pid)
         if job is None and requeued:
@@ -230,17 +234,16 @@ class SlurmControl:
     async def _read_files(self, folders: list[str]) -> dict[str, tuple[Any, ...]]:
         """Each folder's exit code and when it was written, restarts it left (`requeued`),
         and its wrapper's pid: one command for all."""
-        quoted = " ".join(shlex.quote(f) for f in folders)
         script = (
-            f"for d in {quoted}; do c=; t=; r=; p=;"
+            "while IFS= read -r d; do c=; t=; r=; p=;"
             f' if [ -s "$d/{layout.EXIT_CODE}" ]; then read -r c < "$d/{layout.EXIT_CODE}";'
             f' t=$(stat -c %.3Y "$d/{layout.EXIT_CODE}" 2>/dev/null'
             f' || stat -c %Y "$d/{layout.EXIT_CODE}"); fi;'
-            f' [ -s "$d/{slurm.REQUEUED}" ] && read -r r < "$d/{slurm.REQUEUED}";'
+            f' [ -s "$d/{layout.REQUEUED}" ] && read -r r < "$d/{layout.REQUEUED}";'
             f' [ -s "$d/{layout.PID}" ] && read -r p < "$d/{layout.PID}";'
             ' printf "%s|%s|%s|%s|%s\\n" "$d" "$c" "$t" "$r" "$p"; done'
         )
-        _, out, _ = await self._shell(script)
+        _, out, _ = await self._shell(script, stdin="".join(f"{f}\n" for f in folders))
         found: dict[str, tuple[Any, ...]] = {}
         for line in out.splitlines():
             folder, code, written, requeued, pid = (line.rsplit("|", 4) + [""] * 5)[:5]
@@ -251,6 +254,17 @@ class SlurmControl:
                 int(pid) if pid.isdigit() else 0,
             )
         return found
+
+    def _job_of(self, attempt: Attempt) -> slurm.SlurmJob | None:
+        """The attempt's job as squeue last told it; for an array task squeue no longer
+        lists, its array's own record once that has ended (cancelled whole, say)."""
+        job_id = attempt.batch_job or ""
+        job = self.jobs.get(job_id)
+        if job is None and "_" in job_id:
+            whole = self.jobs.get(job_id.split("_")[0])
+            if whole is not None and whole.ended:
+                return msgspec.structs.replace(whole, job_id=job_id)
+        return job
 
     def _sample(self, sinfo: str, now: float) -> None:
         ours = [j for j in self.jobs.values() if not j.ended]
@@ -325,36 +339,34 @@ class SlurmControl:
             folders.append(folder)
         script_path = f"{tools}/jobs/{name}.sh"
         await self._put_text(
-            script_path, slurm.batch_script(tasks, f"{tools}/{WRAPPER.name}", self.host.setup)
+            script_path,
+            slurm.batch_script(
+                tasks,
+                f"{tools}/{WRAPPER.name}",
+                self.host.setup,
+                (layout.OUTPUT, layout.REQUEUED),
+            ),
         )
-        await self._put_text(f"{tools}/jobs/{name}.tasks", "\n".join(folders) + "\n")
-        dirs = " ".join(
-            shlex.quote(str(p))
-            for folder in folders
-            for p in (folder, *(f"{Path(folder).parent}/{k}" for k in layout.KEPT_ACROSS_ATTEMPTS))
-        )
-        logs = " ".join(shlex.quote(f"{folder}/{layout.OUTPUT}") for folder in folders)
+        await self._put_text(f"{tools}/jobs/{name}.tasks", "".join(f"{f}\n" for f in folders))
         options = slurm.sbatch_options(
             self.host, first.resources, name, len(launches), first.max_concurrent
         )
-        # A run's folders are the user's alone (0700) and so is its output (0600).
-        script = (
-            f"(umask 077 && mkdir -p {dirs} && touch {logs}) || exit 97\n"
-            f"cd {shlex.quote(tools)}/jobs && sbatch {shlex.join(options)} {shlex.quote(name + '.sh')}"
+        submit = slurm.submit_script(
+            name,
+            options,
+            len(launches) > 1,
+            layout.KEPT_ACROSS_ATTEMPTS,
+            (layout.OUTPUT, layout.BATCH_JOB),
         )
-        status, out, err = await self._shell(self._with_setup(script))
-        job = out.strip().split(";")[0].splitlines()[-1] if out.strip() else ""
+        status, out, err = await self._shell(
+            self._with_setup(f"cd {shlex.quote(tools)}/jobs && {submit}")
+        )
+        job = out.strip().splitlines()[-1] if out.strip() else ""
         if status != 0 or not job.isdigit():
             why = _last_line(err) or f"sbatch exited {status}"
             raise OSError(f"could not submit to {self.host.name}: {why}")
         ids = [f"{job}_{i}" for i in range(len(launches))] if len(launches) > 1 else [job]
         self._submitted[name] = folders
-        await self._shell(
-            "; ".join(
-                f"printf %s {shlex.quote(i)} > {shlex.quote(f'{folder}/{BATCH_JOB}')}"
-                for folder, i in zip(folders, ids, strict=True)
-            )
-        )
         attempts = [Attempt(folder, 0, None, i) for folder, i in zip(folders, ids, strict=True)]
         for attempt in attempts:
             self.followed[attempt.attempt_dir] = _Followed(attempt)
@@ -391,7 +403,7 @@ class SlurmControl:
         return ProcessState.RUNNING  # or waiting in Slurm's queue, or not found for a while
 
     async def hold(self, attempt: Attempt, held: bool) -> bool:
-        job = self.jobs.get(attempt.batch_job or "")
+        job = self._job_of(attempt)
         if job is None or job.state not in slurm.PENDING_STATES:
             return False
         verb = "hold" if held else "release"
@@ -402,14 +414,14 @@ class SlurmControl:
         return status == 0
 
     def waiting_reason(self, attempt: Attempt) -> str | None:
-        job = self.jobs.get(attempt.batch_job or "")
+        job = self._job_of(attempt)
         if job is None or not job.pending:
             return None
         return f"waits in Slurm: {job.reason} (job {job.job_id})"
 
     def node_of(self, attempt: Attempt) -> str | None:
         followed = self.followed.get(attempt.attempt_dir)
-        job = self.jobs.get(attempt.batch_job or "") or (followed.job if followed else None)
+        job = self._job_of(attempt) or (followed.job if followed else None)
         return job.node if job is not None else None
 
     def describe(self, attempt: Attempt) -> str:
@@ -426,28 +438,63 @@ class SlurmControl:
         job = attempt.batch_job
         if job is None:
             return False
-        known = self.jobs.get(job)
+        known = self._job_of(attempt)
         if known is not None and known.ended:
             return False
-        if signum == signal.SIGKILL or known is None or known.state in slurm.PENDING_STATES:
+        if known is not None and known.state in slurm.PENDING_STATES:
+            await self._scancel(job)
+            followed = self.followed.get(attempt.attempt_dir)
+            if followed is not None and followed.started is None and followed.ended is None:
+                # A pending array task that is cancelled leaves no record in squeue.
+                why = f"ended in Slurm's queue before it ran (job {job})"
+                followed.ended = ExitInfo(None, ended_at=time.time(), cause=(None, why))
+            return True
+        if signum == signal.SIGKILL or known is None:
             return await self._scancel(job)
         name = signal_name(signum).removeprefix("SIG")
-        status, _, _ = await self._shell(
-            self._with_setup(f"scancel --full --signal={name} {shlex.quote(job)}")
-        )
-        return status == 0
+        return await self._scancel(job, f"--full --signal={name}")
 
-    async def _scancel(self, job: str) -> bool:
-        status, _, _ = await self._shell(self._with_setup(f"scancel {shlex.quote(job)}"))
-        self._poke.set()
-        return status == 0
+    async def _scancel(self, job: str, options: str = "") -> bool:
+        """scancel a job with `options`. One scancel runs at a time; the jobs asked for
+        meanwhile (a sweep cancelled) go together in the next."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._scancels.setdefault(options, []).append((job, done))
+        if self._scanceller is None or self._scanceller.done():
+            self._scanceller = loop.create_task(self._scancel_asked())
+        return await asyncio.shield(done)
+
+    async def _scancel_asked(self) -> None:
+        while self._scancels:
+            options, asked = self._scancels.popitem()
+            try:
+                status, _, _ = await self._shell(
+                    self._with_setup(f"xargs -r scancel {options}"),
+                    stdin="".join(f"{job}\n" for job, _ in asked),
+                )
+                outcome: bool | BaseException = status == 0
+            except Exception as exc:
+                outcome = exc
+            for _, done in asked:
+                if done.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    done.set_exception(outcome)
+                    done.exception()  # retrieved: its caller may have gone
+                else:
+                    done.set_result(outcome)
+            self._poke.set()
 
     async def reattach(self, attempt: Attempt) -> Attempt:
         """The attempt with its job (from its folder's `slurm_job`, else found by its job's
         name among ours: a daemon stopped between sbatch and writing the file) and pid."""
         attempt = await super().reattach(attempt)  # type: ignore[misc]
+        if attempt.batch_job is not None:
+            return attempt
         folder = attempt.attempt_dir
-        _, out, _ = await self._shell(f"cat {shlex.quote(f'{folder}/{BATCH_JOB}')} 2>/dev/null")
+        _, out, _ = await self._shell(
+            f"cat {shlex.quote(f'{folder}/{layout.BATCH_JOB}')} 2>/dev/null"
+        )
         job = out.strip() or await self._job_by_name(folder)
         return msgspec.structs.replace(attempt, batch_job=job) if job else attempt
 
@@ -467,7 +514,7 @@ class SlurmControl:
                 array = job.job_id.split("_")[0]
                 found = f"{array}_{folders.index(folder)}" if len(folders) > 1 else array
                 await self._shell(
-                    f"printf %s {shlex.quote(found)} > {shlex.quote(f'{folder}/{BATCH_JOB}')}"
+                    f"printf %s {shlex.quote(found)} > {shlex.quote(f'{folder}/{layout.BATCH_JOB}')}"
                 )
                 return found
         return None
@@ -552,20 +599,20 @@ class SlurmHere(SlurmControl, LocalExecutor):
         await self._stop_polling()
 
     async def _shell(
-        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S
+        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S, stdin: str | None = None
     ) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             "bash",
             "-c",
             script,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
         try:
             async with asyncio.timeout(timeout):
-                out, err = await process.communicate()
+                out, err = await process.communicate((stdin or "").encode())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

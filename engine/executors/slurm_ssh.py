@@ -38,9 +38,9 @@ class SlurmOverSsh(SlurmControl, SshExecutor):
         self.on_change()  # no telemetry probe on a login node: the poller samples the partition
 
     async def _shell(
-        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S
+        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S, stdin: str | None = None
     ) -> tuple[int, str, str]:
-        result = await self._exec(script, timeout)
+        result = await self._exec(script, timeout, stdin)
         return result.exit_status or 0, _text(result.stdout), _text(result.stderr)
 
     async def _put_text(self, path: str, text: str) -> None:

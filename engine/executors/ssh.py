@@ -41,6 +41,7 @@ from engine.workspace import content_digest
 PROBE = Path(__file__).resolve().parent.parent / "probe.py"
 CONNECT_TIMEOUT_S = 10.0
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between reconnection tries
+COMMANDS_AT_ONCE = 4  # short commands in flight on one connection
 # What a remote run is given of the daemon's environment; the rest comes from the host's own
 # login environment and the host's `setup`.
 PASSED_ENV = ("RUNYARD_", "CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED")
@@ -226,6 +227,9 @@ class SshExecutor(Executor):
         self.note: str | None = None  # a problem that leaves the host usable (no Python)
         self._ready: asyncssh.SSHClientConnection | None = None  # connection prepared
         self._probe: asyncio.Task[None] | None = None
+        # Short commands open a session each; sshd allows 10 at once on one connection
+        # (MaxSessions), and the SFTP client, the probe and each run's wait hold one already.
+        self._commands = asyncio.Semaphore(COMMANDS_AT_ONCE)
 
     # --- the link ----------------------------------------------------------------------------
 
@@ -278,12 +282,17 @@ class SshExecutor(Executor):
         return self.remote_workdir
 
     async def _exec(
-        self, command: str, timeout: float | None = 30.0
+        self, command: str, timeout: float | None = 30.0, stdin: str | None = None
     ) -> asyncssh.SSHCompletedProcess:
+        """Run a command on the host (`stdin` its input: a long list goes there, since a
+        command line over about 256 KB breaks the connection)."""
         conn, _ = await self.link.connection()
         try:
-            async with asyncio.timeout(timeout):
-                result = await conn.run(command, check=False)
+            async with contextlib.AsyncExitStack() as stack:
+                if timeout is not None:  # a wait that lasts a run's life takes no turn
+                    await stack.enter_async_context(self._commands)
+                async with asyncio.timeout(timeout):
+                    result = await conn.run(command, check=False, input=stdin)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise HostUnreachable(describe(exc, self.host)) from exc
         if result.exit_status is None:  # the channel closed under it: the link went down

@@ -198,7 +198,10 @@ class Supervisor:
 
     async def cancel_sweep(self, sweep: str) -> list[Run]:
         """Cancel every unfinished run of a sweep, and sample no more of it."""
-        return [await self.cancel(r) for r in await self.sweeps.cancel(sweep)]
+        # At once: a cluster ends the jobs asked for together in one command.
+        return list(
+            await asyncio.gather(*(self.cancel(r) for r in await self.sweeps.cancel(sweep)))
+        )
 
     async def cancel(self, run: Run) -> Run:
         """Cancel a run: a queued one at once; a running one by SIGTERM to its process group,
