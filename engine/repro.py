@@ -299,11 +299,11 @@ def take_snapshot(
 def in_snapshot(cwd: str, store: Path) -> tuple[str, str] | None:
     """For a working directory inside a code snapshot under `store`: the snapshot's folder and
     the directory relative to it ("." for its top); None for any other directory."""
-    path = Path(cwd)
-    if store not in path.parents:
+    top = f"{store}/"
+    if not cwd.startswith(top) or cwd == top:
         return None
-    relative = path.relative_to(store)
-    return str(store / relative.parts[0]), Path(*relative.parts[1:]).as_posix() or "."
+    name, _, rest = cwd[len(top) :].partition("/")
+    return f"{top}{name}", rest.rstrip("/") or "."
 
 
 def remove_tree(folder: Path) -> None:

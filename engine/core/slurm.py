@@ -225,22 +225,20 @@ exec sh {shlex.quote(wrapper)} "$@"
 """
 
 
-def submit_script(
-    name: str, options: Sequence[str], array: bool, made: Sequence[str], files: tuple[str, str]
-) -> str:
-    """Shell, run in the folder of the batch scripts, that makes the folders of the attempts
-    listed in NAME.tasks (0700, with their `made` siblings and an empty output log), submits
-    NAME.sh, writes each attempt's job id into its folder and prints the job id. The folders
-    come from the file, not the command line, which a thousand of them would overflow.
-    `files` names the output log and the job id's file (engine.executors.layout)."""
+def submit_script(name: str, options: Sequence[str], array: bool, files: tuple[str, str]) -> str:
+    """Shell, run in the folder of the batch scripts, that makes the folders listed in
+    NAME.dirs (0700, in one mkdir) and an empty output log in each attempt folder listed in
+    NAME.tasks, submits NAME.sh, writes each attempt's job id into its folder and prints the
+    job id. The folders come from files, not the command line, which a thousand of them
+    would overflow. `files` names the output log and the job id's file
+    (engine.executors.layout)."""
     output, job_file = files
     tasks = shlex.quote(f"{name}.tasks")
-    siblings = " ".join(f'"$p"/{shlex.quote(m)}' for m in made)
     each = '"${job}_$i"' if array else '"$job"'
     return (
-        'umask 077 && while IFS= read -r d; do p=$(dirname "$d");'
-        f' mkdir -p "$d" {siblings} && : >> "$d/{output}" || exit 97;'
-        f" done < {tasks} && job=$(sbatch {shlex.join(options)} {shlex.quote(name + '.sh')})"
+        f"umask 077 && xargs -d '\\n' mkdir -p < {shlex.quote(name + '.dirs')}"
+        f' && while IFS= read -r d; do : >> "$d/{output}" || exit 97; done < {tasks}'
+        f" && job=$(sbatch {shlex.join(options)} {shlex.quote(name + '.sh')})"
         " && job=${job%%;*} && i=0 && while IFS= read -r d; do"
         f' printf %s {each} > "$d/{job_file}"; i=$((i + 1)); done < {tasks}'
         ' && echo "$job"'

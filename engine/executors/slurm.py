@@ -348,15 +348,17 @@ class SlurmControl:
             ),
         )
         await self._put_text(f"{tools}/jobs/{name}.tasks", "".join(f"{f}\n" for f in folders))
+        dirs = {
+            d: None
+            for folder in folders
+            for d in (folder, *(f"{Path(folder).parent}/{k}" for k in layout.KEPT_ACROSS_ATTEMPTS))
+        }
+        await self._put_text(f"{tools}/jobs/{name}.dirs", "".join(f"{d}\n" for d in dirs))
         options = slurm.sbatch_options(
             self.host, first.resources, name, len(launches), first.max_concurrent
         )
         submit = slurm.submit_script(
-            name,
-            options,
-            len(launches) > 1,
-            layout.KEPT_ACROSS_ATTEMPTS,
-            (layout.OUTPUT, layout.BATCH_JOB),
+            name, options, len(launches) > 1, (layout.OUTPUT, layout.BATCH_JOB)
         )
         status, out, err = await self._shell(
             self._with_setup(f"cd {shlex.quote(tools)}/jobs && {submit}")
@@ -439,6 +441,9 @@ class SlurmControl:
         if job is None:
             return False
         known = self._job_of(attempt)
+        if known is None:  # submitted since the last poll: squeue tells which it is
+            await self._next_poll(now=True)
+            known = self._job_of(attempt)
         if known is not None and known.ended:
             return False
         if known is not None and known.state in slurm.PENDING_STATES:

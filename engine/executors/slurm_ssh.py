@@ -8,8 +8,10 @@ from pathlib import Path
 
 from engine.executors.base import Launch
 from engine.executors.slurm import COMMAND_TIMEOUT_S, SlurmControl
-from engine.executors.ssh import SshExecutor, _text
+from engine.executors.ssh import SshExecutor, _text, diagnose
 from engine.model import HostSample, HostSpec
+
+LOGIN_STEPS = ("resolve", "tcp", "ssh")  # of an SSH host's check: the login node's own
 
 
 class SlurmOverSsh(SlurmControl, SshExecutor):
@@ -36,6 +38,14 @@ class SlurmOverSsh(SlurmControl, SshExecutor):
 
     def _changed(self) -> None:
         self.on_change()  # no telemetry probe on a login node: the poller samples the partition
+
+    async def diagnose(self) -> list[tuple[str, bool, str]]:
+        """The login node as for an SSH host (name, TCP, SSH with its host key), then Slurm's
+        steps there."""
+        steps = [step for step in await diagnose(self.host) if step[0] in LOGIN_STEPS]
+        if not any(name == "ssh" and ok for name, ok, _ in steps):
+            return steps  # (a name that does not resolve may still be an ssh alias)
+        return steps + await SlurmControl.diagnose(self)
 
     async def _shell(
         self, script: str, timeout: float | None = COMMAND_TIMEOUT_S, stdin: str | None = None

@@ -3,6 +3,7 @@ start of each attempt it assigns."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -196,17 +197,31 @@ class Dispatcher:
             )[-1]
             self.live.starting[run.id] = False  # True once cancelled while it starts
             launches.append(self._launch(run, executor, number, run_dir))
+        cancelled = []
         try:
             results = await executor.start_many(launches)
             for launch, result in zip(launches, results, strict=True):
                 run = self.live.runs[launch.run_id]
                 try:
-                    await self._started(run, executor, launch.attempt, host, result)
+                    active = self._started(run, executor, launch.attempt, host, result)
                 except Exception as exc:  # this run's alone
                     self.live.fail_unexpectedly(run.id, "starting it", exc)
+                    continue
+                if active is not None and active.cancel_requested:
+                    cancelled.append(active)
         finally:
             for launch in launches:
                 self.live.starting.pop(launch.run_id, None)
+        # Cancelled while they started: stopped together (a cluster ends them in one command).
+        await asyncio.gather(*(self.follower.terminate(active) for active in cancelled))
+        jobs = [
+            (launch.run_id, launch.attempt, result.batch_job, None)
+            for launch, result in zip(launches, results, strict=True)
+            if isinstance(result, Attempt) and result.batch_job is not None
+        ]
+        if jobs:  # recorded with the attempts, whose rows are written with their start
+            await self.live.flush()
+            await self.live.db.call(self.live.store.note_batch_jobs, jobs)
 
     def _launch(self, run: Run, executor: Executor, number: int, run_dir: str) -> Launch:
         """What the executor needs to start attempt `number` of a run."""
@@ -229,23 +244,23 @@ class Dispatcher:
             max_concurrent=run.max_concurrent,
         )
 
-    async def _started(
+    def _started(
         self, run: Run, executor: Executor, number: int, host: str, result: Attempt | Exception
-    ) -> None:
+    ) -> Active | None:
         """Follow an attempt its executor started (as running, unless it waits in a cluster's
-        queue), or record why it did not start."""
+        queue), or record why it did not start; the attempt followed, if any."""
         if isinstance(result, HostUnreachable):
             # It may or may not have started: its files will tell once the host is back.
             unknown = executor.attempt(run.id, number)
             cancelled = self.live.starting.get(run.id, False)
             active = Active.of(run, executor, unknown, number, cancel_requested=cancelled)
             self.follower.spawn(active, unreachable=str(result))
-            return
+            return None  # stopped, if cancelled, once its host is back
         if isinstance(result, OSError):
             fields = {"failure_class": FailureClass.ERROR.value, "ended_at": time.time()}
             why = f"could not start: {result}"
             self.live.transition([Transition(run.id, RunStatus.FAILED, why, fields)])
-            return
+            return None
         if isinstance(result, Exception):
             raise result
         attempt = result
@@ -267,9 +282,8 @@ class Dispatcher:
             )[0]
         else:
             active.started = False  # the follower sees it start
-        if active.cancel_requested:
-            await self.follower.terminate(active)
         self.follower.spawn(active)
+        return active
 
 
 def _nothing_held() -> dict[str, Any]:

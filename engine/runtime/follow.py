@@ -87,7 +87,6 @@ class Follower:
         """An attempt waiting in a cluster's queue: running once its job runs (it may end in
         the queue instead, cancelled or failed, which `wait` then tells)."""
         executor = active.executor
-        await self._note_batch_job(active)
         started = await executor.until_started(active.attempt)
         active.started = True
         if started is None:
@@ -102,15 +101,13 @@ class Follower:
         await self._note_batch_job(active)
 
     async def _note_batch_job(self, active: Active) -> None:
-        """Record the attempt's batch job and node with it."""
+        """Record the attempt's batch job and the node that runs it with the attempt."""
         if active.attempt.batch_job is None:
             return
         await self.live.flush()  # its attempt row is written with its start
         node = active.executor.node_of(active.attempt)
-        db = self.live.db
-        await db.call(
-            db.store.note_batch_job, active.run.id, active.number, active.attempt.batch_job, node
-        )
+        place = (active.run.id, active.number, active.attempt.batch_job, node)
+        await self.live.db.call(self.live.store.note_batch_jobs, [place])
 
     def failed_reading(self, active: Active, exc: BaseException) -> None:
         """The attempt's output could not be ingested: the run fails with why, and is no longer

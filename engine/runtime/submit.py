@@ -140,11 +140,14 @@ class Submitter:
             )
         except (repro.SnapshotError, OSError) as exc:
             raise SubmitError(f"cannot snapshot {project}: {exc}") from None
+        places: dict[str, str] = {}  # a sweep's jobs share one cwd: resolved once
         moved = []
         for job in jobs:
-            inside = Path(job.cwd).resolve()
-            rel = inside.relative_to(project) if inside.is_relative_to(project) else Path()
-            moved.append(msgspec.structs.replace(job, cwd=str(folder / rel), snapshot=False))
+            if job.cwd not in places:
+                inside = Path(job.cwd).resolve()
+                rel = inside.relative_to(project) if inside.is_relative_to(project) else Path()
+                places[job.cwd] = str(folder / rel)
+            moved.append(msgspec.structs.replace(job, cwd=places[job.cwd], snapshot=False))
         return snapshot, moved
 
     async def reproduce(self, run: Run, secrets: dict[str, str] | None = None) -> Run:

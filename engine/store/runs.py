@@ -411,13 +411,30 @@ class RunRecords(StoreBase):
             found.setdefault(host, []).append((run_id, attempt))
         return found
 
-    def note_batch_job(self, run_id: int, attempt: int, job: str, node: str | None) -> None:
-        """Where a cluster runs an attempt: its batch job and (once it runs) its node."""
-        self.con.execute(
-            "UPDATE attempts SET batch_job = ?, node = coalesce(?, node)"
-            " WHERE run_id = ? AND attempt = ?",
-            [job, node, run_id, attempt],
+    def note_batch_jobs(self, places: Sequence[tuple[int, int, str, str | None]]) -> None:
+        """Where a cluster runs attempts, as (run id, attempt, batch job, node or None until
+        it runs), in one statement."""
+        if not places:
+            return
+        table = pa.table(
+            [pa.array(column) for column in zip(*places, strict=True)],
+            schema=pa.schema(
+                [
+                    ("run_id", pa.int64()),
+                    ("attempt", pa.int32()),
+                    ("job", pa.string()),
+                    ("node", pa.string()),
+                ]
+            ),
         )
+        self.con.register("_places", table)
+        try:
+            self.con.execute(
+                "UPDATE attempts SET batch_job = p.job, node = coalesce(p.node, attempts.node)"
+                " FROM _places p WHERE attempts.run_id = p.run_id AND attempts.attempt = p.attempt"
+            )
+        finally:
+            self.con.unregister("_places")
 
     def settle_abandoned(self, run_id: int, attempt: int, outcome: str) -> None:
         """An abandoned attempt's copy is stopped (or found ended): say so in its reason."""
