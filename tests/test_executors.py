@@ -16,6 +16,7 @@ from engine.config import load_config
 from engine.executors import Attempt, Executor, HostUnreachable, Launch, ProcessState, executor_for
 
 from .conftest import wait_until
+from .slurm import SlurmCluster
 from .sshd import SshLab
 
 REMOTE_PY = "/usr/bin/python3"  # on the SSH host, its own Python
@@ -32,25 +33,38 @@ COUNT = (
 
 
 @pytest.fixture
+def cluster(short_tmp: Path) -> Iterator[SlurmCluster]:
+    cluster = SlurmCluster(short_tmp / "slurm")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
 def lab(short_tmp: Path) -> Iterator[SshLab]:
     lab = SshLab(short_tmp / "lab", 1)
     yield lab
     lab.stop()
 
 
-@pytest.fixture(params=["local", "ssh"])
+@pytest.fixture(params=["local", "ssh", "slurm"])
 async def host(
-    request: pytest.FixtureRequest, short_tmp: Path
+    request: pytest.FixtureRequest, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Executor, SshLab | None]]:
-    """An executor of each kind, connected, with the lab behind it (None for this machine)."""
+    """An executor of each kind, connected, with the lab behind it (None for this machine,
+    and for a Slurm cluster reached directly)."""
     lab = request.getfixturevalue("lab") if request.param == "ssh" else None
     hosts = '[engine]\nstate_dir = "state"\n[hosts.local]\nkind = "local"\n'
+    name = {"local": "local", "ssh": "box", "slurm": "rig"}[request.param]
     if lab is not None:
         hosts += lab.toml(0, "box")
+    if request.param == "slurm":
+        cluster = request.getfixturevalue("cluster")
+        monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+        hosts += f'[hosts.rig]\nkind = "slurm"\nworkdir = "{short_tmp}/rig"\npoll_s = 0.2\n'
     (short_tmp / "hosts.toml").write_text(hosts)
     config = load_config(short_tmp / "hosts.toml")
     config.state_dir.mkdir(parents=True)
-    executor = executor_for(config, "box" if lab else "local", lambda: None, lambda _: None)
+    executor = executor_for(config, name, lambda: None, lambda _: None)
     executor.connect()
     await asyncio.wait_for(executor.until_up(), 30)
     try:
@@ -60,7 +74,7 @@ async def host(
 
 
 def _launch(executor: Executor, run_id: int, n: int, pause: float, code: int = 0) -> Launch:
-    python = sys.executable if executor.host.kind == "local" else REMOTE_PY
+    python = REMOTE_PY if executor.host.kind == "ssh" else sys.executable
     run_dir = executor.run_dir(run_id)
     return Launch(
         run_id=run_id,
@@ -72,6 +86,15 @@ def _launch(executor: Executor, run_id: int, n: int, pause: float, code: int = 0
     )
 
 
+async def _started(executor: Executor, launch: Launch) -> Attempt:
+    """Start an attempt and return it once it runs (at once but on a cluster, whose job may
+    wait in its queue first)."""
+    attempt = await executor.start(launch)
+    running = await asyncio.wait_for(executor.until_started(attempt), 60)
+    assert running is not None
+    return running
+
+
 async def _output(executor: Executor, attempt: Attempt) -> bytes:
     return await executor.read_output(attempt, 0, 1 << 20)
 
@@ -80,7 +103,7 @@ async def test_a_run_starts_prints_and_ends_with_its_exit_code(
     host: tuple[Executor, SshLab | None],
 ) -> None:
     executor, _ = host
-    attempt = await executor.start(_launch(executor, 1, 3, 0.01, code=3))
+    attempt = await _started(executor, _launch(executor, 1, 3, 0.01, code=3))
     assert attempt.pid > 0 and attempt.attempt_dir == executor.attempt_dir(1, 1)
     ended = await asyncio.wait_for(executor.wait(attempt), 30)
     assert ended.exit_code == 3 and ended.ended_at is not None
@@ -167,7 +190,7 @@ async def test_an_attempt_is_found_again_from_its_folder(
     """What a daemon after a restart has: the attempt's folder, no pid, no start time; an
     attempt is running until its exit_code holds something."""
     executor, _ = host
-    started = await executor.start(_launch(executor, 2, 200, 0.05))
+    started = await _started(executor, _launch(executor, 2, 200, 0.05))
     assert await executor.attempt_exists(2, 1) and not await executor.attempt_exists(2, 2)
     folder_only = Attempt(executor.attempt_dir(2, 1), 0, None)
     found = await wait_until(
@@ -180,7 +203,14 @@ async def test_an_attempt_is_found_again_from_its_folder(
     (Path(found.attempt_dir) / "exit_code").touch()
     assert await executor.probe(found) is ProcessState.RUNNING
     assert await executor.signal(found, signal.SIGKILL)
-    await wait_until(lambda: _gone(executor, found), what="the killed attempt gone")
+    # Gone, its wrapper killed with it; on a cluster, Slurm ends the job its own way (TERM,
+    # then KILL), and the wrapper records the end.
+    ends = (
+        (ProcessState.GONE, ProcessState.EXITED)
+        if executor.host.kind == "slurm"
+        else (ProcessState.GONE,)
+    )
+    await wait_until(lambda: _in(executor, found, ends), what="the killed attempt to end")
 
 
 async def _with_pid(executor: Executor, attempt: Attempt) -> Attempt | None:
@@ -188,15 +218,15 @@ async def _with_pid(executor: Executor, attempt: Attempt) -> Attempt | None:
     return found if found.pid else None
 
 
-async def _gone(executor: Executor, attempt: Attempt) -> bool:
-    return await executor.probe(attempt) is ProcessState.GONE
+async def _in(executor: Executor, attempt: Attempt, states: tuple[ProcessState, ...]) -> bool:
+    return await executor.probe(attempt) in states
 
 
 async def test_a_signal_reaches_the_command_and_the_wrapper_records_it(
     host: tuple[Executor, SshLab | None],
 ) -> None:
     executor, _ = host
-    attempt = await executor.start(_launch(executor, 3, 200, 0.05))
+    attempt = await _started(executor, _launch(executor, 3, 200, 0.05))
     await wait_until(lambda: _printed(executor, attempt), what="the run printing")
     assert await executor.signal(attempt, signal.SIGTERM)
     ended = await asyncio.wait_for(executor.wait(attempt), 30)
@@ -229,7 +259,7 @@ async def test_an_unreachable_host_is_an_error_of_its_own_kind(
     once it is back, the attempt it was running is found as it is."""
     executor, lab = host
     if lab is None:
-        pytest.skip("this machine is always reachable")
+        pytest.skip("this machine (and a cluster reached from it) is always reachable")
     attempt = await executor.start(_launch(executor, 5, 100, 0.05))
     lab.hosts[0].kill()
     with pytest.raises(HostUnreachable):

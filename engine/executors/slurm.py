@@ -212,6 +212,7 @@ class SlurmControl:
             followed.ended = ExitInfo(code, ended_at=written or now, cause=cause)
         elif code is not None and (job is None or job.ended):
             followed.ended = ExitInfo(code, ended_at=written)
+
         elif followed.missing_since is not None:
             away = now - followed.missing_since
             if away >= self.host.forgotten_after_s:
@@ -435,7 +436,7 @@ class SlurmControl:
         )
 
     async def signal(self, attempt: Attempt, signum: int) -> bool:
-        """Pass a signal to the attempt's processes (`scancel --signal --full`); SIGKILL, or
+        """Pass a signal to the attempt's processes (`scancel --full --signal`); SIGKILL, or
         any signal to a job that does not run yet, ends the job (`scancel`)."""
         job = attempt.batch_job
         if job is None:
@@ -454,7 +455,8 @@ class SlurmControl:
                 why = f"ended in Slurm's queue before it ran (job {job})"
                 followed.ended = ExitInfo(None, ended_at=time.time(), cause=(None, why))
             return True
-        if signum == signal.SIGKILL or known is None:
+        if known is None or signum == signal.SIGKILL:
+            # Slurm ends the job its own way (TERM, then KILL): its wrapper records how.
             return await self._scancel(job)
         name = signal_name(signum).removeprefix("SIG")
         return await self._scancel(job, f"--full --signal={name}")
