@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from engine.client import Client, connect
@@ -527,3 +528,33 @@ async def test_an_asha_sweep_on_the_cluster_prunes_through_scancel(
     assert "done" not in (await client.log(weak.id))[0].decode()  # stopped, not run to its end
     script = next((rig.state_dir / ".runyard" / "jobs").glob("*.sh"))
     assert len(script.read_text().split(") dir=")) == 4  # the three trials in one array
+
+
+def test_squeue_lines_are_jobs_and_slurms_ends_are_failure_classes() -> None:
+    from engine.core.slurm import end_cause, parse_squeue
+
+    jobs = parse_squeue(
+        "812|3|RUNNING|None|0|n7|ry-ab12cd-5-1|\n"
+        "813|N/A|PENDING|QOSMaxJobsPerUserLimit|0||ry-ab12cd-9-1|\n"
+        "814|N/A|TIMEOUT|TimeLimit|0|n2|ry-ab12cd-10-1|\n"
+        "garbage\n"
+    )
+    assert [(j.job_id, j.state, j.node) for j in jobs] == [
+        ("812_3", "RUNNING", "n7"),
+        ("813", "PENDING", None),
+        ("814", "TIMEOUT", "n2"),
+    ]
+    assert jobs[1].pending and not jobs[1].ended and jobs[2].ended
+    causes = {
+        state: end_cause(msgspec.structs.replace(jobs[2], state=state))
+        for state in ("TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "COMPLETED")
+    }
+    assert {s: c[0] if c else None for s, c in causes.items()} == {
+        "TIMEOUT": FailureClass.TIMEOUT,
+        "NODE_FAIL": FailureClass.HOST_LOST,
+        "PREEMPTED": FailureClass.PREEMPTED,
+        "OUT_OF_MEMORY": FailureClass.OOM,
+        "COMPLETED": None,
+    }
+    requeued = end_cause(msgspec.structs.replace(jobs[0], state="PENDING", restarts=1))
+    assert requeued is not None and requeued[0] is FailureClass.PREEMPTED

@@ -329,3 +329,28 @@ def test_declared_gpus_show_what_runs_hold() -> None:
         "10.0 GiB by runs 3 7"
     )
     assert lines[-1].endswith(" 0.0 GiB") and "no NVIDIA GPU" not in pane.detail_text().plain
+
+
+def test_a_cluster_pane_shows_its_partition_and_our_jobs() -> None:
+    """A Slurm host's pane: the partition's nodes by state, CPUs and GPUs in use, and our
+    jobs with the oldest pending reason, in place of a machine's cores and GPUs."""
+    from engine.core.slurm import parse_sinfo
+    from engine.model import ClusterSample, HostSample
+
+    counts = parse_sinfo(
+        "n1|idle|gpu:a100:4(S:0-1)|gpu:a100:0(IDX:N/A)|0/64/0/64|gpu*|\n"
+        "n2|mix|gpu:4|gpu:3|40/24/0/64|gpu*|\n"
+        "n3|alloc|gpu:4|gpu:4|64/0/0/64|gpu*|\n"
+        "n4|down*|gpu:4|gpu:0|0/0/64/64|gpu*|\n"
+        "n2|mix|gpu:4|gpu:3|40/24/0/64|debug|\n"  # in two partitions: counted once
+    )
+    cluster = ClusterSample(
+        **counts, jobs_pending=5, jobs_running=2, oldest_pending_reason="Resources"
+    )
+    pane = HostPane("uni")
+    pane.record(HostSample("uni", 1.0, 40.0, (), 0.0, 0.0, cluster=cluster))
+    text = pane.detail_text().plain
+    assert "nodes 1 idle, 1 mixed, 1 allocated, 1 down" in text
+    assert "104/256 in use" in text and "7/16 in use" in text
+    assert "ours  2 running, 5 pending (oldest: Resources)" in text
+    assert "CPUs in use  40.0%" in pane.title_text().plain
