@@ -23,6 +23,7 @@ from engine.model import FailureClass, JobSpec, Resources, RetryPolicy, RunStatu
 from .conftest import Project, wait_until
 from .slurm import SlurmCluster
 from .sshd import SshLab
+from .test_sweeps import STEPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -489,14 +490,6 @@ async def test_a_thousand_trials_over_the_login_node_are_one_sbatch(
         lab.stop()
 
 
-STEPS = """\
-import json, os, time
-params = json.loads(os.environ["RUNYARD_PARAMS"])
-for step in range(40):
-    print("@runyard", json.dumps({"step": step, "score": params["quality"] + step / 1000}), flush=True)
-    time.sleep(0.1)
-print("done")
-"""
 ASHA = """\
 name = "asha"
 command = "{python} steps.py"
