@@ -42,10 +42,15 @@ def executor_for(
     the shared file system. `on_change` hears of the host going up or
     down, `on_sample` gets the host's telemetry."""
     host = config.hosts[name]
-    if host.kind == "slurm":
-        from engine.executors.slurm import slurm_executor
+    if host.kind == "slurm" and host.login is None:
+        from engine.executors.slurm_here import SlurmHere
 
-        return slurm_executor(host, config.state_dir, on_change, on_sample)
+        workdir = Path(host.workdir or "~/runyard").expanduser()
+        return SlurmHere(host, workdir, config.state_dir, on_sample)
+    if host.kind == "slurm":
+        from engine.executors.slurm_ssh import SlurmOverSsh  # asyncssh, where it is used
+
+        return SlurmOverSsh(host, config.state_dir, on_change, on_sample)
     if host.kind == "local":
         workdir = Path(host.workdir).expanduser() if host.workdir else config.state_dir
         if not workdir.is_absolute():

@@ -1,8 +1,8 @@
 """The Slurm executor: a cluster as one host. Each attempt is a batch job (attempts of one
 shape submitted together are one job array) running the same wrapper in its own folder on the
 cluster's shared file system, whose files are the truth; squeue says whether it waits (and
-why) or runs, sinfo what the partition has. Reached over SSH to the login node (`login`), or
-directly when the daemon runs there.
+why) or runs, sinfo what the partition has. Reached over SSH to the login node (`login`,
+slurm_ssh.py), or directly when the daemon runs there (slurm_here.py).
 
 One poller per cluster asks squeue and sinfo every `poll_s` in one command, and reads the
 files of the attempts whose job it saw end or vanish; every waiter works from what it found."""
@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import shlex
-import shutil
 import signal
 import socket
 import sys
@@ -31,14 +29,13 @@ from engine.core.failures import signal_name
 from engine.executors import layout
 from engine.executors.base import (
     Attempt,
-    Executor,
     ExitInfo,
     HostUnreachable,
     Launch,
     ProcessState,
     wrapper_args,
 )
-from engine.executors.local import WRAPPER, LocalExecutor
+from engine.executors.local import WRAPPER
 from engine.model import ClusterSample, FailureClass, HostSample, HostSpec, Resources
 
 # What a run is given of the daemon's environment; the rest comes from the login environment
@@ -583,95 +580,3 @@ def _is_number(text: str) -> bool:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
-
-
-class SlurmHere(SlurmControl, LocalExecutor):
-    """A cluster whose login node the daemon runs on: commands run here, files are read here
-    (the workdir is on the shared file system, as the nodes see it)."""
-
-    def __init__(
-        self,
-        host: HostSpec,
-        workdir: Path,
-        state_dir: Path,
-        on_sample: Callable[[HostSample], None],
-    ) -> None:
-        LocalExecutor.__init__(self, host, workdir)
-        self._init_slurm(state_dir, on_sample)
-
-    def connect(self) -> None:
-        self._start_polling()
-
-    async def close(self) -> None:
-        await self._stop_polling()
-
-    async def _shell(
-        self, script: str, timeout: float | None = COMMAND_TIMEOUT_S, stdin: str | None = None
-    ) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            script,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                out, err = await process.communicate((stdin or "").encode())
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-            raise OSError(f"{self.host.name}: a Slurm command took over {timeout:g}s") from None
-        return process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-    async def _put_text(self, path: str, text: str) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.part")
-        partial.write_text(text)
-        partial.replace(target)
-
-    async def _tools(self) -> str:
-        tools = self.workdir / ".runyard"
-        wrapper = tools / WRAPPER.name
-        if not wrapper.exists() or wrapper.read_bytes() != WRAPPER.read_bytes():
-            await self._put_text(str(wrapper), WRAPPER.read_text())
-        return str(tools)
-
-    async def _snapshot_path(self, snapshot: str) -> str:
-        """The snapshot copied under the workdir once per content hash: the nodes may not see
-        the daemon's state directory."""
-        source = Path(snapshot)
-        target = self.workdir / "snapshots" / source.name
-        if not (target / ".complete").exists():
-            partial = target.with_name(f"{source.name}.part-{os.getpid()}")
-            await asyncio.to_thread(
-                shutil.copytree, source, partial, symlinks=True, dirs_exist_ok=True
-            )
-            (partial / ".complete").write_text(source.name)
-            with contextlib.suppress(OSError):
-                partial.rename(target)
-            if partial.exists():
-                await asyncio.to_thread(shutil.rmtree, partial, True)
-        return str(target)
-
-    async def _data_path(self, launch: Launch) -> list[tuple[str, str]]:
-        return [(link.source, link.place) for link in launch.data]
-
-
-def slurm_executor(
-    host: HostSpec,
-    state_dir: Path,
-    on_change: Callable[[], None],
-    on_sample: Callable[[HostSample], None],
-) -> Executor:
-    """A cluster's executor: over SSH to `login`, or here when there is none."""
-    if host.login is not None:
-        from engine.executors.slurm_ssh import SlurmOverSsh  # asyncssh, only where it is used
-
-        return SlurmOverSsh(host, state_dir, on_change, on_sample)  # type: ignore[return-value]
-    workdir = Path(host.workdir or "~/runyard").expanduser()
-    return SlurmHere(host, workdir, state_dir, on_sample)
