@@ -139,22 +139,20 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         (self.folder / f"{name}.pid").unlink(missing_ok=True)
 
     def kill_node_processes(self) -> None:
-        """The node dies: slurmd and every job step it started (slurmstepd, a child of this
-        cluster's slurmd), as a power cut would take them; the jobs' own processes are the
-        caller's to kill."""
-        slurmd = self._pid("slurmd")
-        steps = []
-        with contextlib.suppress(psutil.Error):
-            if slurmd is not None:
-                steps = [p for p in psutil.Process(slurmd).children() if p.name() == "slurmstepd"]
+        """The node dies: slurmd and every job step it started (a slurmstepd runs apart from
+        slurmd, known by its working directory in this cluster's folder), as a power cut would
+        take them; the jobs' own processes are the caller's to kill."""
         self.kill("slurmd")
-        for step in steps:
-            with contextlib.suppress(psutil.Error):
-                step.kill()
+        for process in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error, ValueError):
+                ours = Path(process.cwd()).is_relative_to(self.folder)
+                if process.info["name"] == "slurmstepd" and ours:
+                    process.kill()
 
     def stop(self) -> None:
-        """End every job, then the node and the controller."""
+        """End every job, then the node (with any job step still winding down) and the
+        controller: nothing of the cluster outlives the test."""
         with contextlib.suppress(Exception):
             self.run("scancel", "--full", "-u", "root", check=False)
-        self.kill("slurmd")
+        self.kill_node_processes()
         self.kill("slurmctld")
