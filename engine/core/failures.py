@@ -53,10 +53,10 @@ def classify(
     if code == 126:
         return RunStatus.FAILED, FailureClass.ERROR, f"command cannot be executed: {argv[0]}"
     if code == 125 and "cannot enter working directory" in tail:
-        return RunStatus.FAILED, FailureClass.ERROR, _last_line(tail)
+        return RunStatus.FAILED, FailureClass.ERROR, last_line(tail)
     if code > 128:
         return RunStatus.FAILED, FailureClass.KILLED, f"killed by {signal_name(code - 128)}"
-    last = _last_line(tail)
+    last = last_line(tail)
     return RunStatus.FAILED, FailureClass.ERROR, f"exit code {code}" + (f": {last}" if last else "")
 
 
@@ -83,6 +83,7 @@ def _vmstat() -> int | None:
         return None
 
 
-def _last_line(tail: str) -> str:
+def last_line(tail: str) -> str:
+    """The last line of a text that holds something, at most 200 characters."""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""

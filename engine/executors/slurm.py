@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from engine.core import slurm
-from engine.core.failures import signal_name
+from engine.core.failures import last_line, signal_name
 from engine.executors import layout
 from engine.executors.base import (
     Attempt,
@@ -160,7 +160,7 @@ class SlurmControl:
         sinfo, _, _ = rest.partition("@sinfo ")
         now = time.time()
         if status.strip() != "0":
-            self.squeue_error = _last_line(err) or f"squeue exited {status.strip() or '?'}"
+            self.squeue_error = last_line(err) or f"squeue exited {status.strip() or '?'}"
         else:
             self.squeue_error = None
             self.jobs = {
@@ -247,7 +247,7 @@ class SlurmControl:
             folder, code, written, requeued, pid = (line.rsplit("|", 4) + [""] * 5)[:5]
             found[folder] = (
                 int(code) if code.lstrip("-").isdigit() else None,
-                float(written) if _is_number(written) else None,
+                _float(written),
                 int(requeued) if requeued.isdigit() else 0,
                 int(pid) if pid.isdigit() else 0,
             )
@@ -363,7 +363,7 @@ class SlurmControl:
         )
         job = out.strip().splitlines()[-1] if out.strip() else ""
         if status != 0 or not job.isdigit():
-            why = _last_line(err) or f"sbatch exited {status}"
+            why = last_line(err) or f"sbatch exited {status}"
             raise OSError(f"could not submit to {self.host.name}: {why}")
         ids = [f"{job}_{i}" for i in range(len(launches))] if len(launches) > 1 else [job]
         self._submitted[name] = folders
@@ -551,7 +551,7 @@ class SlurmControl:
             ok = status == 0
             if name == "partition" and ok and not out.strip():
                 ok = False
-            said = _last_line(out) if ok else (_last_line(err) or _last_line(out))
+            said = last_line(out) if ok else (last_line(err) or last_line(out))
             steps.append((name, ok, said or (f"exit status {status}" if not ok else "")))
             if name == "slurm" and not ok:
                 break
@@ -569,14 +569,8 @@ def _path(text: str) -> str:
     return text if text.startswith("~") and " " not in text else shlex.quote(text)
 
 
-def _is_number(text: str) -> bool:
+def _float(text: str) -> float | None:
     try:
-        float(text)
+        return float(text)
     except ValueError:
-        return False
-    return True
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
+        return None
