@@ -18,6 +18,7 @@ import pytest
 
 from engine.client import Client, connect
 from engine.errors import EngineError
+from engine.executors.slurm import FILES
 from engine.model import FailureClass, JobSpec, Resources, RetryPolicy, RunStatus
 
 from .conftest import Project, wait_until
@@ -376,9 +377,36 @@ def test_sbatch_options_and_the_batch_script_quote_every_value() -> None:
         [("/w/runs/1/attempt-1", ["/w/runs/1/attempt-1", "--", "echo", "$(x); y"])],
         "/w/wrapper.sh",
         None,
-        ("output.log", "requeued"),
+        FILES,
     )
     assert "'$(x); y'" in script  # quoted: never run by the shell
+
+
+def test_an_array_task_makes_its_own_folders_and_writes_its_job_id(tmp_path: Path) -> None:
+    """Submitting makes no folder: each task makes its attempt's and the run's kept folders
+    as it starts, writes its job id there, and runs its own attempt only."""
+    from engine.core.slurm import batch_script
+
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text('echo "ran $*"\n')
+    folders = [str(tmp_path / f"runs/{i}/attempt-1") for i in (1, 2)]
+    script = tmp_path / "job.sh"
+    script.write_text(
+        batch_script(
+            [(f, ["--", "x y", str(i)]) for i, f in enumerate(folders)], str(wrapper), None, FILES
+        )
+    )
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_JOB_ID": "812", "SLURM_ARRAY_TASK_ID": "1"}
+    subprocess.run(["bash", str(script)], env=env, check=True)
+    assert not Path(folders[0]).exists()
+    assert (Path(folders[1]) / "slurm_job").read_text() == "812_1"
+    assert (Path(folders[1]) / "output.log").read_text() == "ran -- x y 1\n"
+    assert {p.name for p in Path(folders[1]).parent.iterdir()} == {"attempt-1", *FILES.kept}
+    assert oct(Path(folders[1]).stat().st_mode & 0o777) == "0o700"
+    subprocess.run(
+        ["bash", str(script)], env={"PATH": os.environ["PATH"], "SLURM_JOB_ID": "9"}, check=True
+    )
+    assert (Path(folders[0]) / "slurm_job").read_text() == "9"
 
 
 def login_project(folder: Path, cluster: SlurmCluster, lab: SshLab, **extra: object) -> Project:
@@ -450,7 +478,8 @@ async def test_a_thousand_trials_over_the_login_node_are_one_sbatch(
     """Held in Slurm's queue (`--hold`), a 1,000-trial sweep is submitted over SSH in one
     sbatch, each attempt knows its array task, and cancelling the sweep ends every job.
     (The attempts' folders go to the login node in a file, not on a command line, which
-    at this size broke the SSH connection.)"""
+    at this size broke the SSH connection.) A daemon restarted meanwhile adopts them all
+    from squeue and the submission's task list, and submits none again."""
     lab = SshLab(short_tmp / "lab", 1)
     project = login_project(short_tmp / "project", cluster, lab, max_jobs=1000, poll_s=1.0)
     project.config_path.write_text(project.config_path.read_text() + 'sbatch_args = ["--hold"]\n')
@@ -477,9 +506,16 @@ async def test_a_thousand_trials_over_the_login_node_are_one_sbatch(
             return len(view.entries) == 1000 and all("JobHeld" in e.reason for e in view.entries)
 
         await wait_until(all_held, what="the queue to say why each waits")
+        [last] = (await client.run(result.runs[-1].id)).details["attempts"]
+        assert last["batch_job"].endswith("_999")
+        # Submitting made no folder on the shared file system: each job makes its own.
+        assert not (lab.hosts[0].workdir / "runs").exists()
+        await client.close()
+        project.kill_daemon()
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        await wait_until(all_held, timeout=60, what="the restarted daemon to adopt every job")
         assert len(list((lab.hosts[0].workdir / ".runyard" / "jobs").glob("*.sh"))) == 1
-        last = lab.hosts[0].workdir / "runs" / str(result.runs[-1].id) / "attempt-1"
-        assert (last / "slurm_job").read_text().endswith("_999")
         await client.cancel_sweep(result.sweep)
         ended = [await client.wait(r.id, 120) for r in result.runs]
         assert {r.status for r in ended} == {RunStatus.CANCELLED}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -192,54 +193,49 @@ def sbatch_options(
     return [*options, *host.sbatch_args]
 
 
+class AttemptFiles(NamedTuple):
+    """The names of an attempt's files that its batch script writes (engine.executors.layout):
+    its output log, its job id, a requeued rerun's mark, and the run's folders kept across
+    attempts."""
+
+    output: str
+    batch_job: str
+    requeued: str
+    kept: tuple[str, ...]
+
+
 def batch_script(
     attempts: Sequence[tuple[str, Sequence[str]]],
     wrapper: str,
     setup: str | None,
-    files: tuple[str, str],
+    files: AttemptFiles,
 ) -> str:
     """The batch script for attempts given as (attempt folder, the wrapper's arguments and the
-    command): array task
-    i (or the one job) runs attempt i through the wrapper, its own output and the host's
-    `setup` going to that attempt's output log. Run again by a requeue, it leaves its restart
-    count in the folder and ends at once: the engine retries it as a new attempt instead.
-    `files` names the attempt's output log and that file (engine.executors.layout)."""
-    output, requeued = files
+    command): array task i (or the one job) makes attempt i's folder and the run's kept
+    folders, writes its job id there, and runs the attempt through the wrapper, its own
+    output and the host's `setup` going to that attempt's output log. Submitting makes no
+    folder: a thousand mkdirs on a cluster's shared file system cost seconds. Run again by a
+    requeue, it leaves its restart count in the folder and ends at once: the engine retries it
+    as a new attempt instead."""
     cases = "\n".join(
         f"{i}) dir={shlex.quote(folder)}; set -- {shlex.join(args)} ;;"
         for i, (folder, args) in enumerate(attempts)
     )
+    kept = " ".join(f'"${{dir%/*}}/{name}"' for name in files.kept)
     return f"""#!/bin/bash
 # Runyard: {len(attempts)} attempt(s); array task i (or the one job) runs attempt i.
 case "${{SLURM_ARRAY_TASK_ID:-0}}" in
 {cases}
 *) exit 0 ;;
 esac
+(umask 077 && mkdir -p "$dir" {kept}) || exit 97
 if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then
-    echo "${{SLURM_RESTART_COUNT}}" > "$dir/{requeued}"
+    echo "${{SLURM_RESTART_COUNT}}" > "$dir/{files.requeued}"
     exit 0
 fi
-exec >> "$dir/{output}" 2>&1 < /dev/null
+job=${{SLURM_ARRAY_JOB_ID:+${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}}}
+printf %s "${{job:-$SLURM_JOB_ID}}" > "$dir/{files.batch_job}"
+exec >> "$dir/{files.output}" 2>&1 < /dev/null
 {setup or ":"}
 exec sh {shlex.quote(wrapper)} "$@"
 """
-
-
-def submit_script(name: str, options: Sequence[str], array: bool, files: tuple[str, str]) -> str:
-    """Shell, run in the folder of the batch scripts, that makes the folders listed in
-    NAME.dirs (0700, in one mkdir) and an empty output log in each attempt folder listed in
-    NAME.tasks, submits NAME.sh, writes each attempt's job id into its folder and prints the
-    job id. The folders come from files, not the command line, which a thousand of them
-    would overflow. `files` names the output log and the job id's file
-    (engine.executors.layout)."""
-    output, job_file = files
-    tasks = shlex.quote(f"{name}.tasks")
-    each = '"${job}_$i"' if array else '"$job"'
-    return (
-        f"umask 077 && xargs -d '\\n' mkdir -p < {shlex.quote(name + '.dirs')}"
-        f' && while IFS= read -r d; do : >> "$d/{output}" || exit 97; done < {tasks}'
-        f" && job=$(sbatch {shlex.join(options)} {shlex.quote(name + '.sh')})"
-        " && job=${job%%;*} && i=0 && while IFS= read -r d; do"
-        f' printf %s {each} > "$d/{job_file}"; i=$((i + 1)); done < {tasks}'
-        ' && echo "$job"'
-    )

@@ -12,7 +12,7 @@ from pathlib import PurePath
 PID = "pid"
 OUTPUT = "output.log"
 EXIT_CODE = "exit_code"
-BATCH_JOB = "slurm_job"  # on a cluster: the attempt's job id, written once sbatch returns
+BATCH_JOB = "slurm_job"  # on a cluster: the attempt's job id, written by its job as it starts
 REQUEUED = "requeued"  # on a cluster: left by Slurm's rerun of a requeued job, which ends
 ARTIFACTS = "artifacts"
 CHECKPOINTS = "checkpoints"

@@ -41,6 +41,9 @@ from engine.model import ClusterSample, FailureClass, HostSample, HostSpec, Reso
 # What a run is given of the daemon's environment; the rest comes from the login environment
 # Slurm passes on, the host's `setup`, and Slurm itself (CUDA_VISIBLE_DEVICES among them).
 PASSED_ENV = ("RUNYARD_", "PYTHONUNBUFFERED")
+FILES = slurm.AttemptFiles(
+    layout.OUTPUT, layout.BATCH_JOB, layout.REQUEUED, layout.KEPT_ACROSS_ATTEMPTS
+)
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -335,33 +338,20 @@ class SlurmControl:
             args = wrapper_args(folder, launch.cwd, snapshot, links, forward)
             tasks.append((folder, [*args, "env", *env, *launch.argv]))
             folders.append(folder)
-        script_path = f"{tools}/jobs/{name}.sh"
-        await self._put_text(
-            script_path,
-            slurm.batch_script(
-                tasks,
-                f"{tools}/{WRAPPER.name}",
-                self.host.setup,
-                (layout.OUTPUT, layout.REQUEUED),
-            ),
-        )
+        script = slurm.batch_script(tasks, f"{tools}/{WRAPPER.name}", self.host.setup, FILES)
+        # The task list first: it is how a job found in squeue by its name is matched to its
+        # attempts (`_jobs_by_folder`) when the daemon stops before it hears the job id.
         await self._put_text(f"{tools}/jobs/{name}.tasks", "".join(f"{f}\n" for f in folders))
-        dirs = {
-            d: None
-            for folder in folders
-            for d in (folder, *(f"{Path(folder).parent}/{k}" for k in layout.KEPT_ACROSS_ATTEMPTS))
-        }
-        await self._put_text(f"{tools}/jobs/{name}.dirs", "".join(f"{d}\n" for d in dirs))
+        await self._put_text(f"{tools}/jobs/{name}.sh", script)
         options = slurm.sbatch_options(
             self.host, first.resources, name, len(launches), first.max_concurrent
         )
-        submit = slurm.submit_script(
-            name, options, len(launches) > 1, (layout.OUTPUT, layout.BATCH_JOB)
-        )
         status, out, err = await self._shell(
-            self._with_setup(f"cd {shlex.quote(tools)}/jobs && {submit}")
+            self._with_setup(
+                f"cd {shlex.quote(tools)}/jobs && sbatch {shlex.join(options)} {shlex.quote(name)}.sh"
+            )
         )
-        job = out.strip().splitlines()[-1] if out.strip() else ""
+        job = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
         if status != 0 or not job.isdigit():
             why = last_line(err) or f"sbatch exited {status}"
             raise OSError(f"could not submit to {self.host.name}: {why}")
@@ -490,8 +480,9 @@ class SlurmControl:
             self._poke.set()
 
     async def reattach(self, attempt: Attempt) -> Attempt:
-        """The attempt with its job (from its folder's `slurm_job`, else found by its job's
-        name among ours: a daemon stopped between sbatch and writing the file) and pid."""
+        """The attempt with its job (from its folder's `slurm_job`, which the job writes when
+        it starts, else found by its job's name among ours: one still waiting in Slurm's
+        queue, or a daemon stopped between sbatch and the store) and pid."""
         attempt = await super().reattach(attempt)  # type: ignore[misc]
         if attempt.batch_job is not None:
             return attempt
@@ -499,29 +490,41 @@ class SlurmControl:
         _, out, _ = await self._shell(
             f"cat {shlex.quote(f'{folder}/{layout.BATCH_JOB}')} 2>/dev/null"
         )
-        job = out.strip() or await self._job_by_name(folder)
+        job = out.strip() or (await self._jobs_by_folder()).get(folder)
         return msgspec.structs.replace(attempt, batch_job=job) if job else attempt
 
-    async def _job_by_name(self, folder: str) -> str | None:
-        """The job of an attempt folder, from our jobs' names and their task lists."""
+    async def attempt_exists(self, run_id: int, attempt: int) -> bool:
+        """Whether the attempt was submitted: its folder exists (its job has started), or a
+        job Slurm knows runs it."""
+        folder = self.attempt_dir(run_id, attempt)
+        if folder in await self._jobs_by_folder():
+            return True
+        return await super().attempt_exists(run_id, attempt)  # type: ignore[misc]
+
+    async def existing_attempts(self, wanted: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        in_slurm = await self._jobs_by_folder()
+        found = {w for w in wanted if self.attempt_dir(*w) in in_slurm}
+        rest = [w for w in wanted if w not in found]
+        return found | await super().existing_attempts(rest)  # type: ignore[misc]
+
+    async def _jobs_by_folder(self) -> dict[str, str]:
+        """The attempt folders of our submissions that Slurm knows, each with its job id (an
+        array's task): from our jobs' names in squeue and each submission's task list."""
         if not self.jobs:
             await self._next_poll(now=True)
+        arrays = {job.name: job.job_id.split("_")[0] for job in self.jobs.values()}
         tools = await self._tools()
-        for job in list(self.jobs.values()):
-            folders = self._submitted.get(job.name)
+        found: dict[str, str] = {}
+        for name, array in arrays.items():
+            folders = self._submitted.get(name)
             if folders is None:
                 _, out, _ = await self._shell(
-                    f"cat {shlex.quote(f'{tools}/jobs/{job.name}.tasks')} 2>/dev/null"
+                    f"cat {shlex.quote(f'{tools}/jobs/{name}.tasks')} 2>/dev/null"
                 )
-                folders = self._submitted[job.name] = out.split()
-            if folder in folders:
-                array = job.job_id.split("_")[0]
-                found = f"{array}_{folders.index(folder)}" if len(folders) > 1 else array
-                await self._shell(
-                    f"printf %s {shlex.quote(found)} > {shlex.quote(f'{folder}/{layout.BATCH_JOB}')}"
-                )
-                return found
-        return None
+                folders = self._submitted[name] = out.splitlines()
+            for i, folder in enumerate(folders):
+                found[folder] = f"{array}_{i}" if len(folders) > 1 else array
+        return found
 
     async def diagnose(self) -> list[tuple[str, bool, str]]:
         """Slurm's commands found after `setup`, the partition, the account and QOS accepted

@@ -4,6 +4,7 @@ but did not get to record adopted, and the rest marked lost with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -33,7 +34,8 @@ class Reconciler:
         started = await self._started_attempts(
             [run for run, *_ in unfinished if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)]
         )
-        for run, env, pid_start, cancel, prune in unfinished:
+        settling = []
+        for run, env, pid_start, cancel, prune, batch_job in unfinished:
             # The store keeps secrets masked: a queued run takes them from this daemon's
             # environment (that of whoever started it).
             queued = run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)
@@ -48,7 +50,8 @@ class Reconciler:
                 why = f"host {run.host!r} is no longer configured"
                 live.transition([Transition(run.id, RunStatus.LOST, why)])
                 continue
-            attempt = Attempt(executor.attempt_dir(run.id, run.attempt), run.pid or 0, pid_start)
+            folder = executor.attempt_dir(run.id, run.attempt)
+            attempt = Attempt(folder, run.pid or 0, pid_start, batch_job=batch_job)
             position = await live.db.call(store.log_position, run.id, run.attempt)
             active = Active.of(
                 run,
@@ -60,7 +63,9 @@ class Reconciler:
                 prune_reason=prune,
             )
             self.sweeps.attach(run, replayed.get(run.id, []))
-            await self._settle(active)
+            settling.append(self._settle(active))
+        # Together: a cluster answers every waiting attempt in one poll, not one poll each.
+        await asyncio.gather(*settling)
         await live.flush()
 
     def _adopt(self, run: Run, started: tuple[str, int] | None) -> Run | None:

@@ -381,18 +381,21 @@ class RunRecords(StoreBase):
         row = self._one("SELECT env FROM runs WHERE id = ?", [run_id])
         return json.loads(row[0]) if row else {}
 
-    def unfinished(self) -> list[tuple[Run, dict[str, str], float | None, bool]]:
+    def unfinished(
+        self,
+    ) -> list[tuple[Run, dict[str, str], float | None, bool, str | None, str | None]]:
         """Every run that has not ended, oldest first, with its launch environment, the start
-        time of its process, whether a cancel was asked for, and why it is being pruned."""
+        time of its process, whether a cancel was asked for, why it is being pruned, and its
+        current attempt's batch job on a cluster."""
         rows = self.con.execute(
-            f"SELECT {RUN_SELECT}, env, pid_start_time, cancel_requested, prune_reason FROM runs"
-            f" WHERE status NOT IN ({TERMINAL_SQL})"
-            " ORDER BY id"
+            f"SELECT {RUN_SELECT}, env, pid_start_time, cancel_requested, prune_reason,"
+            " (SELECT batch_job FROM attempts a WHERE a.run_id = runs.id"
+            "  AND a.attempt = runs.attempt)"
+            f" FROM runs WHERE status NOT IN ({TERMINAL_SQL}) ORDER BY id"
         ).fetchall()
         envs: dict[str, dict[str, str]] = {}  # runs of one submission share one environment
         return [
-            (run_from_row(r[:-4]), envs.setdefault(r[-4], json.loads(r[-4])), r[-3], r[-2], r[-1])
-            for r in rows
+            (run_from_row(r[:-5]), envs.setdefault(r[-5], json.loads(r[-5])), *r[-4:]) for r in rows
         ]
 
     def attempt_host(self, run_id: int, attempt: int) -> str | None:
