@@ -1,9 +1,12 @@
 """A real Slurm cluster on this machine (../shared/slurm-test-cluster.md): a controller and one
-node with two fake GPUs, on free loopback ports, everything in one folder."""
+node with two fake GPUs, on free loopback ports, everything in one folder; with `accounting`,
+also slurmdbd over a MariaDB server of its own, enforcing accounts and QOS as a university
+cluster does."""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -17,22 +20,33 @@ import pytest
 from .sshd import free_port
 
 SLURMCTLD, SLURMD = "/usr/sbin/slurmctld", "/usr/sbin/slurmd"
+SLURMDBD, MARIADBD = "/usr/sbin/slurmdbd", "/usr/sbin/mariadbd"
+ACCOUNT = "lab"  # the one account the accounting cluster lets its user submit under
 
 
-def require_slurm() -> None:
-    """Skip where Slurm is not installed, except under CI, where that is a failure."""
-    if not (Path(SLURMCTLD).exists() and Path(SLURMD).exists() and shutil.which("sbatch")):
+def require_slurm(accounting: bool = False) -> None:
+    """Skip where Slurm (and for `accounting`, slurmdbd and MariaDB) is not installed, except
+    under CI, where that is a failure."""
+    needed = [SLURMCTLD, SLURMD] + ([SLURMDBD, MARIADBD] if accounting else [])
+    if not (all(Path(p).exists() for p in needed) and shutil.which("sbatch")):
         if os.environ.get("CI"):
-            pytest.fail("CI needs Slurm (.ci/run installs slurm-wlm)")
-        pytest.skip("no Slurm: install slurm-wlm to run the Slurm host tests")
+            pytest.fail(f"CI needs {', '.join(needed)} (.ci/run installs them)")
+        pytest.skip(f"no {' or '.join(needed)}: install slurm-wlm, slurmdbd, mariadb-server-core")
 
 
 class SlurmCluster:
     """slurmctld and slurmd in `folder`, with node `localhost` (2 CPUs, 2 GPUs) in partition
-    `debug`; `env` is what every Slurm command needs (SLURM_CONF)."""
+    `debug`; `env` is what every Slurm command needs (SLURM_CONF). With `accounting`, jobs are
+    accepted only under account `lab` and an existing QOS."""
 
-    def __init__(self, folder: Path, node_timeout_s: int = 300, min_job_age_s: int = 300) -> None:
-        require_slurm()
+    def __init__(
+        self,
+        folder: Path,
+        node_timeout_s: int = 300,
+        min_job_age_s: int = 300,
+        accounting: bool = False,
+    ) -> None:
+        require_slurm(accounting)
         self.folder = folder
         for sub in ("state", "spool", "log"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -63,7 +77,7 @@ DefMemPerCPU=500
 ReturnToService=2
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+{self._accounting() if accounting else "AccountingStorageType=accounting_storage/none"}
 MpiDefault=none
 GresTypes=gpu
 MinJobAge={min_job_age_s}
@@ -77,9 +91,69 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             f"AutoDetect=off\nNodeName=localhost Name=gpu File={folder}/gpu[0-1]\n"
         )
         self.env = {"SLURM_CONF": str(self.conf)}
+        if accounting:
+            self._start_accounting()
         self.start_controller(fresh=True)
         self.start_node()
         self.until_node("idle")
+
+    def _accounting(self) -> str:
+        """slurm.conf's lines for slurmdbd on a free port, written with slurmdbd.conf (which
+        slurmdbd finds beside slurm.conf) for a MariaDB server on another."""
+        self.dbd_port, self.db_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+        dbd_conf = self.folder / "slurmdbd.conf"
+        dbd_conf.write_text(
+            f"""AuthType=auth/none
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={self.dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={self.db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+PidFile={self.folder}/slurmdbd.pid
+LogFile={self.folder}/log/slurmdbd.log
+"""
+        )
+        dbd_conf.chmod(0o600)  # slurmdbd refuses a config others may read
+        return f"""AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={self.dbd_port}
+AccountingStorageEnforce=associations,limits,qos"""
+
+    def _start_accounting(self) -> None:
+        """A MariaDB server of this cluster's own (no grant tables: on loopback, for one
+        test), slurmdbd over it, and the cluster, account `lab` and this user registered."""
+        data = self.folder / "mariadb"
+        subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        subprocess.Popen(
+            [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root",
+             "--bind-address=127.0.0.1", f"--port={self.db_port}", "--skip-grant-tables",
+             f"--socket={self.folder}/mariadb.sock", f"--pid-file={self.folder}/mariadbd.pid",
+             f"--log-error={self.folder}/log/mariadbd.log", "--innodb-buffer-pool-size=16M"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        self._until(lambda: (self.folder / "mariadbd.pid").exists(), "MariaDB")
+        subprocess.run([SLURMDBD], env=os.environ | self.env, check=True)
+        user = getpass.getuser()
+        for what in (
+            ["cluster", "rig"],
+            ["account", ACCOUNT, "cluster=rig"],
+            ["user", user, f"account={ACCOUNT}", "cluster=rig"],
+        ):
+            self._until(lambda what=what: self._add(what), f"slurmdbd to add {' '.join(what)}")
+
+    def _add(self, what: list[str]) -> bool:
+        """`sacctmgr add`: whether it is there now (slurmdbd may not answer yet)."""
+        self.run("sacctmgr", "-i", "add", *what, check=False)
+        return self.run("sacctmgr", "-n", "-P", "show", *what[:2], check=False).strip() != ""
 
     def run(self, *argv: str, check: bool = True) -> str:
         """A Slurm command's output (sinfo, squeue, scontrol, …)."""
@@ -156,3 +230,5 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             self.run("scancel", "--full", "-u", "root", check=False)
         self.kill_node_processes()
         self.kill("slurmctld")
+        self.kill("slurmdbd", signal.SIGTERM)
+        self.kill("mariadbd", signal.SIGTERM)

@@ -22,7 +22,7 @@ from engine.executors.slurm import FILES
 from engine.model import FailureClass, JobSpec, Resources, RetryPolicy, RunStatus
 
 from .conftest import Project, wait_until
-from .slurm import SlurmCluster
+from .slurm import ACCOUNT, SlurmCluster
 from .sshd import SshLab
 from .test_sweeps import STEPS
 
@@ -341,27 +341,46 @@ async def test_a_job_slurm_forgets_without_an_exit_code_is_lost_after_the_grace(
     assert "no longer knows job" in (ended.reason or "") and "no exit code" in (ended.reason or "")
 
 
-async def test_host_check_names_the_failing_step(short_tmp: Path, cluster: SlurmCluster) -> None:
+async def test_host_check_names_the_failing_step_and_a_refused_submission_fails_the_run(
+    short_tmp: Path,
+) -> None:
+    """On a cluster that enforces accounts and QOS (slurmdbd): host check fails at the step
+    that is wrong, and a run sent to a host whose account Slurm refuses fails with Slurm's
+    words, while the other host's run succeeds."""
+    cluster = SlurmCluster(short_tmp / "slurm", accounting=True)
     project = cluster_project(
         short_tmp / "project",
         cluster,
-        {"name": "good"},
-        {"name": "nopart", "partition": "nosuch"},
-        # (A bad account or QOS fails the same step on a cluster with accounting; this one
-        # has none, so it takes any.)
-        {"name": "badfeature", "sbatch_args": '["--constraint=nosuch"]'},
+        {"name": "good", "account": ACCOUNT, "qos": "normal"},
+        {"name": "nopart", "account": ACCOUNT, "partition": "nosuch"},
+        {"name": "badaccount", "account": "nosuch"},
+        {"name": "badqos", "account": ACCOUNT, "qos": "nosuch"},
     )
     try:
         good = project.engine("host", "check", "good")
         assert good.returncode == 0, good.stdout + good.stderr
         assert "ok    slurm" in good.stdout and "ok    submit" in good.stdout
-        bad = project.engine("host", "check", "nopart")
-        assert bad.returncode != 0 and "FAIL  partition" in bad.stdout, bad.stdout
-        feature = project.engine("host", "check", "badfeature")
-        assert feature.returncode != 0, feature.stdout
-        assert "FAIL  submit   allocation failure: Invalid feature" in feature.stdout
+        for host, step, said in (
+            ("nopart", "partition", ""),
+            ("badaccount", "submit", "Invalid account"),
+            ("badqos", "submit", "Invalid qos"),
+        ):
+            bad = project.engine("host", "check", host)
+            assert bad.returncode != 0 and f"FAIL  {step}" in bad.stdout, bad.stdout
+            assert said in bad.stdout
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        refused, fine = await client.submit(
+            [job(project, "print(1)", host="badaccount"), job(project, "print(1)", host="good")]
+        )
+        refused, fine = await client.wait(refused.id, 60), await client.wait(fine.id, 60)
+        assert fine.status is RunStatus.SUCCEEDED, fine.reason
+        assert refused.status is RunStatus.FAILED, refused.reason
+        assert "Invalid account" in (refused.reason or ""), refused.reason
+        await client.close()
     finally:
         project.cleanup()
+        cluster.stop()
 
 
 def test_sbatch_options_and_the_batch_script_quote_every_value() -> None:
