@@ -35,6 +35,7 @@ from engine.executors.base import (
     wrapper_args,
 )
 from engine.executors.local import WRAPPER
+from engine.executors.shells import CommandResult, Shells
 from engine.model import DataLink, HostSample, HostSpec
 from engine.workspace import content_digest
 
@@ -227,9 +228,9 @@ class SshExecutor(Executor):
         self.note: str | None = None  # a problem that leaves the host usable (no Python)
         self._ready: asyncssh.SSHClientConnection | None = None  # connection prepared
         self._probe: asyncio.Task[None] | None = None
-        # Short commands open a session each; sshd allows 10 at once on one connection
-        # (MaxSessions), and the SFTP client, the probe and each run's wait hold one already.
-        self._commands = asyncio.Semaphore(COMMANDS_AT_ONCE)
+        # Short commands run in shells kept open; sshd allows 10 sessions at once on one
+        # connection (MaxSessions), and the SFTP client, the probe and each run's wait hold one.
+        self._shells = Shells(COMMANDS_AT_ONCE)
 
     # --- the link ----------------------------------------------------------------------------
 
@@ -283,17 +284,20 @@ class SshExecutor(Executor):
 
     async def _exec(
         self, command: str, timeout: float | None = 30.0, stdin: str | None = None
-    ) -> asyncssh.SSHCompletedProcess:
-        """Run a command on the host (`stdin` its input: a long list goes there, since a
-        command line over about 256 KB breaks the connection)."""
+    ) -> CommandResult:
+        """Run a command on the host (`stdin` its input: lines, each ended by a newline). A
+        short one runs in one of the shells kept open; a wait that lasts a run's life
+        (`timeout` None) in a session of its own."""
         conn, _ = await self.link.connection()
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if timeout is not None:  # a wait that lasts a run's life takes no turn
-                    await stack.enter_async_context(self._commands)
-                async with asyncio.timeout(timeout):
-                    result = await conn.run(command, check=False, input=stdin)
-        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            if timeout is not None:
+                result = await self._shells.run(conn, command, timeout, stdin)
+            else:
+                done = await conn.run(command, check=False, input=stdin, encoding=None)
+                result = CommandResult(
+                    done.exit_status, bytes(done.stdout or b""), bytes(done.stderr or b"")
+                )
+        except (asyncssh.Error, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             raise HostUnreachable(describe(exc, self.host)) from exc
         if result.exit_status is None:  # the channel closed under it: the link went down
             raise HostUnreachable(self.link.error or "connection lost during a command")
@@ -598,6 +602,8 @@ def describe(exc: BaseException, spec: HostSpec) -> str:
         return f"{where} disconnected: {exc.reason}"
     if isinstance(exc, TimeoutError):
         return f"{where}: timed out"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return f"{where}: the connection closed during a command"
     if isinstance(exc, ConnectionRefusedError):
         return f"{where}: connection refused (is sshd running?)"
     if isinstance(exc, OSError):
