@@ -37,6 +37,8 @@ from engine.protocol import (
     RunDetail,
     RunList,
     RunPage,
+    SmokeReport,
+    SmokeRun,
     SubmitRequest,
     Subscribe,
     SweepList,
@@ -249,14 +251,17 @@ class Client:
         overrides: dict[str, str] | None = None,
         dry_run: bool = False,
         cwd: str | None = None,
+        smoke: bool = False,
     ) -> SweepPlan:
-        """Launch a sweep of an experiment file (or preview it with `dry_run`)."""
+        """Launch a sweep of an experiment file (or preview it with `dry_run`; with `smoke`,
+        only its smoke test: see `smoke_test`)."""
         request = SweepRequest(
             file=str(Path(file).resolve()),
             cwd=cwd or os.getcwd(),
             overrides=overrides or {},
             env=dict(os.environ),
             dry_run=dry_run,
+            smoke=smoke,
         )
         return await self._request(
             "POST",
@@ -265,6 +270,44 @@ class Client:
             data=ENCODER.encode(request),
             headers={"Content-Type": "application/json"},
         )
+
+    async def smoke_test(
+        self,
+        file: str | os.PathLike[str],
+        overrides: dict[str, str] | None = None,
+        cwd: str | None = None,
+        tail_bytes: int = 2000,
+    ) -> SmokeReport:
+        """Run an experiment's smoke test (one trial per model with its `[smoke]` values, on
+        the host its trials would go to), wait for it, and queue the full sweep only if every
+        run succeeded and reported the experiment's metric."""
+        smoke = await self.sweep(file, overrides, cwd=cwd, smoke=True)
+        assert smoke.sweep is not None
+        await self.wait_sweep(smoke.sweep)
+        judged = []
+        for run in smoke.runs:
+            detail = await self.run(run.id)
+            ended, reported = detail.run, {m["key"]: m for m in detail.details["metrics"]}
+            where = f"on {ended.host}" if ended.host else "before it started"
+            if ended.status is not RunStatus.SUCCEEDED:
+                why = f"{ended.status.value} {where}: {ended.reason or 'no reason given'}"
+            elif smoke.metric is not None and smoke.metric not in reported:
+                why = f"succeeded {where} but never reported {smoke.metric}"
+            else:
+                value = (
+                    f": {smoke.metric} = {reported[smoke.metric]['last']:.6g}"
+                    if smoke.metric
+                    else ""
+                )
+                judged.append(SmokeRun(ended, True, f"succeeded {where}{value}"))
+                continue
+            text, _, _ = await self.log(run.id, offset=-tail_bytes)
+            judged.append(SmokeRun(ended, False, why, text.decode("utf-8", "replace")))
+        report = SmokeReport(smoke.sweep, judged)
+        if not report.passed:
+            return report
+        full = await self.sweep(file, overrides, cwd=cwd)
+        return msgspec.structs.replace(report, full=full)
 
     async def sweeps(self) -> list[Sweep]:
         return (await self._request("GET", "/sweeps", SweepList)).sweeps

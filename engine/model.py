@@ -386,6 +386,7 @@ class Sweep(msgspec.Struct, frozen=True):
     counts: dict[str, int] = {}
     sampler_seed: int | None = None  # what its sampler drew from (random and tpe sweeps)
     going: bool | None = None  # in a wait's answer: runs unfinished or trials still to sample
+    smoke: bool = False  # a smoke test's: one short trial per model, left out of results
 
 
 class GpuSample(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from engine.model import HostSample, JobSpec, Run, RunStatus, Sweep
+from engine.model import HostSample, JobSpec, Run, RunStatus, Sweep, format_duration
 
 PROTOCOL_VERSION = 1
 API = "/v1"
@@ -98,11 +98,40 @@ class SweepRequest(msgspec.Struct, frozen=True):
     overrides: dict[str, str] = {}
     env: dict[str, str] | None = None
     dry_run: bool = False
+    smoke: bool = False  # its smoke test instead: one trial per model with [smoke]'s values
+
+
+class HostEstimate(msgspec.Struct, frozen=True):
+    """How long a sweep's trials on one host should take, from the median duration of earlier
+    succeeded runs of the same experiment and model (there, else on any host): compute is the
+    sum of the trials' durations, wall time the waves of `slots` trials at once. No estimate
+    (None) without history for a model that goes there."""
+
+    host: str
+    trials: int
+    slots: int
+    history: int  # earlier runs it is from
+    compute_s: float | None = None
+    wall_s: float | None = None
+    elsewhere: bool = False  # some of those runs were on other hosts
+
+    def text(self) -> str:
+        """E.g. "24 trials ≈ 18m00s on local with 2 slots (36m00s of compute), from 12
+        earlier runs"."""
+        if self.wall_s is None or self.compute_s is None:
+            return f"{self.trials} trials on {self.host}: no history to estimate from"
+        return (
+            f"{self.trials} trials ≈ {format_duration(self.wall_s)} on {self.host} with"
+            f" {self.slots} slot{'s' if self.slots != 1 else ''}"
+            f" ({format_duration(self.compute_s)} of compute), from {self.history} earlier"
+            f" run{'s' if self.history != 1 else ''}"
+            + (" (some on other hosts)" if self.elsewhere else "")
+        )
 
 
 class SweepPlan(msgspec.Struct, frozen=True):
     """What a sweep submission did, or would do: its id, trial count, the first trials and
-    where they go."""
+    where they go; the project's files not committed; a dry run's estimate per host."""
 
     sweep: str | None
     trials: int
@@ -111,6 +140,32 @@ class SweepPlan(msgspec.Struct, frozen=True):
     runs: list[Run]
     sees: list[str] = []  # a dry run: what each run's work directory holds
     warnings: list[str] = []  # a dry run: ignored files no run will see
+    uncommitted: list[str] = []  # git status lines: " M train.py", "?? new.py"
+    commit: str | None = None  # the project's HEAD
+    estimate: list[HostEstimate] = []  # a dry run: per host the trials go to
+    metric: str | None = None  # the experiment's
+
+
+class SmokeRun(msgspec.Struct, frozen=True):
+    """One run of a smoke test, judged: it passed when it succeeded and reported the
+    experiment's metric; else why not, and the end of its log."""
+
+    run: Run
+    passed: bool
+    why: str
+    tail: str = ""
+
+
+class SmokeReport(msgspec.Struct, frozen=True):
+    """A smoke test's sweep and its runs, judged; the full sweep once every run passed."""
+
+    sweep: str
+    runs: list[SmokeRun]
+    full: SweepPlan | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.runs)
 
 
 class SweepList(msgspec.Struct, frozen=True):

@@ -74,9 +74,9 @@ async def _run(*argv: str, cwd: str | None = None, timeout: float = 30.0) -> tup
 async def git_state(
     cwd: str, save_dir: Path, state_dir: Path | None = None
 ) -> dict[str, Any] | None:
-    """Commit, branch, dirty flag, untracked files and the diff against HEAD (saved as a file,
-    content-addressed), leaving out the engine's own `state_dir`; None when `cwd` is not inside
-    a git work tree or git is missing."""
+    """Commit, branch, dirty flag, changed tracked files, untracked files and the diff against
+    HEAD (saved as a file, content-addressed), leaving out the engine's own `state_dir`; None
+    when `cwd` is not inside a git work tree or git is missing."""
     if shutil.which("git") is None:
         return None
     _, top = await _run("git", "rev-parse", "--show-toplevel", cwd=cwd)
@@ -96,6 +96,7 @@ async def git_state(
     commit = branch = None
     dirty = False
     untracked: list[str] = []
+    changed: list[str] = []  # tracked files that differ from HEAD, as git status names them
     records = out.split(b"\0")
     i = 0
     while i < len(records):
@@ -108,16 +109,18 @@ async def git_state(
             branch = None if head == "(detached)" else head
         elif rec.startswith("? "):
             untracked.append(rec[2:])
-        elif rec[:2] in ("1 ", "u "):
+        elif rec[:2] in ("1 ", "u ", "2 "):
             dirty = True
-        elif rec.startswith("2 "):
-            dirty = True
-            i += 1  # a rename record is followed by its original path
+            # The path follows 8 fields (ordinary), 9 (renamed or copied) or 10 (unmerged).
+            changed.append(rec.split(" ", {"1": 8, "2": 9, "u": 10}[rec[0]])[-1])
+            if rec[0] == "2":
+                i += 1  # a rename record is followed by its original path
         i += 1
     state: dict[str, Any] = {
         "commit": commit,
         "branch": branch,
         "dirty": dirty,
+        "changed": changed,
         "untracked": untracked,
         "diff_file": None,
     }

@@ -72,6 +72,29 @@ def trials(experiment: Experiment, sampler_seed: int | None = None) -> list[Tria
     return out
 
 
+def smoke_trials(experiment: Experiment) -> list[Trial]:
+    """A smoke test: one trial per model, its parameters the experiment's `[smoke]` values
+    and otherwise each one's first value (a range's low end), with the first seed."""
+    out = []
+    seed = experiment.seeds[0]
+    for m, model in enumerate(experiment.models):
+        params = {
+            p.name: experiment.smoke[p.name] if p.name in experiment.smoke else _first(p)
+            for p in model.params
+        }
+        out.append(
+            Trial(model=m, config=0, params=params, seed=seed, argv=command(model, params, seed))
+        )
+    return out
+
+
+def _first(param: Param) -> Any:
+    if param.values is not None:
+        return param.values[0]
+    assert param.low is not None
+    return round(param.low) if param.integer else param.low
+
+
 def configurations(
     experiment: Experiment, model: Model, sampler_seed: int = 0
 ) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Footer, Header, Log
 
 from engine.model import GpuSample, HostSample, JobSpec, Run, RunStatus
-from engine.protocol import GpuCapacity, QueueEntry, RunDetail, RunPage, SweepPlan
+from engine.protocol import GpuCapacity, HostEstimate, QueueEntry, RunDetail, RunPage, SweepPlan
 from tui.screens import LauncherScreen, RunDetailScreen
 from tui.widgets import HostPane, QueueTable, RunsTable
 
@@ -176,5 +176,10 @@ class LauncherApp(App[None]):
                 first=jobs,
                 where="12 → laptop, 12 → gpu-box (xgb: gpu-box (route: preferred hosts); mlp: gpu-box (route: preferred hosts))",
                 runs=[],
+                uncommitted=[" M experiments/trainers/common.py", "?? notes.md"],
+                estimate=[
+                    HostEstimate("laptop", 12, 2, 12, 1296.0, 648.0),
+                    HostEstimate("gpu-box", 12, 4, 0),
+                ],
             )
         )

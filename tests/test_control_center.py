@@ -10,7 +10,7 @@ import sys
 from textual import events
 from textual.geometry import Region
 from textual.pilot import Pilot
-from textual.widgets import Footer, Input, Log, Static
+from textual.widgets import Checkbox, Footer, Input, Log, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import Client, connect
@@ -249,6 +249,47 @@ async def open_launcher(app: RunyardApp, pilot: Pilot[int]) -> tuple[LauncherScr
     return launcher, plan
 
 
+async def test_the_launchers_smoke_toggle_runs_the_smoke_test_before_the_sweep(
+    daemon: Project,
+) -> None:
+    """With "smoke test first" ticked, enter runs one trial per model, then queues the sweep;
+    a smoke run that fails says so and queues nothing."""
+    exp = make_project(daemon)
+    app = RunyardApp(str(daemon.config_path))
+    told = shown_notifications(app)
+    async with app.run_test(size=(160, 48)) as pilot:
+        launcher, _ = await open_launcher(app, pilot)
+        launcher.query_one("#smoke", Checkbox).value = True
+        launcher.query_one("#overrides").focus()
+        await pilot.press("enter")
+        await wait_until(
+            lambda: any("smoke test passed; sweep toy-1 queued: 12 trials" in m for m in told),
+            timeout=60,
+            what="the smoke test to pass and the sweep to be queued",
+        )
+        exp.write_text(exp.read_text().replace("train.py", "missing.py"))
+        launcher, _ = await open_launcher(app, pilot)
+        launcher.query_one("#smoke", Checkbox).value = True
+        launcher.query_one("#overrides").focus()
+        await pilot.press("enter")
+        await wait_until(
+            lambda: any("the sweep was not queued" in m for m in told),
+            timeout=60,
+            what="the failed smoke test",
+        )
+        failed = next(m for m in told if "the sweep was not queued" in m)
+        assert "toy-smoke-2-000-s0: failed on local: exit code 2" in failed, failed
+    client = await connect(daemon.config, start=False)
+    try:
+        assert sorted(s.id for s in await client.sweeps()) == [
+            "toy-1",
+            "toy-smoke-1",
+            "toy-smoke-2",
+        ]
+    finally:
+        await client.close()
+
+
 async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_runs(
     daemon: Project,
 ) -> None:
@@ -259,6 +300,9 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         table = app.dash.query_one(RunsTable)
         launcher, plan = await open_launcher(app, pilot)
         assert "→ local" in str(plan.render())
+        # Before launching: the estimate (none yet) and the files git has not committed.
+        assert "12 trials on local: no history to estimate from" in str(plan.render())
+        assert "uncommitted: ?? .gitignore, ?? experiments/toy.toml" in str(plan.render())
         launcher.query_one("#overrides").value = "seeds=[0]"  # type: ignore[attr-defined]
         await wait_until(lambda: "6 trials" in str(plan.render()), what="the new preview")
         await pilot.press("enter")

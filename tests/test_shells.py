@@ -48,7 +48,9 @@ async def test_a_command_gets_exactly_its_output_errors_status_and_input(
 ) -> None:
     shells = Shells(2)
     hostile = 'it\'s $(echo no) `no` "quoted" \\ ;'
-    result = await shells.run(conn, f"printf %s {shlex.quote(hostile)}; printf 'e\\n' >&2; exit 3", 10)
+    result = await shells.run(
+        conn, f"printf %s {shlex.quote(hostile)}; printf 'e\\n' >&2; exit 3", 10
+    )
     assert result == (3, hostile.encode(), b"e\n")
     # Input lines as they are, even one that looks like the end of a here-document.
     lines = "a b\n'c'\n$HOME\n@@runyard-0\n\n"

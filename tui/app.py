@@ -673,6 +673,11 @@ class RunyardApp(App[int]):
         if self.client is None:
             return
         screen = self.screen if isinstance(self.screen, LauncherScreen) else None
+        if event.smoke:  # minutes, maybe: not cancelled by the next launch
+            if self.screen is screen:
+                self.pop_screen()
+            self.run_worker(self.smoke_test(event.file, event.overrides), group="smoke")
+            return
         try:
             plan = await self.client.sweep(event.file, event.overrides, cwd=str(self.project))
         except EngineError as exc:
@@ -685,6 +690,34 @@ class RunyardApp(App[int]):
             self.pop_screen()
         self.notify(f"sweep {plan.sweep} queued: {plan.trials} trials: {plan.where}")
         self.reload_soon()
+
+    async def smoke_test(self, file: str, overrides: dict[str, str]) -> None:
+        """Run an experiment's smoke test; queue its sweep if it passes, else say which runs
+        failed, where and why (their logs are in the runs table)."""
+        assert self.client is not None
+        name = Path(file).name
+        self.notify(f"smoke test of {name}: one run per model…", title="smoke test")
+        self.reload_soon()
+        try:
+            report = await self.client.smoke_test(file, overrides, cwd=str(self.project))
+        except EngineError as exc:
+            self.notify(str(exc), title="smoke test", severity="error")
+            return
+        self.reload_soon()
+        if report.full is None:
+            failed = [f"{r.run.name}: {r.why}" for r in report.runs if not r.passed]
+            self.notify(
+                "\n".join([*failed[:4], "the sweep was not queued"]),
+                title=f"smoke test {report.sweep} failed",
+                severity="error",
+                timeout=30,
+            )
+            return
+        plan = report.full
+        self.notify(
+            f"smoke test passed; sweep {plan.sweep} queued: {plan.trials} trials: {plan.where}",
+            title="smoke test",
+        )
 
     @on(LauncherScreen.Preview)
     @work(exclusive=True, group="preview")

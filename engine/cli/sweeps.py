@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, cell, print_json, table
 from engine.cli.runs import cmd_runs
 from engine.core import template
-from engine.model import (
-    format_duration,
-)
+from engine.model import format_duration
+from engine.protocol import SmokeReport, SweepPlan
 
 if TYPE_CHECKING:
     from engine.client import Client
@@ -31,14 +30,33 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
         overrides[key.strip()] = value.strip()
     from engine.config import load_experiment
 
-    load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
-    result = await engine.sweep(args.file, overrides, dry_run=args.dry_run)
+    experiment = load_experiment(args.file, overrides)  # a bad file is a usage error (exit 2)
+    limit = experiment.confirm_over_s or (engine.config.confirm_over_s if engine.config else None)
+    if limit is not None and not args.dry_run and not args.yes:
+        plan = await engine.sweep(args.file, overrides, dry_run=True)
+        if not confirmed(plan, limit):
+            return EXIT_REFUSED
+    if args.smoke and not args.dry_run:
+        report = await engine.smoke_test(args.file, overrides)
+        if args.json and report.full is None:
+            print_json(report)
+        print_smoke(report)
+        if report.full is None:
+            print("the full sweep was not queued", file=sys.stderr)
+            return EXIT_REFUSED
+        result = report.full
+    else:
+        result = await engine.sweep(args.file, overrides, dry_run=args.dry_run, smoke=args.smoke)
     if args.json:
         print_json(result)
     what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
     print(f"{what}: {result.trials} trials: {result.where}", file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if result.uncommitted:
+        print(uncommitted_warning(result), file=sys.stderr)
+    for estimate in result.estimate:
+        print(f"estimate: {estimate.text()}", file=sys.stderr)
     if args.dry_run:
         if not args.json:
             for job in result.first:
@@ -61,6 +79,46 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
     )
     bad = sum(n for status, n in done.counts.items() if status not in ("succeeded", "pruned"))
     return 0 if not bad else EXIT_REFUSED
+
+
+def print_smoke(report: SmokeReport) -> None:
+    """A smoke test's runs on stderr, a line each; a failed run's log tail under it."""
+    print(f"smoke test {report.sweep}:", file=sys.stderr)
+    for judged in report.runs:
+        mark = "ok  " if judged.passed else "FAIL"
+        print(f"  {mark} {judged.run.name} (run {judged.run.id}) {judged.why}", file=sys.stderr)
+        for line in judged.tail.splitlines()[-15:]:
+            print(f"       | {line}", file=sys.stderr)
+
+
+def uncommitted_warning(plan: SweepPlan, shown: int = 8) -> str:
+    """The files a sweep's project has not committed, and why that matters."""
+    files = ", ".join(line.strip() for line in plan.uncommitted[:shown])
+    more = f" and {len(plan.uncommitted) - shown} more" if len(plan.uncommitted) > shown else ""
+    commit = f"commit {plan.commit[:10]}" if plan.commit else "a commit"
+    return (
+        f"warning: uncommitted changes ({files}{more}): the results cannot be reproduced from"
+        f" {commit} alone (the sweep's code snapshot and recorded diff keep them)"
+    )
+
+
+def confirmed(plan: SweepPlan, limit: float) -> bool:
+    """Whether to launch a sweep whose estimate may pass `confirm_over`: yes under it (or
+    without history); past it, the user says so at a terminal, and elsewhere it is refused."""
+    longest = max(
+        (e for e in plan.estimate if e.wall_s is not None),
+        default=None,
+        key=lambda e: e.wall_s or 0.0,
+    )
+    if longest is None or (longest.wall_s or 0.0) <= limit:
+        return True
+    said = f"estimate: {longest.text()}, over confirm_over = {format_duration(limit)}"
+    if not sys.stdin.isatty():
+        print(f"engine sweep: {said}; pass --yes to launch it", file=sys.stderr)
+        return False
+    print(said, file=sys.stderr)
+    answer = input("launch it? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
 
 
 async def cmd_sweeps(engine: Client, args: argparse.Namespace) -> int:
@@ -261,6 +319,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for every trial; exit 1 unless all succeed"
+    )
+    p.add_argument(
+        "--yes", action="store_true", help="launch even when estimated longer than confirm_over"
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="first run one trial per model with the experiment's [smoke] values; queue the"
+        " sweep only if each succeeds and reports the metric",
     )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("sweeps", help="sweeps, newest first, with their runs by status")

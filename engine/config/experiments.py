@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.config.hosts import data_place
-from engine.config.toml import Locator, convert, read_toml, toml_type
+from engine.config.toml import Locator, convert, duration_s, read_toml, toml_type
 from engine.core import template
 from engine.core.capture import CaptureError, readers_for
 from engine.core.template import RUNTIME_FIELDS
@@ -82,6 +82,8 @@ class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     sweep: SweepSection = SweepSection()
     retry: RetryPolicy = RetryPolicy()
     data: list[str] | dict[str, str] = []
+    confirm_over: str | float | None = None  # ask before launching it if estimated longer
+    smoke: dict[str, Any] = {}  # params fixed for a smoke test: epochs = 1, subset = true
 
 
 class Param(msgspec.Struct, frozen=True):
@@ -143,6 +145,8 @@ class Experiment(msgspec.Struct, frozen=True):
     # source sits in the project"; resolved against the project when the sweep is submitted.
     data: tuple[tuple[str, str], ...] = ()
     sampler_seed: int | None = None
+    confirm_over_s: float | None = None
+    smoke: dict[str, Any] = {}
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -226,6 +230,16 @@ def load_experiment(
             "sweep.params" if sweep.method == "grid" else "sweep.trials",
             f"{runs:,} runs in one sweep; at most {MAX_TRIALS:,}",
         )
+    names = sorted({p.name for m in models for p in m.params})
+    for name, value in section.smoke.items():
+        if name not in names:
+            raise where.error(
+                f"smoke.{name}", f"not a parameter of this experiment; expected one of {names}"
+            )
+        if isinstance(value, list | dict):
+            raise where.error(
+                f"smoke.{name}", f"expected one value for the smoke test, got {toml_type(value)}"
+            )
     if section.metric is None and sweep.method == "tpe":
         raise where.error("sweep.method", "tpe learns from a metric: set `metric`")
     if section.metric is None and sweep.early_stop.method != "none":
@@ -247,6 +261,10 @@ def load_experiment(
         retry=section.retry,
         data=_data(where, section.data),
         sampler_seed=sweep.sampler_seed,
+        confirm_over_s=None
+        if section.confirm_over is None
+        else duration_s(where, "confirm_over", section.confirm_over),
+        smoke=dict(section.smoke),
     )
 
 

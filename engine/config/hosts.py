@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from engine.config.toml import Locator, convert, read_toml
+from engine.config.toml import Locator, convert, duration_s, read_toml
 from engine.model import MAX_AMOUNT, HostSpec, Route
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -20,6 +20,7 @@ class EngineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state_dir: str = "runs"
     sample_interval_s: float = 1.0
     cancel_grace_s: float = 10.0
+    confirm_over: str | float | None = None  # ask before launching a sweep estimated longer
 
 
 class RouteMatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class Config(msgspec.Struct, frozen=True):
     cancel_grace_s: float
     hosts: dict[str, HostSpec]
     routes: tuple[Route, ...] = ()
+    confirm_over_s: float | None = None
 
     @property
     def project_dir(self) -> Path:
@@ -124,6 +126,9 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
         state_dir=_state_dir(where, engine.state_dir),
         sample_interval_s=engine.sample_interval_s,
         cancel_grace_s=engine.cancel_grace_s,
+        confirm_over_s=None
+        if engine.confirm_over is None
+        else duration_s(where, "engine.confirm_over", engine.confirm_over),
         hosts=hosts,
         routes=tuple(routes),
     )

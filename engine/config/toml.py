@@ -182,6 +182,28 @@ def _friendly(message: str) -> str:
     return f"expected {want}, got {_TYPE_WORDS.get(got, got)}{rest.replace('`', '')}"
 
 
+DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?"
+)
+
+
+def duration_s(where: Locator, key: str, value: Any) -> float:
+    """A duration written "2h", "1h30m", "90m", "45s" or "1d" (or as seconds): in seconds,
+    above 0."""
+    original = value
+    found = DURATION.fullmatch(value) if isinstance(value, str) else None
+    if found and any(found.groups()):
+        days, hours, minutes, seconds = (float(g or 0) for g in found.groups())
+        value = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        value = None
+    if value is None or not 0 < value < 1e9:
+        raise where.error(
+            key, f'expected a duration such as "2h", "90m" or "45s", got {original!r}'
+        )
+    return float(value)
+
+
 def toml_type(value: Any) -> str:
     words = {list: "a list", str: "a string", int: "an integer", float: "a number"}
     return "a boolean" if isinstance(value, bool) else words.get(type(value), type(value).__name__)

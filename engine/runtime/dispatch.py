@@ -78,15 +78,26 @@ class Dispatcher:
 
     def preview(self, job: JobSpec) -> tuple[str | None, str]:
         """The host a job would go to on idle hosts (None if none could take it), and why."""
-        queued = QueuedJob(
-            run_id=0,
-            queued_at=time.time(),
-            resources=job.resources,
-            requires=job.requires,
-            model_type=job.model_type,
-            tags=job.tags,
-            requested_host=job.host,
+        result = plan(msgspec.structs.replace(self._idle(), queue=(_queued(job, 0),)))
+        if result.assignments:
+            return result.assignments[0].host, result.assignments[0].reason
+        return None, result.waiting.get(0, "nowhere")
+
+    def slots(self, job: JobSpec, host: str, most: int, max_concurrent: int | None) -> int:
+        """How many runs like `job` (at most `most`, and `max_concurrent` of one sweep) idle
+        `host` would run at once: the planner's own packing of CPUs, memory and GPUs."""
+        pinned = msgspec.structs.replace(job, host=host)
+        queue = tuple(
+            msgspec.structs.replace(
+                _queued(pinned, i), sweep="(estimate)", max_concurrent=max_concurrent
+            )
+            for i in range(most)
         )
+        result = plan(msgspec.structs.replace(self._idle(), queue=queue), until_full=True)
+        return max(1, sum(a.host == host for a in result.assignments))
+
+    def _idle(self) -> Snapshot:
+        """The planner's view with every host idle."""
         current = self.snapshot()
         idle = tuple(
             msgspec.structs.replace(
@@ -100,10 +111,7 @@ class Dispatcher:
             )
             for h in current.hosts
         )
-        result = plan(msgspec.structs.replace(current, hosts=idle, queue=(queued,)))
-        if result.assignments:
-            return result.assignments[0].host, result.assignments[0].reason
-        return None, result.waiting.get(0, "nowhere")
+        return msgspec.structs.replace(current, hosts=idle, running_per_sweep={})
 
     def snapshot(self, now: float | None = None) -> Snapshot:
         """What the planner needs: each host's capacity and reservations, the queue, the time."""
@@ -318,3 +326,16 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
     )
     env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
     return env
+
+
+def _queued(job: JobSpec, run_id: int) -> QueuedJob:
+    """A job as the planner sees it, queued now."""
+    return QueuedJob(
+        run_id=run_id,
+        queued_at=time.time(),
+        resources=job.resources,
+        requires=job.requires,
+        model_type=job.model_type,
+        tags=job.tags,
+        requested_host=job.host,
+    )

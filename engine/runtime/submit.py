@@ -47,7 +47,7 @@ class Submitter:
         shared: dict[str, Any] | None = None,
     ) -> list[Run]:
         """Validate and queue jobs as new runs; their manifest is taken now, once per submission
-        (or is `shared`, the manifest of the sweep they continue)."""
+        (or is `shared`: the sweep's, taken by `manifest`)."""
         if not jobs:
             raise SubmitError("no jobs given")
         for job in jobs:
@@ -67,15 +67,8 @@ class Submitter:
                 checked.add(shape)
             seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
             named.append((job, job.name or default_name(job.argv), seed))
-        first = jobs[0]
         if shared is None:
-            shared = await repro.submission_manifest(
-                first.cwd,
-                first.argv,
-                dict(first.env or {}),
-                self.config.state_dir,
-                self.interpreters,
-            )
+            shared = await self.manifest(jobs[0])
         if snapshot is not None:
             shared["snapshot"] = snapshot
         if reproduces is not None:
@@ -99,6 +92,13 @@ class Submitter:
             self.live.bus.publish(RunChanged(run=run, previous=None, reason="submitted"))
         self.live.wake.set()
         return runs
+
+    async def manifest(self, job: JobSpec) -> dict[str, Any]:
+        """What the runs of a submission whose first job is `job` share: code state,
+        interpreter, host, environment."""
+        return await repro.submission_manifest(
+            job.cwd, job.argv, dict(job.env or {}), self.config.state_dir, self.interpreters
+        )
 
     def _check(self, job: JobSpec) -> None:
         """Refuse a job no host could start: no command, an unknown or disabled host, a

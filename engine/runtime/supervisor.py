@@ -65,7 +65,7 @@ class Supervisor:
             live,
             self.hosts,
             self.submitter,
-            self.dispatcher.preview,
+            self.dispatcher,
             self.follower.terminate,
         )
         self.reconciler = Reconciler(live, self.hosts, self.sweeps, self.follower)
@@ -132,9 +132,15 @@ class Supervisor:
         return await self.submitter.submit(jobs)
 
     async def submit_sweep(
-        self, file: str, overrides: dict[str, str], cwd: str, env: dict[str, str], dry_run: bool
+        self,
+        file: str,
+        overrides: dict[str, str],
+        cwd: str,
+        env: dict[str, str],
+        dry_run: bool,
+        smoke: bool = False,
     ) -> SweepPlan:
-        return await self.sweeps.submit(file, overrides, cwd, env, dry_run)
+        return await self.sweeps.submit(file, overrides, cwd, env, dry_run, smoke)
 
     async def reproduce(self, run: Run, secrets: dict[str, str] | None = None) -> Run:
         return await self.submitter.reproduce(run, secrets)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import statistics
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,11 +28,19 @@ from engine.config import (
 from engine.core.points import Points
 from engine.executors import HostUnreachable, ProcessState
 from engine.model import DataLink, JobSpec, Run
-from engine.protocol import SweepPlan
+from engine.protocol import HostEstimate, SweepPlan
+from engine.runtime.dispatch import Dispatcher
 from engine.runtime.hosts import Hosts
 from engine.runtime.live import Active, LiveView, Refused
 from engine.runtime.submit import SubmitError, Submitter
-from engine.sweep import AdaptiveSweep, SweepError, Trial, is_adaptive, total_runs
+from engine.sweep import (
+    AdaptiveSweep,
+    SweepError,
+    Trial,
+    is_adaptive,
+    smoke_trials,
+    total_runs,
+)
 from engine.sweep import trials as sweep_trials
 
 
@@ -56,7 +65,7 @@ class Sweeps:
         live: LiveView,
         hosts: Hosts,
         submitter: Submitter,
-        preview: Callable[[JobSpec], tuple[str | None, str]],
+        dispatcher: Dispatcher,
         terminate: Callable[[Active], Awaitable[None]],
     ) -> None:
         self.config = config
@@ -64,30 +73,50 @@ class Sweeps:
         self.db = live.db
         self.hosts = hosts
         self.submitter = submitter
-        self.preview = preview
+        self.dispatcher = dispatcher
         self.terminate = terminate
         self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
         live.on_end.append(self._finish)
 
     async def submit(
-        self, file: str, overrides: dict[str, str], cwd: str, env: dict[str, str], dry_run: bool
+        self,
+        file: str,
+        overrides: dict[str, str],
+        cwd: str,
+        env: dict[str, str],
+        dry_run: bool,
+        smoke: bool = False,
     ) -> SweepPlan:
         """Expand an experiment into trials, snapshot the project's code, and queue every trial
-        as a run of a new sweep (or, with `dry_run`, only say what would happen)."""
+        as a run of a new sweep (or, with `dry_run`, only say what would happen). With
+        `smoke`, its smoke test instead: one trial per model with the `[smoke]` values, on the
+        host the sweep would send that model to, as a sweep marked smoke."""
         try:
             # Read and planned off the event loop: a large file or sweep holds up no one.
-            experiment, study, planned = await asyncio.to_thread(self._plan, file, overrides)
+            experiment, study, planned = await asyncio.to_thread(self._plan, file, overrides, smoke)
         except (ConfigError, SweepError) as exc:
             raise SubmitError(str(exc)) from None
         project = self.config.project_dir
-        total = total_runs(experiment)
+        total = len(planned) if smoke else total_runs(experiment)
         try:
             links = workspace.resolve_data(experiment.data, project, str(experiment.path))
         except workspace.DataError as exc:
             raise SubmitError(str(exc)) from None
-        next_id = await self.db.call(self.db.store.next_sweep_id, experiment.name)
+        next_id = await self.db.call(self.db.store.next_sweep_id, experiment.name, smoke)
         jobs = [_trial_job(experiment, t, cwd, env, links, next_id) for t in planned]
-        where = self._where(experiment, planned, jobs)
+        routed = self._routed(experiment, jobs, planned, every=not smoke)
+        where = _where(experiment, routed)
+        if smoke:  # each model's smoke run on the host its trials would go to
+            jobs = [
+                msgspec.structs.replace(
+                    job, host=routed[t.model][0] or job.host, tags=(*job.tags, "smoke")
+                )
+                for t, job in zip(planned, jobs, strict=True)
+            ]
+        shared = await self.submitter.manifest(jobs[0]) if jobs else None
+        git = (shared or {}).get("git") or {}
+        uncommitted = [f" M {p}" for p in git.get("changed", [])]
+        uncommitted += [f"?? {p}" for p in git.get("untracked", [])]
         if dry_run:
             sees, warnings = await asyncio.to_thread(
                 workspace.what_runs_see, project, Path(cwd), links, (self.config.state_dir,)
@@ -100,6 +129,10 @@ class Sweeps:
                 runs=[],
                 sees=sees,
                 warnings=warnings,
+                uncommitted=uncommitted,
+                commit=git.get("commit"),
+                estimate=[] if smoke else await self._estimate(experiment, routed),
+                metric=experiment.metric.name if experiment.metric else None,
             )
         snapshot, jobs = await self.submitter.into_snapshot(jobs)
         sweep_id = await self.db.call(
@@ -112,15 +145,25 @@ class Sweeps:
             msgspec.to_builtins(experiment.metric) if experiment.metric else None,
             experiment_json(experiment) if study else None,
             experiment.sampler_seed if experiment.method != "grid" else None,
+            smoke,
         )
         jobs = [
             msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))
             for j, t in zip(jobs, planned, strict=True)
         ]
-        runs = await self.submitter.submit(jobs, snapshot=snapshot)
+        runs = await self.submitter.submit(jobs, snapshot=snapshot, shared=shared)
         if study is not None:
             self.adaptive[sweep_id] = Adaptive(study, snapshot, env=env)
-        return SweepPlan(sweep=sweep_id, trials=total, first=_shown(jobs), where=where, runs=runs)
+        return SweepPlan(
+            sweep=sweep_id,
+            trials=total,
+            first=_shown(jobs),
+            where=where,
+            runs=runs,
+            uncommitted=uncommitted,
+            commit=git.get("commit"),
+            metric=experiment.metric.name if experiment.metric else None,
+        )
 
     def going(self, sweep_id: str) -> bool:
         """Whether a sweep has runs unfinished or trials still to sample."""
@@ -216,10 +259,13 @@ class Sweeps:
             adaptive.study.finish(run)
 
     def _plan(
-        self, file: str, overrides: dict[str, str]
+        self, file: str, overrides: dict[str, str], smoke: bool = False
     ) -> tuple[Experiment, AdaptiveSweep | None, list[Trial]]:
-        """An experiment file read, its study (for an adaptive sweep) and its first trials."""
+        """An experiment file read, its study (for an adaptive sweep) and its first trials
+        (with `smoke`, its smoke test's: nothing adaptive)."""
         experiment = load_experiment(file, overrides)
+        if smoke:
+            return experiment, None, smoke_trials(experiment)
         if experiment.sampler_seed is None:  # each sweep draws afresh, and records it
             experiment = msgspec.structs.replace(experiment, sampler_seed=secrets.randbelow(2**31))
         study = AdaptiveSweep(experiment) if is_adaptive(experiment) else None
@@ -236,27 +282,78 @@ class Sweeps:
         )
         return max(1, -(-slots // len(experiment.seeds)))
 
-    def _where(self, experiment: Experiment, planned: list[Trial], jobs: list[JobSpec]) -> str:
-        """Where a sweep's trials would go, e.g. "18 → gpu-box, 18 → laptop (glm: laptop; …)"."""
-        if not jobs:
-            return "no trials"
-        per_model: dict[int, tuple[str | None, str]] = {}
-        counts: dict[str, int] = {}
+    def _routed(
+        self, experiment: Experiment, jobs: list[JobSpec], planned: list[Trial], every: bool
+    ) -> dict[int, tuple[str | None, str, int, JobSpec]]:
+        """Per model: the host its trials would go to on idle hosts (None: nowhere), why, how
+        many trials it has (in all when `every`, else those planned), and one of its jobs."""
+        routed: dict[int, tuple[str | None, str, int, JobSpec]] = {}
         for trial, job in zip(planned, jobs, strict=True):
-            if trial.model not in per_model:
-                per_model[trial.model] = self.preview(job)
-            host = per_model[trial.model][0] or "nowhere"
-            counts[host] = counts.get(host, 0) + 1
-        summary = ", ".join(f"{n} → {host}" for host, n in counts.items())
-        named = [
-            (experiment.models[m].name, why)
-            for m, (host, why) in per_model.items()
-            if why != host  # "local" says no more than "→ local"
-        ]
-        if not named:
-            return summary
-        detail = "; ".join(f"{name}: {why}" if name else why for name, why in named)
-        return f"{summary} ({detail})"
+            if trial.model in routed:
+                host, why, n, first = routed[trial.model]
+                routed[trial.model] = (host, why, n + 1, first)
+            else:
+                routed[trial.model] = (*self.dispatcher.preview(job), 1, job)
+        if every and experiment.method == "tpe":  # only its first trials are planned yet
+            every = (experiment.trials or 0) * len(experiment.seeds)
+            routed = {m: (host, why, every, job) for m, (host, why, _, job) in routed.items()}
+        return routed
+
+    async def _estimate(
+        self, experiment: Experiment, routed: dict[int, tuple[str | None, str, int, JobSpec]]
+    ) -> list[HostEstimate]:
+        """Per host the trials go to: compute and wall time from the median duration of the
+        experiment's earlier succeeded runs of each model (on that host, else anywhere), the
+        trials running as many at once as the idle host takes."""
+        history = await self.db.call(self.db.store.durations, experiment.name)
+        per_host: dict[str, list[tuple[int, int, JobSpec]]] = {}
+        for model, (host, _, n, job) in routed.items():
+            if host is not None:
+                per_host.setdefault(host, []).append((model, n, job))
+        estimates = []
+        for host, models in per_host.items():
+            trials = sum(n for _, n, _ in models)
+            compute = wall = 0.0
+            runs, elsewhere, known = 0, False, True
+            slots = 1
+            for model, n, job in models:
+                durations = history.get((model, host))
+                if not durations:
+                    durations = [d for (m, _), ds in history.items() if m == model for d in ds]
+                    elsewhere = elsewhere or bool(durations)
+                if not durations:
+                    known = False
+                    continue
+                median = statistics.median(durations)
+                slots = self.dispatcher.slots(job, host, min(n, 10_000), experiment.max_concurrent)
+                compute += n * median
+                wall += -(-n // slots) * median  # waves of `slots` trials
+                runs += len(durations)
+            estimates.append(
+                HostEstimate(host, trials, slots, runs, compute, wall, elsewhere)
+                if known
+                else HostEstimate(host, trials, slots, runs)
+            )
+        return estimates
+
+
+def _where(experiment: Experiment, routed: dict[int, tuple[str | None, str, int, JobSpec]]) -> str:
+    """Where a sweep's trials would go, e.g. "18 → gpu-box, 18 → laptop (glm: laptop; …)"."""
+    if not routed:
+        return "no trials"
+    counts: dict[str, int] = {}
+    for host, _, n, _ in routed.values():
+        counts[host or "nowhere"] = counts.get(host or "nowhere", 0) + n
+    summary = ", ".join(f"{n} → {host}" for host, n in counts.items())
+    named = [
+        (experiment.models[m].name, why)
+        for m, (host, why, _, _) in routed.items()
+        if why != host  # "local" says no more than "→ local"
+    ]
+    if not named:
+        return summary
+    detail = "; ".join(f"{name}: {why}" if name else why for name, why in named)
+    return f"{summary} ({detail})"
 
 
 def _shown(jobs: list[JobSpec]) -> list[JobSpec]:

@@ -194,6 +194,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN IF NOT EXISTS batch_job VARCHAR;
     ALTER TABLE attempts ADD COLUMN IF NOT EXISTS node VARCHAR;
     """,
+    # 12: a smoke test's sweep (one short trial per model before the full sweep): kept apart
+    # from the experiment's results and estimates.
+    """
+    ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS smoke BOOLEAN DEFAULT false;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,14 +27,17 @@ class SweepRecords(StoreBase):
         metric: dict[str, Any] | None,
         experiment: str | None = None,
         sampler_seed: int | None = None,
+        smoke: bool = False,
     ) -> str:
-        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3.
-        `experiment` (JSON) is the experiment as submitted, kept for adaptive sweeps."""
+        """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3
+        (a smoke test's: xgb-digits-smoke-1). `experiment` (JSON) is the experiment as
+        submitted, kept for adaptive sweeps."""
         with self._transaction():
-            sweep_id = self.next_sweep_id(name)
+            sweep_id = self.next_sweep_id(name, smoke)
             self.con.execute(
                 "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
-                " created_at, experiment, sampler_seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, experiment, sampler_seed, smoke)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     sweep_id,
                     name,
@@ -46,16 +49,19 @@ class SweepRecords(StoreBase):
                     time.time(),
                     experiment,
                     sampler_seed,
+                    smoke,
                 ],
             )
         return sweep_id
 
-    def next_sweep_id(self, name: str) -> str:
-        """The id the next sweep of an experiment gets: its name and a number, `lm-3`."""
-        n = self._one("SELECT count(*) FROM sweeps WHERE name = ?", [name])[0] + 1
-        while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{name}-{n}"]):
+    def next_sweep_id(self, name: str, smoke: bool = False) -> str:
+        """The id the next sweep of an experiment gets: its name and a number, `lm-3` (a smoke
+        test's, `lm-smoke-2`)."""
+        n = self._one("SELECT count(*) FROM sweeps WHERE name = ? AND smoke = ?", [name, smoke])
+        prefix, n = (f"{name}-smoke" if smoke else name), n[0] + 1
+        while self._one("SELECT 1 FROM sweeps WHERE id = ?", [f"{prefix}-{n}"]):
             n += 1
-        return f"{name}-{n}"
+        return f"{prefix}-{n}"
 
     def cancel_sweep(self, sweep_id: str) -> None:
         """Mark a sweep cancelled: an adaptive one samples no more trials."""
@@ -107,6 +113,21 @@ class SweepRecords(StoreBase):
         data = msgspec.json.decode(row[3] or "[]", type=tuple[DataLink, ...])
         return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else {}, data
 
+    def durations(self, experiment: str) -> dict[tuple[int, str], list[float]]:
+        """How long each succeeded run of earlier sweeps of an experiment took, by (model
+        index, host)."""
+        rows = self.con.execute(
+            "SELECT CAST(json_extract(r.trial, '$[0]') AS INTEGER), r.host,"
+            " r.ended_at - r.started_at FROM runs r JOIN sweeps s ON r.sweep = s.id"
+            " WHERE s.name = ? AND NOT s.smoke AND r.status = 'succeeded' AND r.trial IS NOT NULL"
+            " AND r.started_at IS NOT NULL AND r.ended_at >= r.started_at",
+            [experiment],
+        ).fetchall()
+        found: dict[tuple[int, str], list[float]] = {}
+        for model, host, seconds in rows:
+            found.setdefault((model, host), []).append(seconds)
+        return found
+
     def sweeps(self, sweep_id: str | None = None) -> list[Sweep]:
         """Sweeps, newest first (or the one asked for), each with its runs counted by status."""
         # Runs are counted before the join, by sweep and status: one pass over their two
@@ -115,13 +136,26 @@ class SweepRecords(StoreBase):
         counted = "WHERE sweep = ?" if sweep_id else "WHERE sweep IS NOT NULL"
         rows = self.con.execute(
             "SELECT s.id, s.name, s.file, s.method, s.trials, s.snapshot, s.created_at, s.metric,"
-            " s.sampler_seed, c.status, c.n FROM sweeps s LEFT JOIN ("
+            " s.sampler_seed, s.smoke, c.status, c.n FROM sweeps s LEFT JOIN ("
             f"SELECT sweep, status, count(*) AS n FROM runs {counted} GROUP BY sweep, status"
             f") c ON c.sweep = s.id {where} ORDER BY s.created_at DESC, s.id",
             args,
         ).fetchall()
         found: dict[str, dict[str, Any]] = {}
-        for sid, name, file, method, trials, snap, created, metric, seed, status, count in rows:
+        for (
+            sid,
+            name,
+            file,
+            method,
+            trials,
+            snap,
+            created,
+            metric,
+            seed,
+            smoke,
+            status,
+            count,
+        ) in rows:
             entry = found.setdefault(
                 sid,
                 {
@@ -134,6 +168,7 @@ class SweepRecords(StoreBase):
                     "created_at": created,
                     "metric": json.loads(metric) if metric else None,
                     "sampler_seed": seed,
+                    "smoke": bool(smoke),
                     "counts": {},
                 },
             )
