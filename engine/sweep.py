@@ -47,7 +47,9 @@ def is_adaptive(experiment: Experiment) -> bool:
 
 def total_runs(experiment: Experiment) -> int:
     """How many runs a sweep makes at most: every configuration of every model, times seeds."""
-    if experiment.method == "grid":
+    if experiment.baseline is not None:
+        configs = 1 + len(experiment.ablations)
+    elif experiment.method == "grid":
         configs = sum(math.prod(p.grid_size() for p in m.params) for m in experiment.models)
     else:
         configs = (experiment.trials or 0) * len(experiment.models)
@@ -98,7 +100,12 @@ def _first(param: Param) -> Any:
 def configurations(
     experiment: Experiment, model: Model, sampler_seed: int = 0
 ) -> list[dict[str, Any]]:
-    """A model's configurations: the whole grid, or `trials` random draws."""
+    """A model's configurations: the baseline and its ablations, the whole grid, or
+    `trials` random draws."""
+    if experiment.baseline is not None:
+        return [experiment.baseline] + [
+            {**experiment.baseline, name: value} for name, value in experiment.ablations
+        ]
     names = [p.name for p in model.params]
     if experiment.method == "grid":
         sizes = [p.grid_size() for p in model.params]

@@ -17,7 +17,7 @@ from engine.protocol import (
     SweepRequest,
 )
 from engine.results.report import write_report as write_report_files
-from engine.results.stats import bounds_of, with_statistics
+from engine.results.stats import against_baseline, bounds_of, with_statistics
 from engine.runtime.live import Refused
 
 
@@ -94,13 +94,17 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         summary = summary or "last"
         if summary not in ("last", "best"):
             return error(400, f"summary must be last or best, got {summary!r}")
+        baseline = await db.read(store.sweep_baseline, sweep_id)
         # Two scans of the sweep's runs, one on each of the store's connections, at once.
         found, results = await asyncio.gather(
             db.call(store.sweeps, sweep_id),
-            db.read(store.sweep_results, sweep_id, key, mode, with_runs, summary),
+            db.read(store.sweep_results, sweep_id, key, mode, with_runs or bool(baseline), summary),
         )
         bounds = bounds_of(key, metric.get("bounds") if same else None)
         counts = found[0].counts if found else {}
+        statistics = with_statistics(results, mode, bounds)
+        if baseline:
+            against_baseline(statistics["configs"], baseline)
         return reply(
             {
                 "sweep": sweep_id,
@@ -109,7 +113,8 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
                 "summary": summary,
                 "bounds": bounds,
                 "counts": counts,
-                **with_statistics(results, mode, bounds),
+                "baseline": baseline,
+                **statistics,
             }
         )
 
@@ -134,13 +139,17 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         if not configs:
             return error(409, f"sweep {sweep_id}: no succeeded run reported {metric['name']}")
         bounds = bounds_of(metric["name"], metric.get("bounds"))
+        baseline = await db.read(store.sweep_baseline, sweep_id)
         best = {
             "sweep": sweep_id,
             "metric": metric["name"],
             "mode": mode,
             "summary": summary,
+            "baseline": baseline,
             **with_statistics(configs, mode, bounds),
         }
+        if baseline:
+            against_baseline(best["configs"], baseline)
         curves = {
             run_id: await db.call(store.metrics, run_id, metric["name"])
             for c in configs

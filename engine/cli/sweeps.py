@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, cell, print_json, table
 from engine.cli.runs import cmd_runs
@@ -191,7 +191,49 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
             f"vs runner-up {second['mean']:.6g} ± {second['std']:.3g}: Welch t = {test['t']:.3g},"
             f" df = {test['df']:.3g}, one-sided p = {test['p']:.3g} ({verdict} at 5%)"
         )
+    if any(c.get("baseline") for c in configs):
+        print()
+        print(baseline_table(configs))
     return 0
+
+
+def baseline_table(configs: list[dict[str, Any]]) -> str:
+    """Every configuration against the baseline (first): what it changes, mean ± std, the
+    mean paired difference with its 95% interval, the paired t-test's and Wilcoxon's p, and
+    `*` where the difference is significant at 5%."""
+    [base] = [c for c in configs if c.get("baseline")]
+    rows = [["baseline", f"{base['mean']:.6g} ± {base['std']:.3g}", str(base["n"]), "", "", "", ""]]
+    for c in configs:
+        vs = c.get("vs_baseline")
+        if c is base or vs is None:
+            continue
+        changed = " ".join(f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v)
+        ci = vs["ci95"]
+        rows.append(
+            [
+                changed,
+                f"{c['mean']:.6g} ± {c['std']:.3g}",
+                str(vs["n"]),
+                "-"
+                if vs["delta"] is None
+                else f"{vs['delta']:+.4g}" + ("*" if vs["significant"] else ""),
+                "-" if ci is None else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]",
+                "-" if vs["p"] is None else f"{vs['p']:.3g}",
+                "-" if vs["wilcoxon_p"] is None else f"{vs['wilcoxon_p']:.3g}",
+            ]
+        )
+    header = (
+        "CONFIG",
+        "MEAN ± STD",
+        "PAIRS",
+        "Δ VS BASELINE",
+        "95% CI",
+        "P (PAIRED T)",
+        "P (WILCOXON)",
+    )
+    return (
+        table(rows, header) + "\n* significant at 5% (paired t-test, two-sided, over matched seeds)"
+    )
 
 
 async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:

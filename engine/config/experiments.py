@@ -84,6 +84,8 @@ class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     data: list[str] | dict[str, str] = []
     confirm_over: str | float | None = None  # ask before launching it if estimated longer
     smoke: dict[str, Any] = {}  # params fixed for a smoke test: epochs = 1, subset = true
+    baseline: dict[str, Any] | None = None  # one configuration the others are compared with
+    ablations: dict[str, Any] = {}  # param = value (or [values]): each changes one thing
 
 
 class Param(msgspec.Struct, frozen=True):
@@ -147,6 +149,10 @@ class Experiment(msgspec.Struct, frozen=True):
     sampler_seed: int | None = None
     confirm_over_s: float | None = None
     smoke: dict[str, Any] = {}
+    # The baseline's every param, and each ablation as (param, value): the configurations of
+    # a sweep that has a baseline, in that order.
+    baseline: dict[str, Any] | None = None
+    ablations: tuple[tuple[str, Any], ...] = ()
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -240,6 +246,7 @@ def load_experiment(
             raise where.error(
                 f"smoke.{name}", f"expected one value for the smoke test, got {toml_type(value)}"
             )
+    baseline, ablations = _baseline(where, section, models, sweep.method)
     if section.metric is None and sweep.method == "tpe":
         raise where.error("sweep.method", "tpe learns from a metric: set `metric`")
     if section.metric is None and sweep.early_stop.method != "none":
@@ -265,7 +272,57 @@ def load_experiment(
         if section.confirm_over is None
         else duration_s(where, "confirm_over", section.confirm_over),
         smoke=dict(section.smoke),
+        baseline=baseline,
+        ablations=ablations,
     )
+
+
+def _baseline(
+    where: Locator, section: ExperimentSection, models: tuple[Model, ...], method: str
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, Any], ...]]:
+    """A `[baseline]` made whole (a param it leaves out must have one value), and its
+    `[ablations]`, each one param set to a value the baseline does not have."""
+    if section.baseline is None:
+        if section.ablations:
+            raise where.error("ablations", "ablations change a [baseline]: give one")
+        return None, ()
+    if len(models) > 1:
+        raise where.error("baseline", "a baseline is for an experiment with one command")
+    if method != "grid":
+        raise where.error("sweep.method", 'a sweep with a [baseline] is method = "grid"')
+    params = {p.name: p for p in models[0].params}
+    whole: dict[str, Any] = {}
+    for name, value in section.baseline.items():
+        if name not in params:
+            raise where.error(
+                f"baseline.{name}", f"not a parameter; expected one of {sorted(params)}"
+            )
+        if isinstance(value, list | dict):
+            raise where.error(f"baseline.{name}", f"expected one value, got {toml_type(value)}")
+        whole[name] = value
+    for name, param in params.items():
+        if name not in whole:
+            if param.values is None or len(param.values) != 1:
+                raise where.error(
+                    "baseline", f"set {name}: it has more than one value in sweep.params"
+                )
+            whole[name] = param.values[0]
+    ablations = []
+    for name, value in section.ablations.items():
+        key = f"ablations.{name}"
+        if name not in params:
+            raise where.error(key, f"not a parameter; expected one of {sorted(params)}")
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, list | dict):
+                raise where.error(
+                    key, f"expected a value or a list of values, got {toml_type(one)}"
+                )
+            if one == whole[name]:
+                raise where.error(key, f"{one!r} is the baseline's own value")
+            ablations.append((name, one))
+    if not ablations:
+        raise where.error("ablations", "expected at least one ablation: param = other value")
+    return {name: whole[name] for name in params}, tuple(ablations)
 
 
 def _data(where: Locator, raw: list[str] | dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -29,9 +29,30 @@ def config_rows(
                 "value": summary,
                 "seeds": c["n"],
                 "best_run": c["best_run"],
+                **_vs_baseline_columns(c, metric),
             }
         )
     return rows
+
+
+def _vs_baseline_columns(config: dict[str, Any], metric: str) -> dict[str, Any]:
+    """A configuration's difference from its sweep's baseline, as columns (none without one)."""
+    if config.get("baseline"):
+        return {"baseline": True}
+    vs = config.get("vs_baseline")
+    if vs is None:
+        return {}
+    ci = vs["ci95"] or [None, None]
+    return {
+        "baseline": False,
+        f"{metric}_delta": vs["delta"],
+        f"{metric}_delta_ci95_low": ci[0],
+        f"{metric}_delta_ci95_high": ci[1],
+        "pairs": vs["n"],
+        "p_paired_t": vs["p"],
+        "p_wilcoxon": vs["wilcoxon_p"],
+        "significant": vs["significant"],
+    }
 
 
 def run_rows(
@@ -75,7 +96,10 @@ def to_parquet(rows: list[dict[str, Any]], path: Path) -> None:
 
 def to_latex(configs: list[dict[str, Any]], metric: str, mode: str, caption: str) -> str:
     """A booktabs table, one row per configuration: params, then `mean ± std` of the metric,
-    the best mean in bold. Text is escaped for LaTeX."""
+    the best mean in bold (for a sweep with a baseline, its differences from the baseline
+    instead). Text is escaped for LaTeX."""
+    if any(c.get("baseline") for c in configs):
+        return to_latex_vs_baseline(configs, metric, caption)
     names = sorted({k for c in configs for k in c["params"]})
     models = any(c.get("model_type") for c in configs)
     header = (["Model"] if models else []) + [escape(n) for n in names] + [escape(metric), "$n$"]
@@ -99,6 +123,49 @@ def to_latex(configs: list[dict[str, Any]], metric: str, mode: str, caption: str
         ]
         lines.append(" & ".join([*row, cell, str(c["n"])]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def to_latex_vs_baseline(configs: list[dict[str, Any]], metric: str, caption: str) -> str:
+    """A booktabs table with the baseline's row first, then each other configuration named by
+    what it changes, its `mean ± std`, its mean difference from the baseline with a 95%
+    interval, and the paired t-test's p; a difference significant at 5% is starred."""
+    [base] = [c for c in configs if c.get("baseline")]
+    lines = [
+        "\\begin{table}[ht]",
+        "\\centering",
+        f"\\caption{{{escape(caption)}}}",
+        "\\begin{tabular}{lrrrr}",
+        "\\toprule",
+        f"Configuration & {escape(metric)} & $\\Delta$ vs baseline & 95\\% CI & $p$ \\\\",
+        "\\midrule",
+        f"baseline & ${base['mean']:.4f} \\pm {base['std']:.4f}$ & -- & -- & -- \\\\",
+    ]
+    for c in configs:
+        vs = c.get("vs_baseline")
+        if c is base or vs is None:
+            continue
+        changed = ", ".join(
+            f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v
+        )
+        delta = (
+            "--"
+            if vs["delta"] is None
+            else f"${vs['delta']:+.4f}{'^*' if vs['significant'] else ''}$"
+        )
+        ci = "--" if vs["ci95"] is None else f"$[{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]$"
+        p = "--" if vs["p"] is None else f"${vs['p']:.3g}$"
+        cell = f"${c['mean']:.4f} \\pm {c['std']:.4f}$"
+        lines.append(f"{escape(changed)} & {cell} & {delta} & {ci} & {p} \\\\")
+    lines += [
+        "\\bottomrule",
+        "\\end{tabular}",
+        "",
+        "\\smallskip{\\footnotesize $\\Delta$: mean difference from the baseline over matched"
+        " seeds; $p$: paired $t$-test, two-sided; $^*$: $p < 0.05$.}",
+        "\\end{table}",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -50,6 +50,36 @@ def write_report(
     return ["index.md", *made]
 
 
+def _vs_baseline(configs: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: the baseline, then what each configuration changes and its difference."""
+    [base] = [c for c in configs if c.get("baseline")]
+    lines = [
+        f"Baseline: {config_label(base)}, {base['mean']:.4f} ± {base['std']:.4f} over {base['n']}"
+        " seeds. Δ is the mean difference over matched seeds; p the paired t-test's and"
+        " Wilcoxon's (from 6 pairs), two-sided; a Δ in bold has p < 0.05.",
+        "",
+        "| change | mean ± std | Δ vs baseline | 95% CI | p (paired t) | p (Wilcoxon) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in configs:
+        vs = c.get("vs_baseline")
+        if c is base or vs is None:
+            continue
+        changed = ", ".join(
+            f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v
+        )
+        delta = "-" if vs["delta"] is None else f"{vs['delta']:+.4f}"
+        if vs["significant"]:
+            delta = f"**{delta}**"
+        ci = "-" if vs["ci95"] is None else f"[{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]"
+        p = "-" if vs["p"] is None else f"{vs['p']:.3g}"
+        w = "-" if vs["wilcoxon_p"] is None else f"{vs['wilcoxon_p']:.3g}"
+        lines.append(
+            f"| {changed} | {c['mean']:.4f} ± {c['std']:.4f} | {delta} | {ci} | {p} | {w} |"
+        )
+    return lines
+
+
 def _index(best: dict[str, Any], made: list[str], notes: list[str]) -> str:
     metric, configs = best["metric"], best["configs"]
     lines = [
@@ -77,6 +107,8 @@ def _index(best: dict[str, Any], made: list[str], notes: list[str]) -> str:
             f"Best against runner-up (Welch's t-test, one-sided): t = {test['t']:.3f}, "
             f"df = {test['df']:.2f}, p = {test['p']:.3g}: {verdict} at the 5% level.",
         ]
+    if any(c.get("baseline") for c in configs):
+        lines += ["", "## Against the baseline", "", *_vs_baseline(configs)]
     lines += ["", "## Files", ""]
     lines += [f"- [{file}]({file})" for file in made if not file.endswith(".png")]
     for file in made:

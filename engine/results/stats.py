@@ -1,6 +1,6 @@
 """Seed statistics for papers: a metric's natural bounds, each configuration's 95% confidence
-interval over seeds, and Welch's t-test of the best against the runner-up (SciPy, loaded
-when a statistic is made)."""
+interval over seeds, Welch's t-test of the best against the runner-up, and each
+configuration's paired difference from a baseline (SciPy, loaded when a statistic is made)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,52 @@ def welch(best: dict[str, Any], other: dict[str, Any], mode: str) -> dict[str, A
     v1, v2 = best["std"] ** 2 / n1, other["std"] ** 2 / n2
     df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))  # Welch-Satterthwaite
     return {"t": float(result.statistic), "p": float(result.pvalue), "df": df}
+
+
+WILCOXON_FROM = 6  # pairs: fewer cannot reach p < 0.05 in Wilcoxon's two-sided test
+
+
+def against_baseline(configs: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
+    """Mark the baseline's configuration (the one with these params) `baseline`, and give
+    every other one `vs_baseline`: its runs paired with the baseline's
+    by seed, the mean difference (this minus the baseline) with a 95% interval, a paired
+    t-test and, from 6 pairs, Wilcoxon's signed-rank test (both two-sided), and whether the
+    difference is `significant` at 5% by the t-test. Needs each config's `seeds` and
+    `values`; nothing is marked when no configuration is the baseline."""
+    base = next((c for c in configs if c["params"] == baseline), None)
+    if base is None:
+        return
+    base["baseline"] = True
+    of_seed = dict(zip(base["seeds"], base["values"], strict=True))
+    for config in configs:
+        if config is base:
+            continue
+        pairs = [
+            (v, of_seed[s])
+            for s, v in zip(config["seeds"], config["values"], strict=True)
+            if s in of_seed
+        ]
+        config["vs_baseline"] = paired(pairs)
+
+
+def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """The difference of matched values (a, b): n, mean of a - b, its 95% interval, the paired
+    t-test and Wilcoxon's (None where n or the spread does not allow one)."""
+    n = len(pairs)
+    diffs = [a - b for a, b in pairs]
+    out: dict[str, Any] = {"n": n, "delta": sum(diffs) / n if n else None, "ci95": None}
+    out |= {"t": None, "p": None, "wilcoxon_p": None, "significant": False}
+    if n < 2:
+        return out
+    from scipy import stats
+
+    mean = out["delta"]
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    out["ci95"] = confidence_interval(mean, std, n)
+    if std > 0:
+        test = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs])
+        out["t"], out["p"] = float(test.statistic), float(test.pvalue)
+        out["significant"] = out["p"] < 0.05
+    if n >= WILCOXON_FROM and any(diffs):
+        out["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
+    return out

@@ -146,6 +146,7 @@ class Sweeps:
             experiment_json(experiment) if study else None,
             experiment.sampler_seed if experiment.method != "grid" else None,
             smoke,
+            experiment.baseline,
         )
         jobs = [
             msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))

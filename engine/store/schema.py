@@ -195,9 +195,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN IF NOT EXISTS node VARCHAR;
     """,
     # 12: a smoke test's sweep (one short trial per model before the full sweep): kept apart
-    # from the experiment's results and estimates.
+    # from the experiment's results and estimates; a sweep's baseline configuration, which its
+    # results compare every other one with.
     """
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS smoke BOOLEAN DEFAULT false;
+    ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS baseline JSON;
     """,
 )
 

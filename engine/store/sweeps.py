@@ -28,6 +28,7 @@ class SweepRecords(StoreBase):
         experiment: str | None = None,
         sampler_seed: int | None = None,
         smoke: bool = False,
+        baseline: dict[str, Any] | None = None,
     ) -> str:
         """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3
         (a smoke test's: xgb-digits-smoke-1). `experiment` (JSON) is the experiment as
@@ -36,8 +37,8 @@ class SweepRecords(StoreBase):
             sweep_id = self.next_sweep_id(name, smoke)
             self.con.execute(
                 "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
-                " created_at, experiment, sampler_seed, smoke)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, experiment, sampler_seed, smoke, baseline)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     sweep_id,
                     name,
@@ -50,6 +51,7 @@ class SweepRecords(StoreBase):
                     experiment,
                     sampler_seed,
                     smoke,
+                    None if baseline is None else json.dumps(baseline),
                 ],
             )
         return sweep_id
@@ -185,6 +187,11 @@ class SweepRecords(StoreBase):
             for sid, m in found.items()
             if m is not None
         }
+
+    def sweep_baseline(self, sweep_id: str) -> dict[str, Any] | None:
+        """The params of a sweep's baseline configuration, if it has one."""
+        row = self._one("SELECT baseline FROM sweeps WHERE id = ?", [sweep_id])
+        return json.loads(row[0]) if row and row[0] else None
 
     def sweep_metric(self, sweep_id: str) -> tuple[bool, dict[str, Any] | None]:
         """Whether the sweep exists, and its metric as declared (None: it names none)."""

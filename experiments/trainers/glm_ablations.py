@@ -1,0 +1,48 @@
+"""A logistic regression on breast-cancer data whose every choice can be switched, for a
+baseline and its ablations: regularisation strength and penalty, class weights, scaling."""
+
+from __future__ import annotations
+
+import argparse
+
+from common import auc, report, save_predictions, seed_everything
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--C", type=float, default=1.0, help="inverse regularisation")
+    parser.add_argument("--penalty", choices=["l1", "l2"], default="l2")
+    parser.add_argument("--class-weight", choices=["balanced", "none"], default="balanced")
+    parser.add_argument("--scale", choices=["true", "false"], default="true")
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args()
+    seed = seed_everything(args.seed)
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.3, random_state=seed, stratify=y
+    )
+    if args.scale == "true":
+        scaler = StandardScaler().fit(x_train)
+        x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
+    model = LogisticRegression(
+        C=args.C,
+        penalty=args.penalty,
+        class_weight=None if args.class_weight == "none" else "balanced",
+        solver="liblinear",
+        max_iter=5000,
+        random_state=seed,
+    )
+    model.fit(x_train, y_train)
+    scores = model.predict_proba(x_val)
+    report(step=0, val_auc=auc(y_val, scores), val_acc=(model.predict(x_val) == y_val).mean())
+    save_predictions(y_val, scores)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The research workflow around a sweep, through the real CLI and daemon: a baseline and its
+ablations compared over matched seeds (checked against SciPy on the same numbers)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+from .conftest import Project
+
+SCORE = """\
+def score(params, seed):
+    import math
+    effect = 0.05 * params["scale"] - 0.03 * (params["cw"] == "none") + 0.01 * math.log10(params["C"])
+    noise = ((seed + 1) * (3 + 2 * params["scale"] + len(params["cw"]) + params["C"]) % 7) / 1000
+    return 0.8 + effect + noise
+"""
+TRAIN = (
+    SCORE
+    + """
+import json, os
+params, seed = json.loads(os.environ["RUNYARD_PARAMS"]), int(os.environ["RUNYARD_SEED"])
+print("@runyard", json.dumps({"step": 0, "auc": score(params, seed)}))
+"""
+)
+EXPERIMENT = """\
+name = "abl"
+command = "{python} train.py"
+metric = {{ name = "auc", mode = "max" }}
+[sweep]
+method = "grid"
+seeds = [0, 1, 2, 3]
+[sweep.params]
+C = [1.0, 10.0]
+scale = [true]
+cw = ["balanced"]
+[baseline]
+C = 1.0
+[ablations]
+scale = false
+cw = "none"
+C = 0.1
+"""
+
+
+def score(params: dict[str, object], seed: int) -> float:
+    namespace: dict[str, object] = {}
+    exec(SCORE, namespace)  # the trainer's own formula
+    return namespace["score"](params, seed)  # type: ignore[operator,no-any-return]
+
+
+def test_a_baseline_and_three_ablations_give_paired_differences_as_scipy_does(
+    project: Project,
+) -> None:
+    (project.folder / "train.py").write_text(TRAIN)
+    exp = project.folder / "abl.toml"
+    exp.write_text(EXPERIMENT.format(python=sys.executable))
+    launched = project.engine("sweep", str(exp), "--wait", timeout=120)
+    assert launched.returncode == 0, launched.stderr
+    assert "16 trials" in launched.stderr  # the baseline and 3 ablations, 4 seeds each
+    best = json.loads(project.engine("best", "abl-1", "--json").stdout)
+    baseline = {"C": 1.0, "scale": True, "cw": "balanced"}
+    assert best["baseline"] == baseline
+    configs = {json.dumps(c["params"], sort_keys=True): c for c in best["configs"]}
+    [base] = [c for c in best["configs"] if c.get("baseline")]
+    assert base["params"] == baseline and "vs_baseline" not in base
+    seeds = [0, 1, 2, 3]
+    expected_base = [score(baseline, s) for s in seeds]
+    for change in ({"scale": False}, {"cw": "none"}, {"C": 0.1}):
+        params = baseline | change
+        vs = configs[json.dumps(params, sort_keys=True)]["vs_baseline"]
+        values = [score(params, s) for s in seeds]
+        test = stats.ttest_rel(values, expected_base)
+        diffs = [a - b for a, b in zip(values, expected_base, strict=True)]
+        assert vs["n"] == 4 and math.isclose(vs["delta"], sum(diffs) / 4, abs_tol=1e-12)
+        assert math.isclose(vs["t"], test.statistic, rel_tol=1e-9), (change, vs, test)
+        assert math.isclose(vs["p"], test.pvalue, rel_tol=1e-9)
+        assert vs["significant"] == (test.pvalue < 0.05)
+        assert vs["wilcoxon_p"] is None  # 4 pairs cannot reach 5% in Wilcoxon's test
+        low, high = vs["ci95"]
+        assert low < vs["delta"] < high
+    # The scaling and class-weight ablations hurt clearly; the CLI stars them.
+    table = project.engine("best", "abl-1").stdout
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("CONFIG"))
+    assert lines[start + 1].startswith("baseline ")
+    rows = {line.split()[0]: line for line in lines[start + 2 : start + 5]}
+    assert set(rows) == {"scale=False", "cw=none", "C=0.1"}
+    assert "*" in rows["scale=False"].split()[5] and "*" in rows["cw=none"].split()[5]
+    latex = project.engine("export", "abl-1", "--format", "latex").stdout
+    body = latex.split("\\midrule\n")[1].splitlines()
+    assert body[0].startswith("baseline & ")
+    assert any(line.startswith("scale=False & ") and "^*" in line for line in body)
+    out = project.folder / "report"
+    assert project.engine("report", "abl-1", "--out", str(out), timeout=120).returncode == 0
+    index = (out / "index.md").read_text()
+    assert "## Against the baseline" in index
+    [row] = [line for line in index.splitlines() if line.startswith("| scale=False | ")]
+    assert "| **-0.046" in row and "| 3.03e-05 |" in row, row  # Δ -0.04625, bold: significant
+
+
+def test_baselines_and_ablations_are_checked_where_they_are_written(project: Project) -> None:
+    exp = project.folder / "abl.toml"
+    for broken, said in (
+        (EXPERIMENT.replace("C = 0.1", "C = 1.0"), "abl.toml:16: ablations.C: 1.0 is the baseline"),
+        (
+            EXPERIMENT.replace('cw = "none"', "depth = 3"),
+            "abl.toml:15: ablations.depth: not a parameter",
+        ),
+        (
+            EXPERIMENT.replace("[baseline]\nC = 1.0\n", "[baseline]\n"),
+            "baseline: set C: it has more than one value",
+        ),
+        (
+            EXPERIMENT.replace('"grid"', '"random"\ntrials = 3'),
+            "sweep.method: a sweep with a [baseline]",
+        ),
+    ):
+        exp.write_text(broken.format(python=sys.executable))
+        checked = project.engine("validate", str(exp))
+        assert checked.returncode == 2 and said in checked.stderr, (said, checked.stderr)
+    assert Path(exp).exists()
