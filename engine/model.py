@@ -198,6 +198,7 @@ class JobSpec(msgspec.Struct, frozen=True):
     sweep: str | None = None
     max_concurrent: int | None = None  # per sweep
     retry: RetryPolicy = RetryPolicy()
+    fold: int | None = None  # of a sweep with cross-validation folds: which one (RUNYARD_FOLD)
     params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
     trial: tuple[int, int] | None = None  # a sweep trial's (model, configuration) numbers
     data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
@@ -285,6 +286,7 @@ class Run(msgspec.Struct, frozen=True):
     trial: tuple[int, int] | None = None
     data: tuple[DataLink, ...] = ()
     templated: bool = False
+    fold: int | None = None
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""

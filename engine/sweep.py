@@ -33,11 +33,14 @@ class Trial(msgspec.Struct, frozen=True):
     params: dict[str, Any]
     seed: int
     argv: tuple[str, ...]
+    fold: int | None = None
 
     def name(self, experiment: Experiment, sweep_id: str) -> str:
-        """`SWEEP-[MODEL-]CONFIG-sSEED`, e.g. `lm-2-mlp-003-s1`: unique across sweeps."""
+        """`SWEEP-[MODEL-]CONFIG-[fFOLD-]sSEED`, e.g. `lm-2-mlp-003-s1` or `cv-1-000-f2-s0`:
+        unique across sweeps."""
         model = experiment.models[self.model].name
-        return f"{sweep_id}-{model + '-' if model else ''}{self.config:03d}-s{self.seed}"
+        fold = f"f{self.fold}-" if self.fold is not None else ""
+        return f"{sweep_id}-{model + '-' if model else ''}{self.config:03d}-{fold}s{self.seed}"
 
 
 def is_adaptive(experiment: Experiment) -> bool:
@@ -53,20 +56,23 @@ def total_runs(experiment: Experiment) -> int:
         configs = sum(math.prod(p.grid_size() for p in m.params) for m in experiment.models)
     else:
         configs = (experiment.trials or 0) * len(experiment.models)
-    return configs * len(experiment.seeds)
+    return configs * len(experiment.seeds) * (experiment.folds or 1)
 
 
 def trials(experiment: Experiment, sampler_seed: int | None = None) -> list[Trial]:
     """Every trial of a grid or random experiment: model by model, configuration by
-    configuration, seed by seed. (A TPE sweep's trials come from `AdaptiveSweep.ask`.)"""
+    configuration, fold by fold, seed by seed. (A TPE sweep's trials come from
+    `AdaptiveSweep.ask`.)"""
     if sampler_seed is None:
         sampler_seed = experiment.sampler_seed or 0
+    folds: list[int | None] = list(range(experiment.folds)) if experiment.folds else [None]
     out: list[Trial] = []
     for m, model in enumerate(experiment.models):
         configs = configurations(experiment, model, sampler_seed + m)
         out += [
-            Trial(model=m, config=i, params=params, seed=seed, argv=command(model, params, seed))
+            Trial(m, i, params, seed, command(model, params, seed, fold), fold)
             for i, params in enumerate(configs)
+            for fold in folds
             for seed in experiment.seeds
         ]
         if len(out) > MAX_TRIALS:
@@ -78,15 +84,13 @@ def smoke_trials(experiment: Experiment) -> list[Trial]:
     """A smoke test: one trial per model, its parameters the experiment's `[smoke]` values
     and otherwise each one's first value (a range's low end), with the first seed."""
     out = []
-    seed = experiment.seeds[0]
+    seed, fold = experiment.seeds[0], (0 if experiment.folds else None)
     for m, model in enumerate(experiment.models):
         params = {
             p.name: experiment.smoke[p.name] if p.name in experiment.smoke else _first(p)
             for p in model.params
         }
-        out.append(
-            Trial(model=m, config=0, params=params, seed=seed, argv=command(model, params, seed))
-        )
+        out.append(Trial(m, 0, params, seed, command(model, params, seed, fold), fold))
     return out
 
 
@@ -382,10 +386,12 @@ def _distribution(param: Param):  # type: ignore[no-untyped-def]
     return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
 
 
-def command(model: Model, params: dict[str, Any], seed: int) -> tuple[str, ...]:
-    """The trial's argv: each word of the template with its parameters and seed filled in
-    (the run's own {run_id}, {attempt}, … are filled in as each attempt starts)."""
-    values = {**params, "seed": seed}
+def command(
+    model: Model, params: dict[str, Any], seed: int, fold: int | None = None
+) -> tuple[str, ...]:
+    """The trial's argv: each word of the template with its parameters, seed and fold filled
+    in (the run's own {run_id}, {attempt}, … are filled in as each attempt starts)."""
+    values = {**params, "seed": seed} | ({"fold": fold} if fold is not None else {})
     try:
         return tuple(template.render_params(word, values) for word in model.argv)
     except (ValueError, TypeError) as exc:  # a format spec the value cannot take

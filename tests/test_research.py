@@ -124,3 +124,47 @@ def test_baselines_and_ablations_are_checked_where_they_are_written(project: Pro
         checked = project.engine("validate", str(exp))
         assert checked.returncode == 2 and said in checked.stderr, (said, checked.stderr)
     assert Path(exp).exists()
+
+
+FOLD_TRAIN = """\
+import json, os, sys
+fold, seed = int(os.environ["RUNYARD_FOLD"]), int(os.environ["RUNYARD_SEED"])
+assert sys.argv[1:] == ["--fold", str(fold), "--folds", "3"], sys.argv
+lr = json.loads(os.environ["RUNYARD_PARAMS"])["lr"]
+print("@runyard", json.dumps({"step": 0, "acc": lr + fold / 10 + seed / 100}))
+"""
+
+
+def test_folds_replicate_each_configuration_and_are_aggregated_as_one(project: Project) -> None:
+    """folds = 3 with 2 seeds: 6 runs per configuration, each told its fold ({fold} and
+    RUNYARD_FOLD), summed up as one configuration over all 6; exports keep each run's fold."""
+    (project.folder / "train.py").write_text(FOLD_TRAIN)
+    exp = project.folder / "cv.toml"
+    exp.write_text(
+        f'name = "cv"\ncommand = "{sys.executable} train.py --fold {{fold}} --folds 3"\n'
+        'metric = { name = "acc", mode = "max" }\n'
+        '[sweep]\nmethod = "grid"\nseeds = [0, 1]\nfolds = 3\n[sweep.params]\nlr = [0.5, 0.7]\n'
+    )
+    launched = project.engine("sweep", str(exp), "--wait", timeout=120)
+    assert launched.returncode == 0, launched.stderr
+    runs = json.loads(project.engine("runs", "--json", "--limit", "50").stdout)
+    assert len(runs) == 12 and all(r["status"] == "succeeded" for r in runs)
+    assert sorted(r["name"] for r in runs)[:3] == [
+        "cv-1-000-f0-s0",
+        "cv-1-000-f0-s1",
+        "cv-1-000-f1-s0",
+    ]
+    assert sorted((r["fold"], r["seed"]) for r in runs if r["params"]["lr"] == 0.5) == [
+        (f, s) for f in range(3) for s in range(2)
+    ]
+    best = json.loads(project.engine("best", "cv-1", "--json").stdout)
+    top, _ = best["configs"]
+    assert (top["params"], top["n"], top["folds"]) == ({"lr": 0.7}, 6, 3)
+    expected = [0.7 + f / 10 + s / 100 for f in range(3) for s in range(2)]
+    assert math.isclose(top["mean"], sum(expected) / 6, rel_tol=1e-12)
+    assert "over 6 runs (3 folds x 2 seeds)" in project.engine("best", "cv-1").stdout
+    rows = project.engine("export", "cv-1", "--runs").stdout.splitlines()
+    assert rows[0].split(",")[:4] == ["run", "model", "param_lr", "seed"] and "fold" in rows[0]
+    exp.write_text(exp.read_text().replace("folds = 3\n", ""))
+    bad = project.engine("validate", str(exp))
+    assert bad.returncode == 2 and "cv.toml:2: command: {fold} needs `folds = K`" in bad.stderr

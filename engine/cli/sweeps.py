@@ -180,7 +180,7 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
     value = "each run's last value" if result["summary"] == "last" else "each run's best value"
     print(
         f"best of {len(configs)} configs by {result['metric']} ({result['mode']}, {value}): "
-        f"{top['mean']:.6g} ± {top['std']:.3g} over {top['n']} seeds{ci}; best run {top['best_run']}"
+        f"{top['mean']:.6g} ± {top['std']:.3g} over {over(top)}{ci}; best run {top['best_run']}"
     )
     print((f"{top['model_type']} " if top.get("model_type") else "") + json.dumps(top["params"]))
     test = result.get("best_vs_runner_up")
@@ -195,6 +195,14 @@ async def cmd_best(engine: Client, args: argparse.Namespace) -> int:
         print()
         print(baseline_table(configs))
     return 0
+
+
+def over(config: dict[str, Any]) -> str:
+    """What a configuration's mean is over: "3 seeds", or "6 runs (3 folds x 2 seeds)"."""
+    folds = config.get("folds") or 0
+    if not folds:
+        return f"{config['n']} seeds"
+    return f"{config['n']} runs ({folds} folds x {config['n'] // folds} seeds)"
 
 
 def baseline_table(configs: list[dict[str, Any]]) -> str:

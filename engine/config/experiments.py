@@ -53,6 +53,7 @@ class SweepSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict[str, Any] = {}
     early_stop: EarlyStop = EarlyStop()
     sampler_seed: int | None = None  # default: a fresh one per sweep, recorded
+    folds: int | None = None  # cross-validation: each configuration over every fold and seed
 
 
 class ModelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -153,6 +154,7 @@ class Experiment(msgspec.Struct, frozen=True):
     # a sweep that has a baseline, in that order.
     baseline: dict[str, Any] | None = None
     ablations: tuple[tuple[str, Any], ...] = ()
+    folds: int | None = None
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -196,18 +198,25 @@ def load_experiment(
                     f"models[{i}].name", "a unique name of letters, digits, '.', '_' or '-'"
                 )
         models = tuple(
-            _model(where, f"models[{i}].", section, m, {**shared, **m.params}, sweep.method)
+            _model(where, f"models[{i}].", section, m, {**shared, **m.params}, sweep)
             for i, m in enumerate(section.models)
         )
     else:
         only = ModelSection(name="", command=section.command or "")
-        models = (_model(where, "", section, only, shared, sweep.method),)
+        models = (_model(where, "", section, only, shared, sweep),)
     if not sweep.seeds:
         raise where.error("sweep.seeds", "expected at least one seed")
     for i, seed in enumerate([*sweep.seeds, sweep.sampler_seed or 0]):
         if not 0 <= seed <= MAX_SEED:
             key = f"sweep.seeds[{i}]" if i < len(sweep.seeds) else "sweep.sampler_seed"
             raise where.error(key, f"expected a seed from 0 to {MAX_SEED}, got {seed}")
+    if sweep.folds is not None:
+        if not 2 <= sweep.folds <= 100:
+            raise where.error("sweep.folds", f"expected 2 to 100 folds, got {sweep.folds}")
+        if sweep.method == "tpe" or sweep.early_stop.method != "none":
+            raise where.error(
+                "sweep.folds", "folds work with grid and random sweeps, without early stopping"
+            )
     if len(set(sweep.seeds)) < len(sweep.seeds):
         raise where.error("sweep.seeds", "a seed is listed twice")
     if sweep.max_concurrent is not None and not 1 <= sweep.max_concurrent <= MAX_PRIORITY:
@@ -227,9 +236,15 @@ def load_experiment(
                 "metric.bounds", f"expected [low, high] with low < high, got {[low, high]}"
             )
     _check_early_stop(where, sweep.early_stop)
-    runs = len(sweep.seeds) * sum(
-        math.prod(p.grid_size() for p in m.params) if sweep.method == "grid" else sweep.trials or 0
-        for m in models
+    runs = (
+        len(sweep.seeds)
+        * (sweep.folds or 1)
+        * sum(
+            math.prod(p.grid_size() for p in m.params)
+            if sweep.method == "grid"
+            else sweep.trials or 0
+            for m in models
+        )
     )
     if runs > MAX_TRIALS:
         raise where.error(
@@ -274,6 +289,7 @@ def load_experiment(
         smoke=dict(section.smoke),
         baseline=baseline,
         ablations=ablations,
+        folds=sweep.folds,
     )
 
 
@@ -367,7 +383,7 @@ def _model(
     top: ExperimentSection,
     model: ModelSection,
     raw_params: dict[str, Any],
-    method: str,
+    sweep: SweepSection,
 ) -> Model:
     """One model of an experiment, with the top-level fields it does not set itself."""
     key = f"{prefix}command"
@@ -385,19 +401,23 @@ def _model(
         for name, value in raw_params.items()
     )
     known = {p.name for p in params} | {"seed", *RUNTIME_FIELDS}
+    if sweep.folds is not None:
+        known.add("fold")
     for word in argv:
         try:
             placeholders = template.fields(word)
         except template.TemplateError as exc:
             raise where.error(key, str(exc)) from None
         for name, _ in placeholders:
+            if name == "fold" and name not in known:
+                raise where.error(key, "{fold} needs `folds = K` in [sweep]")
             if name not in known:
                 raise where.error(
                     key,
                     f"unknown parameter {{{name}}}; params are {sorted(p.name for p in params)}"
                     f" (and {{seed}}, {', '.join('{' + f + '}' for f in RUNTIME_FIELDS)})",
                 )
-    if method == "grid":
+    if sweep.method == "grid":
         for p in params:
             if p.values is None and p.step is None:
                 raise where.error(

@@ -27,7 +27,9 @@ def config_rows(
                 f"{metric}_ci95_high": ci[1],
                 "ci95_clipped": c.get("ci95_clipped", False),
                 "value": summary,
-                "seeds": c["n"],
+                "seeds": c["n"] // (c.get("folds") or 1),
+                **({"folds": c["folds"]} if c.get("folds") else {}),
+                "runs": c["n"],
                 "best_run": c["best_run"],
                 **_vs_baseline_columns(c, metric),
             }
@@ -58,17 +60,21 @@ def _vs_baseline_columns(config: dict[str, Any], metric: str) -> dict[str, Any]:
 def run_rows(
     configs: list[dict[str, Any]], metric: str, summary: str = "last"
 ) -> list[dict[str, Any]]:
-    """One flat row per run: model, params, seed and the run's `summary` value of the metric
-    (named in the `value` column)."""
+    """One flat row per run: model, params, seed (and fold, with cross-validation) and the
+    run's `summary` value of the metric (named in the `value` column)."""
     rows = []
     for c in configs:
-        for run_id, seed, value in zip(c["runs"], c["seeds"], c["values"], strict=True):
+        folds = c.get("fold_of_run") or [None] * len(c["runs"])
+        for run_id, seed, fold, value in zip(
+            c["runs"], c["seeds"], folds, c["values"], strict=True
+        ):
             rows.append(
                 {
                     "run": run_id,
                     "model": c.get("model_type") or "",
                     **{f"param_{k}": v for k, v in c["params"].items()},
                     "seed": seed,
+                    **({"fold": fold} if fold is not None else {}),
                     metric: value,
                     "value": summary,
                 }

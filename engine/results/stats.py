@@ -71,8 +71,8 @@ WILCOXON_FROM = 6  # pairs: fewer cannot reach p < 0.05 in Wilcoxon's two-sided 
 
 def against_baseline(configs: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
     """Mark the baseline's configuration (the one with these params) `baseline`, and give
-    every other one `vs_baseline`: its runs paired with the baseline's
-    by seed, the mean difference (this minus the baseline) with a 95% interval, a paired
+    every other one `vs_baseline`: its runs paired with the baseline's by seed (and fold),
+    the mean difference (this minus the baseline) with a 95% interval, a paired
     t-test and, from 6 pairs, Wilcoxon's signed-rank test (both two-sided), and whether the
     difference is `significant` at 5% by the t-test. Needs each config's `seeds` and
     `values`; nothing is marked when no configuration is the baseline."""
@@ -80,16 +80,22 @@ def against_baseline(configs: list[dict[str, Any]], baseline: dict[str, Any]) ->
     if base is None:
         return
     base["baseline"] = True
-    of_seed = dict(zip(base["seeds"], base["values"], strict=True))
+    of_run = dict(zip(_matched(base), base["values"], strict=True))
     for config in configs:
         if config is base:
             continue
         pairs = [
-            (v, of_seed[s])
-            for s, v in zip(config["seeds"], config["values"], strict=True)
-            if s in of_seed
+            (v, of_run[k])
+            for k, v in zip(_matched(config), config["values"], strict=True)
+            if k in of_run
         ]
         config["vs_baseline"] = paired(pairs)
+
+
+def _matched(config: dict[str, Any]) -> list[tuple[int, int | None]]:
+    """What pairs a configuration's runs with another's: seed and cross-validation fold."""
+    folds = config.get("fold_of_run") or [None] * len(config["seeds"])
+    return list(zip(config["seeds"], folds, strict=True))
 
 
 def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:

@@ -324,6 +324,8 @@ def run_env(base: dict[str, str], run: Run, attempt: int, run_dir: str) -> dict[
         # Always set: empty keeps a CPU-only job off a GPU host's GPUs.
         CUDA_VISIBLE_DEVICES=",".join(str(i) for i in run.gpus),
     )
+    if run.fold is not None:
+        env["RUNYARD_FOLD"] = str(run.fold)
     env.setdefault("PYTHONUNBUFFERED", "1")  # live logs and metrics from Python trainers
     return env
 

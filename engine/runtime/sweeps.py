@@ -390,4 +390,5 @@ def _trial_job(
         retry=experiment.retry,
         params=trial.params,
         trial=(trial.model, trial.config),
+        fold=trial.fold,
     )

@@ -62,6 +62,7 @@ RUN_COLUMNS = (
     Column("trial", _S, json=True),
     Column("data", _S, json=True),
     Column("templated", _B),
+    Column("fold", _I32),
     # Kept for the daemon, not part of a Run.
     Column("env", _S, json=True, run=False),
     Column("manifest", _S, json=True, run=False),

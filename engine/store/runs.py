@@ -126,6 +126,7 @@ class RunRecords(StoreBase):
                 "trial": [encode("trial", j.trial) if j.trial else None for j, *_ in jobs],
                 "data": [encode("data", j.data) for j, *_ in jobs],
                 "templated": [j.templated for j, *_ in jobs],
+                "fold": [j.fold for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)}, words)",

@@ -196,10 +196,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 12: a smoke test's sweep (one short trial per model before the full sweep): kept apart
     # from the experiment's results and estimates; a sweep's baseline configuration, which its
-    # results compare every other one with.
+    # results compare every other one with; a run's cross-validation fold.
     """
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS smoke BOOLEAN DEFAULT false;
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS baseline JSON;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS fold INTEGER;
     """,
 )
 

@@ -213,34 +213,36 @@ class SweepRecords(StoreBase):
     ) -> list[dict[str, Any]]:
         """Each configuration of a sweep (runs of one model with the same params) with each
         run's `summary` value of `key` (its last, or the best it reached), summed up over seeds
-        in the store: mean, standard deviation, count, best run; best configuration first.
-        `with_runs` adds each run's id, seed and value."""
+        (and cross-validation folds) in the store: mean, standard deviation, count, folds, best
+        run; best configuration first. `with_runs` adds each run's id, seed, value and fold."""
         best = "m.last" if summary == "last" else "m.max" if mode == "max" else "m.min"
         pick = "arg_max" if mode == "max" else "arg_min"
         lists = (
-            f", list(r.id ORDER BY r.id), list(r.seed ORDER BY r.id), list({best} ORDER BY r.id)"
+            f", list(r.id ORDER BY r.id), list(r.seed ORDER BY r.id), list({best} ORDER BY r.id),"
+            " list(r.fold ORDER BY r.id)"
             if with_runs
             else ""
         )
         rows = self.con.execute(
             f"SELECT r.model_type, r.params, count(*), avg({best}), coalesce(stddev_samp({best}), 0),"
-            f" {pick}(r.id, {best}) {lists} FROM runs r"
+            f" {pick}(r.id, {best}), count(DISTINCT r.fold) {lists} FROM runs r"
             " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
             " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.model_type, r.params"
             f" ORDER BY 4 {'DESC' if mode == 'max' else 'ASC'}, min(r.id)",
             [key, sweep_id],
         ).fetchall()
         out = []
-        for model_type, params, n, mean, std, best_run, *runs in rows:
+        for model_type, params, n, mean, std, best_run, folds, *runs in rows:
             entry = {
                 "model_type": model_type,
                 "params": json.loads(params),
                 "mean": mean,
                 "std": std,
                 "n": n,
+                "folds": folds,
                 "best_run": best_run,
             }
             if with_runs:
-                entry.update(runs=runs[0], seeds=runs[1], values=runs[2])
+                entry.update(runs=runs[0], seeds=runs[1], values=runs[2], fold_of_run=runs[3])
             out.append(entry)
         return out
