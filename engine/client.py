@@ -279,26 +279,24 @@ class Client:
         tail_bytes: int = 2000,
     ) -> SmokeReport:
         """Run an experiment's smoke test (one trial per model with its `[smoke]` values, on
-        the host its trials would go to), wait for it, and queue the full sweep only if every
-        run succeeded and reported the experiment's metric."""
+        the host its trials would go to, then its evaluation steps), wait for it, and queue
+        the full sweep only if every run succeeded and each trained one reported the
+        experiment's metric."""
         smoke = await self.sweep(file, overrides, cwd=cwd, smoke=True)
         assert smoke.sweep is not None
         await self.wait_sweep(smoke.sweep)
         judged = []
-        for run in smoke.runs:
+        for run in sorted(await self.runs(sweep=smoke.sweep), key=lambda r: r.id):
             detail = await self.run(run.id)
             ended, reported = detail.run, {m["key"]: m for m in detail.details["metrics"]}
             where = f"on {ended.host}" if ended.host else "before it started"
             if ended.status is not RunStatus.SUCCEEDED:
                 why = f"{ended.status.value} {where}: {ended.reason or 'no reason given'}"
-            elif smoke.metric is not None and smoke.metric not in reported:
+            elif run.parent is None and smoke.metric is not None and smoke.metric not in reported:
                 why = f"succeeded {where} but never reported {smoke.metric}"
             else:
-                value = (
-                    f": {smoke.metric} = {reported[smoke.metric]['last']:.6g}"
-                    if smoke.metric
-                    else ""
-                )
+                shown = smoke.metric if run.parent is None else next(iter(reported), None)
+                value = f": {shown} = {reported[shown]['last']:.6g}" if shown else ""
                 judged.append(SmokeRun(ended, True, f"succeeded {where}{value}"))
                 continue
             text, _, _ = await self.log(run.id, offset=-tail_bytes)

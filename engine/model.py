@@ -199,6 +199,10 @@ class JobSpec(msgspec.Struct, frozen=True):
     max_concurrent: int | None = None  # per sweep
     retry: RetryPolicy = RetryPolicy()
     fold: int | None = None  # of a sweep with cross-validation folds: which one (RUNYARD_FOLD)
+    parent: int | None = None  # an evaluation run's trained run
+    split: str | None = (
+        None  # what an evaluation run scores: its metrics show on the parent as split/key
+    )
     params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
     trial: tuple[int, int] | None = None  # a sweep trial's (model, configuration) numbers
     data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
@@ -287,6 +291,8 @@ class Run(msgspec.Struct, frozen=True):
     data: tuple[DataLink, ...] = ()
     templated: bool = False
     fold: int | None = None
+    parent: int | None = None
+    split: str | None = None
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""

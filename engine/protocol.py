@@ -144,6 +144,7 @@ class SweepPlan(msgspec.Struct, frozen=True):
     commit: str | None = None  # the project's HEAD
     estimate: list[HostEstimate] = []  # a dry run: per host the trials go to
     metric: str | None = None  # the experiment's
+    shape: str = ""  # e.g. "6 configurations (a baseline and 5 ablations) x 3 folds x 4 seeds"
 
 
 class SmokeRun(msgspec.Struct, frozen=True):

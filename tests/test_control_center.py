@@ -333,6 +333,16 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         assert all("(best " in cell for cell in score[1:]), score  # the sweep's metric: max
         labels = [str(c.label) for c in grid.columns.values()][1:]  # type: ignore[attr-defined]
         assert labels == [f"{r.id} {r.name}" for r in compare.runs]  # whole names: they fit
+        # b pins the cursor's run (the second column) as the baseline: first, the other's Δ.
+        second = compare.runs[1]
+        grid.move_cursor(column=2)  # type: ignore[attr-defined]
+        await pilot.press("b")
+        await wait_until(lambda: compare.baseline == second.id, what="the baseline pinned")
+        labels = [str(c.label) for c in grid.columns.values()][1:]  # type: ignore[attr-defined]
+        assert labels[0] == f"baseline {second.id} {second.name}"
+        rows = [[str(cell) for cell in grid.get_row_at(i)] for i in range(grid.row_count)]  # type: ignore[attr-defined]
+        [score] = [r for r in rows if r[0].strip() == "score last"]
+        assert " Δ " not in score[1] and " Δ " in score[2], score
         # export (the e typed with C) and report of the compared runs' sweep, by the daemon
         await wait_until(
             lambda: any("export of toy-1" in m for m in told),

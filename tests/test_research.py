@@ -59,6 +59,8 @@ def test_a_baseline_and_three_ablations_give_paired_differences_as_scipy_does(
     (project.folder / "train.py").write_text(TRAIN)
     exp = project.folder / "abl.toml"
     exp.write_text(EXPERIMENT.format(python=sys.executable))
+    dry = project.engine("sweep", str(exp), "--dry-run")
+    assert "  4 configurations (a baseline and 3 ablations) x 4 seeds\n" in dry.stderr
     launched = project.engine("sweep", str(exp), "--wait", timeout=120)
     assert launched.returncode == 0, launched.stderr
     assert "16 trials" in launched.stderr  # the baseline and 3 ablations, 4 seeds each
@@ -83,6 +85,19 @@ def test_a_baseline_and_three_ablations_give_paired_differences_as_scipy_does(
         assert vs["wilcoxon_p"] is None  # 4 pairs cannot reach 5% in Wilcoxon's test
         low, high = vs["ci95"]
         assert low < vs["delta"] < high
+    # Two runs side by side, one pinned as the baseline: the other's metric as a difference.
+    ablated = configs[json.dumps(baseline | {"scale": False}, sort_keys=True)]["best_run"]
+    side = json.loads(
+        project.engine(
+            "compare", str(ablated), "--baseline", str(base["best_run"]), "--json"
+        ).stdout
+    )
+    assert [r["id"] for r in side["runs"]] == [base["best_run"], ablated]
+    [auc] = side["metrics"]
+    first, second = auc["runs"]
+    assert "delta" not in first and math.isclose(second["delta"], second["last"] - first["last"])
+    text = project.engine("compare", str(ablated), "--baseline", str(base["best_run"])).stdout
+    assert f" Δ {second['delta']:+.4g}" in text
     # The scaling and class-weight ablations hurt clearly; the CLI stars them.
     table = project.engine("best", "abl-1").stdout
     lines = table.splitlines()
@@ -145,6 +160,10 @@ def test_folds_replicate_each_configuration_and_are_aggregated_as_one(project: P
         'metric = { name = "acc", mode = "max" }\n'
         '[sweep]\nmethod = "grid"\nseeds = [0, 1]\nfolds = 3\n[sweep.params]\nlr = [0.5, 0.7]\n'
     )
+    assert (
+        "  2 configurations x 3 folds x 2 seeds"
+        in project.engine("sweep", str(exp), "--dry-run").stderr
+    )
     launched = project.engine("sweep", str(exp), "--wait", timeout=120)
     assert launched.returncode == 0, launched.stderr
     runs = json.loads(project.engine("runs", "--json", "--limit", "50").stdout)
@@ -168,3 +187,78 @@ def test_folds_replicate_each_configuration_and_are_aggregated_as_one(project: P
     exp.write_text(exp.read_text().replace("folds = 3\n", ""))
     bad = project.engine("validate", str(exp))
     assert bad.returncode == 2 and "cv.toml:2: command: {fold} needs `folds = K`" in bad.stderr
+
+
+EVAL_TRAIN = """\
+import json, os
+weight = json.loads(os.environ["RUNYARD_PARAMS"])["w"]
+folder = os.environ["RUNYARD_ARTIFACT_DIR"]
+os.makedirs(folder, exist_ok=True)
+json.dump({"weight": weight}, open(os.path.join(folder, "model.json"), "w"))
+print("@runyard", json.dumps({"step": 0, "val_acc": weight}))
+"""
+EVALUATE = """\
+import json, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+weight = json.load(open(args["--model"]))["weight"]
+if args["--split"] == "test" and weight < 0.5:
+    raise SystemExit("this model cannot be tested")
+print("@runyard", json.dumps({"auc": weight + (0.1 if args["--split"] == "test" else 0.0)}))
+"""
+
+
+def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_trained_run(
+    project: Project,
+) -> None:
+    """[[evaluate]] on each trial over two splits, and on the best configuration once: the
+    evaluations get the trained run's folders, their metrics show on it as split/key, best
+    ranks by them, and a failed evaluation leaves its trained run succeeded."""
+    (project.folder / "train.py").write_text(EVAL_TRAIN)
+    (project.folder / "evaluate.py").write_text(EVALUATE)
+    exp = project.folder / "ev.toml"
+    exp.write_text(
+        f'name = "ev"\ncommand = "{sys.executable} train.py"\n'
+        'metric = { name = "val_acc", mode = "max" }\n'
+        '[sweep]\nmethod = "grid"\nseeds = [0, 1]\n[sweep.params]\nw = [0.3, 0.8]\n'
+        f'[[evaluate]]\ncommand = "{sys.executable} evaluate.py --model'
+        ' {parent_artifact_dir}/model.json --split {split}"\nsplits = ["val", "test"]\n'
+        f'[[evaluate]]\nname = "final"\non = "best"\ncommand = "{sys.executable} evaluate.py'
+        ' --model {parent_artifact_dir}/model.json --split holdout"\n'
+        "[smoke]\nw = 0.3\n"
+    )
+    # A smoke test runs the evaluations too: the weak model's test fails, nothing is queued.
+    smoke = project.engine("sweep", str(exp), "--smoke", timeout=120)
+    assert smoke.returncode == 1, smoke.stderr
+    assert (
+        "ok   ev-smoke-1-000-s0 " in smoke.stderr
+        and "ok   ev-smoke-1-000-s0-eval-val" in smoke.stderr
+    )
+    assert "FAIL ev-smoke-1-000-s0-eval-test" in smoke.stderr
+    assert "| this model cannot be tested" in smoke.stderr
+    dry = project.engine("sweep", str(exp), "--dry-run").stderr
+    assert "then evaluate: eval on val and test (each trial), final (the best" in dry, dry
+    launched = project.engine("sweep", str(exp), "--wait", timeout=180)
+    assert "2 failed" in launched.stderr, launched.stderr  # the two tests of the weak model
+    all_runs = json.loads(project.engine("runs", "--json").stdout)
+    runs = {r["name"]: r for r in all_runs if r["sweep"] == "ev-1"}
+    trained = [r for r in runs.values() if r["parent"] is None]
+    assert len(trained) == 4 and all(r["status"] == "succeeded" for r in trained)
+    evals = [r for r in runs.values() if r["parent"] is not None]
+    assert len(evals) == 4 * 2 + 2  # every trial on val and test; the best's 2 seeds once more
+    weak = runs["ev-1-000-s0-eval-test"]
+    assert weak["status"] == "failed" and runs["ev-1-000-s0"]["status"] == "succeeded"
+    assert sorted(r["name"] for r in evals if r["split"] == "final") == [
+        "ev-1-001-s0-final",
+        "ev-1-001-s1-final",
+    ]
+    strong = json.loads(project.engine("show", "ev-1-001-s1", "--json").stdout)
+    metrics = {m["key"]: m["last"] for m in strong["details"]["metrics"]}
+    assert metrics == {"val_acc": 0.8, "val/auc": 0.8, "test/auc": 0.9, "final/auc": 0.8}
+    assert {e["split"] for e in strong["details"]["evaluations"]} == {"val", "test", "final"}
+    shown = project.engine("show", "ev-1-001-s1").stdout
+    assert "evaluations" in shown and "ev-1-001-s1-eval-test" in shown
+    by_test = json.loads(project.engine("best", "ev-1", "--by", "test/auc", "--json").stdout)
+    [only] = by_test["configs"]  # the weak model was never tested
+    assert only["params"] == {"w": 0.8} and only["n"] == 2 and math.isclose(only["mean"], 0.9)
+    best = json.loads(project.engine("best", "ev-1", "--json").stdout)
+    assert [c["n"] for c in best["configs"]] == [2, 2]  # evaluation runs are not trials

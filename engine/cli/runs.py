@@ -145,6 +145,14 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
             out.append(
                 f"    {m['key']:<20} n={m['count']:<8} last={m['last']:.6g}  min={m['min']:.6g}  max={m['max']:.6g}"
             )
+    if run.parent is not None:
+        out.append(
+            f"  evaluates  run {run.parent} ({run.split}): its metrics show there as {run.split}/KEY"
+        )
+    if d.get("evaluations"):
+        out.append("  evaluations")
+        for e in d["evaluations"]:
+            out.append(f"    {e['id']:<6} {e['name']}  {e['status']}  ({e['split']})")
     if run.gpus:
         out.append(f"  gpus       {','.join(map(str, run.gpus))} (CUDA_VISIBLE_DEVICES)")
     if d["attempts"]:

@@ -51,6 +51,8 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
         print_json(result)
     what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
     print(f"{what}: {result.trials} trials: {result.where}", file=sys.stderr)
+    if result.shape:
+        print(f"  {result.shape}", file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if result.uncommitted:
@@ -250,11 +252,18 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
     refs = list(args.runs)
     if args.sweep:
         refs += [r.id for r in reversed(await engine.runs(sweep=args.sweep, limit=None))]
-    if len(refs) < 2:
+    baseline = await engine.run(args.baseline) if args.baseline else None
+    found = [await engine.run(ref) for ref in refs]
+    if baseline is not None and all(d.run.id != baseline.run.id for d in found):
+        found.insert(0, baseline)
+    if len(found) < 2:
         print("engine compare: give two or more runs, or --sweep S", file=sys.stderr)
         return EXIT_USAGE
-    found = [await engine.run(ref) for ref in refs]
-    result = compare([d.run for d in found], [d.details for d in found])
+    result = compare(
+        [d.run for d in found],
+        [d.details for d in found],
+        baseline.run.id if baseline is not None else None,
+    )
     if args.json:
         print_json(result)
         return 0
@@ -266,7 +275,10 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
             rows.append([mark + p["name"], *(cell(v) for v in p["values"])])
     for m in result["metrics"]:
         cells = [
-            f"{cell(v['last'])} [{cell(v['min'])}, {cell(v['max'])}]" if v else "-"
+            f"{cell(v['last'])} [{cell(v['min'])}, {cell(v['max'])}]"
+            + (f" Δ {v['delta']:+.4g}" if v.get("delta") is not None else "")
+            if v
+            else "-"
             for v in m["runs"]
         ]
         rows.append([f"  {m['key']} last [min, max]", *cells])
@@ -395,6 +407,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("runs", nargs="*", help="run ids or names")
     p.add_argument("--sweep", help="every run of this sweep")
     p.add_argument("--all", action="store_true", help="show params that do not differ too")
+    p.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="put this run first and give every other run's metrics their difference from it",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("report", help="a sweep's exports and plots, tied together by an index.md")

@@ -69,6 +69,16 @@ class ModelSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict[str, Any] = {}
 
 
+class EvaluateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A step run after training: a command per split, given the trained run's folders."""
+
+    command: str
+    name: str = "eval"
+    splits: list[str] = []
+    on: Literal["each", "best"] = "each"  # every trial that succeeded, or the best config's
+    resources: Resources | None = None
+
+
 class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     command: str | None = None
@@ -87,6 +97,7 @@ class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     smoke: dict[str, Any] = {}  # params fixed for a smoke test: epochs = 1, subset = true
     baseline: dict[str, Any] | None = None  # one configuration the others are compared with
     ablations: dict[str, Any] = {}  # param = value (or [values]): each changes one thing
+    evaluate: list[EvaluateSection] = []
 
 
 class Param(msgspec.Struct, frozen=True):
@@ -130,6 +141,21 @@ class Model(msgspec.Struct, frozen=True):
     params: tuple[Param, ...]
 
 
+class EvaluateStep(msgspec.Struct, frozen=True):
+    """An evaluation step, checked: its command split into words (placeholders still in it),
+    the splits it runs once each for ("" for once), and which trained runs it follows."""
+
+    name: str
+    argv: tuple[str, ...]
+    splits: tuple[str, ...]
+    on: str
+    resources: Resources
+
+
+# What an evaluation command may name besides the trained run's params, seed and fold.
+EVALUATE_FIELDS = ("split", "parent_id", "parent_run_dir", "parent_artifact_dir")
+
+
 class Experiment(msgspec.Struct, frozen=True):
     """An experiment file, validated: its models (one per command) and the sweep over them."""
 
@@ -155,6 +181,7 @@ class Experiment(msgspec.Struct, frozen=True):
     baseline: dict[str, Any] | None = None
     ablations: tuple[tuple[str, Any], ...] = ()
     folds: int | None = None
+    evaluate: tuple[EvaluateStep, ...] = ()
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -290,6 +317,7 @@ def load_experiment(
         baseline=baseline,
         ablations=ablations,
         folds=sweep.folds,
+        evaluate=_evaluate(where, section, models, sweep),
     )
 
 
@@ -339,6 +367,52 @@ def _baseline(
     if not ablations:
         raise where.error("ablations", "expected at least one ablation: param = other value")
     return {name: whole[name] for name in params}, tuple(ablations)
+
+
+def _evaluate(
+    where: Locator, section: ExperimentSection, models: tuple[Model, ...], sweep: SweepSection
+) -> tuple[EvaluateStep, ...]:
+    """The `[[evaluate]]` steps, each command checked for the placeholders it may use: the
+    trained run's params, seed and fold, {split}, {parent_id}, {parent_run_dir},
+    {parent_artifact_dir} and the evaluation run's own runtime fields."""
+    known = {p.name for m in models for p in m.params} | {"seed", *EVALUATE_FIELDS}
+    known |= set(RUNTIME_FIELDS) | ({"fold"} if sweep.folds else set())
+    steps = []
+    names: set[str] = set()
+    for i, step in enumerate(section.evaluate):
+        at = f"evaluate[{i}]."
+        if not EXPERIMENT_NAME.match(step.name) or step.name in names:
+            raise where.error(at + "name", "a unique name of letters, digits, '.', '_' or '-'")
+        names.add(step.name)
+        try:
+            argv = tuple(shlex.split(step.command))
+        except ValueError as exc:
+            raise where.error(at + "command", f"cannot be split into words: {exc}") from None
+        if not argv:
+            raise where.error(at + "command", "expected a command, got nothing")
+        for word in argv:
+            try:
+                placeholders = template.fields(word)
+            except template.TemplateError as exc:
+                raise where.error(at + "command", str(exc)) from None
+            for name, _ in placeholders:
+                if name not in known:
+                    raise where.error(
+                        at + "command",
+                        f"unknown placeholder {{{name}}}; expected one of {sorted(known)}",
+                    )
+        for split in step.splits:
+            if not EXPERIMENT_NAME.match(split):
+                raise where.error(at + "splits", f"a split is a name such as test, got {split!r}")
+        if len(set(step.splits)) < len(step.splits):
+            raise where.error(at + "splits", "a split is listed twice")
+        resources = step.resources or section.resources
+        for field, what in resources.problems():
+            raise where.error(f"{at}resources.{field}", what)
+        if step.on == "best" and section.metric is None:
+            raise where.error(at + "on", '"best" needs the experiment\'s `metric`')
+        steps.append(EvaluateStep(step.name, argv, tuple(step.splits) or ("",), step.on, resources))
+    return tuple(steps)
 
 
 def _data(where: Locator, raw: list[str] | dict[str, str]) -> tuple[tuple[str, str], ...]:

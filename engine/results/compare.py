@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def compare(runs: list[Any], details: list[dict[str, Any]]) -> dict[str, Any]:
+def compare(
+    runs: list[Any], details: list[dict[str, Any]], baseline: int | None = None
+) -> dict[str, Any]:
     """Runs side by side: every param (and whether it differs), each metric's last, min and
-    max, and duration, host and status."""
+    max, and duration, host and status. With a `baseline` (a run id among them), that run
+    comes first and each other run's metrics get `delta`, its last minus the baseline's."""
+    if baseline is not None:
+        order = sorted(range(len(runs)), key=lambda i: runs[i].id != baseline)
+        runs, details = [runs[i] for i in order], [details[i] for i in order]
     names = sorted({k for run in runs for k in run.params})
     params = [
         {
@@ -26,6 +32,12 @@ def compare(runs: list[Any], details: list[dict[str, Any]]) -> dict[str, Any]:
             per_run.append(
                 {k: found[k] for k in ("last", "min", "max", "count")} if found else None
             )
+        if baseline is not None and per_run and runs[0].id == baseline:
+            base = per_run[0]["last"] if per_run[0] else None
+            for i, found in enumerate(per_run[1:], start=1):
+                if found is not None:
+                    has = base is not None and found["last"] is not None
+                    per_run[i] = found | {"delta": found["last"] - base if has else None}
         metrics.append({"key": key, "runs": per_run})
     return {
         "runs": [
@@ -41,4 +53,5 @@ def compare(runs: list[Any], details: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "params": params,
         "metrics": metrics,
+        "baseline": baseline,
     }

@@ -9,6 +9,7 @@ import os
 import secrets
 import statistics
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ from engine.config import (
     experiment_json,
     load_experiment,
 )
+from engine.config.experiments import EvaluateStep
+from engine.core import template
 from engine.core.points import Points
-from engine.executors import HostUnreachable, ProcessState
-from engine.model import DataLink, JobSpec, Run
+from engine.executors import HostUnreachable, ProcessState, layout
+from engine.model import DataLink, JobSpec, Run, RunStatus
 from engine.protocol import HostEstimate, SweepPlan
 from engine.runtime.dispatch import Dispatcher
 from engine.runtime.hosts import Hosts
@@ -76,6 +79,8 @@ class Sweeps:
         self.dispatcher = dispatcher
         self.terminate = terminate
         self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
+        self.steps: dict[str, tuple[EvaluateStep, ...]] = {}  # each sweep's, once read
+        self._later: dict[asyncio.Task[None], str] = {}  # evaluations being queued, by sweep
         live.on_end.append(self._finish)
 
     async def submit(
@@ -133,6 +138,7 @@ class Sweeps:
                 commit=git.get("commit"),
                 estimate=[] if smoke else await self._estimate(experiment, routed),
                 metric=experiment.metric.name if experiment.metric else None,
+                shape="" if smoke else _shape(experiment, planned),
             )
         snapshot, jobs = await self.submitter.into_snapshot(jobs)
         sweep_id = await self.db.call(
@@ -147,7 +153,9 @@ class Sweeps:
             experiment.sampler_seed if experiment.method != "grid" else None,
             smoke,
             experiment.baseline,
+            [msgspec.to_builtins(step) for step in experiment.evaluate],
         )
+        self.steps[sweep_id] = experiment.evaluate
         jobs = [
             msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))
             for j, t in zip(jobs, planned, strict=True)
@@ -171,6 +179,8 @@ class Sweeps:
         adaptive = self.adaptive.get(sweep_id)
         if adaptive is not None and adaptive.study.remaining():
             return True
+        if sweep_id in self._later.values():  # evaluations about to be queued
+            return True
         return any(r.sweep == sweep_id for r in self.live.runs.values())
 
     async def cancel(self, sweep: str) -> list[Run]:
@@ -186,7 +196,9 @@ class Sweeps:
         """Queue the next configurations of each TPE sweep as its runs end."""
         for sweep_id, adaptive in list(self.adaptive.items()):
             study = adaptive.study
-            in_flight = {r.trial for r in self.live.runs.values() if r.sweep == sweep_id}
+            in_flight = {
+                r.trial for r in self.live.runs.values() if r.sweep == sweep_id and r.trial
+            }
             if not study.remaining():
                 if not in_flight:
                     del self.adaptive[sweep_id]  # sampled and finished: nothing more to judge
@@ -210,7 +222,7 @@ class Sweeps:
 
     def attach(self, run: Run, points: list[tuple[int | None, float]] | None = None) -> None:
         """A run of an adaptive sweep has started (or was reattached with `points` so far)."""
-        if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+        if run.parent is None and (adaptive := self.adaptive.get(run.sweep or "")) is not None:
             adaptive.study.attach(run)
             if points is not None:
                 adaptive.study.report(run.id, points)
@@ -218,7 +230,9 @@ class Sweeps:
     async def judge(self, active: Active, points: Points) -> None:
         """Feed a run's new values of its sweep's metric to the pruner; stop it if told to."""
         adaptive = self.adaptive.get(active.run.sweep or "")
-        if adaptive is None or active.prune_reason or active.cancel_requested:
+        if adaptive is None or active.run.parent is not None:
+            return
+        if active.prune_reason or active.cancel_requested:
             return
         key = adaptive.study.key
         values = points.of_key(key)
@@ -256,8 +270,112 @@ class Sweeps:
         return points
 
     def _finish(self, run: Run) -> None:
+        if run.parent is not None:  # an evaluation: its metrics go onto its trained run
+            if run.status is RunStatus.SUCCEEDED:
+                self._soon(run.sweep or "", self._adopt(run))
+            return
         if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
             adaptive.study.finish(run)
+        if run.sweep is not None:
+            self._soon(run.sweep, self._evaluate_after(run))
+
+    def _soon(self, sweep_id: str, work: Awaitable[None]) -> None:
+        """Do a sweep's evaluation work after a run's end (told synchronously); the sweep is
+        going until it is done."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:  # a bug: logged, and the daemon goes on
+                traceback.print_exc(file=sys.stderr)
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._later[task] = sweep_id
+        task.add_done_callback(lambda done: self._later.pop(done, None))
+
+    async def _steps(self, sweep_id: str) -> tuple[EvaluateStep, ...]:
+        if sweep_id not in self.steps:
+            found = await self.db.call(self.db.store.sweep_evaluate, sweep_id)
+            self.steps[sweep_id] = tuple(msgspec.convert(s, EvaluateStep) for s in found)
+        return self.steps[sweep_id]
+
+    async def _evaluate_after(self, run: Run) -> None:
+        """A trained run ended: its `each` steps if it succeeded; and once no trained run of
+        its sweep is left unfinished, the `best` steps for the best configuration's runs."""
+        steps = await self._steps(run.sweep or "")
+        if not steps:
+            return
+        if run.status is RunStatus.SUCCEEDED:
+            await self._evaluate([run], [s for s in steps if s.on == "each"])
+        best = [s for s in steps if s.on == "best"]
+        if best and not self._training(run.sweep or ""):
+            await self._evaluate_best(run.sweep or "", best)
+
+    def _training(self, sweep_id: str) -> bool:
+        """Whether a trained run of the sweep is unfinished (or trials are still to sample)."""
+        adaptive = self.adaptive.get(sweep_id)
+        if adaptive is not None and adaptive.study.remaining():
+            return True
+        return any(r.sweep == sweep_id and r.parent is None for r in self.live.runs.values())
+
+    async def _evaluate_best(self, sweep_id: str, steps: list[EvaluateStep]) -> None:
+        await self.live.flush()  # every trained run's end is in the store
+        store = self.db.store
+        _, metric = await self.db.call(store.sweep_metric, sweep_id)
+        if not metric:
+            return
+        mode, summary = metric.get("mode", "max"), metric.get("summary", "last")
+        configs = await self.db.call(
+            store.sweep_results, sweep_id, metric["name"], mode, True, summary
+        )
+        if configs:
+            runs = [await self.db.call(store.get_run, i) for i in configs[0]["runs"]]
+            await self._evaluate([r for r in runs if r is not None], steps)
+
+    async def _evaluate(self, runs: list[Run], steps: list[EvaluateStep]) -> None:
+        """Queue each step's run per split for each trained run not evaluated by it yet, on
+        the host that holds the trained run's files, from the sweep's code snapshot."""
+        if not runs or not steps:
+            return
+        store, sweep_id = self.db.store, runs[0].sweep or ""
+        launch = await self.db.call(store.sweep_launch, sweep_id)
+        if launch is None:
+            return
+        cwd, env, manifest, data = launch
+        env = repro.unmask_env(env, os.environ)
+        found = await self.db.call(store.sweeps, sweep_id)
+        snapshot = found[0].snapshot if found else None
+        done = await self.db.call(store.evaluation_names, [r.id for r in runs])
+        jobs = []
+        for run in runs:
+            for step in steps:
+                for split in step.splits:
+                    job = _evaluation_job(run, step, split, cwd, env, data)
+                    if job.name not in done:
+                        jobs.append(job)
+        if jobs:
+            await self.submitter.submit(jobs, snapshot=snapshot, shared=manifest)
+
+    async def evaluate_missed(self) -> None:
+        """After a restart: the evaluations the last daemon did not get to queue, and the
+        metrics of those that ended before it could put them on their trained runs."""
+        store = self.db.store
+        for child, parent, split in await self.db.call(store.unadopted_evaluations):
+            await self.db.call(store.adopt_metrics, child, parent, split)
+        by_sweep: dict[str, list[Run]] = {}
+        for run in await self.db.call(store.awaiting_evaluation):
+            by_sweep.setdefault(run.sweep or "", []).append(run)
+        for sweep_id, runs in by_sweep.items():
+            steps = await self._steps(sweep_id)
+            await self._evaluate(runs, [s for s in steps if s.on == "each"])
+            best = [s for s in steps if s.on == "best"]
+            if best and not self._training(sweep_id):
+                await self._evaluate_best(sweep_id, best)
+
+    async def _adopt(self, run: Run) -> None:
+        await self.live.flush()
+        assert run.parent is not None
+        await self.db.call(self.db.store.adopt_metrics, run.id, run.parent, run.split or "eval")
 
     def _plan(
         self, file: str, overrides: dict[str, str], smoke: bool = False
@@ -338,6 +456,34 @@ class Sweeps:
         return estimates
 
 
+def _shape(experiment: Experiment, planned: list[Trial]) -> str:
+    """How a sweep's runs are made up, when more than configurations x seeds says it: its
+    baseline and ablations, folds, and the evaluation steps after training."""
+    parts = []
+    if experiment.baseline is not None:
+        n = len(experiment.ablations)
+        parts.append(f"{n + 1} configurations (a baseline and {n} ablations)")
+    if experiment.folds:
+        if not parts:
+            configs = len({(t.model, t.config) for t in planned})
+            parts.append(
+                f"{configs} configurations" if experiment.method != "tpe" else "each configuration"
+            )
+        parts.append(f"{experiment.folds} folds")
+    if parts:
+        parts.append(f"{len(experiment.seeds)} seeds")
+    shape = " x ".join(parts)
+    if experiment.evaluate:
+        steps = ", ".join(
+            s.name
+            + (f" on {' and '.join(s.splits)}" if any(s.splits) else "")
+            + (" (the best configuration's runs)" if s.on == "best" else " (each trial)")
+            for s in experiment.evaluate
+        )
+        shape += ("; " if shape else "") + f"then evaluate: {steps}"
+    return shape
+
+
 def _where(experiment: Experiment, routed: dict[int, tuple[str | None, str, int, JobSpec]]) -> str:
     """Where a sweep's trials would go, e.g. "18 → gpu-box, 18 → laptop (glm: laptop; …)"."""
     if not routed:
@@ -360,6 +506,48 @@ def _where(experiment: Experiment, routed: dict[int, tuple[str | None, str, int,
 def _shown(jobs: list[JobSpec]) -> list[JobSpec]:
     """The first jobs of a sweep as a client is shown them: secrets masked."""
     return [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
+
+
+def _evaluation_job(
+    run: Run,
+    step: EvaluateStep,
+    split: str,
+    cwd: str,
+    env: dict[str, str],
+    data: tuple[DataLink, ...],
+) -> JobSpec:
+    """An evaluation of trained `run` by `step` on `split`: its command with the run's params,
+    seed, fold and folders filled in, pinned to the run's host (where its files are)."""
+    run_dir = run.run_dir or ""
+    values = {
+        **run.params,
+        "seed": run.seed,
+        "split": split,
+        "parent_id": run.id,
+        "parent_run_dir": run_dir,
+        "parent_artifact_dir": layout.artifact_dir(run_dir),
+    } | ({"fold": run.fold} if run.fold is not None else {})
+    name = f"{run.name}-{step.name}" + (f"-{split}" if split else "")
+    return JobSpec(
+        argv=tuple(template.render_params(word, values) for word in step.argv),
+        cwd=cwd,
+        name=name,
+        seed=run.seed,
+        capture=run.capture,
+        env=env,
+        host=run.host,
+        resources=step.resources,
+        priority=run.priority,
+        model_type=run.model_type,
+        tags=("evaluation",),
+        sweep=run.sweep,
+        params=run.params,
+        data=data,
+        templated=True,
+        fold=run.fold,
+        parent=run.id,
+        split=split or step.name,
+    )
 
 
 def _trial_job(

@@ -63,6 +63,8 @@ RUN_COLUMNS = (
     Column("data", _S, json=True),
     Column("templated", _B),
     Column("fold", _I32),
+    Column("parent", _I64),
+    Column("split", _S),
     # Kept for the daemon, not part of a Run.
     Column("env", _S, json=True, run=False),
     Column("manifest", _S, json=True, run=False),

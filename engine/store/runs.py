@@ -127,6 +127,8 @@ class RunRecords(StoreBase):
                 "data": [encode("data", j.data) for j, *_ in jobs],
                 "templated": [j.templated for j, *_ in jobs],
                 "fold": [j.fold for j, *_ in jobs],
+                "parent": [j.parent for j, *_ in jobs],
+                "split": [j.split for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)}, words)",
@@ -365,6 +367,12 @@ class RunRecords(StoreBase):
         bad = self._one(
             "SELECT coalesce(sum(bad_markers), 0) FROM log_offsets WHERE run_id = ?", [run_id]
         )[0]
+        evaluations = [
+            {"id": i, "name": n, "status": s, "split": split}
+            for i, n, s, split in self.con.execute(
+                "SELECT id, name, status, split FROM runs WHERE parent = ? ORDER BY id", [run_id]
+            ).fetchall()
+        ]
         return {
             "env": json.loads(env),
             "resources": json.loads(resources),
@@ -376,6 +384,7 @@ class RunRecords(StoreBase):
             "events": events,
             "metrics": keys,
             "bad_markers": int(bad),
+            "evaluations": evaluations,
         }
 
     def launch_env(self, run_id: int) -> dict[str, str]:

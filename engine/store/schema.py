@@ -196,11 +196,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 12: a smoke test's sweep (one short trial per model before the full sweep): kept apart
     # from the experiment's results and estimates; a sweep's baseline configuration, which its
-    # results compare every other one with; a run's cross-validation fold.
+    # results compare every other one with; a run's cross-validation fold; a sweep's steps of
+    # evaluation after training, and an evaluation run's trained run and split.
     """
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS smoke BOOLEAN DEFAULT false;
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS baseline JSON;
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS fold INTEGER;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent BIGINT;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS split VARCHAR;
+    ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS evaluate JSON;
     """,
 )
 

@@ -11,7 +11,7 @@ import msgspec
 
 from engine.model import DataLink, Run, Sweep
 from engine.store.base import StoreBase
-from engine.store.rows import RUN_SELECT, TERMINAL_SQL, run_from_row
+from engine.store.rows import RUN_FIELDS, RUN_SELECT, TERMINAL_SQL, run_from_row
 
 
 class SweepRecords(StoreBase):
@@ -29,6 +29,7 @@ class SweepRecords(StoreBase):
         sampler_seed: int | None = None,
         smoke: bool = False,
         baseline: dict[str, Any] | None = None,
+        evaluate: list[dict[str, Any]] | None = None,
     ) -> str:
         """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3
         (a smoke test's: xgb-digits-smoke-1). `experiment` (JSON) is the experiment as
@@ -37,8 +38,8 @@ class SweepRecords(StoreBase):
             sweep_id = self.next_sweep_id(name, smoke)
             self.con.execute(
                 "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
-                " created_at, experiment, sampler_seed, smoke, baseline)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, experiment, sampler_seed, smoke, baseline, evaluate)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     sweep_id,
                     name,
@@ -52,6 +53,7 @@ class SweepRecords(StoreBase):
                     sampler_seed,
                     smoke,
                     None if baseline is None else json.dumps(baseline),
+                    json.dumps(evaluate) if evaluate else None,
                 ],
             )
         return sweep_id
@@ -188,6 +190,48 @@ class SweepRecords(StoreBase):
             if m is not None
         }
 
+    def sweep_evaluate(self, sweep_id: str) -> list[dict[str, Any]]:
+        """A sweep's steps of evaluation after training (none for most)."""
+        row = self._one("SELECT evaluate FROM sweeps WHERE id = ?", [sweep_id])
+        return json.loads(row[0]) if row and row[0] else []
+
+    def awaiting_evaluation(self) -> list[Run]:
+        """Trained runs that succeeded in sweeps with evaluation steps and have no evaluation
+        run yet (the daemon stopped before it queued them, or their sweep's best is not
+        known yet)."""
+        rows = self.con.execute(
+            f"SELECT {', '.join(f'r.{f}' for f in RUN_FIELDS)} FROM runs r JOIN sweeps s"
+            " ON s.id = r.sweep"
+            " WHERE s.evaluate IS NOT NULL AND r.parent IS NULL AND r.status = 'succeeded'"
+            " AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.parent = r.id) ORDER BY r.id"
+        ).fetchall()
+        return [run_from_row(row) for row in rows]
+
+    def evaluation_names(self, run_ids: list[int]) -> set[str]:
+        """The names of the evaluation runs of these trained runs."""
+        rows = self.con.execute(
+            "SELECT name FROM runs WHERE parent IN (SELECT unnest(?::BIGINT[]))", [run_ids]
+        ).fetchall()
+        return {name for (name,) in rows}
+
+    def unadopted_evaluations(self) -> list[tuple[int, int, str]]:
+        """(run, trained run, split) of succeeded evaluation runs whose metrics are not on
+        their trained run yet (the daemon stopped in between)."""
+        return self.con.execute(
+            "SELECT c.id, c.parent, c.split FROM runs c WHERE c.parent IS NOT NULL"
+            " AND c.status = 'succeeded' AND EXISTS (SELECT 1 FROM run_metrics m"
+            " WHERE m.run_id = c.id) AND NOT EXISTS (SELECT 1 FROM run_metrics m"
+            " WHERE m.run_id = c.parent AND starts_with(m.key, c.split || '/'))"
+        ).fetchall()
+
+    def adopt_metrics(self, child: int, parent: int, prefix: str) -> None:
+        """Show an evaluation run's metric summaries on its trained run, as PREFIX/KEY."""
+        self.con.execute(
+            "INSERT OR REPLACE INTO run_metrics SELECT ?, ? || '/' || key, count, last,"
+            " last_step, min, max FROM run_metrics WHERE run_id = ?",
+            [parent, prefix, child],
+        )
+
     def sweep_baseline(self, sweep_id: str) -> dict[str, Any] | None:
         """The params of a sweep's baseline configuration, if it has one."""
         row = self._one("SELECT baseline FROM sweeps WHERE id = ?", [sweep_id])
@@ -227,7 +271,8 @@ class SweepRecords(StoreBase):
             f"SELECT r.model_type, r.params, count(*), avg({best}), coalesce(stddev_samp({best}), 0),"
             f" {pick}(r.id, {best}), count(DISTINCT r.fold) {lists} FROM runs r"
             " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
-            " WHERE r.sweep = ? AND r.status = 'succeeded' GROUP BY r.model_type, r.params"
+            " WHERE r.sweep = ? AND r.status = 'succeeded' AND r.parent IS NULL"
+            " GROUP BY r.model_type, r.params"
             f" ORDER BY 4 {'DESC' if mode == 'max' else 'ASC'}, min(r.id)",
             [key, sweep_id],
         ).fetchall()

@@ -27,6 +27,7 @@ class CompareScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("m", "next_metric", "Metric"),
+        Binding("b", "pin_baseline", "Pin baseline"),
         Binding("e", "export", "Export sweep"),
         Binding("R", "report", "Report sweep"),
     ]
@@ -43,6 +44,8 @@ class CompareScreen(Screen[None]):
         self.keys: list[str] = []
         self.metric_index = 0
         self.report_wanted: bool | None = None  # plots or not, asked for before show()
+        self.baseline: int | None = None  # the run pinned first, the others' Δ taken from
+        self.shown: tuple[list[RunDetail], dict[str, str]] | None = None
 
     def compose(self) -> ComposeResult:
         yield Horizontal(DataTable(id="compare"))
@@ -62,14 +65,27 @@ class CompareScreen(Screen[None]):
         and the chart (their curves); `modes` says which way is best for the metrics the runs'
         sweeps optimise ("max" or "min")."""
         modes = modes or {}
-        self.runs = [d.run for d in details]
-        side = compare(self.runs, [d.details for d in details])
-        self.series = {run.id: curves(points.get(run.id, [])) for run in self.runs}
+        self.shown = (details, modes)
+        self.series = {d.run.id: curves(points.get(d.run.id, [])) for d in details}
         self.keys = sorted({k for s in self.series.values() for k in s})
+        self.fill()
+        self.draw()
+        if self.report_wanted is not None:
+            self.want_report(self.report_wanted)
+
+    def fill(self) -> None:
+        """The table, the pinned baseline's column first and each other run's Δ from it."""
+        assert self.shown is not None
+        details, modes = self.shown
+        side = compare([d.run for d in details], [d.details for d in details], self.baseline)
+        by_id = {d.run.id: d.run for d in details}
+        self.runs = [by_id[r["id"]] for r in side["runs"]]
         table = self.query_one(DataTable)
+        table.clear(columns=True)
         table.add_column("", key="what")
         for run in self.runs:
-            table.add_column(f"{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
+            pinned = "baseline " if run.id == self.baseline else ""
+            table.add_column(f"{pinned}{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
         for param in side["params"]:
             differs = param["differs"]
             label = Text(
@@ -87,6 +103,8 @@ class CompareScreen(Screen[None]):
                     finals.append(f"{found['last']:.4g} (best {best:.4g})")
                 else:
                     finals.append(f"{found['last']:.4g} ({found['min']:.4g}…{found['max']:.4g})")
+                if found is not None and found.get("delta") is not None:
+                    finals[-1] += f" Δ {found['delta']:+.4g}"
             table.add_row(Text(f"  {key} last", "bold"), *finals)
         seeds = [str(run.seed) for run in self.runs]
         mark = "≠ " if len(set(seeds)) > 1 else "  "
@@ -95,9 +113,15 @@ class CompareScreen(Screen[None]):
             Text("  duration", "bold"), *(format_duration(run.elapsed()) for run in self.runs)
         )
         table.add_row(Text("  host", "bold"), *(run.host or "-" for run in self.runs))
-        self.draw()
-        if self.report_wanted is not None:
-            self.want_report(self.report_wanted)
+
+    def action_pin_baseline(self) -> None:
+        """Pin the run of the cursor's column as the baseline (again: unpin it)."""
+        table = self.query_one(DataTable)
+        if self.shown is None or table.cursor_column < 1:
+            return
+        run = self.runs[table.cursor_column - 1]
+        self.baseline = None if self.baseline == run.id else run.id
+        self.fill()
 
     def draw(self) -> None:
         if not self.keys:

@@ -99,6 +99,8 @@ class LauncherScreen(ModalScreen[None]):
             summary.append(error, "bold red")
         elif plan is not None:
             summary.append(f"{plan.trials} trials: {plan.where}", "bold")
+            if plan.shape:
+                summary.append(f"\n{plan.shape}")
             for estimate in plan.estimate:
                 summary.append(f"\n{estimate.text()}")
             if plan.uncommitted:
