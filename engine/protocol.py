@@ -114,14 +114,17 @@ class HostEstimate(msgspec.Struct, frozen=True):
     compute_s: float | None = None
     wall_s: float | None = None
     elsewhere: bool = False  # some of those runs were on other hosts
+    evaluations: int = 0  # evaluation runs after training counted in (each trial's, the best's)
 
     def text(self) -> str:
         """E.g. "24 trials ≈ 18m00s on local with 2 slots (36m00s of compute), from 12
         earlier runs"."""
         if self.wall_s is None or self.compute_s is None:
-            return f"{self.trials} trials on {self.host}: no history to estimate from"
+            evaluations = f" and {self.evaluations} evaluations" if self.evaluations else ""
+            return f"{self.trials} trials{evaluations} on {self.host}: no history to estimate from"
+        evaluations = f" and {self.evaluations} evaluations" if self.evaluations else ""
         return (
-            f"{self.trials} trials ≈ {format_duration(self.wall_s)} on {self.host} with"
+            f"{self.trials} trials{evaluations} ≈ {format_duration(self.wall_s)} on {self.host} with"
             f" {self.slots} slot{'s' if self.slots != 1 else ''}"
             f" ({format_duration(self.compute_s)} of compute), from {self.history} earlier"
             f" run{'s' if self.history != 1 else ''}"

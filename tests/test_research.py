@@ -262,3 +262,7 @@ def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_train
     assert only["params"] == {"w": 0.8} and only["n"] == 2 and math.isclose(only["mean"], 0.9)
     best = json.loads(project.engine("best", "ev-1", "--json").stdout)
     assert [c["n"] for c in best["configs"]] == [2, 2]  # evaluation runs are not trials
+    # The next sweep's estimate counts its evaluations: 4 x 2 splits, and the best's 2 once.
+    dry = project.engine("sweep", str(exp), "--dry-run").stderr
+    assert "estimate: 4 trials and 10 evaluations ≈ " in dry, dry
+    assert "from 12 earlier runs" in dry  # 4 trained, 8 evaluations (not the 2 that failed)

@@ -423,8 +423,12 @@ class Sweeps:
     ) -> list[HostEstimate]:
         """Per host the trials go to: compute and wall time from the median duration of the
         experiment's earlier succeeded runs of each model (on that host, else anywhere), the
-        trials running as many at once as the idle host takes."""
+        trials running as many at once as the idle host takes; then their evaluation runs
+        (each trial's, and the best configuration's once), from earlier evaluation runs."""
         history = await self.db.call(self.db.store.durations, experiment.name)
+        per_trial = sum(len(s.splits) for s in experiment.evaluate if s.on == "each")
+        once = sum(len(s.splits) for s in experiment.evaluate if s.on == "best")
+        once *= len(experiment.seeds) * (experiment.folds or 1)
         per_host: dict[str, list[tuple[int, int, JobSpec]]] = {}
         for model, (host, _, n, job) in routed.items():
             if host is not None:
@@ -448,10 +452,22 @@ class Sweeps:
                 compute += n * median
                 wall += -(-n // slots) * median  # waves of `slots` trials
                 runs += len(durations)
+            evaluations, once = trials * per_trial + once, 0  # the best's on one host
+            if evaluations:
+                durations = history.get((-1, host)) or [
+                    d for (m, _), ds in history.items() if m == -1 for d in ds
+                ]
+                if durations:
+                    median = statistics.median(durations)
+                    compute += evaluations * median
+                    wall += -(-evaluations // slots) * median
+                    runs += len(durations)
+                else:
+                    known = False
             estimates.append(
-                HostEstimate(host, trials, slots, runs, compute, wall, elsewhere)
+                HostEstimate(host, trials, slots, runs, compute, wall, elsewhere, evaluations)
                 if known
-                else HostEstimate(host, trials, slots, runs)
+                else HostEstimate(host, trials, slots, runs, evaluations=evaluations)
             )
         return estimates
 

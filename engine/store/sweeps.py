@@ -119,11 +119,12 @@ class SweepRecords(StoreBase):
 
     def durations(self, experiment: str) -> dict[tuple[int, str], list[float]]:
         """How long each succeeded run of earlier sweeps of an experiment took, by (model
-        index, host)."""
+        index, host); its evaluation runs' under model index -1."""
         rows = self.con.execute(
-            "SELECT CAST(json_extract(r.trial, '$[0]') AS INTEGER), r.host,"
+            "SELECT coalesce(CAST(json_extract(r.trial, '$[0]') AS INTEGER), -1), r.host,"
             " r.ended_at - r.started_at FROM runs r JOIN sweeps s ON r.sweep = s.id"
-            " WHERE s.name = ? AND NOT s.smoke AND r.status = 'succeeded' AND r.trial IS NOT NULL"
+            " WHERE s.name = ? AND NOT s.smoke AND r.status = 'succeeded'"
+            " AND (r.trial IS NOT NULL OR r.parent IS NOT NULL)"
             " AND r.started_at IS NOT NULL AND r.ended_at >= r.started_at",
             [experiment],
         ).fetchall()
