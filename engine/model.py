@@ -308,7 +308,7 @@ class RunQuery(msgspec.Struct, frozen=True):
     equals: tuple[tuple[str, str], ...] = ()  # (host | sweep | model_type, value)
     metric_filters: tuple[tuple[str, str, float], ...] = ()  # (key, > < >= <= =, value)
     text: tuple[str, ...] = ()  # in the name, command or reason
-    sort: str = "id"  # id name status host created started duration sweep, or metric:KEY
+    sort: str = "id"  # id name status host created started duration sweep family, or metric:KEY
     descending: bool = True
     offset: int = 0
     limit: int = 100

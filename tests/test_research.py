@@ -10,6 +10,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from engine.client import connect
+
 from .conftest import Project
 
 SCORE = """\
@@ -207,7 +209,7 @@ print("@runyard", json.dumps({"auc": weight + (0.1 if args["--split"] == "test" 
 """
 
 
-def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_trained_run(
+async def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_trained_run(
     project: Project,
 ) -> None:
     """[[evaluate]] on each trial over two splits, and on the best configuration once: the
@@ -262,6 +264,19 @@ def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_train
     assert only["params"] == {"w": 0.8} and only["n"] == 2 and math.isclose(only["mean"], 0.9)
     best = json.loads(project.engine("best", "ev-1", "--json").stdout)
     assert [c["n"] for c in best["configs"]] == [2, 2]  # evaluation runs are not trials
+    # The runs table sorted by family: each trained run, then its evaluations.
+    client = await connect(project.config, start=False)
+    try:
+        page = await client.runs_page("sweep:ev-1", sort="family", descending=False)
+    finally:
+        await client.close()
+    names = [r.name for r in page.runs]
+    assert names[:4] == [
+        "ev-1-000-s0",
+        "ev-1-000-s0-eval-val",
+        "ev-1-000-s0-eval-test",
+        "ev-1-000-s1",
+    ], names
     # The next sweep's estimate counts its evaluations: 4 x 2 splits, and the best's 2 once.
     dry = project.engine("sweep", str(exp), "--dry-run").stderr
     assert "estimate: 4 trials and 10 evaluations ≈ " in dry, dry

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from engine.model import Run, RunStatus
 from engine.protocol import RunPage
 
-SORTS = ("id", "status", "host", "name", "duration", "created")
+SORTS = ("id", "status", "host", "name", "duration", "created", "family")
 
 
 @dataclass

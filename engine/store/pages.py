@@ -23,10 +23,12 @@ _ORDER = {
     "started": "r.started_at",
     "duration": "coalesce(r.ended_at, epoch(now())) - r.started_at",
     "sweep": "r.sweep",
+    "family": "coalesce(r.parent, r.id)",  # a trained run, then its evaluation runs
 }
 
 
-_STORED_ORDER = frozenset(_ORDER) - {"duration"}  # plain columns, unlike computed durations
+# plain columns, unlike computed durations and families
+_STORED_ORDER = frozenset(_ORDER) - {"duration", "family"}
 
 
 def _metric_rows(key: str, bounds: list[tuple[str, float]], what: str) -> tuple[str, list[Any]]:
@@ -76,7 +78,8 @@ class RunPages(StoreBase):
                 order = "s.last"
         direction = "DESC" if query.descending else "ASC"
         sorted_base = f"FROM runs r {' '.join(joins)}{sort_join} WHERE {' AND '.join(where)}"
-        window = f" ORDER BY {order} {direction} NULLS LAST, r.id {direction} LIMIT ? OFFSET ?"
+        then = "r.parent IS NOT NULL, r.id" if query.sort == "family" else f"r.id {direction}"
+        window = f" ORDER BY {order} {direction} NULLS LAST, {then} LIMIT ? OFFSET ?"
         paged = [*join_args, *sort_args, *args, query.limit, query.offset]
         # the metric sorted by, where the runs are filtered on nothing else
         alone = metric if not (query.statuses or query.equals or query.text) else None
