@@ -353,14 +353,22 @@ class Client:
                 return found
 
     async def best(
-        self, sweep: str, by: str | None = None, mode: str | None = None, runs: bool = False
+        self,
+        sweep: str,
+        by: str | None = None,
+        mode: str | None = None,
+        runs: bool = False,
+        baseline: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A sweep's configurations, best first by its metric (mean over seeds, with spread, a
         95% interval, and a Welch t-test of the best against the runner-up); `runs` adds each
-        configuration's runs, seeds and values."""
+        configuration's runs, seeds and values. Each is compared with the sweep's baseline,
+        or with `baseline`: the one configuration that has these params."""
         params = {k: v for k, v in (("by", by), ("mode", mode)) if v}
         if runs:
             params["runs"] = "1"
+        if baseline:
+            params["baseline"] = msgspec.json.encode(baseline).decode()
         return await self._request("GET", f"/sweeps/{sweep}/best", params=params)
 
     async def reproduce(self, ref: int | str) -> Run:

@@ -100,6 +100,21 @@ def test_a_baseline_and_three_ablations_give_paired_differences_as_scipy_does(
     assert "delta" not in first and math.isclose(second["delta"], second["last"] - first["last"])
     text = project.engine("compare", str(ablated), "--baseline", str(base["best_run"])).stdout
     assert f" Δ {second['delta']:+.4g}" in text
+    # Any configuration of the sweep as the baseline: every other one against it.
+    against = json.loads(
+        project.engine("compare", "--sweep", "abl-1", "--baseline", "cw=none", "--json").stdout
+    )
+    [pinned] = [c for c in against["configs"] if c.get("baseline")]
+    assert pinned["params"] == baseline | {"cw": "none"}
+    back = next(c for c in against["configs"] if c["params"] == baseline)["vs_baseline"]
+    assert math.isclose(
+        back["delta"],
+        -configs[json.dumps(pinned["params"], sort_keys=True)]["vs_baseline"]["delta"],
+    )
+    vague = project.engine("compare", "--sweep", "abl-1", "--baseline", "scale=true")
+    assert (
+        vague.returncode == 1 and "3 configurations of sweep abl-1 have scale=True" in vague.stderr
+    )
     # The scaling and class-weight ablations hurt clearly; the CLI stars them.
     table = project.engine("best", "abl-1").stdout
     lines = table.splitlines()

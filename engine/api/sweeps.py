@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import msgspec
@@ -94,7 +95,15 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         summary = summary or "last"
         if summary not in ("last", "best"):
             return error(400, f"summary must be last or best, got {summary!r}")
-        baseline = await db.read(store.sweep_baseline, sweep_id)
+        chosen = None  # a configuration the client names as the baseline: some of its params
+        if "baseline" in request.query:
+            try:
+                chosen = json.loads(request.query["baseline"])
+            except ValueError:
+                chosen = None
+            if not isinstance(chosen, dict) or not chosen:
+                return error(400, "baseline must be a JSON object of params")
+        baseline = chosen or await db.read(store.sweep_baseline, sweep_id)
         # Two scans of the sweep's runs, one on each of the store's connections, at once.
         found, results = await asyncio.gather(
             db.call(store.sweeps, sweep_id),
@@ -103,6 +112,22 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         bounds = bounds_of(key, metric.get("bounds") if same else None)
         counts = found[0].counts if found else {}
         statistics = with_statistics(results, mode, bounds)
+        if chosen:
+            matching = [
+                c
+                for c in results
+                if all(k in c["params"] and c["params"][k] == v for k, v in chosen.items())
+            ]
+            said = " ".join(f"{k}={v}" for k, v in chosen.items())
+            if not matching:
+                return error(400, f"no configuration of sweep {sweep_id} has {said}")
+            if len(matching) > 1:
+                return error(
+                    400,
+                    f"{len(matching)} configurations of sweep {sweep_id} have {said};"
+                    " name more of the baseline's params",
+                )
+            baseline = matching[0]["params"]
         if baseline:
             against_baseline(statistics["configs"], baseline)
         return reply(

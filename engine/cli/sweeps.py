@@ -249,6 +249,8 @@ def baseline_table(configs: list[dict[str, Any]]) -> str:
 async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
     from engine.results.compare import compare
 
+    if args.baseline and "=" in args.baseline:  # a configuration of the sweep
+        return await compare_configs(engine, args)
     refs = list(args.runs)
     if args.sweep:
         refs += [r.id for r in reversed(await engine.runs(sweep=args.sweep, limit=None))]
@@ -286,6 +288,36 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
     rows.append(["  host", *(r["host"] or "-" for r in result["runs"])])
     rows.append(["  status", *(r["status"] for r in result["runs"])])
     print(table(rows, header))
+    return 0
+
+
+async def compare_configs(engine: Client, args: argparse.Namespace) -> int:
+    """Every configuration of a sweep against the one `--baseline KEY=VALUE ...` names."""
+    import tomllib
+
+    if not args.sweep:
+        print(
+            "engine compare: --baseline KEY=VALUE names a configuration of --sweep S",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    chosen: dict[str, Any] = {}
+    for item in args.baseline.replace(",", " ").split():
+        key, _, text = item.partition("=")
+        try:
+            chosen[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            chosen[key] = text  # a bare word is a string
+    result = await engine.best(args.sweep, runs=True, baseline=chosen)
+    if args.json:
+        print_json(result)
+        return 0
+    print(
+        f"sweep {args.sweep}: {result['metric']} ({result['mode']}), every configuration"
+        " against the baseline",
+        file=sys.stderr,
+    )
+    print(baseline_table(result["configs"]))
     return 0
 
 
@@ -409,8 +441,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--all", action="store_true", help="show params that do not differ too")
     p.add_argument(
         "--baseline",
-        metavar="RUN",
-        help="put this run first and give every other run's metrics their difference from it",
+        metavar="RUN|KEY=VALUE...",
+        help="put this run first and give every other run's metrics their difference from it;"
+        " or, with --sweep, every configuration against the one with these params",
     )
     p.add_argument("--json", action="store_true")
 
