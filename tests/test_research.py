@@ -12,7 +12,7 @@ from scipy import stats
 
 from engine.client import connect
 
-from .conftest import Project
+from .conftest import Project, wait_until
 
 SCORE = """\
 def score(params, seed):
@@ -296,3 +296,49 @@ async def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the
     dry = project.engine("sweep", str(exp), "--dry-run").stderr
     assert "estimate: 4 trials and 10 evaluations ≈ " in dry, dry
     assert "from 12 earlier runs" in dry  # 4 trained, 8 evaluations (not the 2 that failed)
+
+
+async def test_trained_runs_that_end_while_the_daemon_is_down_are_still_evaluated(
+    project: Project,
+) -> None:
+    """The daemon is killed while the trained runs run; they end meanwhile. The next daemon
+    finalises them, queues each one's evaluation once, and puts its metrics on it."""
+    slow = "import time; time.sleep(1.5)\n" + EVAL_TRAIN
+    (project.folder / "train.py").write_text(slow)
+    (project.folder / "evaluate.py").write_text(EVALUATE)
+    exp = project.folder / "ev.toml"
+    exp.write_text(
+        f'name = "ev"\ncommand = "{sys.executable} train.py"\n'
+        'metric = { name = "val_acc", mode = "max" }\n'
+        '[sweep]\nmethod = "grid"\n[sweep.params]\nw = [0.6, 0.8]\n'
+        f'[[evaluate]]\ncommand = "{sys.executable} evaluate.py --model'
+        ' {parent_artifact_dir}/model.json --split {split}"\nsplits = ["test"]\n'
+    )
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    result = await client.sweep(exp, cwd=str(project.folder))
+    await wait_until(
+        lambda: _all_running(client, [r.id for r in result.runs]), what="both trained runs to run"
+    )
+    await client.close()
+    project.kill_daemon()
+    for run in result.runs:  # they end while no daemon watches
+        pid = int((project.state_dir / "runs" / str(run.id) / "attempt-1" / "pid").read_text())
+        await wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=30)
+    await project.start_daemon()
+    client = await connect(project.config, start=False)
+    try:
+        done = await client.wait_sweep("ev-1")
+        assert done.counts == {"succeeded": 4}, done.counts  # 2 trained, 2 evaluations
+        for run, test_auc in zip(result.runs, (0.7, 0.9), strict=True):
+            detail = await client.run(run.id)
+            [evaluation] = detail.details["evaluations"]
+            assert evaluation["status"] == "succeeded"
+            metrics = {m["key"]: m["last"] for m in detail.details["metrics"]}
+            assert math.isclose(metrics["test/auc"], test_auc), metrics
+    finally:
+        await client.close()
+
+
+async def _all_running(client, ids: list[int]) -> bool:  # type: ignore[no-untyped-def]
+    return all([(await client.run(i)).run.status.value == "running" for i in ids])

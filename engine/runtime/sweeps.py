@@ -81,6 +81,7 @@ class Sweeps:
         self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
         self.steps: dict[str, tuple[EvaluateStep, ...]] = {}  # each sweep's, once read
         self._later: dict[asyncio.Task[None], str] = {}  # evaluations being queued, by sweep
+        self._queueing = asyncio.Lock()  # one evaluation submission at a time: none twice
         live.on_end.append(self._finish)
 
     async def submit(
@@ -345,16 +346,17 @@ class Sweeps:
         env = repro.unmask_env(env, os.environ)
         found = await self.db.call(store.sweeps, sweep_id)
         snapshot = found[0].snapshot if found else None
-        done = await self.db.call(store.evaluation_names, [r.id for r in runs])
-        jobs = []
-        for run in runs:
-            for step in steps:
-                for split in step.splits:
-                    job = _evaluation_job(run, step, split, cwd, env, data)
-                    if job.name not in done:
-                        jobs.append(job)
-        if jobs:
-            await self.submitter.submit(jobs, snapshot=snapshot, shared=manifest)
+        async with self._queueing:  # what is queued is in the store before the next looks
+            done = await self.db.call(store.evaluation_names, [r.id for r in runs])
+            jobs = [
+                job
+                for run in runs
+                for step in steps
+                for split in step.splits
+                if (job := _evaluation_job(run, step, split, cwd, env, data)).name not in done
+            ]
+            if jobs:
+                await self.submitter.submit(jobs, snapshot=snapshot, shared=manifest)
 
     async def evaluate_missed(self) -> None:
         """After a restart: the evaluations the last daemon did not get to queue, and the
