@@ -270,7 +270,7 @@ class SweepRecords(StoreBase):
         )
         rows = self.con.execute(
             f"SELECT r.model_type, r.params, count(*), avg({best}), coalesce(stddev_samp({best}), 0),"
-            f" {pick}(r.id, {best}), count(DISTINCT r.fold) {lists} FROM runs r"
+            f" {pick}(r.id, {best}), coalesce(max(r.fold) + 1, 0) {lists} FROM runs r"
             " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
             " WHERE r.sweep = ? AND r.status = 'succeeded' AND r.parent IS NULL"
             " GROUP BY r.model_type, r.params"
