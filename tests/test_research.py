@@ -224,24 +224,34 @@ print("@runyard", json.dumps({"auc": weight + (0.1 if args["--split"] == "test" 
 """
 
 
+def eval_project(project: Project, sweep: str, splits: str, more: str = "", wait: str = "") -> Path:
+    """A trainer that saves its model, an evaluator, and experiment `ev` with `sweep` (its
+    [sweep] lines) and an each-trial [[evaluate]] step over `splits`, then `more`."""
+    (project.folder / "train.py").write_text(wait + EVAL_TRAIN)
+    (project.folder / "evaluate.py").write_text(EVALUATE)
+    exp = project.folder / "ev.toml"
+    exp.write_text(
+        f'name = "ev"\ncommand = "{sys.executable} train.py"\n'
+        'metric = { name = "val_acc", mode = "max" }\n'
+        f'[sweep]\nmethod = "grid"\n{sweep}'
+        f'[[evaluate]]\ncommand = "{sys.executable} evaluate.py --model'
+        f' {{parent_artifact_dir}}/model.json --split {{split}}"\nsplits = {splits}\n{more}'
+    )
+    return exp
+
+
 async def test_evaluation_steps_run_after_training_and_their_metrics_show_on_the_trained_run(
     project: Project,
 ) -> None:
     """[[evaluate]] on each trial over two splits, and on the best configuration once: the
     evaluations get the trained run's folders, their metrics show on it as split/key, best
     ranks by them, and a failed evaluation leaves its trained run succeeded."""
-    (project.folder / "train.py").write_text(EVAL_TRAIN)
-    (project.folder / "evaluate.py").write_text(EVALUATE)
-    exp = project.folder / "ev.toml"
-    exp.write_text(
-        f'name = "ev"\ncommand = "{sys.executable} train.py"\n'
-        'metric = { name = "val_acc", mode = "max" }\n'
-        '[sweep]\nmethod = "grid"\nseeds = [0, 1]\n[sweep.params]\nw = [0.3, 0.8]\n'
-        f'[[evaluate]]\ncommand = "{sys.executable} evaluate.py --model'
-        ' {parent_artifact_dir}/model.json --split {split}"\nsplits = ["val", "test"]\n'
+    exp = eval_project(
+        project,
+        "seeds = [0, 1]\n[sweep.params]\nw = [0.3, 0.8]\n",
+        '["val", "test"]',
         f'[[evaluate]]\nname = "final"\non = "best"\ncommand = "{sys.executable} evaluate.py'
-        ' --model {parent_artifact_dir}/model.json --split holdout"\n'
-        "[smoke]\nw = 0.3\n"
+        ' --model {parent_artifact_dir}/model.json --split holdout"\n[smoke]\nw = 0.3\n',
     )
     # A smoke test runs the evaluations too: the weak model's test fails, nothing is queued.
     smoke = project.engine("sweep", str(exp), "--smoke", timeout=120)
@@ -303,16 +313,11 @@ async def test_trained_runs_that_end_while_the_daemon_is_down_are_still_evaluate
 ) -> None:
     """The daemon is killed while the trained runs run; they end meanwhile. The next daemon
     finalises them, queues each one's evaluation once, and puts its metrics on it."""
-    slow = "import time; time.sleep(1.5)\n" + EVAL_TRAIN
-    (project.folder / "train.py").write_text(slow)
-    (project.folder / "evaluate.py").write_text(EVALUATE)
-    exp = project.folder / "ev.toml"
-    exp.write_text(
-        f'name = "ev"\ncommand = "{sys.executable} train.py"\n'
-        'metric = { name = "val_acc", mode = "max" }\n'
-        '[sweep]\nmethod = "grid"\n[sweep.params]\nw = [0.6, 0.8]\n'
-        f'[[evaluate]]\ncommand = "{sys.executable} evaluate.py --model'
-        ' {parent_artifact_dir}/model.json --split {split}"\nsplits = ["test"]\n'
+    exp = eval_project(
+        project,
+        "[sweep.params]\nw = [0.6, 0.8]\n",
+        '["test"]',
+        wait="import time; time.sleep(1.5)\n",
     )
     await project.start_daemon()
     client = await connect(project.config, start=False)

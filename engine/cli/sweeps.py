@@ -211,13 +211,12 @@ def baseline_table(configs: list[dict[str, Any]]) -> str:
     """Every configuration against the baseline (first): what it changes, mean ± std, the
     mean paired difference with its 95% interval, the paired t-test's and Wilcoxon's p, and
     `*` where the difference is significant at 5%."""
-    [base] = [c for c in configs if c.get("baseline")]
+    from engine.results.stats import against_baseline_rows
+
+    base, others = against_baseline_rows(configs, " ")
     rows = [["baseline", f"{base['mean']:.6g} ± {base['std']:.3g}", str(base["n"]), "", "", "", ""]]
-    for c in configs:
-        vs = c.get("vs_baseline")
-        if c is base or vs is None:
-            continue
-        changed = " ".join(f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v)
+    for c, changed in others:
+        vs = c["vs_baseline"]
         ci = vs["ci95"]
         rows.append(
             [

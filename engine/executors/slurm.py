@@ -80,6 +80,7 @@ class SlurmControl:
         self._poke = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._submitted: dict[str, list[str]] = {}  # job name → attempt folders, in task order
+        self._by_folder: tuple[dict[str, slurm.SlurmJob], dict[str, str]] | None = None
         # scancel's options → the jobs to end with them in the next command, each with its outcome
         self._scancels: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
         self._scanceller: asyncio.Task[None] | None = None
@@ -509,10 +510,14 @@ class SlurmControl:
 
     async def _jobs_by_folder(self) -> dict[str, str]:
         """The attempt folders of our submissions that Slurm knows, each with its job id (an
-        array's task): from our jobs' names in squeue and each submission's task list."""
+        array's task): from our jobs' names in squeue and each submission's task list. Made
+        once per poll (a restart asks for each of a thousand attempts)."""
         if not self.jobs:
             await self._next_poll(now=True)
-        arrays = {job.name: job.job_id.split("_")[0] for job in self.jobs.values()}
+        jobs = self.jobs  # each poll makes a new dict
+        if self._by_folder is not None and self._by_folder[0] is jobs:
+            return self._by_folder[1]
+        arrays = {job.name: job.job_id.split("_")[0] for job in jobs.values()}
         tools = await self._tools()
         found: dict[str, str] = {}
         for name, array in arrays.items():
@@ -524,6 +529,7 @@ class SlurmControl:
                 folders = self._submitted[name] = out.splitlines()
             for i, folder in enumerate(folders):
                 found[folder] = f"{array}_{i}" if len(folders) > 1 else array
+        self._by_folder = (jobs, found)
         return found
 
     async def diagnose(self) -> list[tuple[str, bool, str]]:

@@ -8,6 +8,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from engine.results.stats import against_baseline_rows
+
 
 def config_rows(
     configs: list[dict[str, Any]], metric: str, summary: str = "last"
@@ -136,7 +138,7 @@ def to_latex_vs_baseline(configs: list[dict[str, Any]], metric: str, caption: st
     """A booktabs table with the baseline's row first, then each other configuration named by
     what it changes, its `mean ± std`, its mean difference from the baseline with a 95%
     interval, and the paired t-test's p; a difference significant at 5% is starred."""
-    [base] = [c for c in configs if c.get("baseline")]
+    base, others = against_baseline_rows(configs)
     lines = [
         "\\begin{table}[ht]",
         "\\centering",
@@ -147,13 +149,8 @@ def to_latex_vs_baseline(configs: list[dict[str, Any]], metric: str, caption: st
         "\\midrule",
         f"baseline & ${base['mean']:.4f} \\pm {base['std']:.4f}$ & -- & -- & -- \\\\",
     ]
-    for c in configs:
-        vs = c.get("vs_baseline")
-        if c is base or vs is None:
-            continue
-        changed = ", ".join(
-            f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v
-        )
+    for c, changed in others:
+        vs = c["vs_baseline"]
         delta = (
             "--"
             if vs["delta"] is None

@@ -13,6 +13,7 @@ from engine.results.plots import (
     plot_importance,
     plot_predictions,
 )
+from engine.results.stats import against_baseline_rows
 
 
 def write_report(
@@ -52,7 +53,7 @@ def write_report(
 
 def _vs_baseline(configs: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: the baseline, then what each configuration changes and its difference."""
-    [base] = [c for c in configs if c.get("baseline")]
+    base, others = against_baseline_rows(configs)
     lines = [
         f"Baseline: {config_label(base)}, {base['mean']:.4f} ± {base['std']:.4f} over {base['n']}"
         " seeds. Δ is the mean difference over matched seeds; p the paired t-test's and"
@@ -61,13 +62,8 @@ def _vs_baseline(configs: list[dict[str, Any]]) -> list[str]:
         "| change | mean ± std | Δ vs baseline | 95% CI | p (paired t) | p (Wilcoxon) |",
         "|---|---|---|---|---|---|",
     ]
-    for c in configs:
-        vs = c.get("vs_baseline")
-        if c is base or vs is None:
-            continue
-        changed = ", ".join(
-            f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v
-        )
+    for c, changed in others:
+        vs = c["vs_baseline"]
         delta = "-" if vs["delta"] is None else f"{vs['delta']:+.4f}"
         if vs["significant"]:
             delta = f"**{delta}**"

@@ -98,6 +98,20 @@ def _matched(config: dict[str, Any]) -> list[tuple[int, int | None]]:
     return list(zip(config["seeds"], folds, strict=True))
 
 
+def against_baseline_rows(
+    configs: list[dict[str, Any]], sep: str = ", "
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], str]]]:
+    """The baseline's configuration (as `against_baseline` marked it), and every other one
+    compared with it, each with what it changes ("C=0.1, scale=False")."""
+    [base] = [c for c in configs if c.get("baseline")]
+    rows = [
+        (c, sep.join(f"{k}={v}" for k, v in c["params"].items() if base["params"].get(k) != v))
+        for c in configs
+        if c is not base and c.get("vs_baseline") is not None
+    ]
+    return base, rows
+
+
 def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     """The difference of matched values (a, b): n, mean of a - b, its 95% interval, the paired
     t-test and Wilcoxon's (None where n or the spread does not allow one)."""

@@ -67,7 +67,7 @@ class Reconciler:
         # Together: a cluster answers every waiting attempt in one poll, not one poll each.
         await asyncio.gather(*settling)
         await live.flush()
-        await self.sweeps.evaluate_missed()
+        await self.sweeps.evaluations.missed()
 
     def _adopt(self, run: Run, started: tuple[str, int] | None) -> Run | None:
         """A queued or assigned run: queued again (None), or, when the last daemon `started`

@@ -9,7 +9,6 @@ import os
 import secrets
 import statistics
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,12 @@ from engine.config import (
     experiment_json,
     load_experiment,
 )
-from engine.config.experiments import EvaluateStep
-from engine.core import template
 from engine.core.points import Points
-from engine.executors import HostUnreachable, ProcessState, layout
-from engine.model import DataLink, JobSpec, Run, RunStatus
+from engine.executors import HostUnreachable, ProcessState
+from engine.model import DataLink, JobSpec, Run
 from engine.protocol import HostEstimate, SweepPlan
 from engine.runtime.dispatch import Dispatcher
+from engine.runtime.evaluations import Evaluations
 from engine.runtime.hosts import Hosts
 from engine.runtime.live import Active, LiveView, Refused
 from engine.runtime.submit import SubmitError, Submitter
@@ -79,10 +77,8 @@ class Sweeps:
         self.dispatcher = dispatcher
         self.terminate = terminate
         self.adaptive: dict[str, Adaptive] = {}  # sweeps sampled or pruned as they run
-        self.steps: dict[str, tuple[EvaluateStep, ...]] = {}  # each sweep's, once read
-        self._later: dict[asyncio.Task[None], str] = {}  # evaluations being queued, by sweep
-        self._queueing = asyncio.Lock()  # one evaluation submission at a time: none twice
-        live.on_end.append(self._finish)
+        live.on_end.append(self._finish)  # before the evaluations look whether it is sampling
+        self.evaluations = Evaluations(live, submitter, self.sampling)
 
     async def submit(
         self,
@@ -156,7 +152,7 @@ class Sweeps:
             experiment.baseline,
             [msgspec.to_builtins(step) for step in experiment.evaluate],
         )
-        self.steps[sweep_id] = experiment.evaluate
+        self.evaluations.steps[sweep_id] = experiment.evaluate
         jobs = [
             msgspec.structs.replace(j, sweep=sweep_id, name=t.name(experiment, sweep_id))
             for j, t in zip(jobs, planned, strict=True)
@@ -176,11 +172,9 @@ class Sweeps:
         )
 
     def going(self, sweep_id: str) -> bool:
-        """Whether a sweep has runs unfinished or trials still to sample."""
-        adaptive = self.adaptive.get(sweep_id)
-        if adaptive is not None and adaptive.study.remaining():
-            return True
-        if sweep_id in self._later.values():  # evaluations about to be queued
+        """Whether a sweep has runs unfinished, trials still to sample, or evaluations about to
+        be queued."""
+        if self.sampling(sweep_id) or self.evaluations.queueing(sweep_id):
             return True
         return any(r.sweep == sweep_id for r in self.live.runs.values())
 
@@ -271,113 +265,13 @@ class Sweeps:
         return points
 
     def _finish(self, run: Run) -> None:
-        if run.parent is not None:  # an evaluation: its metrics go onto its trained run
-            if run.status is RunStatus.SUCCEEDED:
-                self._soon(run.sweep or "", self._adopt(run))
-            return
-        if (adaptive := self.adaptive.get(run.sweep or "")) is not None:
+        if run.parent is None and (adaptive := self.adaptive.get(run.sweep or "")) is not None:
             adaptive.study.finish(run)
-        if run.sweep is not None:
-            self._soon(run.sweep, self._evaluate_after(run))
 
-    def _soon(self, sweep_id: str, work: Awaitable[None]) -> None:
-        """Do a sweep's evaluation work after a run's end (told synchronously); the sweep is
-        going until it is done."""
-
-        async def guarded() -> None:
-            try:
-                await work
-            except Exception:  # a bug: logged, and the daemon goes on
-                traceback.print_exc(file=sys.stderr)
-
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._later[task] = sweep_id
-        task.add_done_callback(lambda done: self._later.pop(done, None))
-
-    async def _steps(self, sweep_id: str) -> tuple[EvaluateStep, ...]:
-        if sweep_id not in self.steps:
-            found = await self.db.call(self.db.store.sweep_evaluate, sweep_id)
-            self.steps[sweep_id] = tuple(msgspec.convert(s, EvaluateStep) for s in found)
-        return self.steps[sweep_id]
-
-    async def _evaluate_after(self, run: Run) -> None:
-        """A trained run ended: its `each` steps if it succeeded; and once no trained run of
-        its sweep is left unfinished, the `best` steps for the best configuration's runs."""
-        steps = await self._steps(run.sweep or "")
-        if not steps:
-            return
-        if run.status is RunStatus.SUCCEEDED:
-            await self._evaluate([run], [s for s in steps if s.on == "each"])
-        best = [s for s in steps if s.on == "best"]
-        if best and not self._training(run.sweep or ""):
-            await self._evaluate_best(run.sweep or "", best)
-
-    def _training(self, sweep_id: str) -> bool:
-        """Whether a trained run of the sweep is unfinished (or trials are still to sample)."""
+    def sampling(self, sweep_id: str) -> bool:
+        """Whether an adaptive sweep still has trials to sample."""
         adaptive = self.adaptive.get(sweep_id)
-        if adaptive is not None and adaptive.study.remaining():
-            return True
-        return any(r.sweep == sweep_id and r.parent is None for r in self.live.runs.values())
-
-    async def _evaluate_best(self, sweep_id: str, steps: list[EvaluateStep]) -> None:
-        await self.live.flush()  # every trained run's end is in the store
-        store = self.db.store
-        _, metric = await self.db.call(store.sweep_metric, sweep_id)
-        if not metric:
-            return
-        mode, summary = metric.get("mode", "max"), metric.get("summary", "last")
-        configs = await self.db.call(
-            store.sweep_results, sweep_id, metric["name"], mode, True, summary
-        )
-        if configs:
-            runs = [await self.db.call(store.get_run, i) for i in configs[0]["runs"]]
-            await self._evaluate([r for r in runs if r is not None], steps)
-
-    async def _evaluate(self, runs: list[Run], steps: list[EvaluateStep]) -> None:
-        """Queue each step's run per split for each trained run not evaluated by it yet, on
-        the host that holds the trained run's files, from the sweep's code snapshot."""
-        if not runs or not steps:
-            return
-        store, sweep_id = self.db.store, runs[0].sweep or ""
-        launch = await self.db.call(store.sweep_launch, sweep_id)
-        if launch is None:
-            return
-        cwd, env, manifest, data = launch
-        env = repro.unmask_env(env, os.environ)
-        found = await self.db.call(store.sweeps, sweep_id)
-        snapshot = found[0].snapshot if found else None
-        async with self._queueing:  # what is queued is in the store before the next looks
-            done = await self.db.call(store.evaluation_names, [r.id for r in runs])
-            jobs = [
-                job
-                for run in runs
-                for step in steps
-                for split in step.splits
-                if (job := _evaluation_job(run, step, split, cwd, env, data)).name not in done
-            ]
-            if jobs:
-                await self.submitter.submit(jobs, snapshot=snapshot, shared=manifest)
-
-    async def evaluate_missed(self) -> None:
-        """After a restart: the evaluations the last daemon did not get to queue, and the
-        metrics of those that ended before it could put them on their trained runs."""
-        store = self.db.store
-        for child, parent, split in await self.db.call(store.unadopted_evaluations):
-            await self.db.call(store.adopt_metrics, child, parent, split)
-        by_sweep: dict[str, list[Run]] = {}
-        for run in await self.db.call(store.awaiting_evaluation):
-            by_sweep.setdefault(run.sweep or "", []).append(run)
-        for sweep_id, runs in by_sweep.items():
-            steps = await self._steps(sweep_id)
-            await self._evaluate(runs, [s for s in steps if s.on == "each"])
-            best = [s for s in steps if s.on == "best"]
-            if best and not self._training(sweep_id):
-                await self._evaluate_best(sweep_id, best)
-
-    async def _adopt(self, run: Run) -> None:
-        await self.live.flush()
-        assert run.parent is not None
-        await self.db.call(self.db.store.adopt_metrics, run.id, run.parent, run.split or "eval")
+        return adaptive is not None and adaptive.study.remaining() > 0
 
     def _plan(
         self, file: str, overrides: dict[str, str], smoke: bool = False
@@ -524,48 +418,6 @@ def _where(experiment: Experiment, routed: dict[int, tuple[str | None, str, int,
 def _shown(jobs: list[JobSpec]) -> list[JobSpec]:
     """The first jobs of a sweep as a client is shown them: secrets masked."""
     return [msgspec.structs.replace(j, env=repro.mask_env(j.env or {})) for j in jobs[:10]]
-
-
-def _evaluation_job(
-    run: Run,
-    step: EvaluateStep,
-    split: str,
-    cwd: str,
-    env: dict[str, str],
-    data: tuple[DataLink, ...],
-) -> JobSpec:
-    """An evaluation of trained `run` by `step` on `split`: its command with the run's params,
-    seed, fold and folders filled in, pinned to the run's host (where its files are)."""
-    run_dir = run.run_dir or ""
-    values = {
-        **run.params,
-        "seed": run.seed,
-        "split": split,
-        "parent_id": run.id,
-        "parent_run_dir": run_dir,
-        "parent_artifact_dir": layout.artifact_dir(run_dir),
-    } | ({"fold": run.fold} if run.fold is not None else {})
-    name = f"{run.name}-{step.name}" + (f"-{split}" if split else "")
-    return JobSpec(
-        argv=tuple(template.render_params(word, values) for word in step.argv),
-        cwd=cwd,
-        name=name,
-        seed=run.seed,
-        capture=run.capture,
-        env=env,
-        host=run.host,
-        resources=step.resources,
-        priority=run.priority,
-        model_type=run.model_type,
-        tags=("evaluation",),
-        sweep=run.sweep,
-        params=run.params,
-        data=data,
-        templated=True,
-        fold=run.fold,
-        parent=run.id,
-        split=split or step.name,
-    )
 
 
 def _trial_job(
