@@ -371,6 +371,28 @@ class Client:
             params["baseline"] = msgspec.json.encode(baseline).decode()
         return await self._request("GET", f"/sweeps/{sweep}/best", params=params)
 
+    async def aliases(self) -> list[dict[str, Any]]:
+        """Every alias, by name: its run's id, name, status and folder, and its note."""
+        return await self._request("GET", "/aliases")
+
+    async def alias(self, name: str) -> dict[str, Any]:
+        return await self._request("GET", f"/aliases/{name}")
+
+    async def set_alias(
+        self, name: str, run: int | str, note: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Point alias `name` at a run (an id, `@another` or a name); a run that has not
+        succeeded is refused unless `force`. Says where it pointed before."""
+        body = {"run": str(run), "note": note, "force": force}
+        return await self._request("PUT", f"/aliases/{name}", json=body)
+
+    async def remove_alias(self, name: str) -> dict[str, Any]:
+        return await self._request("DELETE", f"/aliases/{name}")
+
+    async def alias_history(self, name: str) -> list[dict[str, Any]]:
+        """Every move of an alias, oldest first (`to` None: removed)."""
+        return await self._request("GET", f"/aliases/{name}/history")
+
     async def reproduce(self, ref: int | str) -> Run:
         """Queue a run again as it was; secrets (never stored in clear) come from this
         process's environment."""

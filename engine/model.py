@@ -62,6 +62,7 @@ class FailureClass(enum.StrEnum):
     ERROR = "error"
     PREEMPTED = "preempted"  # a cluster gave its place to other work (or requeued it)
     TIMEOUT = "timeout"  # a cluster ended it at its time limit
+    DIVERGED = "diverged"  # the watchdog stopped it: a watched metric became NaN or infinite
 
 
 class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,6 +112,25 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for name in self.on:
             if name not in known:
                 out.append(("on", f"unknown failure class {name!r}; expected some of {known}"))
+        return out
+
+
+class WatchPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the watchdog looks for in a running run: a watched metric that becomes NaN or
+    infinite (flagged, or stopped as `diverged` with `on_nan = "stop"`), and silence for
+    `stall_after_s` (flagged; None takes the host's setting)."""
+
+    metrics: tuple[str, ...] = ()  # the metrics watched for NaN and infinity; empty: all
+    on_nan: Literal["flag", "stop"] = "flag"
+    stall_after_s: float | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What is out of range, as (field, what was expected); empty when all is well."""
+        out = []
+        if self.on_nan not in ("flag", "stop"):
+            out.append(("on_nan", f'expected "flag" or "stop", got {self.on_nan!r}'))
+        if self.stall_after_s is not None and not 0 < self.stall_after_s <= MAX_BACKOFF_S:
+            out.append(("stall_after_s", f"expected seconds above 0, at most {MAX_BACKOFF_S:g}"))
         return out
 
 
@@ -205,6 +225,7 @@ class JobSpec(msgspec.Struct, frozen=True):
     )
     params: dict[str, Any] = {}  # a sweep trial's parameters (RUNYARD_PARAMS)
     trial: tuple[int, int] | None = None  # a sweep trial's (model, configuration) numbers
+    watch: WatchPolicy = WatchPolicy()
     data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
     snapshot: bool = False  # run from a snapshot of the project's code, as sweep trials do
     templated: bool = False  # argv still holds {run_id}, {attempt}, … to fill in at start
@@ -240,6 +261,7 @@ class JobSpec(msgspec.Struct, frozen=True):
             )
         out += [(f"resources.{k}", v) for k, v in self.resources.problems()]
         out += [(f"retry.{k}", v) for k, v in self.retry.problems()]
+        out += [(f"watch.{k}", v) for k, v in self.watch.problems()]
         return out
 
 
@@ -293,6 +315,8 @@ class Run(msgspec.Struct, frozen=True):
     fold: int | None = None
     parent: int | None = None
     split: str | None = None
+    watch: WatchPolicy = WatchPolicy()
+    flag: str | None = None  # what the watchdog saw ("loss is NaN at step 812"), if anything
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has run: to its end, or to `now` while it runs."""

@@ -39,6 +39,7 @@ class RunPage(msgspec.Struct, frozen=True):
     runs: list[Run]
     metrics: dict[int, dict[str, dict[str, Any]]]
     sweep_metrics: dict[str, dict[str, str]]
+    aliases: dict[int, list[str]] = {}  # the aliases naming runs of the window
 
 
 class RunList(msgspec.Struct, frozen=True):
@@ -187,6 +188,9 @@ class Subscribe(msgspec.Struct, frozen=True):
 
 
 # --- events -------------------------------------------------------------------------------
+
+
+ALIAS_MOVED = "alias moved"  # a RunChanged's reason when only the run's aliases changed
 
 
 class RunChanged(msgspec.Struct, frozen=True, tag="run"):

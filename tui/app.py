@@ -30,6 +30,7 @@ from engine.client import (
 )
 from engine.model import ACTIVE_STATUSES, RunStatus
 from engine.protocol import (
+    ALIAS_MOVED,
     EventsDropped,
     HostChanged,
     LogLines,
@@ -105,6 +106,7 @@ class RunyardApp(App[int]):
         Binding("h", "hold", "Hold/release"),
         Binding("space", "select", "Select", show=False),
         Binding("C", "compare", "Compare"),
+        Binding("a", "alias", "Alias"),
         Binding("l", "logs", "Logs", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
@@ -269,7 +271,7 @@ class RunyardApp(App[int]):
         detail = self.screen if isinstance(self.screen, RunDetailScreen) else None
         for event in batch:
             if isinstance(event, RunChanged):
-                if not table.upsert(event.run):
+                if not table.upsert(event.run) or event.reason == ALIAS_MOVED:
                     self.reload_soon()
                 self.tell(event)
             elif isinstance(event, MetricsAdded):
@@ -560,6 +562,30 @@ class RunyardApp(App[int]):
             self.set_priority(runs, priority)
 
         self.push_screen(PromptScreen(f"priority for run(s) {', '.join(map(str, runs))}"), chosen)
+
+    def action_alias(self) -> None:
+        """Name the cursor's run: champion, challenger (moved from the run it named)."""
+        run_id = self.dash.query_one(RunsTable).window.cursor_run
+        if run_id is None:
+            return
+
+        def chosen(answer: str | None) -> None:
+            if answer:
+                self.set_alias(answer.strip().removeprefix("@"), run_id)
+
+        self.push_screen(PromptScreen(f"alias for run {run_id} (e.g. champion)"), chosen)
+
+    @work(group="act")
+    async def set_alias(self, name: str, run_id: int) -> None:
+        if self.client is None:
+            return
+        try:
+            moved = await self.client.set_alias(name, run_id)
+        except EngineError as exc:
+            self.notify(f"alias @{name}: {exc}", severity="error")
+            return
+        before = f" (was run {moved['previous']})" if moved["previous"] is not None else ""
+        self.notify(f"@{name} now names run {run_id}{before}")
 
     @work(group="act")
     async def set_priority(self, runs: list[int], priority: int) -> None:

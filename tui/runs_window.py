@@ -27,6 +27,7 @@ class RunsWindow:
     runs: dict[int, Run] = field(default_factory=dict)
     latest: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)  # run → key →
     sweep_metrics: dict[str, dict[str, str]] = field(default_factory=dict)
+    aliases: dict[int, list[str]] = field(default_factory=dict)  # of the loaded runs
     selected: set[int] = field(default_factory=set)
     wanted: int | None = None  # the window asked for and not yet loaded
 
@@ -39,6 +40,7 @@ class RunsWindow:
         self.offset, self.total, self.wanted = page.offset, page.total, None
         self.sweep_metrics.update(page.sweep_metrics)
         self.latest = {int(k): v for k, v in page.metrics.items()}
+        self.aliases = {int(k): v for k, v in page.aliases.items()}
         self.rows = list(page.runs)
         self.runs = {run.id: run for run in self.rows}
         if keep in self.runs:

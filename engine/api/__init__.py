@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import WSCloseCode, web
 
-from engine.api import control, hosts, queue, runs, sweeps
+from engine.api import aliases, control, hosts, queue, runs, sweeps
 from engine.api.context import ApiContext
 from engine.protocol import API
 
@@ -29,6 +29,6 @@ def make_app(ctx: ApiContext) -> web.Application:
     app = web.Application(client_max_size=64 * 2**20, middlewares=[consistent])
     app[control.STREAMS] = set()
     app.on_shutdown.append(close_streams)
-    for topic in (runs, queue, sweeps, hosts, control):
+    for topic in (runs, queue, sweeps, hosts, aliases, control):
         app.add_routes(topic.routes(ctx))
     return app

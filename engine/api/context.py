@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from engine.config import Config
+from engine.executors import layout
 from engine.model import Run
 from engine.protocol import ENCODER, ErrorBody
 from engine.runtime.bus import Subscriber
@@ -37,7 +39,10 @@ class ApiContext:
     async def find(self, request: web.Request) -> Run:
         """The run a request's `{ref}` names (an id or a name): the daemon's view of it while
         it is unfinished, else the store's; 404 or 409 (an ambiguous name) otherwise."""
-        ref = request.match_info["ref"]
+        return await self.find_ref(request.match_info["ref"])
+
+    async def find_ref(self, ref: str) -> Run:
+        """The run `ref` names: an id, an alias (`@champion`) or a name (see `find`)."""
         runs = self.supervisor.runs
         if ref.isdigit() and int(ref) in runs:
             return runs[int(ref)]
@@ -46,8 +51,19 @@ class ApiContext:
         except AmbiguousName as exc:
             raise web.HTTPConflict(body=_error_body(str(exc)), content_type=JSON) from None
         if run is None:
-            raise web.HTTPNotFound(body=_error_body(f"no run {ref!r}"), content_type=JSON)
-        return run
+            missing = (
+                f"no alias {ref[1:]!r} (engine alias list)" if ref[:1] == "@" else f"no run {ref!r}"
+            )
+            raise web.HTTPNotFound(body=_error_body(missing), content_type=JSON)
+        return runs.get(run.id, run)
+
+    def artifact_dir(self, run: Run) -> Path | None:
+        """Where a run's artifacts are on this machine: its own folder where it ran here, else
+        the copy fetched back from its host; None when neither exists."""
+        for folder in (run.run_dir, layout.run_dir(self.config.state_dir, run.id)):
+            if folder and (found := Path(layout.artifact_dir(folder))).is_dir():
+                return found
+        return None
 
     async def wait_while(self, condition: Callable[[], bool], timeout: float) -> None:
         """Return when `condition` is false, re-checked on every event, or after `timeout`."""

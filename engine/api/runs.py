@@ -69,6 +69,7 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
                 runs=[sup.runs.get(r.id, r) for r in runs],  # the daemon's view is the newest
                 metrics=metrics,
                 sweep_metrics=store.sweep_metrics({r.sweep for r in runs if r.sweep}),
+                aliases=store.aliases_of([r.id for r in runs]),
             )
 
         return reply(await db.call(window))

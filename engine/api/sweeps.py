@@ -10,7 +10,6 @@ import msgspec
 from aiohttp import web
 
 from engine.api.context import ApiContext, error, reply
-from engine.executors import layout
 from engine.protocol import (
     API,
     RunList,
@@ -183,12 +182,9 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         predictions = {}
         for c in configs:
             run = await db.call(store.get_run, c["best_run"])
-            # Where the run ran, else where a remote host's artifacts were copied back to.
-            for folder in (run.run_dir, layout.run_dir(ctx.config.state_dir, run.id)):
-                found = Path(layout.artifact_dir(folder)) / "predictions.npz" if folder else None
-                if found is not None and found.exists():
-                    predictions[run.id] = found
-                    break
+            folder = ctx.artifact_dir(run) if run is not None else None
+            if folder is not None and (folder / "predictions.npz").exists():
+                predictions[run.id] = folder / "predictions.npz"
         plots = request.query.get("plots", "1") != "0"
         made = await asyncio.to_thread(
             write_report_files, Path(out), best, curves, predictions, plots

@@ -15,12 +15,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import hosts, local, queue, runs, sweeps
+from engine.cli import aliases, hosts, local, queue, runs, sweeps
 from engine.cli.output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE
 from engine.errors import ConfigError, DaemonError, EngineError
 from engine.paths import CONFIG_NAME
 
-GROUPS = (local, runs, sweeps, queue, hosts)
+GROUPS = (local, runs, sweeps, aliases, queue, hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:

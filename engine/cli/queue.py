@@ -110,11 +110,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (default: all queued)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("priority", help="set a queued run's priority (higher first)")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")
     p.add_argument("priority", type=int)
     for name, text in (
         ("hold", "keep a queued run from starting"),
         ("release", "let a held run start"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run", help="run id or name")
+        p.add_argument("run", help="run id, name or @alias")

@@ -116,6 +116,8 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         f"run {run.id}  {run.name}",
         f"  status     {run.status}" + (f" ({run.failure_class})" if run.failure_class else ""),
         f"  reason     {run.reason or '-'}",
+        *([f"  flag       {run.flag}"] if run.flag else []),
+        *([f"  aliases    {' '.join('@' + a for a in d['aliases'])}"] if d.get("aliases") else []),
         f"  command    {shlex.join(template.shown(run.argv, run.templated))}",
         f"  cwd        {run.cwd}",
         f"  host       {run.host or '-'}   attempt {run.attempt}   pid {run.pid or '-'}",
@@ -322,23 +324,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("show", help="a run's details, manifest, attempts and events")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("cancel", help="cancel a run, or every unfinished run of a sweep")
-    p.add_argument("run", nargs="?", help="run id or name")
+    p.add_argument("run", nargs="?", help="run id, name or @alias")
     p.add_argument("--sweep", help="cancel the whole sweep")
     p = sub.add_parser("retry", help="queue a failed or lost run again, as its next attempt")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")
     p = sub.add_parser("logs", help="a run's output")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     p.add_argument("--attempt", type=int, help="which attempt (default: the latest)")
 
     p = sub.add_parser("metrics", help="a run's metric points (of its final attempt)")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")
     p.add_argument("--key", help="only this metric")
     p.add_argument("--attempt", type=int, help="which attempt (default: the final one)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("reproduce", help="queue a run again: same snapshot, command, params, seed")
-    p.add_argument("run", help="run id or name")
+    p.add_argument("run", help="run id, name or @alias")

@@ -435,7 +435,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--mode", choices=["min", "max"], help="(default: the experiment's)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("compare", help="runs side by side: params that differ, metrics, durations")
-    p.add_argument("runs", nargs="*", help="run ids or names")
+    p.add_argument("runs", nargs="*", help="run ids, names or @aliases")
     p.add_argument("--sweep", help="every run of this sweep")
     p.add_argument("--all", action="store_true", help="show params that do not differ too")
     p.add_argument(

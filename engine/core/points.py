@@ -5,6 +5,7 @@ more than a few hundred values do."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -136,6 +137,27 @@ class Points:
             return []
         found = table.filter(pc.equal(table.column("key"), key))
         return list(zip(found["step"].to_pylist(), found["value"].to_pylist(), strict=True))
+
+    def first_not_finite(
+        self, keys: Sequence[str] = ()
+    ) -> tuple[str, int | None, float, int] | None:
+        """The first point, of `keys` (empty: any key), whose value is NaN or infinite, as
+        (key, step, value, line); None when every one is finite (one C pass over Arrow)."""
+        if (rows := self.as_rows()) is not None:
+            wanted = set(keys)
+            for i, value in enumerate(rows[2]):
+                if not math.isfinite(value) and (not wanted or rows[0][i] in wanted):
+                    return rows[0][i], rows[1][i], value, rows[3][i]
+            return None
+        table = self.table()
+        bad = pc.invert(pc.is_finite(table.column("value")))
+        if keys:
+            bad = pc.and_(bad, pc.is_in(table.column("key"), pa.array(list(keys), pa.string())))
+        found = table.filter(bad)
+        if not len(found):
+            return None
+        key, step, value, line = (c[0].as_py() for c in found.columns)
+        return key, step, value, line
 
     @property
     def keys(self) -> list[str]:

@@ -162,7 +162,7 @@ class Follower:
             back = f"host {host} is back: {what}"
             pid = {"pid": active.attempt.pid or None}
             active.run = transition([Transition(run.id, RunStatus.RUNNING, back, pid)])[0]
-            if state is ProcessState.RUNNING and (active.cancel_requested or active.prune_reason):
+            if state is ProcessState.RUNNING and active.stop_asked:
                 await self.terminate(active)
             return True
 
@@ -200,6 +200,9 @@ class Follower:
             status = RunStatus.LOST if failure is None else RunStatus.FAILED
         if active.prune_reason and not active.cancel_requested:
             status, failure, reason = RunStatus.PRUNED, None, active.prune_reason
+        elif active.diverged and not active.cancel_requested:
+            status, failure = RunStatus.FAILED, FailureClass.DIVERGED
+            reason = f"diverged: {active.diverged}"
         if failure is FailureClass.KILLED and oom_kills() not in (None, active.oom_kills):
             failure, reason = FailureClass.OOM, f"{reason}, by the kernel's out-of-memory killer"
         run = self.live.runs[active.run.id]

@@ -49,10 +49,17 @@ class Active:
     exited: bool = False
     started: bool = True  # False while it waits in a cluster's queue
     prune_reason: str | None = None  # set when the sweep's pruner stops it
+    diverged: str | None = None  # set when the watchdog stops it: why ("loss is NaN at step 3")
+    printed_at: float = field(default_factory=time.time)  # when output last came (or followed)
     oom_kills: int | None = None  # the kernel's OOM-kill count when the attempt started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     # The SIGKILL due if the attempt outlasts its grace after a SIGTERM.
     killer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def stop_asked(self) -> bool:
+        """Whether the user, the pruner or the watchdog has asked for the attempt to stop."""
+        return bool(self.cancel_requested or self.prune_reason or self.diverged)
 
     @classmethod
     def of(cls, run: Run, executor: Executor, attempt: Attempt, number: int, **kw: Any) -> Active:

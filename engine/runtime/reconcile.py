@@ -35,7 +35,7 @@ class Reconciler:
             [run for run, *_ in unfinished if run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)]
         )
         settling = []
-        for run, env, pid_start, cancel, prune, batch_job in unfinished:
+        for run, env, pid_start, cancel, prune, diverged, batch_job in unfinished:
             # The store keeps secrets masked: a queued run takes them from this daemon's
             # environment (that of whoever started it).
             queued = run.status in (RunStatus.QUEUED, RunStatus.ASSIGNED)
@@ -61,6 +61,7 @@ class Reconciler:
                 position=position,
                 cancel_requested=cancel,
                 prune_reason=prune,
+                diverged=diverged,
             )
             self.sweeps.attach(run, replayed.get(run.id, []))
             settling.append(self._settle(active))
@@ -125,7 +126,7 @@ class Reconciler:
             self.live.active[run.id] = active
             await self.follower.follow(active)  # ended unwatched: finalised before serving
             return
-        if active.cancel_requested or active.prune_reason:
+        if active.stop_asked:
             await self.follower.terminate(active)
         self.follower.spawn(active)
 

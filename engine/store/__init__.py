@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from engine.store.aliases import AliasError
 from engine.store.base import AmbiguousName, IllegalTransition, StoreError
 from engine.store.rows import LogPosition, MetricBatch, Transition
 from engine.store.schema import SCHEMA_VERSION
@@ -19,6 +20,7 @@ R = TypeVar("R")
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AliasError",
     "AmbiguousName",
     "IllegalTransition",
     "LogPosition",

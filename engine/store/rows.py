@@ -65,6 +65,8 @@ RUN_COLUMNS = (
     Column("fold", _I32),
     Column("parent", _I64),
     Column("split", _S),
+    Column("watch", _S, json=True),
+    Column("flag", _S),
     # Kept for the daemon, not part of a Run.
     Column("env", _S, json=True, run=False),
     Column("manifest", _S, json=True, run=False),
@@ -149,6 +151,7 @@ def run_from_row(row: tuple[Any, ...]) -> Run:
         for name, value in zip(RUN_FIELDS, row, strict=True)
         if value is not None
     }
-    if values.get("retry") == {}:
-        del values["retry"]
+    for default in ("retry", "watch"):
+        if values.get(default) == {}:
+            del values[default]
     return msgspec.convert(values, Run)

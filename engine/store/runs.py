@@ -129,6 +129,7 @@ class RunRecords(StoreBase):
                 "fold": [j.fold for j, *_ in jobs],
                 "parent": [j.parent for j, *_ in jobs],
                 "split": [j.split for j, *_ in jobs],
+                "watch": [encode("watch", j.watch) for j, *_ in jobs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)}, words)",
@@ -276,14 +277,35 @@ class RunRecords(StoreBase):
         self._forget([run_id])
         self.con.execute("UPDATE runs SET prune_reason = ? WHERE id = ?", [reason, run_id])
 
+    def set_flag(self, run_id: int, flag: str | None) -> None:
+        """Record what the watchdog saw in a run (None: nothing now), with an event saying it."""
+        self._forget([run_id])
+        with self._transaction():
+            self.con.execute("UPDATE runs SET flag = ? WHERE id = ?", [flag, run_id])
+            why = f"flagged: {flag}" if flag else "flag cleared: it prints again"
+            self.con.execute(
+                "INSERT INTO events SELECT id, ?, status, status, ? FROM runs WHERE id = ?",
+                [time.time(), why, run_id],
+            )
+
+    def request_diverged(self, run_id: int, reason: str) -> None:
+        """Record that the watchdog is stopping a run as diverged, so a restarted daemon that
+        finds it ended still classes it so."""
+        self._forget([run_id])
+        self.con.execute("UPDATE runs SET diverged = ? WHERE id = ?", [reason, run_id])
+
     def get_run(self, run_id: int) -> Run | None:
         row = self._one(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", [run_id])
         return run_from_row(row) if row else None
 
     def find_run(self, ref: str) -> Run | None:
-        """A run by id, or by name; raises AmbiguousName when several runs have the name."""
+        """A run by id, by alias (`@champion`), or by name; raises AmbiguousName when several
+        runs have the name."""
         if ref.isdigit():
             return self.get_run(int(ref))
+        if ref.startswith("@"):
+            row = self._one("SELECT run_id FROM aliases WHERE name = ?", [ref[1:]])
+            return self.get_run(row[0]) if row else None
         rows = self.con.execute(
             f"SELECT {RUN_SELECT} FROM runs WHERE name = ? ORDER BY id DESC LIMIT 11", [ref]
         ).fetchall()
@@ -380,6 +402,12 @@ class RunRecords(StoreBase):
             "pid_start_time": pid_start,
             "requested_host": requested,
             "cancel_requested": cancel,
+            "aliases": [
+                name
+                for (name,) in self.con.execute(
+                    "SELECT name FROM aliases WHERE run_id = ? ORDER BY name", [run_id]
+                ).fetchall()
+            ],
             "attempts": attempts,
             "events": events,
             "metrics": keys,
@@ -393,19 +421,19 @@ class RunRecords(StoreBase):
 
     def unfinished(
         self,
-    ) -> list[tuple[Run, dict[str, str], float | None, bool, str | None, str | None]]:
+    ) -> list[tuple[Run, dict[str, str], float | None, bool, str | None, str | None, str | None]]:
         """Every run that has not ended, oldest first, with its launch environment, the start
-        time of its process, whether a cancel was asked for, why it is being pruned, and its
-        current attempt's batch job on a cluster."""
+        time of its process, whether a cancel was asked for, why it is being pruned, why the
+        watchdog stops it as diverged, and its current attempt's batch job on a cluster."""
         rows = self.con.execute(
-            f"SELECT {RUN_SELECT}, env, pid_start_time, cancel_requested, prune_reason,"
+            f"SELECT {RUN_SELECT}, env, pid_start_time, cancel_requested, prune_reason, diverged,"
             " (SELECT batch_job FROM attempts a WHERE a.run_id = runs.id"
             "  AND a.attempt = runs.attempt)"
             f" FROM runs WHERE status NOT IN ({TERMINAL_SQL}) ORDER BY id"
         ).fetchall()
         envs: dict[str, dict[str, str]] = {}  # runs of one submission share one environment
         return [
-            (run_from_row(r[:-5]), envs.setdefault(r[-5], json.loads(r[-5])), *r[-4:]) for r in rows
+            (run_from_row(r[:-6]), envs.setdefault(r[-6], json.loads(r[-6])), *r[-5:]) for r in rows
         ]
 
     def attempt_host(self, run_id: int, attempt: int) -> str | None:

@@ -206,6 +206,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS split VARCHAR;
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS evaluate JSON;
     """,
+    # 13: the watchdog (what it watches in a run, what it saw, and why it stopped a run that
+    # diverged); aliases naming runs (a small model registry), and every move of each.
+    """
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS watch JSON DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS flag VARCHAR;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS diverged VARCHAR;
+    CREATE TABLE IF NOT EXISTS aliases (
+        name VARCHAR PRIMARY KEY,
+        run_id BIGINT NOT NULL,
+        note VARCHAR,
+        set_at DOUBLE NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS alias_moves (
+        name VARCHAR NOT NULL,
+        from_run BIGINT,
+        to_run BIGINT,
+        note VARCHAR,
+        time DOUBLE NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,8 +10,8 @@ The contract every caller relies on:
   all, so a crash between two calls loses no half of one.
 - **The life cycle is checked here too.** `apply_transitions` refuses a change the run life
   cycle does not allow with `IllegalTransition`, whatever the daemon believed.
-- **Names.** `find_run` takes an id or a name and raises `AmbiguousName` for a name several
-  runs have.
+- **Names.** `find_run` takes an id, an alias (`@champion`) or a name and raises
+  `AmbiguousName` for a name several runs have.
 - **Schema.** The file carries its schema version; an older file is migrated when opened,
   a newer one refused with `StoreError`.
 - **Results are a final attempt's.** Metrics, summaries and sweep results describe each
@@ -20,6 +20,7 @@ The contract every caller relies on:
 
 from __future__ import annotations
 
+from engine.store.aliases import AliasRecords
 from engine.store.hosts import HostRecords
 from engine.store.metrics import MetricRecords
 from engine.store.pages import RunPages
@@ -28,5 +29,7 @@ from engine.store.sql import ReadOnlySql
 from engine.store.sweeps import SweepRecords
 
 
-class Store(RunRecords, SweepRecords, MetricRecords, RunPages, HostRecords, ReadOnlySql):
+class Store(
+    RunRecords, SweepRecords, MetricRecords, RunPages, HostRecords, AliasRecords, ReadOnlySql
+):
     """The experiment store on one DuckDB file (see the module's contract)."""

@@ -184,6 +184,12 @@ def facts(detail: RunDetail) -> Text:
     text.append(f"run {run.id}  {run.name}  ", "bold")
     text.append(f"{run.status}  ", "bold")
     text.append(f"{run.reason or ''}\n", "dim")
+    if d.get("aliases"):
+        text.append("aliases  ", "bold")
+        text.append(" ".join(f"@{a}" for a in d["aliases"]) + "\n", "bold green")
+    if run.flag:
+        text.append("flag     ", "bold")
+        text.append(f"⚑ {run.flag}\n", "bold yellow")
     if run.params:
         text.append("params   ", "bold")
         text.append("  ".join(f"{k}={v}" for k, v in run.params.items()) + "\n")

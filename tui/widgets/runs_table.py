@@ -263,15 +263,18 @@ class RunsTable(ScrollView, can_focus=True):
         host = run.host or "-"
         if run.gpus:
             host += ":" + ",".join(map(str, run.gpus))
+        aliases = "".join(f"@{a} " for a in self.window.aliases.get(run.id, ()))
         return {
             "id": f"{mark}{run.id}",
-            "name": run.name,
-            "status": str(run.status) + (" (held)" if run.held else ""),
+            "name": aliases + run.name,
+            "status": str(run.status)
+            + (" (held)" if run.held else "")
+            + (" ⚑" if run.flag else ""),
             "metrics": self.metrics_text(run.id),
             "time": format_duration(run.elapsed()),
             "try": str(run.attempt),
             "host": host,
             "sweep": run.sweep or "",
             "params": " ".join(f"{k}={v}" for k, v in run.params.items()),
-            "reason": run.reason or "",
+            "reason": f"⚑ {run.flag}" if run.flag else run.reason or "",
         }
