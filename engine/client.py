@@ -371,6 +371,11 @@ class Client:
             params["baseline"] = msgspec.json.encode(baseline).decode()
         return await self._request("GET", f"/sweeps/{sweep}/best", params=params)
 
+    async def notify_test(self) -> dict[str, Any]:
+        """Have the daemon send its notifier a sample event: the command, its exit code, the
+        end of its stderr, how long it took, and the error if it failed or timed out."""
+        return await self._request("POST", "/notify/test")
+
     async def aliases(self) -> list[dict[str, Any]]:
         """Every alias, by name: its run's id, name, status and folder, and its note."""
         return await self._request("GET", "/aliases")

@@ -168,6 +168,7 @@ class HostSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     setup: str | None = None
     keepalive_s: float = 1.0  # ssh: a hung link is noticed after about 3 of these
     lost_after_s: float = 300.0  # ssh: unreachable this long, its runs are retried elsewhere
+    stall_after_s: float | None = None  # a run silent this long is flagged (unless it says)
     cpus: float | None = None
     mem_gb: float | None = None
     gpus: tuple[DeclaredGpu, ...] | None = None

@@ -172,6 +172,18 @@ def test_the_repositorys_default_holds_only_the_local_host() -> None:
             '[engine]\nsample_interval_s = 0\n[hosts.local]\nkind = "local"\n',
             r"engine.sample_interval_s: expected seconds from above 0 to 3600, got 0",
         ),
+        (
+            '[engine]\nnotify = ""\n[hosts.local]\nkind = "local"\n',
+            r"hosts.toml:2: engine.notify: expected a command, e.g. notify =",
+        ),
+        (
+            '[engine]\nnotify = "notify-send \'Runyard"\n[hosts.local]\nkind = "local"\n',
+            r"hosts.toml:2: engine.notify: cannot split it into words: No closing quotation",
+        ),
+        (
+            '[hosts.local]\nkind = "local"\nstall_after_s = -5\n',
+            r"hosts.toml:3: hosts.local.stall_after_s: expected seconds from above 0",
+        ),
     ],
 )
 def test_malformed_input_names_file_key_and_expectation(

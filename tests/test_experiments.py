@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, load_experiment
-from engine.model import Run, RunStatus
+from engine.model import Run, RunStatus, WatchPolicy
 from engine.sweep import SweepError, command, is_adaptive, trials
 
 GOOD = """\
@@ -138,6 +138,18 @@ def test_hostile_values_stay_single_arguments(tmp_path: Path) -> None:
             ("[sweep.params]", "[sweep.params]\nlr = { low = 0, high = 1, log = true }"),
             r"sweep.params.lr: a log range needs low > 0",
         ),
+        (
+            ("[sweep]", '[watch]\non_nan = "explode"\n[sweep]'),
+            r"exp.toml:\d+: watch.on_nan: expected .*flag.*stop.*, got 'explode'",
+        ),
+        (
+            ("[sweep]", '[watch]\nstall_after = "soon"\n[sweep]'),
+            r"exp.toml:\d+: watch.stall_after: expected a duration such as",
+        ),
+        (
+            ("[sweep]", '[watch]\nmetrics = [""]\n[sweep]'),
+            r"exp.toml:\d+: watch.metrics\[0\]: expected a metric's name",
+        ),
     ],
 )
 def test_bad_experiments_name_file_key_and_expectation(
@@ -149,6 +161,15 @@ def test_bad_experiments_name_file_key_and_expectation(
     with pytest.raises(ConfigError, match=expected) as caught:
         load_experiment(path)
     assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+def test_watch_becomes_each_trials_policy(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "[sweep]", '[watch]\nmetrics = "loss"\non_nan = "stop"\nstall_after = "30m"\n[sweep]'
+    )
+    exp = load_experiment(write(tmp_path, text))
+    assert exp.watch == WatchPolicy(metrics=("loss",), on_nan="stop", stall_after_s=1800.0)
+    assert load_experiment(write(tmp_path, GOOD)).watch == WatchPolicy()
 
 
 def test_early_stopping_and_tpe_need_a_metric_and_sane_settings(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def test_aliases_name_runs_in_every_verb_and_keep_their_history(project: Project
     assert promoted.returncode == 0, promoted.stderr
     assert promoted.stdout.strip() == f"@challenger now names run {ids[2]}"
 
-    assert project.engine("alias", "set", "champion", str(ids[1]), "--note", "first").returncode == 0
+    assert (
+        project.engine("alias", "set", "champion", str(ids[1]), "--note", "first").returncode == 0
+    )
     moved = project.engine("alias", "set", "champion", "@challenger", "--note", "better auc")
     assert moved.stdout.strip() == f"@champion now names run {ids[2]} (was run {ids[1]})"
 
@@ -82,7 +84,9 @@ def test_aliases_name_runs_in_every_verb_and_keep_their_history(project: Project
     # A failed run is no result: refused, unless forced.
     refused = project.engine("alias", "set", "champion", str(ids[4]))
     assert refused.returncode == 1
-    assert f"run {ids[4]} is failed, not succeeded" in refused.stderr and "--force" in refused.stderr
+    assert (
+        f"run {ids[4]} is failed, not succeeded" in refused.stderr and "--force" in refused.stderr
+    )
     forced = project.engine("alias", "set", "champion", str(ids[4]), "--force")
     assert forced.returncode == 0, forced.stderr
     assert project.engine("alias", "rm", "champion").returncode == 0

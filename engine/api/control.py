@@ -19,6 +19,7 @@ from engine.protocol import (
     Subscribe,
 )
 from engine.runtime.bus import Subscriber
+from engine.runtime.notify import event
 from engine.store import StoreError
 
 STREAMS = web.AppKey("streams", set)  # the open event streams, closed on shutdown
@@ -46,6 +47,16 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
     async def shutdown(_: web.Request) -> web.Response:
         ctx.stopping.set()
         return reply({"stopping": True})
+
+    @routes.post(f"{API}/notify/test")
+    async def notify_test(_: web.Request) -> web.Response:
+        """Send the notifier a sample event and say how it went (waits for it)."""
+        sample = event(
+            "test",
+            message="Runyard: a test notification (engine notify test)",
+            config=str(ctx.config.path),
+        )
+        return reply({"command": list(sup.notifier.argv), **await sup.notifier.deliver(sample)})
 
     @routes.post(f"{API}/sql")
     async def sql(request: web.Request) -> web.Response:

@@ -4,11 +4,12 @@ time."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from typing import TYPE_CHECKING
 
-from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, print_json, table
+from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, duration_arg, print_json, table
 from engine.model import format_duration, sparkline
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ async def cmd_host(engine: Client, args: argparse.Namespace) -> int:
 
 async def cmd_util(engine: Client, args: argparse.Namespace) -> int:
     try:
-        since = _seconds(args.since)
+        since = duration_arg(args.since)
     except argparse.ArgumentTypeError as exc:
         print(f"engine util: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,18 +90,23 @@ async def cmd_util(engine: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    """'90', '90s', '15m', '1h', '2d' as seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
+async def cmd_notify(engine: Client, args: argparse.Namespace) -> int:
+    """`engine notify test`: the notifier gets a sample event, as it would a real one."""
+    outcome = await engine.notify_test()
+    if args.json:
+        print_json(outcome)
+    elif not outcome["command"]:
+        print(f"engine notify: {outcome['error']}", file=sys.stderr)
+    elif outcome["sent"]:
+        print(
+            f"sent a test event to {shlex.join(outcome['command'])} ({outcome['elapsed_s']:.2f}s)"
+        )
+    else:
+        print(f"engine notify: {outcome['error']}", file=sys.stderr)
+    return 0 if outcome["sent"] else EXIT_REFUSED
 
 
-COMMANDS = {"hosts": cmd_hosts, "host": cmd_host, "util": cmd_util}
+COMMANDS = {"hosts": cmd_hosts, "host": cmd_host, "util": cmd_util, "notify": cmd_notify}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,4 +124,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("hosts", help="each host's state and load")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("notify", help="send the [engine] notify command a sample event")
+    p.add_argument("action", choices=["test"])
     p.add_argument("--json", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -9,11 +10,20 @@ from typing import Any
 
 import msgspec
 
+from engine.config.toml import seconds_of
 from engine.model import format_duration
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+
+
+def duration_arg(text: str) -> float:
+    """A duration argument ("90", "90s", "15m", "1h30m", "2d") in seconds."""
+    seconds = seconds_of(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h, 1h30m)")
+    return seconds
 
 
 def print_json(value: Any) -> None:

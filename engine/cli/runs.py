@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, print_json, table
+from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, duration_arg, print_json, table
 from engine.core import template
 from engine.core.capture import PRESET_HELP
 from engine.model import (
@@ -21,6 +21,7 @@ from engine.model import (
     Resources,
     RetryPolicy,
     RunStatus,
+    WatchPolicy,
     format_duration,
 )
 
@@ -64,6 +65,9 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
         retry=retry,
         data=tuple(DataLink(place="", source=os.path.abspath(d)) for d in args.data or ()),
         snapshot=args.snapshot,
+        watch=WatchPolicy(
+            metrics=tuple(args.watch or ()), on_nan=args.on_nan, stall_after_s=args.stall_after
+        ),
     )
     [run] = await engine.submit([job])
     print(f"run {run.id} ({run.name}) queued: {shlex.join(run.argv)}", file=sys.stderr)
@@ -95,7 +99,7 @@ async def cmd_runs(engine: Client, args: argparse.Namespace) -> int:
             "-" if r.exit_code is None else str(r.exit_code),
             format_duration(r.elapsed()),
             ago(r.created_at),
-            (r.reason or "")[:60],
+            (f"⚑ {r.flag}" if r.flag else r.reason or "")[:60],
         )
         for r in runs
     ]
@@ -304,6 +308,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         metavar="S",
         help="seconds before the first retry, doubling after (default 10)",
+    )
+    p.add_argument(
+        "--watch",
+        action="append",
+        metavar="KEY",
+        help="a metric the watchdog flags when it becomes NaN or infinite (default: every one); repeatable",
+    )
+    p.add_argument(
+        "--on-nan",
+        choices=["flag", "stop"],
+        default="flag",
+        help="flag the run (default), or stop it as diverged",
+    )
+    p.add_argument(
+        "--stall-after",
+        type=duration_arg,
+        metavar="DURATION",
+        help="flag the run when it prints nothing this long, e.g. 30m (default: the host's stall_after_s)",
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for the run and exit with its exit code"

@@ -19,7 +19,7 @@ from engine.core import template
 from engine.core.capture import CaptureError, readers_for
 from engine.core.template import RUNTIME_FIELDS
 from engine.errors import ConfigError
-from engine.model import MAX_PRIORITY, MAX_SEED, Resources, RetryPolicy
+from engine.model import MAX_PRIORITY, MAX_SEED, Resources, RetryPolicy, WatchPolicy
 
 MAX_TRIALS = 100_000  # runs in one sweep
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -79,6 +79,15 @@ class EvaluateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resources: Resources | None = None
 
 
+class WatchSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the watchdog looks for in each trial: a metric that becomes NaN or infinite (`on_nan`
+    "flag" or "stop"), and silence for `stall_after` ("30m", or seconds)."""
+
+    metrics: str | list[str] = []  # default: every metric
+    on_nan: Literal["flag", "stop"] = "flag"
+    stall_after: str | float | None = None
+
+
 class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     command: str | None = None
@@ -98,6 +107,7 @@ class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     baseline: dict[str, Any] | None = None  # one configuration the others are compared with
     ablations: dict[str, Any] = {}  # param = value (or [values]): each changes one thing
     evaluate: list[EvaluateSection] = []
+    watch: WatchSection = WatchSection()
 
 
 class Param(msgspec.Struct, frozen=True):
@@ -182,6 +192,7 @@ class Experiment(msgspec.Struct, frozen=True):
     ablations: tuple[tuple[str, Any], ...] = ()
     folds: int | None = None
     evaluate: tuple[EvaluateStep, ...] = ()
+    watch: WatchPolicy = WatchPolicy()
 
 
 def experiment_json(experiment: Experiment) -> str:
@@ -318,6 +329,22 @@ def load_experiment(
         ablations=ablations,
         folds=sweep.folds,
         evaluate=_evaluate(where, section, models, sweep),
+        watch=_watch(where, section.watch),
+    )
+
+
+def _watch(where: Locator, section: WatchSection) -> WatchPolicy:
+    metrics = [section.metrics] if isinstance(section.metrics, str) else section.metrics
+    for i, name in enumerate(metrics):
+        if not name.strip():
+            raise where.error(
+                f"watch.metrics[{i}]", "expected a metric's name, got an empty string"
+            )
+    stall = section.stall_after
+    return WatchPolicy(
+        metrics=tuple(metrics),
+        on_nan=section.on_nan,
+        stall_after_s=None if stall is None else duration_s(where, "watch.stall_after", stall),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,6 +22,11 @@ class EngineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_interval_s: float = 1.0
     cancel_grace_s: float = 10.0
     confirm_over: str | float | None = None  # ask before launching a sweep estimated longer
+    # A command of the user's run with one JSON event on stdin for what a person should hear
+    # of (a run failed or was flagged, a sweep finished, a host left or came back): a string
+    # split as a shell would (never run by one), or a list of words.
+    notify: str | list[str] | None = None
+    notify_timeout_s: float = 10.0
 
 
 class RouteMatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +51,8 @@ class Config(msgspec.Struct, frozen=True):
     hosts: dict[str, HostSpec]
     routes: tuple[Route, ...] = ()
     confirm_over_s: float | None = None
+    notify: tuple[str, ...] = ()  # the notifier's argv; empty: none
+    notify_timeout_s: float = 10.0
 
     @property
     def project_dir(self) -> Path:
@@ -67,6 +75,8 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
     engine = convert(where, "engine", raw.get("engine", {}), EngineSection)
     _seconds(where, "engine.sample_interval_s", engine.sample_interval_s, HOUR)
     _seconds(where, "engine.cancel_grace_s", engine.cancel_grace_s, DAY, zero=True)
+    _seconds(where, "engine.notify_timeout_s", engine.notify_timeout_s, HOUR)
+    notify = _notify_argv(where, engine.notify)
 
     hosts_raw = raw.get("hosts", {})
     if not isinstance(hosts_raw, dict):
@@ -131,7 +141,28 @@ def _build(path: Path, text: str, raw: dict[str, Any]) -> Config:
         else duration_s(where, "engine.confirm_over", engine.confirm_over),
         hosts=hosts,
         routes=tuple(routes),
+        notify=notify,
+        notify_timeout_s=engine.notify_timeout_s,
     )
+
+
+def _notify_argv(where: Locator, value: str | list[str] | None) -> tuple[str, ...]:
+    """The notifier's words: a string split as a shell would split it (quotes kept together),
+    or a list given word by word; never handed to a shell."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise where.error("engine.notify", f"cannot split it into words: {exc}") from None
+    else:
+        words = list(value)
+    if not words or not words[0].strip():
+        raise where.error(
+            "engine.notify", 'expected a command, e.g. notify = "notify-send Runyard" or a list'
+        )
+    return tuple(words)
 
 
 HOUR = 3600.0
@@ -201,6 +232,8 @@ def _check_host(where: Locator, key: str, host: HostSpec) -> HostSpec:
         )
     _seconds(where, f"{key}.keepalive_s", host.keepalive_s, HOUR)
     _seconds(where, f"{key}.lost_after_s", host.lost_after_s, 30 * DAY)
+    if host.stall_after_s is not None:
+        _seconds(where, f"{key}.stall_after_s", host.stall_after_s, 30 * DAY)
     _check_data_map(where, key, host)
     if host.kind == "local":
         if host.data:

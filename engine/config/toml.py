@@ -187,21 +187,30 @@ DURATION = re.compile(
 )
 
 
-def duration_s(where: Locator, key: str, value: Any) -> float:
-    """A duration written "2h", "1h30m", "90m", "45s" or "1d" (or as seconds): in seconds,
-    above 0."""
-    original = value
-    found = DURATION.fullmatch(value) if isinstance(value, str) else None
-    if found and any(found.groups()):
-        days, hours, minutes, seconds = (float(g or 0) for g in found.groups())
-        value = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+def seconds_of(value: Any) -> float | None:
+    """A duration written "2h", "1h30m", "90m", "45s" or "1d", or as seconds (a number, or
+    a number's text): in seconds; None for anything else or a duration not above 0."""
+    if isinstance(value, str):
+        found = DURATION.fullmatch(value.strip())
+        if found and any(found.groups()):
+            days, hours, minutes, seconds = (float(g or 0) for g in found.groups())
+            value = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        else:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        value = None
-    if value is None or not 0 < value < 1e9:
-        raise where.error(
-            key, f'expected a duration such as "2h", "90m" or "45s", got {original!r}'
-        )
-    return float(value)
+        return None
+    return float(value) if 0 < value < 1e9 else None
+
+
+def duration_s(where: Locator, key: str, value: Any) -> float:
+    """A duration setting (see `seconds_of`); raises the file:line:key error for a bad one."""
+    seconds = seconds_of(value)
+    if seconds is None:
+        raise where.error(key, f'expected a duration such as "2h", "90m" or "45s", got {value!r}')
+    return seconds
 
 
 def toml_type(value: Any) -> str:

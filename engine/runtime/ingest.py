@@ -32,7 +32,7 @@ EVENT_POINTS = 500  # the most metric points one event carries
 EVENT_LOG_BYTES = 64 * 2**10
 EVENT_LOG_LINES = 5000
 
-Judge = Callable[[Active, Points], Awaitable[None]]
+Judge = Callable[[Active, Points, bool], Awaitable[None]]
 OnError = Callable[[Active, BaseException], None]
 
 
@@ -50,6 +50,8 @@ class _Read:
         """Move the attempt's position past this chunk (it is to be stored next)."""
         batch = self.batch
         self.active.position = LogPosition(batch.byte_offset, batch.line_count, batch.bad_markers)
+        if self.block:
+            self.active.printed_at = batch.wall_time  # what the watchdog's silence counts from
 
 
 class Ingest:
@@ -111,6 +113,11 @@ class Ingest:
                 if storing is not None:
                     await storing
                 storing = asyncio.create_task(self.store([read]))
+                if len(read.points):
+                    try:
+                        await self.judge(active, read.points, True)
+                    except Exception:  # judging an ended attempt changes nothing of its end
+                        traceback.print_exc(file=sys.stderr)
         finally:
             if storing is not None:
                 await storing
@@ -279,7 +286,7 @@ class _HostReader:
         for read in reads:
             if len(read.points):
                 try:
-                    await self.ingest.judge(read.active, read.points)
+                    await self.ingest.judge(read.active, read.points, False)
                 except HostUnreachable:
                     pass  # a stop that could not be sent is sent again when the host is back
                 except Exception as exc:

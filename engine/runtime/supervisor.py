@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from engine.config import Config
+from engine.core.points import Points
 from engine.core.scheduler import Snapshot
 from engine.executors import Executor
 from engine.model import HostSample, JobSpec, Run, RunStatus
@@ -23,10 +24,12 @@ from engine.runtime.follow import Follower
 from engine.runtime.hosts import Hosts
 from engine.runtime.ingest import Ingest
 from engine.runtime.live import Active, LiveView, Refused
+from engine.runtime.notify import Notifier
 from engine.runtime.reconcile import Reconciler
 from engine.runtime.run_queue import RunQueue
 from engine.runtime.submit import Submitter
 from engine.runtime.sweeps import Sweeps
+from engine.runtime.watchdog import Watchdog
 from engine.store import StoreThread, Transition
 
 
@@ -50,10 +53,11 @@ class Supervisor:
         self.live = live = LiveView(db, bus)
         self.hosts = Hosts(config, db, bus, live.wake, latest_sample, on_sample, executors)
         self.submitter = Submitter(config, live, self.hosts)
+        self.notifier = Notifier(config.notify, config.notify_timeout_s, config.project_dir)
         self.ingest = ingest = Ingest(
             db,
             bus,
-            judge=lambda active, points: self.sweeps.judge(active, points),
+            judge=self._judge,
             on_error=lambda active, exc: self.follower.failed_reading(active, exc),
         )
         self.follower = Follower(config, live, self.hosts, ingest)
@@ -69,7 +73,14 @@ class Supervisor:
             self.follower.terminate,
         )
         self.reconciler = Reconciler(live, self.hosts, self.sweeps, self.follower)
+        self.watchdog = Watchdog(config, live, self.follower.terminate, self.notifier)
         self._loop_task: asyncio.Task[None] | None = None
+
+    async def _judge(self, active: Active, points: Points, ended: bool) -> None:
+        """An attempt's new points: the watchdog's, then (while it runs) its sweep's pruner's."""
+        await self.watchdog.judge(active, points)
+        if not ended:
+            await self.sweeps.judge(active, points)
 
     @property
     def runs(self) -> dict[int, Run]:
@@ -91,8 +102,10 @@ class Supervisor:
     # --- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.notifier.listen(self.bus, lambda s: not self.sweeps.going(s), self.sweep_summary)
         await self.hosts.start()
         await self.reconciler.reconcile()
+        self.watchdog.start()
         self._loop_task = asyncio.create_task(self._loop(), name="supervisor")
 
     async def stop(self) -> None:
@@ -101,9 +114,11 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.watchdog.close()
         await self.ingest.close()
         await self.live.flush()
         await self.hosts.close()
+        await self.notifier.close()
 
     async def flush(self) -> None:
         """Return once every transition so far is in the store (call before reading it)."""
@@ -125,6 +140,38 @@ class Supervisor:
         if self.sweeps.adaptive:
             await self.sweeps.sample_more()
         await self.dispatcher.dispatch()
+
+    async def sweep_summary(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep as a notification tells it: its runs by status and its best result (the
+        best configuration by the sweep's metric, its mean and best run)."""
+        await self.flush()
+        store = self.store
+        [sweep] = await self.db.call(store.sweeps, sweep_id)
+        summary: dict[str, Any] = {
+            "id": sweep.id,
+            "name": sweep.name,
+            "smoke": sweep.smoke,
+            "counts": sweep.counts,
+            "best": None,
+        }
+        metric = sweep.metric or {}
+        if metric.get("name"):
+            mode, key = metric.get("mode", "max"), metric["name"]
+            configs = await self.db.call(
+                store.sweep_results, sweep_id, key, mode, False, metric.get("summary", "last")
+            )
+            if configs:
+                best = configs[0]
+                summary["best"] = {
+                    "metric": key,
+                    "mode": mode,
+                    "mean": best["mean"],
+                    "n": best["n"],
+                    "run": best["best_run"],
+                    "model_type": best["model_type"],
+                    "params": best["params"],
+                }
+        return summary
 
     # --- requests ---------------------------------------------------------------------------
 

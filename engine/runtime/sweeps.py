@@ -227,7 +227,7 @@ class Sweeps:
         adaptive = self.adaptive.get(active.run.sweep or "")
         if adaptive is None or active.run.parent is not None:
             return
-        if active.prune_reason or active.cancel_requested:
+        if active.stop_asked:
             return
         key = adaptive.study.key
         values = points.of_key(key)
@@ -446,6 +446,7 @@ def _trial_job(
         requires=model.requires,
         max_concurrent=experiment.max_concurrent,
         retry=experiment.retry,
+        watch=experiment.watch,
         params=trial.params,
         trial=(trial.model, trial.config),
         fold=trial.fold,
