@@ -332,11 +332,15 @@ class Client:
         return await self._request("GET", "/runs/page", RunPage, params=params)
 
     async def report(
-        self, sweep: str, out: str | os.PathLike[str], plots: bool = True
+        self, sweep: str, out: str | os.PathLike[str], plots: bool = True, pdf: bool = False
     ) -> dict[str, Any]:
-        """Have the daemon write a sweep's report into `out` (exports only, without `plots`);
-        says which files it made."""
-        params = {"out": str(Path(out).resolve()), "plots": "1" if plots else "0"}
+        """Have the daemon write a sweep's report into `out` (exports only, without `plots`;
+        with `pdf`, all of it in one report.pdf too); says which files it made."""
+        params = {
+            "out": str(Path(out).resolve()),
+            "plots": "1" if plots else "0",
+            "pdf": "1" if pdf else "0",
+        }
         return await self._request("POST", f"/sweeps/{sweep}/report", params=params)
 
     async def sql(self, query: str) -> dict[str, Any]:

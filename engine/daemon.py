@@ -19,12 +19,11 @@ from engine.config import Config
 from engine.errors import DaemonError
 from engine.paths import StateLock, prepare_state_dir, socket_path
 from engine.runtime.bus import EventBus
-from engine.runtime.samples import HostSamples
+from engine.runtime.samples import FLUSH_S, HostSamples
 from engine.runtime.supervisor import Supervisor
 from engine.store import StoreThread
 from engine.telemetry import LocalSampler
 
-SAMPLE_FLUSH_S = 10.0
 STOP_S = 5.0  # the most one step of stopping may take
 
 
@@ -105,7 +104,7 @@ class Daemon:
                 sample = await asyncio.to_thread(sampler.sample)
                 for name in names:
                     samples.add(msgspec.structs.replace(sample, host=name))
-            if time.monotonic() - last_flush >= SAMPLE_FLUSH_S:
+            if time.monotonic() - last_flush >= FLUSH_S:
                 await samples.flush()
                 last_flush = time.monotonic()
 

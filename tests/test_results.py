@@ -157,12 +157,14 @@ def test_the_report_has_exports_plots_and_an_index(results: dict) -> None:
     for name in ("configs.csv", "runs.csv", "configs.parquet", "table.tex", "index.md"):
         assert files.get(name, 0) > 0, name
     # PNGs that are real plots: the GLM saved predictions, so ROC and calibration exist too
-    for name in ("val_auc_vs_C.png", "roc.png", "calibration.png"):
-        assert files.get(name, 0) > 10_000, (name, files)
+    for name in ("val_auc_vs_C", "roc", "calibration"):
+        assert files.get(f"{name}.png", 0) > 10_000, (name, files)
+        assert files.get(f"{name}.pdf", 0) > 5_000 and files.get(f"{name}.svg", 0) > 5_000
     assert "curves.png" not in files  # the GLM prints one value per run: there is no curve
     index = results["index"]
-    assert "![roc.png](roc.png)" in index and "Welch" in index and "95% CI" in index
-    assert index.count("| GLM C=") == 2
+    assert "![roc](roc.png)" in index and "Welch" in index and "95% CI" in index
+    assert "[PDF](roc.pdf) · [SVG](roc.svg)" in index
+    assert index.split("\n## ")[0].count("| GLM C=") == 2  # the table, before any section
     assert "(max, the last value of each run)" in index
     clipped = [c for c in results["best"]["configs"] if c["ci95_clipped"]]
     assert index.count("(cut at the metric's bound)") == len(clipped)

@@ -364,7 +364,7 @@ async def test_points_are_stored_even_when_the_pruner_cannot_reach_the_host(
     attempt = await host.start(Launch(run.id, 1, ("train",), "/", {}, host.attempt_dir(run.id, 1)))
     judged: list[int] = []
 
-    async def unreachable(active: Active, points: object) -> None:
+    async def unreachable(active: Active, points: object, ended: bool) -> None:
         judged.append(active.run.id)
         raise HostUnreachable("the link dropped while stopping it")
 
@@ -418,7 +418,7 @@ async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
         await executor.close()
 
 
-async def _no_judge(_active: object, _points: object) -> None:
+async def _no_judge(_active: object, _points: object, _ended: bool) -> None:
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -16,9 +17,11 @@ from engine.protocol import (
     SweepList,
     SweepRequest,
 )
+from engine.results.report import ReportInputs
 from engine.results.report import write_report as write_report_files
 from engine.results.stats import against_baseline, bounds_of, with_statistics
 from engine.runtime.live import Refused
+from engine.runtime.samples import FLUSH_S
 
 
 def routes(ctx: ApiContext) -> web.RouteTableDef:
@@ -174,10 +177,11 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         }
         if baseline:
             against_baseline(best["configs"], baseline)
+        key = metric["name"]
+        left_out = await db.call(store.sweep_left_out, sweep_id, key)
         curves = {
-            run_id: await db.call(store.metrics, run_id, metric["name"])
-            for c in configs
-            for run_id in c["runs"]
+            run_id: await db.call(store.metrics, run_id, key)
+            for run_id in [r for c in configs for r in c["runs"]] + [r["id"] for r in left_out]
         }
         predictions = {}
         for c in configs:
@@ -185,10 +189,36 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
             folder = ctx.artifact_dir(run) if run is not None else None
             if folder is not None and (folder / "predictions.npz").exists():
                 predictions[run.id] = folder / "predictions.npz"
-        plots = request.query.get("plots", "1") != "0"
-        made = await asyncio.to_thread(
-            write_report_files, Path(out), best, curves, predictions, plots
+        facts = await db.call(store.sweep_run_facts, sweep_id)
+        timed = [r for r in facts if r["started_at"] is not None and r["ended_at"] is not None]
+        samples = []
+        if timed:
+            start = min(r["started_at"] for r in timed)
+            end = max(r["ended_at"] for r in timed)
+            await ctx.samples.flush()  # a stored sample stands for the FLUSH_S before it
+            samples = await db.call(store.host_samples_between, start, end + FLUSH_S)
+        given = ReportInputs(
+            best=best,
+            curves=curves,
+            predictions=predictions,
+            faded=left_out,
+            runs=facts,
+            samples=samples,
+            slots=_slots(ctx, facts),
+            log_params=await db.call(store.sweep_log_params, sweep_id),
         )
+        plots = request.query.get("plots", "1") != "0"
+        pdf = request.query.get("pdf", "0") != "0"
+        made = await asyncio.to_thread(write_report_files, Path(out), given, plots, pdf)
         return reply({"out": out, "files": made})
 
     return routes
+
+
+def _slots(ctx: ApiContext, facts: list[dict[str, Any]]) -> int:
+    """How many of a sweep's runs could run at once: the slots of the hosts it ran on, at
+    most its `max_concurrent`."""
+    hosts = {r["host"] for r in facts if r["host"]}
+    slots = sum(ctx.config.hosts[h].max_jobs for h in hosts if h in ctx.config.hosts)
+    most = [r["max_concurrent"] for r in facts if r["max_concurrent"]]
+    return max(1, min([slots or 1, *most]))

@@ -321,12 +321,12 @@ async def compare_configs(engine: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
-    made = await engine.report(args.sweep, args.out)
+    made = await engine.report(args.sweep, args.out, pdf=args.pdf)
     print(
         f"wrote {len(made['files'])} files to {args.out}: {', '.join(made['files'])}",
         file=sys.stderr,
     )
-    print(Path(made["out"]) / "index.md")
+    print(Path(made["out"]) / ("report.pdf" if args.pdf else "index.md"))
     return 0
 
 
@@ -446,9 +446,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("report", help="a sweep's exports and plots, tied together by an index.md")
+    p = sub.add_parser(
+        "report",
+        help="a sweep's exports, figures (PNG, PDF, SVG), resources and reproducibility, tied"
+        " together by an index.md",
+    )
     p.add_argument("sweep")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--pdf", action="store_true", help="gather the whole report into report.pdf")
 
     p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
     p.add_argument("sweep")

@@ -1,26 +1,103 @@
 """A report's figures (matplotlib, loaded when one is drawn): training curves, the metric
-against each parameter, parameter importance, ROC and calibration curves."""
+against each parameter, parameter importance, ROC and calibration curves. Each is written as
+PNG, PDF and SVG (vector figures for LaTeX), with a caption saying what is drawn and what is
+not."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+FORMATS = ("png", "pdf", "svg")
+FEW_TRIALS = 10  # parameter importance from fewer configurations than this is unreliable
+FADED = 0.25  # the opacity of pruned and failed runs
+
+
+def short(value: Any) -> str:
+    """A parameter value for a label: a float to three significant digits."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def config_label(config: dict[str, Any]) -> str:
     model = f"{config['model_type']} " if config.get("model_type") else ""
-    return model + " ".join(f"{k}={v}" for k, v in config["params"].items())
+    return model + " ".join(f"{k}={short(v)}" for k, v in config["params"].items())
 
 
 def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
-def plot_curves(out: Path, configs: list, curves: dict, metric: str) -> list[str]:
-    """The metric over steps for the ten best configurations, mean over seeds."""
+@dataclass
+class Figure:
+    """One figure of the report: its files (one per format) and its caption."""
+
+    stem: str
+    caption: str
+
+    @property
+    def files(self) -> list[str]:
+        return [f"{self.stem}.{fmt}" for fmt in FORMATS]
+
+
+@dataclass
+class Figures:
+    """Where a report's figures go: each written in every format; with `keep`, also kept
+    open, in order, to be gathered into one PDF."""
+
+    out: Path
+    keep: bool = False
+    made: list[Figure] = field(default_factory=list)
+    kept: list[Any] = field(default_factory=list)
+
+    def save(self, fig: Any, stem: str, caption: str) -> None:
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        for fmt in FORMATS:
+            fig.savefig(self.out / f"{stem}.{fmt}", dpi=120 if fmt == "png" else None)
+        self.made.append(Figure(stem, caption))
+        if self.keep:
+            self.kept.append(fig)
+        else:
+            plt.close(fig)
+
+
+def _runs_counted(faded: Sequence[dict[str, Any]]) -> str:
+    """'3 pruned and 1 failed runs drawn faded' (or '' when there are none)."""
+    by_status: dict[str, int] = {}
+    for run in faded:
+        by_status[run["status"]] = by_status.get(run["status"], 0) + 1
+    if not by_status:
+        return ""
+    parts = [f"{n} {status}" for status, n in sorted(by_status.items())]
+    return " and ".join(parts) + f" run{'s' if len(faded) > 1 else ''}"
+
+
+def plot_curves(
+    figures: Figures,
+    configs: list[dict[str, Any]],
+    curves: dict[int, list[dict[str, Any]]],
+    metric: str,
+    faded: Sequence[dict[str, Any]] = (),
+) -> None:
+    """The metric over steps for the ten best configurations (mean over seeds), pruned and
+    failed runs faded; a panel per model where models count steps in their own units (epochs,
+    boosting rounds)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    models = sorted(
+        {c.get("model_type") or "" for c in configs[:10]}
+        | {r.get("model_type") or "" for r in faded}
+    )
+    panels = {m: i for i, m in enumerate(models)}
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(8 if len(models) == 1 else 5 * len(models), 5), squeeze=False
+    )
     drawn = 0
     for config in configs[:10]:
         per_step: dict[float, list[float]] = {}
@@ -32,30 +109,50 @@ def plot_curves(out: Path, configs: list, curves: dict, metric: str) -> list[str
                     )
         if len(per_step) > 1:
             steps = sorted(per_step)
+            ax = axes[0][panels[config.get("model_type") or ""]]
             ax.plot(
                 steps,
                 [sum(per_step[s]) / len(per_step[s]) for s in steps],
                 label=config_label(config)[:40],
             )
             drawn += 1
-    if not drawn:
+    shown_faded = 0
+    for run in faded:
+        points = [p for p in curves.get(run["id"], []) if p["key"] == metric]
+        if len(points) > 1:
+            ax = axes[0][panels[run.get("model_type") or ""]]
+            xs = [p["step"] if p["step"] is not None else i for i, p in enumerate(points)]
+            ax.plot(xs, [p["value"] for p in points], color="grey", alpha=FADED, linewidth=0.8)
+            shown_faded += 1
+    if not drawn and not shown_faded:
         plt.close(fig)
-        return []
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"{metric} (mean over seeds)")
-    ax.set_title(f"training curves: {metric}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-    return ["curves.png"]
+        return
+    for model, i in panels.items():
+        ax = axes[0][i]
+        ax.set_xlabel(f"step ({model}'s own unit)" if len(models) > 1 else "step")
+        ax.set_ylabel(f"{metric} (mean over seeds)")
+        ax.set_title(model or f"training curves: {metric}")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    caption = f"{metric} over training, mean over seeds, for the {drawn} best configurations"
+    if len(models) > 1:
+        caption += "; one panel per model, as each counts its steps in its own unit"
+    if faded:
+        caption += f"; {_runs_counted(faded)} in the sweep, {shown_faded} drawn faded in grey"
+    figures.save(fig, "curves", caption + ".")
 
 
-def plot_against_params(out: Path, configs: list, metric: str) -> list[str]:
-    """Each run's metric against each parameter (numbers on a numeric axis, else categories)."""
+def plot_against_params(
+    figures: Figures,
+    configs: list[dict[str, Any]],
+    metric: str,
+    log_params: Sequence[str] = (),
+    faded: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Each run's metric against each parameter (numbers on a numeric axis, a log one for a
+    parameter sampled on a log scale, else categories); pruned and failed runs faded."""
     import matplotlib.pyplot as plt
 
-    made = []
     names = sorted({k for c in configs for k in c["params"]})
     for name in names:
         xs, ys = [], []
@@ -63,26 +160,46 @@ def plot_against_params(out: Path, configs: list, metric: str) -> list[str]:
             if name in c["params"]:
                 xs += [c["params"][name]] * len(c["values"])
                 ys += c["values"]
+        gone = [r for r in faded if name in r["params"] and r.get("value") is not None]
+        gone = [r for r in gone if math.isfinite(r["value"])]
         if not xs:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
-        ax.scatter(xs if numeric else [str(x) for x in xs], ys, alpha=0.7)
-        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 100:
+        every = xs + [r["params"][name] for r in gone]
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in every)
+        ax.scatter(xs if numeric else [str(x) for x in xs], ys, alpha=0.7, label="succeeded")
+        if gone:
+            gx = [r["params"][name] for r in gone]
+            ax.scatter(
+                gx if numeric else [str(x) for x in gx],
+                [r["value"] for r in gone],
+                alpha=FADED,
+                color="grey",
+                marker="x",
+                label="pruned or failed (last value)",
+            )
+            ax.legend(fontsize=7)
+        log = name in log_params or (numeric and min(every) > 0 and max(every) / min(every) >= 100)
+        if numeric and min(every) > 0 and log:
             ax.set_xscale("log")
-        ax.set_xlabel(name)
+        ax.set_xlabel(name + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} against {name} (one point per run)")
-        fig.tight_layout()
-        file = f"{metric}_vs_{safe_name(name)}.png"
-        fig.savefig(out / file, dpi=120)
-        plt.close(fig)
-        made.append(file)
-    return made
+        caption = f"{metric} against {name}, one point per succeeded run"
+        if ax.get_xscale() == "log":
+            caption += "; x on a log scale" + (
+                " (the parameter was sampled log-uniformly)" if name in log_params else ""
+            )
+        if faded:
+            caption += f"; {_runs_counted(faded)}, {len(gone)} drawn faded (x) at their last value"
+        figures.save(fig, f"{safe_name(metric)}_vs_{safe_name(name)}", caption + ".")
 
 
-def plot_importance(out: Path, configs: list, metric: str, mode: str) -> list[str]:
-    """Optuna's parameter importance (fANOVA) over the configurations of the largest model."""
+def plot_importance(
+    figures: Figures, configs: list[dict[str, Any]], metric: str, mode: str
+) -> None:
+    """Optuna's parameter importance (fANOVA) over the configurations of the largest model;
+    labelled unreliable when it rests on fewer than FEW_TRIALS of them."""
     import matplotlib.pyplot as plt
     import optuna
 
@@ -91,7 +208,7 @@ def plot_importance(out: Path, configs: list, metric: str, mode: str) -> list[st
         groups.setdefault((c.get("model_type"), tuple(sorted(c["params"]))), []).append(c)
     (model, names), group = max(groups.items(), key=lambda kv: len(kv[1]))
     if len(group) < 3 or not names:
-        return []
+        return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = {
         n: optuna.distributions.CategoricalDistribution(
@@ -107,18 +224,28 @@ def plot_importance(out: Path, configs: list, metric: str, mode: str) -> list[st
     try:
         importance = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):
-        return []
-    fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(importance)))
-    ax.barh(list(importance)[::-1], list(importance.values())[::-1])
+        return
+    unreliable = len(group) < FEW_TRIALS
+    fig, ax = plt.subplots(figsize=(6, 1.5 + 0.5 * len(importance)))
+    ax.barh(
+        list(importance)[::-1],
+        list(importance.values())[::-1],
+        color="grey" if unreliable else None,
+    )
     ax.set_xlabel(f"importance for {metric}")
-    ax.set_title(f"parameter importance{f' ({model})' if model else ''}")
-    fig.tight_layout()
-    fig.savefig(out / "importance.png", dpi=120)
-    plt.close(fig)
-    return ["importance.png"]
+    title = f"parameter importance{f' ({model})' if model else ''}"
+    if unreliable:
+        title += f"\nUNRELIABLE: from only {len(group)} configurations (< {FEW_TRIALS})"
+    ax.set_title(title, fontsize=10)
+    caption = f"fANOVA parameter importance over {len(group)} configurations"
+    if unreliable:
+        caption += f"; unreliable, as it rests on fewer than {FEW_TRIALS}"
+    figures.save(fig, "importance", caption + ".")
 
 
-def plot_predictions(out: Path, configs: list, predictions: dict, notes: list[str]) -> list[str]:
+def plot_predictions(
+    figures: Figures, configs: list[dict[str, Any]], predictions: dict, notes: list[str]
+) -> None:
     """ROC (with AUC) and reliability curves of each configuration's best run that saved
     `y_true` and `y_score`; a multi-class score is taken one-vs-rest (micro-average) for ROC
     and by its top class for calibration."""
@@ -131,11 +258,11 @@ def plot_predictions(out: Path, configs: list, predictions: dict, notes: list[st
         from sklearn.preprocessing import label_binarize
     except ImportError:
         notes.append("ROC and calibration plots need scikit-learn, which is not installed.")
-        return []
+        return
     chosen = [(c, predictions[c["best_run"]]) for c in configs[:8] if c["best_run"] in predictions]
     if not chosen:
         notes.append("No run of this sweep saved predictions (y_true, y_score).")
-        return []
+        return
     roc_fig, roc_ax = plt.subplots(figsize=(6, 6))
     cal_fig, cal_ax = plt.subplots(figsize=(6, 6))
     for config, path in chosen:
@@ -160,9 +287,10 @@ def plot_predictions(out: Path, configs: list, predictions: dict, notes: list[st
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     cal_ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     cal_ax.set(xlabel="predicted probability", ylabel="observed frequency", title="calibration")
-    for fig, ax, file in ((roc_fig, roc_ax, "roc.png"), (cal_fig, cal_ax, "calibration.png")):
+    for ax in (roc_ax, cal_ax):
         ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out / file, dpi=120)
-        plt.close(fig)
-    return ["roc.png", "calibration.png"]
+    n = len(chosen)
+    figures.save(roc_fig, "roc", f"ROC curves of the best run of {n} configurations.")
+    figures.save(
+        cal_fig, "calibration", f"Reliability curves of the best run of {n} configurations."
+    )

@@ -13,6 +13,7 @@ from engine.runtime.bus import EventBus
 from engine.store import StoreThread
 
 RECENT_SAMPLES = 600
+FLUSH_S = 10.0  # how often the samples so far are stored, as one mean sample per host
 
 
 class HostSamples:

@@ -151,6 +151,7 @@ class Sweeps:
             smoke,
             experiment.baseline,
             [msgspec.to_builtins(step) for step in experiment.evaluate],
+            sorted({p.name for m in experiment.models for p in m.params if p.log}),
         )
         self.evaluations.steps[sweep_id] = experiment.evaluate
         jobs = [

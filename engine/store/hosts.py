@@ -104,5 +104,13 @@ class HostRecords(StoreBase):
             out.append(entry)
         return out
 
+    def host_samples_between(self, start: float, end: float) -> list[tuple[Any, ...]]:
+        """Every host sample from `start` to `end`: (host, time, cpu %, GPUs as JSON)."""
+        return self.con.execute(
+            "SELECT host, time, cpu_percent, gpus FROM host_samples"
+            " WHERE time BETWEEN ? AND ? ORDER BY host, time",
+            [start, end],
+        ).fetchall()
+
     def host_sample_count(self, host: str) -> int:
         return self._one("SELECT count(*) FROM host_samples WHERE host = ?", [host])[0]

@@ -207,11 +207,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS evaluate JSON;
     """,
     # 13: the watchdog (what it watches in a run, what it saw, and why it stopped a run that
-    # diverged); aliases naming runs (a small model registry), and every move of each.
+    # diverged); the params a sweep samples on a log scale (drawn on log axes); aliases
+    # naming runs (a small model registry), and every move of each.
     """
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS watch JSON DEFAULT '{}';
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS flag VARCHAR;
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS diverged VARCHAR;
+    ALTER TABLE sweeps ADD COLUMN IF NOT EXISTS log_params JSON DEFAULT '[]';
     CREATE TABLE IF NOT EXISTS aliases (
         name VARCHAR PRIMARY KEY,
         run_id BIGINT NOT NULL,

@@ -30,6 +30,7 @@ class SweepRecords(StoreBase):
         smoke: bool = False,
         baseline: dict[str, Any] | None = None,
         evaluate: list[dict[str, Any]] | None = None,
+        log_params: list[str] | None = None,
     ) -> str:
         """Record a new sweep; its id is the experiment's name and a number: xgb-digits-3
         (a smoke test's: xgb-digits-smoke-1). `experiment` (JSON) is the experiment as
@@ -38,8 +39,8 @@ class SweepRecords(StoreBase):
             sweep_id = self.next_sweep_id(name, smoke)
             self.con.execute(
                 "INSERT INTO sweeps (id, name, file, method, trials, snapshot, metric,"
-                " created_at, experiment, sampler_seed, smoke, baseline, evaluate)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, experiment, sampler_seed, smoke, baseline, evaluate, log_params)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     sweep_id,
                     name,
@@ -54,6 +55,7 @@ class SweepRecords(StoreBase):
                     smoke,
                     None if baseline is None else json.dumps(baseline),
                     json.dumps(evaluate) if evaluate else None,
+                    json.dumps(sorted(log_params or [])),
                 ],
             )
         return sweep_id
@@ -252,6 +254,73 @@ class SweepRecords(StoreBase):
             for sid, metric in rows.fetchall():
                 self._sweep_metric[sid] = json.loads(metric) if metric else None
         return {sid: self._sweep_metric[sid] for sid in wanted if sid in self._sweep_metric}
+
+    def sweep_log_params(self, sweep_id: str) -> list[str]:
+        """The params a sweep samples on a log scale."""
+        row = self._one("SELECT log_params FROM sweeps WHERE id = ?", [sweep_id])
+        return json.loads(row[0]) if row and row[0] else []
+
+    def sweep_left_out(self, sweep_id: str, key: str) -> list[dict[str, Any]]:
+        """A sweep's trained runs that were pruned or failed, which its results leave out:
+        each with its params and the last value of `key` it reported (None if none)."""
+        rows = self.con.execute(
+            "SELECT r.id, r.status, r.model_type, r.params, m.last FROM runs r"
+            " LEFT JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
+            " WHERE r.sweep = ? AND r.status IN ('pruned', 'failed') AND r.parent IS NULL"
+            " ORDER BY r.id",
+            [key, sweep_id],
+        ).fetchall()
+        return [
+            {"id": i, "status": s, "model_type": m, "params": json.loads(p), "value": v}
+            for i, s, m, p, v in rows
+        ]
+
+    def sweep_run_facts(self, sweep_id: str) -> list[dict[str, Any]]:
+        """Each run of a sweep (trained and evaluations) as a report counts its cost and
+        provenance: times, host, CPUs reserved, GPUs held, seed, params and manifest."""
+        rows = self.con.execute(
+            "SELECT id, status, model_type, params, seed, host, started_at, ended_at,"
+            " resources, gpus, parent, max_concurrent, manifest FROM runs WHERE sweep = ?"
+            " ORDER BY id",
+            [sweep_id],
+        ).fetchall()
+        manifests: dict[str, Any] = {}  # the runs of one submission share one manifest
+        facts = []
+        for (
+            rid,
+            status,
+            model,
+            params,
+            seed,
+            host,
+            began,
+            ended,
+            res,
+            gpus,
+            parent,
+            most,
+            manifest,
+        ) in rows:
+            facts.append(
+                {
+                    "id": rid,
+                    "status": status,
+                    "model_type": model,
+                    "params": json.loads(params),
+                    "seed": seed,
+                    "host": host,
+                    "started_at": began,
+                    "ended_at": ended,
+                    "cpus": json.loads(res).get("cpus", 0.0),
+                    "gpus": len(json.loads(gpus or "[]")),
+                    "parent": parent,
+                    "max_concurrent": most,
+                    "manifest": manifests.setdefault(manifest, json.loads(manifest))
+                    if manifest
+                    else None,
+                }
+            )
+        return facts
 
     def sweep_results(
         self, sweep_id: str, key: str, mode: str, with_runs: bool = False, summary: str = "last"
