@@ -391,6 +391,12 @@ def sparkline(values: Sequence[float | None], scale: float) -> str:
     )
 
 
+def format_value(value: float | None, digits: int = 4) -> str:
+    """A metric value to `digits` significant digits; "nan" for one JSON could not carry (a
+    NaN or infinity is sent as null)."""
+    return "nan" if value is None else f"{value:.{digits}g}"
+
+
 def format_duration(seconds: float | None) -> str:
     """A short human duration: 4.2s, 3m07s, 2h05m; "-" for none."""
     if seconds is None:

@@ -14,9 +14,13 @@ import psutil
 
 from engine.client import Client, connect
 from engine.model import FailureClass, RunStatus
+from tui.app import RunyardApp
+from tui.screens import RunDetailScreen
+from tui.widgets import RunsTable
 
 from .conftest import Project, wait_until
 from .sshd import SshLab
+from .test_control_center import on_screen
 from .test_daemon import job
 
 # Prints a loss per step; at `nan_at` the loss is NaN (as json.dumps writes it), then it goes
@@ -80,6 +84,16 @@ async def test_a_nan_is_flagged_and_with_on_nan_stop_the_run_is_stopped_as_diver
         await wait_until(lambda: _flag(client, flagged.id), what="the NaN flagged while it runs")
         running = (await client.run(flagged.id)).run
         assert running.status is RunStatus.RUNNING and running.flag == "loss is NaN at step 2"
+        app = RunyardApp(str(daemon.config_path))
+        async with app.run_test(size=(160, 48)) as pilot:  # the flag in the table and detail
+            table = app.dash.query_one(RunsTable)
+            await wait_until(lambda: table.window.cursor_run == flagged.id, what="listed")
+            line = on_screen(table, "flagged")
+            assert "running ⚑" in line and "⚑ loss is NaN at step 2" in line, line
+            await pilot.press("enter")
+            await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
+            facts = app.screen.query_one("#facts-text")
+            await wait_until(lambda: "⚑ loss is NaN at step 2" in str(facts.render()))
         end.touch()
         ended = await client.wait(flagged.id, 30)
         assert ended.status is RunStatus.SUCCEEDED and ended.flag == "loss is NaN at step 2"

@@ -23,6 +23,7 @@ from engine.model import (
     RunStatus,
     WatchPolicy,
     format_duration,
+    format_value,
 )
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ async def cmd_show(engine: Client, args: argparse.Namespace) -> int:
         out.append("  metrics")
         for m in d["metrics"]:
             out.append(
-                f"    {m['key']:<20} n={m['count']:<8} last={m['last']:.6g}  min={m['min']:.6g}  max={m['max']:.6g}"
+                f"    {m['key']:<20} n={m['count']:<8} last={format_value(m['last'], 6)}"
+                f"  min={format_value(m['min'], 6)}  max={format_value(m['max'], 6)}"
             )
     if run.parent is not None:
         out.append(

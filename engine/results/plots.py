@@ -87,17 +87,11 @@ def plot_curves(
 ) -> None:
     """The metric over steps for the ten best configurations (mean over seeds), pruned and
     failed runs faded; a panel per model where models count steps in their own units (epochs,
-    boosting rounds)."""
+    boosting rounds). A model whose runs report one value each has no curve and no panel."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    models = sorted(
-        {c.get("model_type") or "" for c in configs[:10]}
-        | {r.get("model_type") or "" for r in faded}
-    )
-    panels = {m: i for i, m in enumerate(models)}
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(8 if len(models) == 1 else 5 * len(models), 5), squeeze=False
-    )
+    lines: dict[str, list[tuple[list[float], list[float], str | None]]] = {}
     drawn = 0
     for config in configs[:10]:
         per_step: dict[float, list[float]] = {}
@@ -109,32 +103,51 @@ def plot_curves(
                     )
         if len(per_step) > 1:
             steps = sorted(per_step)
-            ax = axes[0][panels[config.get("model_type") or ""]]
-            ax.plot(
-                steps,
-                [sum(per_step[s]) / len(per_step[s]) for s in steps],
-                label=config_label(config)[:40],
+            means = [sum(per_step[s]) / len(per_step[s]) for s in steps]
+            lines.setdefault(config.get("model_type") or "", []).append(
+                (steps, means, config_label(config)[:40])
             )
             drawn += 1
     shown_faded = 0
     for run in faded:
         points = [p for p in curves.get(run["id"], []) if p["key"] == metric]
         if len(points) > 1:
-            ax = axes[0][panels[run.get("model_type") or ""]]
             xs = [p["step"] if p["step"] is not None else i for i, p in enumerate(points)]
-            ax.plot(xs, [p["value"] for p in points], color="grey", alpha=FADED, linewidth=0.8)
+            lines.setdefault(run.get("model_type") or "", []).append(
+                (xs, [p["value"] for p in points], None)
+            )
             shown_faded += 1
-    if not drawn and not shown_faded:
-        plt.close(fig)
+    if not lines:
         return
-    for model, i in panels.items():
-        ax = axes[0][i]
+    models = sorted(lines)
+    columns = min(2, len(models))
+    rows = math.ceil(len(models) / columns)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(8 if columns == 1 else 11, 5 if rows == 1 else 4 * rows),
+        squeeze=False,
+    )
+    for at, model in enumerate(models):
+        ax = axes[at // columns][at % columns]
+        for xs, ys, label in lines[model]:
+            if label is None:  # a pruned or failed run
+                ax.plot(xs, ys, color="grey", alpha=FADED, linewidth=0.8)
+            else:
+                ax.plot(xs, ys, label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"step ({model}'s own unit)" if len(models) > 1 else "step")
         ax.set_ylabel(f"{metric} (mean over seeds)")
-        ax.set_title(model or f"training curves: {metric}")
+        ax.set_title(model if len(models) > 1 else f"training curves: {metric}")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
-    caption = f"{metric} over training, mean over seeds, for the {drawn} best configurations"
+    for at in range(len(models), rows * columns):
+        axes[at // columns][at % columns].set_visible(False)
+    best = min(10, len(configs))
+    caption = (
+        f"{metric} over training, mean over seeds, of the {best} best configurations: the"
+        f" {drawn} that report more than one value"
+    )
     if len(models) > 1:
         caption += "; one panel per model, as each counts its steps in its own unit"
     if faded:

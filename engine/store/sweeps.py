@@ -326,7 +326,8 @@ class SweepRecords(StoreBase):
         self, sweep_id: str, key: str, mode: str, with_runs: bool = False, summary: str = "last"
     ) -> list[dict[str, Any]]:
         """Each configuration of a sweep (runs of one model with the same params) with each
-        run's `summary` value of `key` (its last, or the best it reached), summed up over seeds
+        run's `summary` value of `key` (its last, or the best it reached; a run whose value is
+        NaN or infinite has none), summed up over seeds
         (and cross-validation folds) in the store: mean, standard deviation, count, folds, best
         run; best configuration first. `with_runs` adds each run's id, seed, value and fold."""
         best = "m.last" if summary == "last" else "m.max" if mode == "max" else "m.min"
@@ -342,6 +343,7 @@ class SweepRecords(StoreBase):
             f" {pick}(r.id, {best}), coalesce(max(r.fold) + 1, 0) {lists} FROM runs r"
             " JOIN run_metrics m ON m.run_id = r.id AND m.key = ?"
             " WHERE r.sweep = ? AND r.status = 'succeeded' AND r.parent IS NULL"
+            f" AND isfinite({best})"  # a NaN (flagged by the watchdog) is no result to average
             " GROUP BY r.model_type, r.params"
             f" ORDER BY 4 {'DESC' if mode == 'max' else 'ASC'}, min(r.id)",
             [key, sweep_id],

@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable
 
-from engine.model import Run, format_duration
+from engine.model import Run, format_duration, format_value
 from engine.protocol import RunDetail
 from engine.results.compare import compare
 from tui.widgets.cells import middle_cut
@@ -100,9 +100,10 @@ class CompareScreen(Screen[None]):
                     finals.append("-")
                 elif mode is not None:
                     best = found["max"] if mode == "max" else found["min"]
-                    finals.append(f"{found['last']:.4g} (best {best:.4g})")
+                    finals.append(f"{format_value(found['last'])} (best {format_value(best)})")
                 else:
-                    finals.append(f"{found['last']:.4g} ({found['min']:.4g}…{found['max']:.4g})")
+                    low, high = format_value(found["min"]), format_value(found["max"])
+                    finals.append(f"{format_value(found['last'])} ({low}…{high})")
                 if found is not None and found.get("delta") is not None:
                     finals[-1] += f" Δ {found['delta']:+.4g}"
             table.add_row(Text(f"  {key} last", "bold"), *finals)

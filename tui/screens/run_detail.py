@@ -76,6 +76,8 @@ class RunDetailScreen(Screen[None]):
 
     def add_points(self, points: list[tuple[str, int | None, float, int]]) -> None:
         for key, step, value, line in points:
+            if value is None:  # NaN or infinite: nothing to draw
+                continue
             curve = self.series.setdefault(key, [])
             curve.append((float(step if step is not None else line), value))
             if len(curve) > 2 * CHART_POINTS:  # a long live run: keep drawing it cheaply

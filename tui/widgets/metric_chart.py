@@ -33,6 +33,8 @@ def curves(points: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]
     at its line in the log, as live points are."""
     out: dict[str, list[tuple[float, float]]] = {}
     for p in points:
+        if p["value"] is None:  # NaN or infinite (JSON carries it as null): nothing to draw
+            continue
         step = p["step"] if p["step"] is not None else p["line"]
         out.setdefault(p["key"], []).append((float(step), float(p["value"])))
     return out

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.model import Run, format_duration
+from engine.model import Run, format_duration, format_value
 from engine.protocol import RunPage
 from tui.runs_window import RunsWindow
 from tui.widgets.cells import STATUS_STYLE
@@ -254,8 +254,8 @@ class RunsTable(ScrollView, can_focus=True):
         if metric and metric.get("name") in latest:
             s = latest[metric["name"]]
             best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
-            return f"{metric['name']}={s['last']:.4g} best {best:.4g}"
-        return "  ".join(f"{k}={s['last']:.4g}" for k, s in list(latest.items())[:3])
+            return f"{metric['name']}={format_value(s['last'])} best {format_value(best)}"
+        return "  ".join(f"{k}={format_value(s['last'])}" for k, s in list(latest.items())[:3])
 
     def cells(self, run: Run) -> dict[str, str]:
         """The run's text in each column, by column key."""
