@@ -143,8 +143,8 @@ def test_hostile_values_stay_single_arguments(tmp_path: Path) -> None:
             r"exp.toml:\d+: watch.on_nan: expected .*flag.*stop.*, got 'explode'",
         ),
         (
-            ("[sweep]", '[watch]\nstall_after = "soon"\n[sweep]'),
-            r"exp.toml:\d+: watch.stall_after: expected a duration such as",
+            ("[sweep]", '[watch]\nstall_after_s = "soon"\n[sweep]'),
+            r"exp.toml:\d+: watch.stall_after_s: expected a duration such as",
         ),
         (
             ("[sweep]", '[watch]\nmetrics = [""]\n[sweep]'),
@@ -165,7 +165,7 @@ def test_bad_experiments_name_file_key_and_expectation(
 
 def test_watch_becomes_each_trials_policy(tmp_path: Path) -> None:
     text = GOOD.replace(
-        "[sweep]", '[watch]\nmetrics = "loss"\non_nan = "stop"\nstall_after = "30m"\n[sweep]'
+        "[sweep]", '[watch]\nmetrics = "loss"\non_nan = "stop"\nstall_after_s = "30m"\n[sweep]'
     )
     exp = load_experiment(write(tmp_path, text))
     assert exp.watch == WatchPolicy(metrics=("loss",), on_nan="stop", stall_after_s=1800.0)

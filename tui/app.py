@@ -636,6 +636,8 @@ class RunyardApp(App[int]):
 
     @on(RunDetailScreen.Closed)
     def detail_closed(self) -> None:
+        if not self.screen_stack:  # closed as the app quits: there is no dashboard to go back to
+            return
         run_id = self.runs_window.cursor_run
         if run_id is not None:
             self.log_follow.stop()

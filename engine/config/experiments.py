@@ -81,11 +81,11 @@ class EvaluateSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class WatchSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What the watchdog looks for in each trial: a metric that becomes NaN or infinite (`on_nan`
-    "flag" or "stop"), and silence for `stall_after` ("30m", or seconds)."""
+    "flag" or "stop"), and silence for `stall_after_s` (seconds, or "30m")."""
 
     metrics: str | list[str] = []  # default: every metric
     on_nan: Literal["flag", "stop"] = "flag"
-    stall_after: str | float | None = None
+    stall_after_s: str | float | None = None
 
 
 class ExperimentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -340,11 +340,11 @@ def _watch(where: Locator, section: WatchSection) -> WatchPolicy:
             raise where.error(
                 f"watch.metrics[{i}]", "expected a metric's name, got an empty string"
             )
-    stall = section.stall_after
+    stall = section.stall_after_s
     return WatchPolicy(
         metrics=tuple(metrics),
         on_nan=section.on_nan,
-        stall_after_s=None if stall is None else duration_s(where, "watch.stall_after", stall),
+        stall_after_s=None if stall is None else duration_s(where, "watch.stall_after_s", stall),
     )
 
 
