@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -28,8 +29,9 @@ STOP_S = 5.0  # the most one step of stopping may take
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, announce: bool = False) -> None:
         self.config = config
+        self.announce = announce  # say on stdout, as JSON, where it serves once it does
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self.bus = EventBus()
@@ -49,6 +51,14 @@ class Daemon:
                 sock.unlink()  # we hold the lock, so any socket left here is stale
             self.db = StoreThread(state_dir / "store.duckdb")
             self.samples = samples = HostSamples(list(self.config.hosts), self.db, self.bus)
+            # This machine is sampled once before anything is submitted: what its hosts have
+            # (GPUs above all) is known to the first submission's checks and plan.
+            local = [name for name, h in self.config.hosts.items() if h.kind == "local"]
+            here = await asyncio.to_thread(LocalSampler, local[0]) if local else None
+            if here is not None:
+                first = await asyncio.to_thread(here.sample)
+                for name in local:
+                    samples.add(msgspec.structs.replace(first, host=name))
             self.supervisor = Supervisor(
                 self.config, self.db, self.bus, samples.latest, samples.add
             )
@@ -64,7 +74,7 @@ class Daemon:
             finally:
                 os.umask(old)
             os.chmod(sock, 0o600)
-            sampler = asyncio.create_task(self._sample(samples), name="sampler")
+            sampler = asyncio.create_task(self._sample(samples, here, local), name="sampler")
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stopping.set)
@@ -73,6 +83,9 @@ class Daemon:
                 file=sys.stderr,
                 flush=True,
             )
+            if self.announce:
+                ready = {"pid": os.getpid(), "state_dir": str(state_dir), "socket": str(sock)}
+                print(json.dumps(ready), flush=True)
             await self.stopping.wait()
         finally:
             if sampler:
@@ -92,11 +105,11 @@ class Daemon:
             lock.release()
         print("engine daemon stopped; runs keep going", file=sys.stderr, flush=True)
 
-    async def _sample(self, samples: HostSamples) -> None:
+    async def _sample(
+        self, samples: HostSamples, sampler: LocalSampler | None, names: list[str]
+    ) -> None:
         """Sample this machine at the configured rate for its local hosts; store every host's
         samples in batches."""
-        names = [name for name, h in self.config.hosts.items() if h.kind == "local"]
-        sampler = await asyncio.to_thread(LocalSampler, names[0]) if names else None
         last_flush = time.monotonic()
         while True:
             await asyncio.sleep(self.config.sample_interval_s)
@@ -117,10 +130,11 @@ async def _bounded(step: Awaitable[None], what: str) -> None:
         print(f"engine daemon: {what} took over {STOP_S:g}s; stopping anyway", file=sys.stderr)
 
 
-def run_daemon(config: Config) -> int:
-    """`engine serve`: run the daemon in the foreground until stopped."""
+def run_daemon(config: Config, announce: bool = False) -> int:
+    """`engine serve`: run the daemon in the foreground until stopped; with `announce`, print
+    where it serves as one JSON line once it does."""
     try:
-        asyncio.run(Daemon(config).serve())
+        asyncio.run(Daemon(config, announce).serve())
     except DaemonError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 1

@@ -230,6 +230,9 @@ class JobSpec(msgspec.Struct, frozen=True):
     data: tuple[DataLink, ...] = ()  # data linked into each attempt's work directory
     snapshot: bool = False  # run from a snapshot of the project's code, as sweep trials do
     templated: bool = False  # argv still holds {run_id}, {attempt}, … to fill in at start
+    # Queue it even where no host could ever run it (it waits, saying why, for a host that
+    # can: one added to hosts.toml, a GPU installed); otherwise such a job is refused.
+    wait_for_host: bool = False
 
     def problems(self) -> list[tuple[str, str]]:
         """What no host could run as given, as (field, what was expected): a NUL byte in any

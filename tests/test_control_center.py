@@ -90,7 +90,7 @@ async def test_actions_on_runs_and_notifications(client: Client, daemon: Project
     [bad] = await client.submit([job(daemon, [sys.executable, "-c", flaky], name="flaky")])
     await client.wait(bad.id, 30)
     [waiting] = await client.submit(
-        [job(daemon, ["true"], name="waiting", requires=("no-such-tag",))]
+        [job(daemon, ["true"], name="waiting", requires=("no-such-tag",), wait_for_host=True)]
     )
     [slow] = await client.submit([ticker(daemon, 1000, 0.05, name="slow")])
     app = RunyardApp(str(daemon.config_path))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import Client, connect
+from engine.client import Client, EngineError, connect
 from engine.model import JobSpec, Resources, RetryPolicy, RunStatus
 
 from .conftest import Project, wait_until
@@ -104,11 +104,34 @@ async def test_jobs_route_pack_onto_gpus_and_fall_back(engine: Client, two_hosts
     assert states["gpu-box"] == ("disabled", "maintenance")
 
 
-async def test_a_job_that_cannot_fit_waits_and_says_why(engine: Client, two_hosts: Project) -> None:
+async def test_a_job_that_cannot_fit_is_refused_or_waits_saying_why(
+    engine: Client, two_hosts: Project
+) -> None:
+    """A job no host could ever run is refused at submission, with each host's reason; with
+    --wait-for-host it is queued, and the queue says why it waits."""
+    for never in (
+        job(two_hosts, "true", resources=Resources(gpus=1, gpu_mem_gb=30)),
+        job(two_hosts, "true", requires=("tpu",)),
+        job(two_hosts, "true", resources=Resources(cpus=4096)),
+    ):
+        with pytest.raises(EngineError, match="no host can ever run this job") as refused:
+            await engine.submit([never])
+        assert "--wait-for-host" in str(refused.value)
+    cli = two_hosts.engine("run", "--gpus", "1", "--gpu-mem", "30", "--", "true")
+    assert cli.returncode == 1
+    assert (
+        "no host can ever run this job (laptop: needs 1 GPU(s), has 0; gpu-box: needs 1 GPU(s)"
+        " of 30 GB, the largest has 24.0 GB)" in cli.stderr
+    )
     [big, odd] = await engine.submit(
         [
-            job(two_hosts, "true", resources=Resources(gpus=1, gpu_mem_gb=30)),
-            job(two_hosts, "true", requires=("tpu",)),
+            job(
+                two_hosts,
+                "true",
+                resources=Resources(gpus=1, gpu_mem_gb=30),
+                wait_for_host=True,
+            ),
+            job(two_hosts, "true", requires=("tpu",), wait_for_host=True),
         ]
     )
     why = {e.run.id: e.reason for e in (await engine.queue()).entries}

@@ -12,15 +12,16 @@ client at load time, so `engine --help` and the verbs that need no daemon start 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from engine.cli import aliases, hosts, local, queue, runs, sweeps
+from engine.cli import aliases, completion, hosts, local, queue, runs, sweeps
 from engine.cli.output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE
 from engine.errors import ConfigError, DaemonError, EngineError
 from engine.paths import CONFIG_NAME
 
-GROUPS = (local, runs, sweeps, aliases, queue, hosts)
+GROUPS = (local, completion, runs, sweeps, aliases, queue, hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="engine",
         description="Runyard's headless engine: run, watch and record training jobs.",
     )
+    parser.add_argument("--version", action="version", version=f"engine (runyard) {_version()}")
     parser.add_argument(
         "--config",
         metavar="PATH",
@@ -36,11 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
-        # A verb of `local` runs here on its arguments alone; any other is handed a client.
-        kind = "local" if group is local else "handler"
+        # A verb of `local` (or `completion`) runs here on its arguments alone; any other is
+        # handed a client.
+        kind = "local" if group in (local, completion) else "handler"
         for name, command in group.COMMANDS.items():
             sub.choices[name].set_defaults(**{kind: command})
     return parser
+
+
+def _version() -> str:
+    """This installation's version, from its package metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runyard")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 async def _with_client(args: argparse.Namespace) -> int:
@@ -62,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = word.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             print(f"engine: argument {shown!r} is not valid UTF-8 text", file=sys.stderr)
             return EXIT_USAGE
-    args = build_parser().parse_args(words)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answered, then exit
+        completion.complete(parser)
+    args = parser.parse_args(words)
     if getattr(args, "limit", None) is not None and args.limit < 0:
         print("engine runs: --limit must be 0 or more", file=sys.stderr)
         return EXIT_USAGE

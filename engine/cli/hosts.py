@@ -60,10 +60,15 @@ async def cmd_hosts(engine: Client, args: argparse.Namespace) -> int:
 async def cmd_host(engine: Client, args: argparse.Namespace) -> int:
     if args.action == "check":
         steps = await engine.check_host(args.name)
-        for step, ok, detail in steps:
-            print(f"{'ok  ' if ok else 'FAIL'}  {step:<8} {detail}")
+        if args.json:
+            print_json([{"step": step, "ok": ok, "detail": detail} for step, ok, detail in steps])
+        else:
+            for step, ok, detail in steps:
+                print(f"{'ok  ' if ok else 'FAIL'}  {step:<8} {detail}")
         return 0 if all(ok for _, ok, _ in steps) else EXIT_REFUSED
     result = await engine.set_host(args.name, args.action == "enable", args.reason)
+    if args.json:
+        print_json(result)
     print(f"host {result['host']}: {result['state']}", file=sys.stderr)
     return 0
 
@@ -117,6 +122,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("action", choices=["enable", "disable", "check"])
     p.add_argument("name")
     p.add_argument("--reason", help="why (shown with the host's state)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='check: [{"step", "ok", "detail"}]; enable/disable: {"host", "state", "reason"}',
+    )
     p = sub.add_parser("util", help="each host's and GPU's utilisation over time")
     p.add_argument("--since", default="1h", help="how far back: 90s, 15m, 1h, 2d (default 1h)")
     p.add_argument(

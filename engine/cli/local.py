@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.cli.output import EXIT_REFUSED, EXIT_USAGE
+from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, print_json
 from engine.errors import ConfigError, EngineError
 from engine.paths import CONFIG_NAME, lock_holder, pid_alive, socket_path
 
@@ -39,8 +39,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"engine init: {target} already exists; leaving it as it is", file=sys.stderr)
         return EXIT_USAGE
     target.write_text(STARTER_HOSTS)
-    (Path.cwd() / "experiments").mkdir(exist_ok=True)
+    experiments = Path.cwd() / "experiments"
+    experiments.mkdir(exist_ok=True)
     ignored = _ignore_in_git(Path.cwd(), "runs/")
+    if args.json:
+        made = {"config": str(target), "experiments": str(experiments)}
+        print_json(made | {"gitignore": str(ignored) if ignored else None})
     also = f", and added runs/ to {ignored}" if ignored else ""
     print(f"wrote {target} and experiments/{also}", file=sys.stderr)
     return 0
@@ -85,16 +89,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.config import find_config, load_config
     from engine.daemon import run_daemon  # the daemon's own weight, for it alone
 
-    return run_daemon(load_config(find_config(args.config)))
+    return run_daemon(load_config(find_config(args.config)), announce=args.json)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     import asyncio
 
-    return asyncio.run(_stop(args.config))
+    stopped: dict[str, object] = {"pid": None, "stopped": False}
+    code = asyncio.run(_stop(args.config, stopped))
+    if args.json:
+        print_json(stopped)
+    return code
 
 
-async def _stop(config_path: str | None) -> int:
+async def _stop(config_path: str | None, stopped: dict[str, object]) -> int:
     """Ask the daemon to stop and wait until its process has gone; where it does not within
     STOP_WAIT_S, send it SIGTERM, and where even that fails, say so (exit 1)."""
     from engine.client import Client, probe
@@ -107,7 +115,7 @@ async def _stop(config_path: str | None) -> int:
         held = lock_holder(config.state_dir)
         if held is None:
             print(f"engine stop: no daemon serves {config.state_dir}", file=sys.stderr)
-            return 0
+            return 0  # {"pid": null, "stopped": false}: there was nothing to stop
         pid = held  # it holds the state directory but does not answer: only a signal reaches it
         print(f"engine stop: daemon {pid} does not answer; sending it SIGTERM", file=sys.stderr)
     else:
@@ -119,6 +127,7 @@ async def _stop(config_path: str | None) -> int:
             pass  # it may have gone while answering; its pid says
         finally:
             await client.close()
+    stopped["pid"] = pid
     if not await _gone(pid, STOP_WAIT_S):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -130,6 +139,7 @@ async def _stop(config_path: str | None) -> int:
                 file=sys.stderr,
             )
             return EXIT_REFUSED
+    stopped["stopped"] = True
     print(f"engine daemon {pid} stopped; runs keep going", file=sys.stderr)
     return 0
 
@@ -151,9 +161,16 @@ COMMANDS = {"serve": cmd_serve, "stop": cmd_stop, "init": cmd_init, "validate": 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The verbs run here without a daemon; each takes the parsed arguments alone."""
-    sub.add_parser("serve", help="run the daemon in the foreground")
-    sub.add_parser("stop", help="stop the daemon (runs keep going)")
-    sub.add_parser("init", help=f"write a starter {CONFIG_NAME} and experiments/ here")
+    p = sub.add_parser("serve", help="run the daemon in the foreground")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='once serving, print {"pid", "state_dir", "socket"} as one line',
+    )
+    p = sub.add_parser("stop", help="stop the daemon (runs keep going)")
+    p.add_argument("--json", action="store_true", help='{"pid", "stopped"}')
+    p = sub.add_parser("init", help=f"write a starter {CONFIG_NAME} and experiments/ here")
+    p.add_argument("--json", action="store_true", help='{"config", "experiments", "gitignore"}')
     p = sub.add_parser(
         "validate", help=f"check {CONFIG_NAME} and experiment files without running anything"
     )

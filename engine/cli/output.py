@@ -35,12 +35,34 @@ def ago(t: float | None) -> str:
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
-        for r in [header, *rows]
-    ]
-    return "\n".join(lines)
+    """Rows under a bold header, drawn by rich: fitted to the terminal (long cells wrap) when
+    stdout is one, and one line per row, never wrapped, when it is piped."""
+    from rich.table import Table
+
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in header:
+        grid.add_column(name, overflow="fold")
+    for row in rows:
+        grid.add_row(*(str(c) for c in row))
+    console = _console()
+    with console.capture() as captured:
+        console.print(grid)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when stdout is one; None when it is piped."""
+    import shutil
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    width = terminal_width()
+    # Piped: as wide as any row needs, and no colours or styles in the text.
+    return Console(width=width or 100_000, force_terminal=width is not None, no_color=width is None)
 
 
 def cell(value: Any) -> str:

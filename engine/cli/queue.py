@@ -75,12 +75,16 @@ def _asks(run: Run) -> str:
 
 async def cmd_priority(engine: Client, args: argparse.Namespace) -> int:
     run = await engine.set_priority(args.run, args.priority)
+    if args.json:
+        print_json(run)
     print(f"run {run.id}: priority {run.priority}", file=sys.stderr)
     return 0
 
 
 async def cmd_hold(engine: Client, args: argparse.Namespace) -> int:
     run = await (engine.hold(args.run) if args.cmd == "hold" else engine.release(args.run))
+    if args.json:
+        print_json(run)
     print(f"run {run.id}: {'held' if run.held else 'released'}", file=sys.stderr)
     return 0
 
@@ -112,9 +116,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("priority", help="set a queued run's priority (higher first)")
     p.add_argument("run", help="run id, name or @alias")
     p.add_argument("priority", type=int)
+    p.add_argument("--json", action="store_true", help="print the run")
     for name, text in (
         ("hold", "keep a queued run from starting"),
         ("release", "let a held run start"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", help="run id, name or @alias")
+        p.add_argument("--json", action="store_true", help="print the run")

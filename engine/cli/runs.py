@@ -11,6 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, duration_arg, print_json, table
 from engine.core import template
 from engine.core.capture import PRESET_HELP
@@ -20,6 +22,7 @@ from engine.model import (
     JobSpec,
     Resources,
     RetryPolicy,
+    Run,
     RunStatus,
     WatchPolicy,
     format_duration,
@@ -66,6 +69,7 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
         retry=retry,
         data=tuple(DataLink(place="", source=os.path.abspath(d)) for d in args.data or ()),
         snapshot=args.snapshot,
+        wait_for_host=args.wait_for_host,
         watch=WatchPolicy(
             metrics=tuple(args.watch or ()), on_nan=args.on_nan, stall_after_s=args.stall_after
         ),
@@ -73,10 +77,20 @@ async def cmd_run(engine: Client, args: argparse.Namespace) -> int:
     [run] = await engine.submit([job])
     print(f"run {run.id} ({run.name}) queued: {shlex.join(run.argv)}", file=sys.stderr)
     if not args.wait:
-        print(run.id)
+        if args.json:
+            print_json(run)
+        else:
+            print(run.id)
         return 0
-    run = await engine.wait(run.id)
-    if args.json:
+    return await _wait_and_tell(engine, run, args.json)
+
+
+async def _wait_and_tell(engine: Client, run: Run, as_json: bool) -> int:
+    """Wait for a run (its progress on a terminal), print it, and exit with its exit code."""
+    from engine.cli.progress import wait_for_run
+
+    run = await wait_for_run(engine, run)
+    if as_json:
         print_json(run)
     else:
         print(run.id)
@@ -186,17 +200,34 @@ async def cmd_logs(engine: Client, args: argparse.Namespace) -> int:
 
     offset = 0
     out = sys.stdout.buffer
+    kept = bytearray()  # --json without -f: all of it in one object at the end
+
+    def write(data: bytes, start: int, end: int, ended: bool) -> None:
+        if args.json:  # with -f, one object per read: JSON Lines
+            chunk = {"run": args.run, "start": start, "end": end, "ended": ended}
+            text = data.decode("utf-8", "replace")
+            out.write(msgspec.json.encode(chunk | {"text": text}) + b"\n")
+        else:
+            out.write(data)
+        out.flush()
+
     while True:
+        start = offset
         data, offset, ended = await engine.log(args.run, offset, attempt=args.attempt)
         if data:
-            out.write(data)
-            out.flush()
+            if args.json and not args.follow:
+                kept += data
+            else:
+                write(data, start, offset, False)
             continue
         if not args.follow or ended:
             # One more read: output written between the last read and the end.
-            data, offset, _ = await engine.log(args.run, offset, attempt=args.attempt)
-            out.write(data)
-            out.flush()
+            start = offset
+            data, offset, ended = await engine.log(args.run, offset, attempt=args.attempt)
+            if args.json and not args.follow:
+                write(bytes(kept + data), 0, offset, ended)
+            elif data or args.json:
+                write(data, start, offset, ended)
             return 0
         await asyncio.sleep(0.2)
 
@@ -224,6 +255,8 @@ async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
         print("engine cancel: give a RUN or --sweep S", file=sys.stderr)
         return EXIT_USAGE
     runs = await engine.cancel_sweep(args.sweep) if args.sweep else [await engine.cancel(args.run)]
+    if args.json:
+        print_json(runs)
     for run in runs:
         print(f"run {run.id}: cancel requested", file=sys.stderr)
     return 0
@@ -231,6 +264,8 @@ async def cmd_cancel(engine: Client, args: argparse.Namespace) -> int:
 
 async def cmd_retry(engine: Client, args: argparse.Namespace) -> int:
     run = await engine.retry(args.run)
+    if args.json:
+        print_json(run)
     print(f"run {run.id}: queued again as attempt {run.attempt + 1}", file=sys.stderr)
     return 0
 
@@ -238,7 +273,12 @@ async def cmd_retry(engine: Client, args: argparse.Namespace) -> int:
 async def cmd_reproduce(engine: Client, args: argparse.Namespace) -> int:
     run = await engine.reproduce(args.run)
     print(f"run {run.id} ({run.name}) queued, reproducing run {args.run}", file=sys.stderr)
-    print(run.id)
+    if args.wait:
+        return await _wait_and_tell(engine, run, args.json)
+    if args.json:
+        print_json(run)
+    else:
+        print(run.id)
     return 0
 
 
@@ -296,6 +336,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PATH",
         help="data git ignores, linked at the same place in the run's directory (implies --snapshot); repeatable",
     )
+    p.add_argument(
+        "--wait-for-host",
+        action="store_true",
+        help="queue it even where no host could ever run it (it waits, saying why)",
+    )
     p.add_argument("--sweep", help="the sweep this run belongs to")
     p.add_argument("--max-concurrent", type=int, help="at most this many runs of the sweep at once")
     p.add_argument("--attempts", type=int, help="attempts at most, retries included (default 3)")
@@ -333,7 +378,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--wait", action="store_true", help="wait for the run and exit with its exit code"
     )
     p.add_argument(
-        "--json", action="store_true", help="with --wait: print the finished run as JSON"
+        "--json", action="store_true", help="print the queued run (with --wait: the finished one)"
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p = sub.add_parser("runs", help="list runs, newest first")
@@ -354,12 +399,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cancel", help="cancel a run, or every unfinished run of a sweep")
     p.add_argument("run", nargs="?", help="run id, name or @alias")
     p.add_argument("--sweep", help="cancel the whole sweep")
+    p.add_argument("--json", action="store_true", help="print the runs asked to stop")
     p = sub.add_parser("retry", help="queue a failed or lost run again, as its next attempt")
     p.add_argument("run", help="run id, name or @alias")
+    p.add_argument("--json", action="store_true", help="print the run queued again")
     p = sub.add_parser("logs", help="a run's output")
     p.add_argument("run", help="run id, name or @alias")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     p.add_argument("--attempt", type=int, help="which attempt (default: the latest)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='{"run", "start", "end", "ended", "text"} per read (JSON Lines with -f)',
+    )
 
     p = sub.add_parser("metrics", help="a run's metric points (of its final attempt)")
     p.add_argument("run", help="run id, name or @alias")
@@ -368,3 +420,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("reproduce", help="queue a run again: same snapshot, command, params, seed")
     p.add_argument("run", help="run id, name or @alias")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the new run and exit with its exit code"
+    )
+    p.add_argument("--json", action="store_true", help="print the new run")

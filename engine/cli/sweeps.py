@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, cell, print_json, table
+from engine.cli.output import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    ago,
+    cell,
+    print_json,
+    table,
+    terminal_width,
+)
 from engine.cli.runs import cmd_runs
 from engine.core import template
 from engine.model import format_duration
@@ -73,7 +81,9 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     assert result.sweep is not None
-    done = await engine.wait_sweep(result.sweep)
+    from engine.cli.progress import wait_for_sweep
+
+    done = await wait_for_sweep(engine, result.sweep, result.trials)
     print(
         f"sweep {result.sweep}: "
         + ", ".join(f"{n} {status}" for status, n in sorted(done.counts.items())),
@@ -271,10 +281,13 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
     header = ["", *(f"{r['id']} {r['name']}"[:24] for r in result["runs"])]
     rows = []
     for p in result["params"]:
-        if p["differs"] or args.all:
+        if p["differs"] or (args.all and not args.only_diff):
             mark = "≠ " if p["differs"] else "  "
             rows.append([mark + p["name"], *(cell(v) for v in p["values"])])
     for m in result["metrics"]:
+        values = [v["last"] if v else None for v in m["runs"]]
+        if args.only_diff and len(set(values)) < 2:
+            continue
         cells = [
             f"{cell(v['last'])} [{cell(v['min'])}, {cell(v['max'])}]"
             + (f" Δ {v['delta']:+.4g}" if v.get("delta") is not None else "")
@@ -286,8 +299,31 @@ async def cmd_compare(engine: Client, args: argparse.Namespace) -> int:
     rows.append(["  duration", *(format_duration(r["duration_s"]) for r in result["runs"])])
     rows.append(["  host", *(r["host"] or "-" for r in result["runs"])])
     rows.append(["  status", *(r["status"] for r in result["runs"])])
-    print(table(rows, header))
+    blocks = _runs_per_block(rows, header)
+    for start in range(0, len(header) - 1, blocks):
+        end = min(start + blocks, len(header) - 1)
+        if blocks < len(header) - 1:  # too wide for the terminal: the runs in blocks
+            print(f"{'' if start == 0 else chr(10)}runs {start + 1}-{end} of {len(header) - 1}")
+        cut = [[row[0], *row[1 + start : 1 + end]] for row in rows]
+        print(table(cut, [header[0], *header[1 + start : 1 + end]]))
     return 0
+
+
+def _runs_per_block(rows: list[list[str]], header: list[str]) -> int:
+    """How many runs' columns fit the terminal beside the labels (all of them when piped)."""
+    width = terminal_width()
+    runs = len(header) - 1
+    if width is None:
+        return runs
+    widths = [max(len(str(row[i])) for row in [header, *rows]) + 2 for i in range(len(header))]
+    left = width - widths[0]
+    fit = 0
+    for w in widths[1:]:
+        if left < w:
+            break
+        left -= w
+        fit += 1
+    return max(1, fit)
 
 
 async def compare_configs(engine: Client, args: argparse.Namespace) -> int:
@@ -322,6 +358,9 @@ async def compare_configs(engine: Client, args: argparse.Namespace) -> int:
 
 async def cmd_report(engine: Client, args: argparse.Namespace) -> int:
     made = await engine.report(args.sweep, args.out, pdf=args.pdf)
+    if args.json:
+        print_json(made)
+        return 0
     print(
         f"wrote {len(made['files'])} files to {args.out}: {', '.join(made['files'])}",
         file=sys.stderr,
@@ -344,6 +383,9 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
         if args.runs
         else export.config_rows(configs, metric, summary)
     )
+    if args.json and not args.out:
+        print_json(rows)
+        return 0
     if args.format == "parquet":
         if not args.out:
             print("engine export: parquet needs --out FILE", file=sys.stderr)
@@ -365,6 +407,8 @@ async def cmd_export(engine: Client, args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
     if args.out:
+        if args.json:
+            print_json({"out": args.out, "format": args.format, "rows": len(rows)})
         print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
     return 0
 
@@ -439,6 +483,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sweep", help="every run of this sweep")
     p.add_argument("--all", action="store_true", help="show params that do not differ too")
     p.add_argument(
+        "--only-diff",
+        action="store_true",
+        help="only the params and metrics whose values differ between the runs",
+    )
+    p.add_argument(
         "--baseline",
         metavar="RUN|KEY=VALUE...",
         help="put this run first and give every other run's metrics their difference from it;"
@@ -454,6 +503,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("sweep")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--pdf", action="store_true", help="gather the whole report into report.pdf")
+    p.add_argument("--json", action="store_true", help='{"out", "files"}')
 
     p = sub.add_parser("export", help="a sweep's configurations (or runs) as CSV, Parquet or LaTeX")
     p.add_argument("sweep")
@@ -462,6 +512,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--runs", action="store_true", help="one row per run, not per configuration")
     p.add_argument("--by", metavar="KEY", help="the metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='the rows as JSON; with --out, {"out", "format", "rows"} once written',
+    )
 
     p = sub.add_parser("sql", help="read-only SQL over the views runs_v, metrics_v, params_v")
     p.add_argument("query")

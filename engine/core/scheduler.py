@@ -3,6 +3,8 @@ given (hosts with their reservations, routes, the queue, the time), with no IO a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from engine.model import Resources, Route
@@ -41,6 +43,9 @@ class HostCapacity(msgspec.Struct, frozen=True):
     # A cluster places CPUs, memory and GPUs itself, and caps a sweep's job array at its
     # max_concurrent: the plan only counts its slots (our jobs pending or running there).
     cluster: bool = False
+    # Whether its CPUs, memory and GPUs are known (declared, or sampled): a remote host not
+    # sampled yet may have anything.
+    sized: bool = True
 
 
 class QueuedJob(msgspec.Struct, frozen=True):
@@ -228,6 +233,50 @@ def plan(snapshot: Snapshot, until_full: bool = False, first: int | None = None)
             )
         )
     return Plan(assignments=assignments, waiting=waiting)
+
+
+def never_fits(
+    job: QueuedJob, hosts: Sequence[HostCapacity], routes: Sequence[Route]
+) -> str | None:
+    """Why no host the job may go to (its requested host, its route's hosts, else any) could
+    ever run it, whatever they are running: a reason per host, from its tags and its totals;
+    None when one could, or when one's size is not known yet."""
+    by_name = {h.name: h for h in hosts}
+    if job.requested_host is not None:
+        names: Sequence[str] = (job.requested_host,)
+    else:
+        route = next((r for r in routes if _matches(r, job)), None)
+        names = (*route.prefer, *route.fallback) if route is not None else tuple(by_name)
+    reasons = []
+    for name in names:
+        if (host := by_name.get(name)) is None:
+            continue
+        why = _never(host, job.resources, job.requires)
+        if why is None:
+            return None
+        reasons.append(f"{name}: {why}")
+    return "; ".join(reasons) or None
+
+
+def _never(host: HostCapacity, need: Resources, requires: Sequence[str]) -> str | None:
+    missing = [t for t in requires if t not in host.tags]
+    if missing:
+        return f"lacks tags {', '.join(missing)}"
+    if host.cluster or not host.sized:
+        return None
+    if need.cpus > host.cpus:
+        return f"needs {need.cpus:g} CPUs, has {host.cpus:g}"
+    if need.mem_gb > host.mem_gb:
+        return f"needs {need.mem_gb:g} GB memory, has {host.mem_gb:.1f} GB"
+    if need.gpus > len(host.gpus):
+        return f"needs {need.gpus} GPU(s), has {len(host.gpus)}"
+    big = [g for g in host.gpus if g.total_mb >= need.gpu_mem_gb * 1024]
+    if need.gpus and len(big) < need.gpus:
+        largest = max(g.total_mb for g in host.gpus) / 1024
+        return (
+            f"needs {need.gpus} GPU(s) of {need.gpu_mem_gb:g} GB, the largest has {largest:.1f} GB"
+        )
+    return None
 
 
 def _open(hosts: dict[str, _Host]) -> set[str]:

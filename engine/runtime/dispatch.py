@@ -154,6 +154,7 @@ class Dispatcher:
                         for i, total, free in gpus
                     ),
                     cluster=spec.kind == "slurm",
+                    sized=self.hosts.sized(name),
                 )
             )
         return Snapshot(

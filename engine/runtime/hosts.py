@@ -108,6 +108,15 @@ class Hosts:
             gpus = []
         return cpus, mem_gb, gpus
 
+    def sized(self, host: str) -> bool:
+        """Whether a host's CPUs, memory and GPUs are known: declared in hosts.toml, or
+        sampled (a cluster sizes itself)."""
+        spec = self.config.hosts[host]
+        if spec.kind == "slurm":
+            return True
+        declared = spec.gpus is not None and (spec.kind == "local" or (spec.cpus and spec.mem_gb))
+        return bool(declared) or self.latest_sample(host) is not None
+
     def abandon(self, host: str, run_id: int, number: int) -> None:
         """An attempt given up on while its host is away: its copy is killed on its return."""
         self.abandoned.setdefault(host, []).append((run_id, number))

@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import msgspec
 from engine import repro, workspace
 from engine.config import Config
 from engine.core.capture import Parser
+from engine.core.scheduler import QueuedJob, Snapshot, never_fits
 from engine.model import DataLink, JobSpec, Run, RunStatus, job_again
 from engine.protocol import RunChanged
 from engine.runtime.hosts import Hosts
@@ -32,11 +33,14 @@ class SubmitError(Refused):
 class Submitter:
     """Queues new runs: from jobs, from an earlier run (reproduce), or a failed run again."""
 
-    def __init__(self, config: Config, live: LiveView, hosts: Hosts) -> None:
+    def __init__(
+        self, config: Config, live: LiveView, hosts: Hosts, snapshot: Callable[[], Snapshot]
+    ) -> None:
         self.config = config
         self.live = live
         self.db = live.db
         self.hosts = hosts
+        self.snapshot = snapshot  # the planner's view: what each host has, the routes
         self.interpreters = repro.InterpreterCache(config.state_dir / "cache")
 
     async def submit(
@@ -60,11 +64,16 @@ class Submitter:
             snapshot, jobs = await self.into_snapshot(jobs)
         named = []
         checked: set[tuple[Any, ...]] = set()  # a sweep's jobs differ in params, seed and name
+        asks: set[tuple[Any, ...]] = set()
         for job in jobs:
             shape = (job.argv, job.host, job.cwd, job.capture)
             if shape not in checked:
                 self._check(job)
                 checked.add(shape)
+            needs = (job.resources, job.requires, job.host, job.model_type, job.tags)
+            if needs not in asks and not job.wait_for_host:
+                self._check_fits(job)
+                asks.add(needs)
             seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
             named.append((job, job.name or default_name(job.argv), seed))
         if shared is None:
@@ -119,6 +128,25 @@ class Submitter:
             Parser(job.capture)
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
+
+    def _check_fits(self, job: JobSpec) -> None:
+        """Refuse a job that no host it may go to could ever run (more GPUs, CPUs or memory
+        than any has, a tag none carries), saying why for each."""
+        snapshot = self.snapshot()
+        queued = QueuedJob(
+            run_id=0,
+            queued_at=0.0,
+            resources=job.resources,
+            requires=job.requires,
+            model_type=job.model_type,
+            tags=job.tags,
+            requested_host=job.host,
+        )
+        if why := never_fits(queued, snapshot.hosts, snapshot.routes):
+            raise SubmitError(
+                f"no host can ever run this job ({why}); add a host that can, or queue it"
+                " anyway to wait for one (--wait-for-host)"
+            )
 
     def _resolve_data(self, job: JobSpec) -> tuple[DataLink, ...]:
         entries = [(link.place, link.source) for link in job.data]

@@ -52,7 +52,7 @@ class Supervisor:
         self.bus = bus
         self.live = live = LiveView(db, bus)
         self.hosts = Hosts(config, db, bus, live.wake, latest_sample, on_sample, executors)
-        self.submitter = Submitter(config, live, self.hosts)
+        self.submitter = Submitter(config, live, self.hosts, lambda: self.dispatcher.snapshot())
         self.notifier = Notifier(config.notify, config.notify_timeout_s, config.project_dir)
         self.ingest = ingest = Ingest(
             db,
