@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -336,50 +335,14 @@ class RunQuery(msgspec.Struct, frozen=True):
     equals: tuple[tuple[str, str], ...] = ()  # (host | sweep | model_type, value)
     metric_filters: tuple[tuple[str, str, float], ...] = ()  # (key, > < >= <= =, value)
     text: tuple[str, ...] = ()  # in the name, command or reason
+    # A filter with `or`, `not` or groups: a condition on the runs row `r` that the daemon's
+    # filter compiler made (its values all in `where_args`), never a client's text.
+    where: str | None = None
+    where_args: tuple[Any, ...] = ()
     sort: str = "id"  # id name status host created started duration sweep family, or metric:KEY
     descending: bool = True
     offset: int = 0
     limit: int = 100
-
-
-_FILTER_FIELDS = {"host": "host", "sweep": "sweep", "model": "model_type"}
-_COMPARISON = re.compile(r"^([A-Za-z_][\w./-]*)(>=|<=|>|<|=)(-?[0-9.eE+-]+)$")
-
-
-def parse_filter(text: str) -> dict[str, Any]:
-    """RunQuery fields from a small filter: `failed`, `status:running`, `host:gpu-box`,
-    `sweep:xgb-1`, `model:XGBoost`, `val_auc>0.9`, and any other word is searched for in names,
-    commands and reasons. Raises ValueError naming the term it cannot read."""
-    statuses: list[str] = []
-    equals: list[tuple[str, str]] = []
-    metrics: list[tuple[str, str, float]] = []
-    words: list[str] = []
-    for term in text.split():
-        field, sep, value = term.partition(":")
-        if term in RunStatus.__members__.values():
-            statuses.append(term)
-        elif sep and field == "status":
-            for status in value.split(","):
-                if status not in RunStatus.__members__.values():
-                    known = ", ".join(s.value for s in RunStatus)
-                    raise ValueError(f"unknown status {status!r}; one of {known}")
-                statuses.append(status)
-        elif sep and field in _FILTER_FIELDS and value:
-            equals.append((_FILTER_FIELDS[field], value))
-        elif match := _COMPARISON.match(term):
-            try:
-                number = float(match.group(3))
-            except ValueError:
-                raise ValueError(f"{term!r}: {match.group(3)!r} is not a number") from None
-            metrics.append((match.group(1), match.group(2), number))
-        else:
-            words.append(term)
-    return {
-        "statuses": tuple(statuses),
-        "equals": tuple(equals),
-        "metric_filters": tuple(metrics),
-        "text": tuple(words),
-    }
 
 
 SPARK_BARS = "▁▂▃▄▅▆▇█"

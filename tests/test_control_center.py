@@ -10,7 +10,7 @@ import sys
 from textual import events
 from textual.geometry import Region
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, Footer, Input, Log, Static
+from textual.widgets import Checkbox, Footer, Input, Log, Markdown, Static
 from textual.worker import Worker, WorkerState
 
 from engine.client import Client, connect
@@ -73,13 +73,32 @@ async def test_the_runs_window_pages_sorts_and_filters_a_large_store(short_tmp) 
             app.dash.query_one("#filter").value = "no-run-is-called-this"  # type: ignore[attr-defined]
             await wait_until(lambda: table.window.total == 0, what="no runs")
             assert str(table.border_subtitle).startswith("no runs match  ·")
-            # a bad filter is told, not a crash
-            app.dash.query_one("#filter").value = "status:sleeping"  # type: ignore[attr-defined]
+            # a bad filter is said under the bar, not a crash and not an empty table
+            error = app.dash.query_one("#filter-error", Static)
+            for bad, said in (
+                ("status:sleeping", "unknown status 'sleeping'"),
+                ("val_auc>abc", "'val_auc>abc': 'abc' is not a number"),
+            ):
+                app.dash.query_one("#filter").value = bad  # type: ignore[attr-defined]
+                await wait_until(
+                    lambda said=said: error.display and said in str(error.render()),
+                    what=f"{bad} said under the bar",
+                )
+                await wait_until(  # just under the filter bar, once laid out
+                    lambda: error.region.height == 1 and error.region.y == bar.region.y + 1
+                )
+            assert not told  # said there, not as a toast
+            app.dash.query_one("#filter").value = "failed or lost"  # type: ignore[attr-defined]
+            await wait_until(lambda: table.window.total == 142 and not error.display)
             await pilot.press("enter")
-            await wait_until(
-                lambda: any("unknown status 'sleeping'" in m for m in told),
-                what="the bad filter told",
-            )
+            # sort by a column's number: the header says which, and which way
+            await pilot.press("1")
+            await wait_until(lambda: app.runs_window.sort == "id", what="sorted by ID")
+            assert "1:ID ▼" in table.header_text()
+            await pilot.press("1")
+            await wait_until(lambda: not app.runs_window.descending, what="ID the other way")
+            assert "1:ID ▲" in table.header_text()
+            await wait_until(lambda: table.window.rows and table.window.rows[0].id == 7)
     finally:
         project.cleanup()
 
@@ -219,17 +238,23 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
         await wait_until(lambda: screen.matches, what="search matches")
         assert "plain line 3" in log.lines[screen.matches[screen.match]]  # type: ignore[attr-defined]
         assert len(screen.matches) >= 3 and screen.match == 0
-        await pilot.press("enter")  # enter again: the next match, in view
+        assert log.has_focus  # back in the log: n and N step through the matches
+        assert log.highlight and log.highlighter.needle == "plain line 3"  # type: ignore[attr-defined]
+        await pilot.press("n")  # the next match, in view
         assert screen.match == 1
         await wait_until(lambda: log.scroll_offset.y == min(screen.matches[1], log.max_scroll_y))  # type: ignore[attr-defined]
-        await pilot.press("escape", "n")  # the box closed, n goes on
+        await pilot.press("N")  # and back
+        assert screen.match == 0
+        await pilot.press("escape", "n", "n")  # the box closed, n goes on
         assert screen.match == 2
         await pilot.press("m")
         assert screen.metric_index == 0
         assert isinstance(screen.query_one(MetricChart), MetricChart)
+        await pilot.press("f")  # following again; the run ends: its log says so
+        await client.cancel(run.id)
+        await wait_until(lambda: f"run {run.id}: ended" in str(log.border_title), what="ended")
         await pilot.press("escape")
         await wait_until(lambda: not isinstance(app.screen, RunDetailScreen), what="back")
-    await client.cancel(run.id)
 
 
 async def _points(client: Client, run_id: int, n: int) -> bool:
@@ -573,3 +598,35 @@ async def test_keys_typed_in_a_burst_after_a_focus_key_go_where_focus_went(
         now = (await client.run(run.id)).run
         assert now.status is RunStatus.RUNNING and not now.held
     await client.cancel(run.id)
+
+
+async def test_the_footer_and_help_list_the_keys_of_the_screen_in_focus(
+    client: Client, daemon: Project
+) -> None:
+    """The dashboard's keys (cancel, retry, new sweep, sort …) show and act on the dashboard
+    only; a run's screen lists its own (metric, follow, search); `?` beside the runs table
+    shows the filter's language."""
+    [run] = await client.submit([job(daemon, ["true"], name="helped")])
+    await client.wait(run.id, 30)
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
+
+        def shown() -> set[str]:
+            return {b.binding.description for b in app.screen.active_bindings.values()}
+
+        assert {"Cancel", "Retry", "New sweep", "Sort", "Compare", "Alias"} <= shown()
+        await pilot.press("question_mark")
+        await wait_until(lambda: app.screen.query("HelpPanel"), what="the help panel")
+        panel = app.screen.query_one("HelpPanel").query_one("#widget-help", Markdown)
+        await wait_until(lambda: "not host:gpu-box" in panel.source, what="the filter's help")
+        assert '"exit code 3"' in panel.source
+        await pilot.press("question_mark", "enter")
+        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
+        here = shown()
+        assert {"Metric", "Follow/pause", "Search log", "Back"} <= here
+        assert not here & {"Cancel", "Retry", "New sweep", "Sort", "Compare", "Alias"}
+        await pilot.press("c")  # not the dashboard's cancel here
+        await pilot.press("escape")
+        await wait_until(lambda: not isinstance(app.screen, RunDetailScreen), what="back")

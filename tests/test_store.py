@@ -262,7 +262,8 @@ def test_bulk_writes_after_single_row_reads_work(store: Store) -> None:
 
 
 def test_a_store_from_before_text_search_words_gets_them(tmp_path: Path) -> None:
-    from engine.model import RunQuery, parse_filter
+    from engine.core.filters import parse_filter
+    from engine.model import RunQuery
 
     path = tmp_path / "s.duckdb"
     store = Store(path)
@@ -291,7 +292,8 @@ def test_runs_page_filters_sorts_and_counts_as_a_plain_sort_would(tmp_path: Path
     """Every window of every sort (both directions, nulls last, ties by id) and filter is the
     matching slice of the whole list sorted in Python, with the right total: whichever way the
     store sorts (a top-N heap or a full sort) and counts (with the window or on its own)."""
-    from engine.model import RunQuery, parse_filter
+    from engine.core.filters import parse_filter
+    from engine.model import RunQuery
     from tests.conftest import fill_store
 
     fill_store(tmp_path, 240)

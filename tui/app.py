@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Header, Input, Log
+from textual.widgets import Header, Input, Log, Static
 
 from engine.client import (
     Client,
@@ -64,6 +64,21 @@ LOG_SETTLE_S = 0.1  # the cursor rests this long on a run before its log is fetc
 RELOAD_DELAY_S = 0.5  # runs appearing or leaving the window reload it at most this often
 UNFINISHED = {"queued", "assigned", "starting", "running", "unreachable"}
 FOCUS_ACTIONS = {"logs", "filter"}  # their bindings are priority bindings
+# The dashboard's own keys: on any other screen they neither act nor show.
+DASHBOARD_ACTIONS = {
+    "open_run",
+    "launch",
+    "cancel",
+    "retry",
+    "priority",
+    "hold",
+    "select",
+    "compare",
+    "alias",
+    "sort",
+    "sort_column",
+    "reverse",
+}
 
 
 def closing_quietly(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -92,6 +107,7 @@ class RunyardApp(App[int]):
     RunsTable { height: 2fr; min-height: 8; border: round $primary; }
     #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
     #filter { height: 1; border: none; padding: 0 1; background: $boost; }
+    #filter-error { height: 1; padding: 0 1; color: $error; display: none; }
     """
     # `/` and `l` move focus: as priority bindings they act as the key is read, so the keys
     # read with them (a paste, fast typing) go where focus went, not to the runs table's
@@ -109,6 +125,10 @@ class RunyardApp(App[int]):
         Binding("a", "alias", "Alias"),
         Binding("l", "logs", "Logs", priority=True),
         Binding("s", "sort", "Sort"),
+        *(
+            Binding(str((i + 1) % 10), f"sort_column({i})", "Sort by column", show=False)
+            for i in range(10)
+        ),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter", priority=True),
         Binding("question_mark", "help", "Help"),
@@ -136,9 +156,10 @@ class RunyardApp(App[int]):
         yield RunsTable(id="runs")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
         yield FilterBar(
-            placeholder="/ filter: failed  host:gpu-box  sweep:S  val_auc>0.9  any text",
+            placeholder='/ filter: failed or lost  not host:gpu-box  val_auc>0.9  "any text"  (? for more)',
             id="filter",
         )
+        yield Static("", id="filter-error")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -149,11 +170,13 @@ class RunyardApp(App[int]):
         self.follow_engine()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The priority bindings act only on the dashboard (a run's screen searches with `/`),
-        and not while the filter bar takes the key as text."""
+        """The dashboard's keys act (and show in the footer and help) only on the dashboard;
+        the priority ones (a run's screen searches with `/`) not while the filter bar takes
+        the key as text."""
         if action in FOCUS_ACTIONS:
             return self.screen is self.dash and not isinstance(self.focused, Input)
-        return True
+        # Another screen's footer and help list its own keys, not these.
+        return action not in DASHBOARD_ACTIONS or self.screen is self.dash
 
     @property
     def runs_window(self) -> RunsWindow:
@@ -274,6 +297,9 @@ class RunyardApp(App[int]):
                 if not table.upsert(event.run) or event.reason == ALIAS_MOVED:
                     self.reload_soon()
                 self.tell(event)
+                if detail is not None and detail.run_id == event.run.id:
+                    detail.ended = event.run.status.terminal
+                    detail.update_title()
             elif isinstance(event, MetricsAdded):
                 values = latest.setdefault(event.run_id, {})
                 for key, step, value, _line in event.points:
@@ -367,8 +393,11 @@ class RunyardApp(App[int]):
                 view.query, view.sort, view.descending, offset, view.page_size
             )
         except EngineError as exc:
-            self.notify(str(exc), title="filter", severity="error")
+            self.show_filter_error(str(exc) if exc.status == 400 else None)
+            if exc.status != 400:
+                self.notify(str(exc), title="runs", severity="error")
             return
+        self.show_filter_error(None)
         table.show_page(page, reset)
         self.pages_shown += 1
         where = (
@@ -382,6 +411,15 @@ class RunyardApp(App[int]):
         shown = f"filter: {view.query}" if view.query else "no filter"
         table.border_subtitle = f"{where}  ·  {order}  ·  {shown}"  # no relayout, unlike a Static
 
+    def show_filter_error(self, message: str | None) -> None:
+        """Say under the filter bar why the filter cannot be read (None: it can)."""
+        line = self.dash.query_one("#filter-error", Static)
+        if message is None:
+            line.display = False
+            return
+        line.update(f"filter: {message.removeprefix('bad query: ')}")
+        line.display = True
+
     @on(RunsTable.WindowWanted)
     def window_wanted(self, event: RunsTable.WindowWanted) -> None:
         self.load_page(event.offset)
@@ -389,6 +427,15 @@ class RunyardApp(App[int]):
     def action_sort(self) -> None:
         self.runs_window.next_sort()
         self.load_page(0, reset=True)
+
+    def action_sort_column(self, index: int) -> None:
+        """Sort by the column with this number (1-0), or the other way when it is sorted."""
+        columns = RunsTable.COLUMNS
+        if index < len(columns) and self.runs_window.sort_by_column(columns[index][0]):
+            self.dash.query_one(RunsTable).refresh()  # the header's ▼/▲
+            self.load_page(0, reset=True)
+        elif index < len(columns):
+            self.notify(f"the {columns[index][1]} column does not sort", severity="warning")
 
     def action_reverse(self) -> None:
         self.runs_window.descending = not self.runs_window.descending
@@ -415,7 +462,7 @@ class RunyardApp(App[int]):
 
     def key_escape(self) -> None:
         box = self.dash.query_one("#filter", Input)
-        if box.has_focus:
+        if box.has_focus or self.dash.query_one("#log", Log).has_focus:  # back to the table
             self.dash.query_one(RunsTable).focus()
         elif self.screen is self.dash:
             self.clear_selection()

@@ -10,6 +10,16 @@ from engine.model import Run, RunStatus
 from engine.protocol import RunPage
 
 SORTS = ("id", "status", "host", "name", "duration", "created", "family")
+# What each column of the runs table sorts by (the metric column: its metric, see
+# `metric_shown`); the others do not sort.
+COLUMN_SORTS = {
+    "id": "id",
+    "name": "name",
+    "status": "status",
+    "time": "duration",
+    "host": "host",
+    "sweep": "sweep",
+}
 
 
 @dataclass
@@ -108,6 +118,33 @@ class RunsWindow:
             return None
         self.wanted = offset
         return offset
+
+    def metric_shown(self) -> str | None:
+        """The metric the METRIC column sorts by: the first sweep's metric among the loaded
+        runs, else the first metric any of them has."""
+        named = [m["name"] for m in self.sweep_metrics.values() if m.get("name")]
+        seen = sorted({k for summaries in self.latest.values() for k in summaries})
+        return (named or seen or [None])[0]
+
+    def sort_by_column(self, column: str) -> bool:
+        """Sort by a column of the table (again: the other way); False for one that does not
+        sort (params, reason)."""
+        key = COLUMN_SORTS.get(column)
+        if column == "metrics" and (metric := self.metric_shown()) is not None:
+            key = f"metric:{metric}"
+        if key is None:
+            return False
+        if key == self.sort:
+            self.descending = not self.descending
+        else:
+            self.sort, self.descending = key, True
+        return True
+
+    def sorted_column(self) -> str | None:
+        """The table column the rows are sorted by, if it is one."""
+        if self.sort.startswith("metric:"):
+            return "metrics"
+        return next((c for c, k in COLUMN_SORTS.items() if k == self.sort), None)
 
     def next_sort(self) -> None:
         """Sort by the next key: the plain columns, then each metric there is."""

@@ -6,8 +6,9 @@ import msgspec
 from aiohttp import web
 
 from engine.api.context import ApiContext, error, reply
+from engine.core.filters import parse_filter
 from engine.executors import HostUnreachable
-from engine.model import RunQuery, RunStatus, parse_filter
+from engine.model import RunQuery, RunStatus
 from engine.protocol import (
     API,
     RunDetail,

@@ -56,6 +56,9 @@ class RunPages(StoreBase):
         for text in query.text:  # as typed, never a pattern: `_` and `%` are plain characters
             where.append("(contains(r.words, lower(?)) OR contains(lower(r.reason), lower(?)))")
             args += [text, text]
+        if query.where is not None:  # compiled by engine.core.filters, values as parameters
+            where.append(query.where)
+            args += list(query.where_args)
         joins, join_args = [], []
         for i, (key, op, value) in enumerate(query.metric_filters):
             joins.append(f"JOIN run_metrics f{i} ON f{i}.run_id = r.id AND f{i}.key = ?")
@@ -82,7 +85,9 @@ class RunPages(StoreBase):
         window = f" ORDER BY {order} {direction} NULLS LAST, {then} LIMIT ? OFFSET ?"
         paged = [*join_args, *sort_args, *args, query.limit, query.offset]
         # the metric sorted by, where the runs are filtered on nothing else
-        alone = metric if not (query.statuses or query.equals or query.text) else None
+        alone = (
+            metric if not (query.statuses or query.equals or query.text or query.where) else None
+        )
         if any(k != metric for k, _, _ in query.metric_filters):
             alone = None
         bounds = [(_OPS[op], value) for _, op, value in query.metric_filters]
@@ -92,13 +97,13 @@ class RunPages(StoreBase):
         total, counting = None, None
         if alone is not None and bounds:
             counting = self._alongside(*_metric_rows(alone, bounds, "count(*)"))
-        elif not query.text:
+        elif not query.text and query.where is None:
             counting = self._alongside(f"SELECT count(*) {base}", every)
         with self._full_sort(query.descending and query.sort in _STORED_ORDER):
             ids = None
             if alone is not None:
                 ids = self._by_metric(alone, direction, query.offset, query.limit, bounds)
-            if ids is None and query.text:
+            if ids is None and (query.text or query.where is not None):
                 found = self.con.execute(
                     f"SELECT r.id, count(*) OVER () {sorted_base}{window}", paged
                 )

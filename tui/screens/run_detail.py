@@ -15,7 +15,7 @@ from textual.widgets import Input, Log, Static
 
 from engine.model import format_duration
 from engine.protocol import RunDetail
-from tui.widgets.cells import replace_lines
+from tui.widgets.cells import highlight_matches, replace_lines
 from tui.widgets.footer import Footer
 from tui.widgets.metric_chart import CHART_POINTS, CHART_REDRAW_S, MetricChart, curves, thin
 from tui.widgets.typed_input import TypedInput
@@ -33,6 +33,7 @@ class RunDetailScreen(Screen[None]):
         Binding("f", "toggle_follow", "Follow/pause"),
         Binding("slash", "search", "Search log"),
         Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "previous_match", "Previous match", show=False),
     ]
     CSS = """
     RunDetailScreen #facts { height: 12; border: round $primary; padding: 0 1; }
@@ -55,6 +56,7 @@ class RunDetailScreen(Screen[None]):
         self.matches: list[int] = []
         self.match = 0
         self.searched = ""  # the text the matches are of
+        self.ended = False  # the run has ended: its log grows no more
         self.log_offset = 0
         self.redraw_pending = False
 
@@ -69,6 +71,8 @@ class RunDetailScreen(Screen[None]):
 
     def show_detail(self, detail: RunDetail) -> None:
         self.query_one("#facts-text", Static).update(facts(detail))
+        self.ended = detail.run.status.terminal
+        self.update_title()
 
     def show_points(self, points: list[dict[str, Any]]) -> None:
         self.series = curves(points)
@@ -116,6 +120,8 @@ class RunDetailScreen(Screen[None]):
 
     def update_title(self) -> None:
         state = "following" if self.following else f"paused, {len(self.held)} new lines held"
+        if self.ended and not self.held:
+            state = "ended"
         found = f"  ·  match {self.match + 1}/{len(self.matches)}" if self.matches else ""
         self.query_one(Log).border_title = f"log of run {self.run_id}: {state}{found}"
 
@@ -146,17 +152,22 @@ class RunDetailScreen(Screen[None]):
     def search(self, event: Input.Submitted) -> None:
         """Find the text in the log and go to its first match; enter again goes to the next."""
         text = event.value
-        lines = self.query_one(Log).lines
-        self.matches = [i for i, line in enumerate(lines) if text and text in line]
+        log = self.query_one(Log)
+        self.matches = [i for i, line in enumerate(log.lines) if text and text in line]
         if text != self.searched:
             self.searched, self.match = text, -1
+            highlight_matches(log, text)
+        log.focus()  # n and N step through the matches from the log
         self.action_next_match()
 
-    def action_next_match(self) -> None:
+    def action_previous_match(self) -> None:
+        self.action_next_match(-1)
+
+    def action_next_match(self, step: int = 1) -> None:
         if not self.matches:
             self.update_title()
             return
-        self.match = (self.match + 1) % len(self.matches)
+        self.match = (self.match + step) % len(self.matches)
         log = self.query_one(Log)
         if self.following:
             self.action_toggle_follow()  # looking back: stop jumping to the end

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from rich.highlighter import Highlighter
+from rich.text import Text
 from textual.widgets import Log
 
 from engine.model import RunStatus, sparkline
@@ -66,3 +68,26 @@ def replace_lines(log: Log, lines: list[str]) -> None:
     log.clear()
     log.scroll_home(animate=False, immediate=True)
     log.write_lines(lines)
+
+
+class MatchHighlighter(Highlighter):
+    """Marks every occurrence of a searched text in a log line."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle
+
+    def highlight(self, text: Text) -> None:
+        if not self.needle:
+            return
+        plain, at = text.plain, 0
+        while (at := plain.find(self.needle, at)) >= 0:
+            text.stylize("bold black on yellow", at, at + len(self.needle))
+            at += len(self.needle)
+
+
+def highlight_matches(log: Log, needle: str) -> None:
+    """Show `needle` marked wherever it is in the log's lines (nothing marked for "")."""
+    log.highlighter = MatchHighlighter(needle)
+    log.highlight = bool(needle)
+    log.notify_style_update()  # drops the lines drawn before: drawn again, marked
+    log.refresh()

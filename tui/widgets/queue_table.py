@@ -39,6 +39,9 @@ class QueueTable(DataTable):
     def show(self, entries: list[QueueEntry]) -> None:
         self.entries = entries
         self.clear()
+        if not entries:  # said, not left as a bare header
+            empty = Text("queue empty: nothing waits to start", "dim")
+            self.add_row("", Text("(none)", "dim"), "", "", empty, key="empty")
         for entry in entries[: self.MOST]:
             run = entry.run
             style = "green" if entry.reason.startswith("would start") else "yellow"

@@ -17,6 +17,7 @@ from engine.model import Run, format_duration, format_value
 from engine.protocol import RunPage
 from tui.runs_window import RunsWindow
 from tui.widgets.cells import STATUS_STYLE
+from tui.widgets.filter_bar import FILTER_HELP
 
 
 class RunsTable(ScrollView, can_focus=True):
@@ -32,7 +33,7 @@ class RunsTable(ScrollView, can_focus=True):
         ("status", "STATUS", 13),
         ("metrics", "METRIC", 26),
         ("time", "TIME", 7),
-        ("try", "TRY", 3),
+        ("try", "TRY", 5),
         ("host", "HOST", 10),
         ("sweep", "SWEEP", 12),
         ("params", "PARAMS", 24),
@@ -53,6 +54,7 @@ class RunsTable(ScrollView, can_focus=True):
     RunsTable:focus > .runs--cursor { background: $accent; }
     """
     COMPONENT_CLASSES = {"runs--header", "runs--cursor"}
+    HELP = FILTER_HELP
     EDGE = 5  # rows from a window's edge at which the next window is fetched
 
     class Highlighted(Message):
@@ -213,8 +215,7 @@ class RunsTable(ScrollView, can_focus=True):
         scroll_x = int(self.scroll_offset.x)
         if y == 0:
             style = self.get_component_rich_style("runs--header")
-            text = " ".join(h.ljust(w)[:w] for _, h, w in self.COLUMNS)
-            return self._strip([Segment(text, style)], scroll_x, width)
+            return self._strip([Segment(self.header_text(), style)], scroll_x, width)
         index = int(self.scroll_offset.y) + y - 1
         if index >= self.window.total:
             return Strip.blank(width, self.base_style)
@@ -226,6 +227,16 @@ class RunsTable(ScrollView, can_focus=True):
             cursor = self.get_component_rich_style("runs--cursor")
             segments = [Segment(t, (s or Style()) + cursor) for t, s, _ in segments]
         return self._strip(segments, scroll_x, width)
+
+    def header_text(self) -> str:
+        """The column titles, each with its number key (1-0); the sorted one marked ▼/▲."""
+        sorted_by = self.window.sorted_column()
+        titles = []
+        for i, (key, title, width) in enumerate(self.COLUMNS):
+            if key == sorted_by:
+                title += " ▼" if self.window.descending else " ▲"
+            titles.append(f"{(i + 1) % 10}:{title}".ljust(width)[:width])
+        return " ".join(titles)
 
     def _strip(self, segments: list[Segment], scroll_x: int, width: int) -> Strip:
         line = Strip(segments).crop(scroll_x, scroll_x + width)
