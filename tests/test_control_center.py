@@ -17,7 +17,7 @@ from engine.client import Client, connect
 from engine.model import RunStatus
 from tui.app import RunyardApp
 from tui.screens import CompareScreen, ConfirmScreen, LauncherScreen, RunDetailScreen
-from tui.widgets import HostPane, MetricChart, RunsTable, middle_cut, thin
+from tui.widgets import HostPane, Lines, MetricChart, RunsTable, middle_cut, thin
 
 from .conftest import HOSTS, Project, fill_store, shown_notifications, wait_until
 from .test_daemon import job, ticker
@@ -617,6 +617,9 @@ async def test_the_footer_and_help_list_the_keys_of_the_screen_in_focus(
             return {b.binding.description for b in app.screen.active_bindings.values()}
 
         assert {"Cancel", "Retry", "New sweep", "Sort", "Compare", "Alias"} <= shown()
+        line = app.dash.query_one("#cursor-line", Lines)
+        await wait_until(lambda: "helped" in line.text.plain, what="the cursor's run in full")
+        assert "succeeded" in line.text.plain and "exit code 0" in line.text.plain
         await pilot.press("question_mark")
         await wait_until(lambda: app.screen.query("HelpPanel"), what="the help panel")
         panel = app.screen.query_one("HelpPanel").query_one("#widget-help", Markdown)

@@ -50,3 +50,21 @@ def test_a_window_is_asked_for_once_and_targets_are_the_selection_or_the_cursor(
     window.cursor = 2
     window.toggle()
     assert window.targets() == [2, 7]
+
+
+def test_metric_cells_hold_whole_values_and_columns_sort_by_number() -> None:
+    from tui.runs_window import RunsWindow
+    from tui.widgets.runs_table import fit_tokens
+
+    tokens = ["val_loss=0.1234", "val_auc=0.9876", "train_loss=0.05"]
+    assert fit_tokens(tokens, 26) == "val_loss=0.1234  …"  # never `val_auc=0.` cut mid-token
+    assert fit_tokens(tokens, 100) == "val_loss=0.1234  val_auc=0.9876  train_loss=0.05"
+    assert fit_tokens(["a_very_long_metric_name=1"], 10) == "a_very_lo…"
+    window = RunsWindow()
+    assert window.sort_by_column("time") and (window.sort, window.descending) == ("duration", True)
+    assert window.sort_by_column("time") and not window.descending  # again: the other way
+    assert window.sorted_column() == "time"
+    assert not window.sort_by_column("params")  # params do not sort
+    window.sweep_metrics = {"s": {"name": "auc", "mode": "max"}}
+    assert window.sort_by_column("metrics") and window.sort == "metric:auc"
+    assert window.sorted_column() == "metrics"

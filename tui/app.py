@@ -53,6 +53,7 @@ from tui.widgets import (
     FilterBar,
     Footer,
     HostPane,
+    Lines,
     QueueTable,
     RunsTable,
     replace_lines,
@@ -105,6 +106,7 @@ class RunyardApp(App[int]):
     #hosts { height: auto; max-height: 50%; }
     QueueTable { height: auto; max-height: 5; }
     RunsTable { height: 2fr; min-height: 8; border: round $primary; }
+    #cursor-line { padding: 0 1; background: $boost; }
     #log { height: 1fr; min-height: 4; max-height: 14; border: round $secondary; }
     #filter { height: 1; border: none; padding: 0 1; background: $boost; }
     #filter-error { height: 1; padding: 0 1; color: $error; display: none; }
@@ -154,6 +156,7 @@ class RunyardApp(App[int]):
         yield Vertical(id="hosts")
         yield QueueTable(id="queue")
         yield RunsTable(id="runs")
+        yield Lines(id="cursor-line")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
         yield FilterBar(
             placeholder='/ filter: failed or lost  not host:gpu-box  val_auc>0.9  "any text"  (? for more)',
@@ -318,6 +321,9 @@ class RunyardApp(App[int]):
                 self.reload_soon()
         for run_id, values in latest.items():
             table.set_metrics(run_id, values)
+        cursor = table.window.cursor_run
+        if cursor in latest or any(isinstance(e, RunChanged) and e.run.id == cursor for e in batch):
+            self.show_cursor_line()
 
     def tell(self, event: RunChanged) -> None:
         """Notify what deserves it: a run failing or lost, a sweep ending."""
@@ -474,11 +480,17 @@ class RunyardApp(App[int]):
         """Follow the highlighted run's log once the cursor rests on it (scrolling through
         rows does not fetch every log on the way)."""
         run_id = event.run_id
+        self.show_cursor_line()
         if run_id == self.log_follow.run:
             return
         if self.log_timer is not None:
             self.log_timer.stop()
         self.log_timer = self.set_timer(LOG_SETTLE_S, lambda: self.show_log(run_id))
+
+    def show_cursor_line(self) -> None:
+        """The cursor's run in full under the table: what its columns cut short."""
+        table = self.dash.query_one(RunsTable)
+        self.dash.query_one("#cursor-line", Lines).show(table.cursor_line(), most=3)
 
     @work(exclusive=True, group="log")
     @closing_quietly

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
@@ -54,6 +55,7 @@ class RunsTable(ScrollView, can_focus=True):
     RunsTable:focus > .runs--cursor { background: $accent; }
     """
     COMPONENT_CLASSES = {"runs--header", "runs--cursor"}
+    METRIC_WIDTH = next(w for key, _, w in COLUMNS if key == "metrics")
     HELP = FILTER_HELP
     EDGE = 5  # rows from a window's edge at which the next window is fetched
 
@@ -257,16 +259,43 @@ class RunsTable(ScrollView, can_focus=True):
                 out.append(Segment(text, style))
         return out
 
-    def metrics_text(self, run_id: int) -> str:
-        """The run's sweep metric, last and best; else its first metrics' last values."""
+    def metric_tokens(self, run_id: int) -> list[str]:
+        """The run's metrics as whole `key=value` tokens: its sweep's metric first, with the
+        best it reached, then the others' last values."""
         latest = self.window.latest.get(run_id, {})
         run = self.window.runs.get(run_id)
         metric = self.window.sweep_metrics.get(run.sweep or "") if run else None
+        tokens = []
         if metric and metric.get("name") in latest:
             s = latest[metric["name"]]
             best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
-            return f"{metric['name']}={format_value(s['last'])} best {format_value(best)}"
-        return "  ".join(f"{k}={format_value(s['last'])}" for k, s in list(latest.items())[:3])
+            tokens.append(f"{metric['name']}={format_value(s['last'])} (best {format_value(best)})")
+        named = metric.get("name") if metric else None
+        tokens += [f"{k}={format_value(s['last'])}" for k, s in latest.items() if k != named]
+        return tokens
+
+    def metrics_text(self, run_id: int) -> str:
+        """As many whole metric tokens as the METRIC column holds (never one cut in two), and
+        `…` where more did not fit."""
+        return fit_tokens(self.metric_tokens(run_id), self.METRIC_WIDTH)
+
+    def cursor_line(self) -> Text:
+        """The cursor's run in full: its name, status, every metric, and why it is as it is
+        (what a column cuts short)."""
+        run = self.window.runs.get(self.window.cursor_run or -1)
+        if run is None:
+            return Text("")
+        line = Text()
+        aliases = "".join(f"@{a} " for a in self.window.aliases.get(run.id, ()))
+        line.append(f"{run.id} {aliases}{run.name}  ", "bold")
+        line.append(str(run.status), STATUS_STYLE.get(run.status, "") or "")
+        if tokens := self.metric_tokens(run.id):
+            line.append("  " + "  ".join(tokens))
+        if run.flag:
+            line.append(f"  ⚑ {run.flag}", "bold yellow")
+        if run.reason:
+            line.append(f"  {run.reason}", "dim")
+        return line
 
     def cells(self, run: Run) -> dict[str, str]:
         """The run's text in each column, by column key."""
@@ -289,3 +318,16 @@ class RunsTable(ScrollView, can_focus=True):
             "params": " ".join(f"{k}={v}" for k, v in run.params.items()),
             "reason": f"⚑ {run.flag}" if run.flag else run.reason or "",
         }
+
+
+def fit_tokens(tokens: list[str], width: int) -> str:
+    """Whole tokens, two spaces apart, as many as fit in `width`; `…` where some were left
+    out (a first token longer than the width is the one thing cut)."""
+    shown = ""
+    for i, token in enumerate(tokens):
+        joined = f"{shown}  {token}" if shown else token
+        rest = i < len(tokens) - 1
+        if len(joined) + (3 if rest else 0) > width:
+            return (shown + "  …") if shown else token[: width - 1] + "…"
+        shown = joined
+    return shown
