@@ -628,8 +628,54 @@ async def test_the_footer_and_help_list_the_keys_of_the_screen_in_focus(
         await pilot.press("question_mark", "enter")
         await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
         here = shown()
-        assert {"Metric", "Follow/pause", "Search log", "Back"} <= here
+        assert {
+            "One metric",
+            "Grid",
+            "Smooth",
+            "Log y",
+            "Follow/pause",
+            "Search log",
+            "Back",
+        } <= here
         assert not here & {"Cancel", "Retry", "New sweep", "Sort", "Compare", "Alias"}
         await pilot.press("c")  # not the dashboard's cancel here
         await pilot.press("escape")
         await wait_until(lambda: not isinstance(app.screen, RunDetailScreen), what="back")
+
+
+async def test_run_detail_charts_every_metric_in_a_grid_with_smoothing_log_y_and_time(
+    client: Client, daemon: Project
+) -> None:
+    [run] = await client.submit([ticker(daemon, 40, 0.0, name="gridded")])
+    await client.wait(run.id, 30)
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
+        screen = app.screen
+        assert isinstance(screen, RunDetailScreen)
+        await wait_until(lambda: set(screen.series) == {"loss", "acc"}, what="both metrics")
+        charts = list(screen.query(MetricChart))
+
+        def shown() -> list[MetricChart]:
+            return [c for c in charts if c.display]
+
+        await wait_until(lambda: len(shown()) == 2, what="a chart per metric")
+        left, right = shown()
+        assert left.region.y == right.region.y and left.region.x < right.region.x  # side by side
+        await pilot.press("m")  # one metric alone
+        await wait_until(lambda: len(shown()) == 1)
+        await pilot.press("g")  # the grid again
+        await wait_until(lambda: len(shown()) == 2)
+        await pilot.press("e", "y", "x")
+        assert (screen.view.smoothing, screen.view.log_y, screen.view.wall_time) == (
+            0.6,
+            True,
+            True,
+        )
+        assert screen.view.describe() == "EMA 0.6, log y, x: seconds"
+        timed = [x for x, _ in screen.timed["loss"]]
+        assert timed == sorted(timed) and len(timed) == 40  # drawn against when each was read
+        await pilot.press("escape")

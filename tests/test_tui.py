@@ -354,3 +354,15 @@ def test_a_cluster_pane_shows_its_partition_and_our_jobs() -> None:
     assert "104/256 in use" in text and "7/16 in use" in text
     assert "ours  2 running, 5 pending (oldest: Resources)" in text
     assert "CPUs in use  40.0%" in pane.title_text().plain
+
+
+def test_chart_smoothing_and_step_ticks() -> None:
+    from tui.widgets.metric_chart import integer_ticks, smooth
+
+    assert smooth([1.0, 1.0, 1.0], 0.9) == [1.0, 1.0, 1.0]
+    assert smooth([0.0, 10.0], 0.0) == [0.0, 10.0]  # no smoothing: the values
+    ema = smooth([0.0, 10.0, 10.0], 0.5)
+    assert ema == [0.0, 5.0, 7.5]  # TensorBoard's EMA with weight 0.5
+    assert integer_ticks(0, 39) == [0, 8, 16, 24, 32]
+    assert integer_ticks(0.5, 3.2) == [1, 2, 3]  # whole steps only
+    assert integer_ticks(2.2, 2.8) == [3]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input, Log, Static
@@ -17,10 +18,19 @@ from engine.model import format_duration
 from engine.protocol import RunDetail
 from tui.widgets.cells import highlight_matches, replace_lines
 from tui.widgets.footer import Footer
-from tui.widgets.metric_chart import CHART_POINTS, CHART_REDRAW_S, MetricChart, curves, thin
+from tui.widgets.metric_chart import (
+    CHART_POINTS,
+    CHART_REDRAW_S,
+    SMOOTHING,
+    ChartView,
+    MetricChart,
+    curves,
+    thin,
+)
 from tui.widgets.typed_input import TypedInput
 
 LOG_MAX_LINES = 20_000
+GRID_CHARTS = 4  # metrics charted at once on a run's screen
 
 
 class RunDetailScreen(Screen[None]):
@@ -29,7 +39,11 @@ class RunDetailScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("m", "next_metric", "Metric"),
+        Binding("m", "next_metric", "One metric"),
+        Binding("g", "grid", "Grid"),
+        Binding("e", "smoothing", "Smooth"),
+        Binding("y", "log_y", "Log y"),
+        Binding("x", "wall_time", "x: step/time"),
         Binding("f", "toggle_follow", "Follow/pause"),
         Binding("slash", "search", "Search log"),
         Binding("n", "next_match", "Next match", show=False),
@@ -37,7 +51,9 @@ class RunDetailScreen(Screen[None]):
     ]
     CSS = """
     RunDetailScreen #facts { height: 12; border: round $primary; padding: 0 1; }
-    RunDetailScreen MetricChart { height: 1fr; min-height: 10; }
+    RunDetailScreen #charts { height: 1fr; min-height: 10; grid-size: 2; grid-gutter: 0 1; }
+    RunDetailScreen #charts.single { grid-size: 1; }
+    RunDetailScreen MetricChart { height: 1fr; min-height: 5; }
     RunDetailScreen Log { height: 1fr; min-height: 6; border: round $secondary; }
     RunDetailScreen Input { dock: bottom; display: none; }
     RunDetailScreen Input.shown { display: block; }
@@ -49,8 +65,10 @@ class RunDetailScreen(Screen[None]):
     def __init__(self, run_id: int) -> None:
         super().__init__()
         self.run_id = run_id
-        self.series: dict[str, list[tuple[float, float]]] = {}
-        self.metric_index = -1  # -1: every metric
+        self.series: dict[str, list[tuple[float, float]]] = {}  # by step
+        self.timed: dict[str, list[tuple[float, float]]] = {}  # by wall time
+        self.metric_index = -1  # the metric shown alone; -1: the grid of every metric
+        self.view = ChartView()
         self.following = True
         self.held: list[str] = []  # lines that arrived while paused
         self.matches: list[int] = []
@@ -62,7 +80,9 @@ class RunDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(Static(f"run {self.run_id}: loading…", id="facts-text"), id="facts")
-        yield MetricChart()
+        with Grid(id="charts"):
+            for i in range(GRID_CHARTS):
+                yield MetricChart(id=f"chart-{i}")
         yield Log(max_lines=LOG_MAX_LINES, auto_scroll=True)
         yield TypedInput(placeholder="search the log (enter: next match, escape: close)")
         yield Footer()
@@ -76,16 +96,22 @@ class RunDetailScreen(Screen[None]):
 
     def show_points(self, points: list[dict[str, Any]]) -> None:
         self.series = curves(points)
+        self.timed = curves(points, wall_time=True)
         self.draw()
 
     def add_points(self, points: list[tuple[str, int | None, float, int]]) -> None:
         for key, step, value, line in points:
             if value is None:  # NaN or infinite: nothing to draw
                 continue
-            curve = self.series.setdefault(key, [])
-            curve.append((float(step if step is not None else line), value))
-            if len(curve) > 2 * CHART_POINTS:  # a long live run: keep drawing it cheaply
-                self.series[key] = thin(curve, CHART_POINTS)
+            now = time.time()
+            for series, x in (
+                (self.series, float(step if step is not None else line)),
+                (self.timed, now),
+            ):
+                curve = series.setdefault(key, [])
+                curve.append((x, value))
+                if len(curve) > 2 * CHART_POINTS:  # a long live run: keep drawing it cheaply
+                    series[key] = thin(curve, CHART_POINTS)
         # A chart frame costs about 0.1 s: live points redraw it at most twice a second.
         if not self.redraw_pending:
             self.redraw_pending = True
@@ -107,16 +133,31 @@ class RunDetailScreen(Screen[None]):
     # --- drawing -----------------------------------------------------------------------------
 
     def draw(self) -> None:
+        """The grid: a chart per metric (the first GRID_CHARTS); or one metric alone."""
         self.redraw_pending = False
         keys = sorted(self.series)
+        source = self.timed if self.view.wall_time else self.series
+        if self.view.wall_time:  # seconds since the run's first point
+            start = min((p[0][0] for p in source.values() if p), default=0.0)
+            source = {k: [(x - start, y) for x, y in p] for k, p in source.items()}
+        charts = list(self.query(MetricChart))
+        alone = 0 <= self.metric_index < len(keys)
+        shown = [keys[self.metric_index]] if alone else keys[:GRID_CHARTS]
+        grid = self.query_one("#charts")
+        grid.set_class(len(shown) <= 1, "single")
+        for i, chart in enumerate(charts):
+            chart.display = i < max(1, len(shown))
         if not keys:
-            self.query_one(MetricChart).show({}, "no metrics yet")
+            charts[0].show({}, "no metrics yet")
             return
-        if 0 <= self.metric_index < len(keys):
-            key = keys[self.metric_index]
-            self.query_one(MetricChart).show({key: self.series[key]}, f"{key}  (m: next)")
-        else:
-            self.query_one(MetricChart).show(self.series, "every metric  (m: one at a time)")
+        more = (
+            f"  (+{len(keys) - GRID_CHARTS} more: m)"
+            if not alone and len(keys) > GRID_CHARTS
+            else ""
+        )
+        for chart, key in zip(charts, shown, strict=False):
+            hint = "  (m: next, g: grid)" if alone else more
+            chart.show({key: source.get(key, [])}, f"{key}{hint}", self.view)
 
     def update_title(self) -> None:
         state = "following" if self.following else f"paused, {len(self.held)} new lines held"
@@ -128,9 +169,27 @@ class RunDetailScreen(Screen[None]):
     # --- actions -----------------------------------------------------------------------------
 
     def action_next_metric(self) -> None:
+        """One metric alone, the next each time (after the last: the grid again)."""
         self.metric_index += 1
         if self.metric_index >= len(self.series):
             self.metric_index = -1
+        self.draw()
+
+    def action_grid(self) -> None:
+        self.metric_index = -1
+        self.draw()
+
+    def action_smoothing(self) -> None:
+        at = SMOOTHING.index(self.view.smoothing) if self.view.smoothing in SMOOTHING else 0
+        self.view.smoothing = SMOOTHING[(at + 1) % len(SMOOTHING)]
+        self.draw()
+
+    def action_log_y(self) -> None:
+        self.view.log_y = not self.view.log_y
+        self.draw()
+
+    def action_wall_time(self) -> None:
+        self.view.wall_time = not self.view.wall_time
         self.draw()
 
     def action_toggle_follow(self) -> None:
