@@ -18,19 +18,26 @@ class Lines(Widget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.text = Text()
+        self.most = 1
 
     def show(self, text: Text, most: int = 1) -> None:
         """Show `text`; a line longer than the widget is wide takes the lines it wraps to,
         `most` lines in all."""
-        self.text = text
+        self.text, self.most = text, most
+        self._fit()
+        self.refresh()
+
+    def _fit(self) -> None:
+        lines = self.text.plain.rstrip("\n").split("\n")
         width = max(1, self.size.width)
-        wrapped = sum(
-            max(1, -(-cell_len(line) // width)) for line in text.plain.rstrip("\n").split("\n")
-        )
-        height = max(1, min(wrapped, max(most, len(text.plain.rstrip("\n").split("\n")))))
+        wrapped = sum(max(1, -(-cell_len(line) // width)) for line in lines)
+        height = max(1, min(wrapped, max(self.most, len(lines))))
         if self.styles.height is None or self.styles.height.value != height:
             self.styles.height = height
-        self.refresh()
+
+    def on_resize(self) -> None:
+        """Narrower or wider, long text takes the lines it now wraps to."""
+        self._fit()
 
     def render(self) -> Text:
         return self.text

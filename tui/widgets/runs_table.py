@@ -261,7 +261,7 @@ class RunsTable(ScrollView, can_focus=True):
 
     def metric_tokens(self, run_id: int) -> list[str]:
         """The run's metrics as whole `key=value` tokens: its sweep's metric first, with the
-        best it reached, then the others' last values."""
+        best it reached (`↑0.95` for a metric to maximise), then the others' last values."""
         latest = self.window.latest.get(run_id, {})
         run = self.window.runs.get(run_id)
         metric = self.window.sweep_metrics.get(run.sweep or "") if run else None
@@ -269,7 +269,8 @@ class RunsTable(ScrollView, can_focus=True):
         if metric and metric.get("name") in latest:
             s = latest[metric["name"]]
             best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
-            tokens.append(f"{metric['name']}={format_value(s['last'])} (best {format_value(best)})")
+            arrow = "↑" if metric.get("mode", "max") == "max" else "↓"  # the best, that way
+            tokens.append(f"{metric['name']}={format_value(s['last'])} {arrow}{format_value(best)}")
         named = metric.get("name") if metric else None
         tokens += [f"{k}={format_value(s['last'])}" for k, s in latest.items() if k != named]
         return tokens
