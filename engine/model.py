@@ -394,6 +394,15 @@ class Sweep(msgspec.Struct, frozen=True):
     smoke: bool = False  # a smoke test's: one short trial per model, left out of results
 
 
+class GpuProcess(msgspec.Struct, frozen=True, array_like=True):
+    """A process holding GPU memory: its pid, the MB it holds, and its process group (a run's
+    is its wrapper's pid, so the process is known as the run's)."""
+
+    pid: int
+    mem_mb: float
+    group: int | None = None
+
+
 class GpuSample(msgspec.Struct, frozen=True):
     """One GPU as NVML saw it at one moment."""
 
@@ -404,7 +413,7 @@ class GpuSample(msgspec.Struct, frozen=True):
     util_percent: float
     temperature_c: float | None = None
     power_w: float | None = None
-    processes: tuple[tuple[int, float], ...] = ()  # (pid, MB used) where NVML tells
+    processes: tuple[GpuProcess, ...] = ()  # where NVML (or nvidia-smi) tells
 
 
 class ClusterSample(msgspec.Struct, frozen=True):

@@ -107,7 +107,7 @@ def read_nvml(nv):
             power = None
         try:
             procs = [
-                [p.pid, (p.usedGpuMemory or 0) / 2**20]
+                [p.pid, (p.usedGpuMemory or 0) / 2**20, _group(p.pid)]
                 for p in nv.nvmlDeviceGetComputeRunningProcesses(h)
             ]
         except Exception:  # not every driver or device reports them
@@ -143,7 +143,8 @@ def gpus_smi():
     for line in (apps or "").splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3 and parts[1].isdigit():
-            per_gpu.setdefault(parts[0], []).append([int(parts[1]), _number(parts[2]) or 0.0])
+            pid = int(parts[1])
+            per_gpu.setdefault(parts[0], []).append([pid, _number(parts[2]) or 0.0, _group(pid)])
     out = []
     for line in text.splitlines():
         p = [x.strip() for x in line.split(",")]
@@ -162,6 +163,14 @@ def gpus_smi():
             }
         )
     return out
+
+
+def _group(pid):
+    """A process's group: a run's process group is its wrapper's pid (None where gone)."""
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _number(text):

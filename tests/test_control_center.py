@@ -679,3 +679,60 @@ async def test_run_detail_charts_every_metric_in_a_grid_with_smoothing_log_y_and
         timed = [x for x, _ in screen.timed["loss"]]
         assert timed == sorted(timed) and len(timed) == 40  # drawn against when each was read
         await pilot.press("escape")
+
+
+async def test_gpu_processes_name_our_runs_and_k_stops_one(client: Client, daemon: Project) -> None:
+    """nvitop's view: each GPU's processes, most memory first, ours named by their run (its
+    process group); `k` asks, then stops the run through the daemon. No GPU here: the samples
+    are as NVML would give them for a real run's process."""
+    from engine.model import GpuProcess, GpuSample, HostSample
+    from tui.screens import GpuProcessesScreen
+
+    [run] = await client.submit([job(daemon, ["sleep", "60"], name="on-gpu")])
+    await wait_until(lambda: _running_pid(client, run.id), what="the run's pid")
+    pid = (await client.run(run.id)).run.pid
+    assert pid is not None
+    gpu = GpuSample(
+        index=0,
+        name="H100",
+        mem_used_mb=9000.0,
+        mem_total_mb=81920.0,
+        util_percent=90.0,
+        processes=(GpuProcess(pid + 1, 6144.0, pid), GpuProcess(1, 2048.0, 1)),
+    )
+    sample = HostSample(
+        host="local",
+        time=0.0,
+        cpu_percent=0.0,
+        cpu_per_core=(),
+        mem_used_mb=0.0,
+        mem_total_mb=1.0,
+        gpus=(gpu,),
+    )
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dash.query_one(RunsTable)
+        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
+        await pilot.press("G")
+        await wait_until(lambda: isinstance(app.screen, GpuProcessesScreen), what="the view")
+        screen = app.screen
+        assert isinstance(screen, GpuProcessesScreen)
+        running = [(await client.run(run.id)).run]
+        screen.show({"local": sample}, running)
+        assert [(r[3], r[4], r[5].id if r[5] else None) for r in screen.rows] == [
+            (pid + 1, 6144.0, run.id),  # ours, by its process group
+            (1, 2048.0, None),
+        ]
+        summary = str(screen.query_one("#gpu-summary", Static).render())
+        assert "2 processes on 1 GPUs of 1 hosts, holding 8.0 GiB" in summary
+        await pilot.press("down", "k")  # not ours: refused
+        await pilot.press("up", "k")
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="asked first")
+        await pilot.press("y")
+        ended = await client.wait(run.id, 30)
+        assert ended.status is RunStatus.CANCELLED
+
+
+async def _running_pid(client: Client, run_id: int) -> bool:
+    run = (await client.run(run_id)).run
+    return run.status is RunStatus.RUNNING and run.pid is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Awaitable
 from types import SimpleNamespace
@@ -277,8 +278,8 @@ class FakeNvml:
 
     def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
         return [
-            SimpleNamespace(pid=4242, usedGpuMemory=3 * 2**30),
-            SimpleNamespace(pid=7, usedGpuMemory=None),
+            SimpleNamespace(pid=4242, usedGpuMemory=3 * 2**30),  # gone by the time it is read
+            SimpleNamespace(pid=os.getpid(), usedGpuMemory=None),
         ]
 
 
@@ -292,7 +293,11 @@ def test_gpu_lines_from_nvml_reach_the_host_pane() -> None:
         87,
     )
     assert (gpu.temperature_c, gpu.power_w) == (64, 312)
-    assert gpu.processes == ((4242, 3072.0), (7, 0.0))
+    # Each process with its process group: a run's is its wrapper's pid.
+    assert [(p.pid, p.mem_mb, p.group) for p in gpu.processes] == [
+        (4242, 3072.0, None),
+        (os.getpid(), 0.0, os.getpgid(os.getpid())),
+    ]
     pane = HostPane("gpu-box")
     idle = msgspec.structs.replace(gpu, util_percent=10.0)
     pane.record(msgspec.structs.replace(sample, gpus=(idle,)))

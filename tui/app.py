@@ -44,6 +44,7 @@ from tui.runs_window import RunsWindow
 from tui.screens import (
     CompareScreen,
     ConfirmScreen,
+    GpuProcessesScreen,
     LauncherScreen,
     PromptScreen,
     RunDetailScreen,
@@ -76,6 +77,7 @@ DASHBOARD_ACTIONS = {
     "select",
     "compare",
     "alias",
+    "gpu_processes",
     "sort",
     "sort_column",
     "reverse",
@@ -125,6 +127,7 @@ class RunyardApp(App[int]):
         Binding("space", "select", "Select", show=False),
         Binding("C", "compare", "Compare"),
         Binding("a", "alias", "Alias"),
+        Binding("G", "gpu_processes", "GPU processes"),
         Binding("l", "logs", "Logs", priority=True),
         Binding("s", "sort", "Sort"),
         *(
@@ -313,6 +316,8 @@ class RunyardApp(App[int]):
                 for pane in self.dash.query(HostPane):
                     if pane.host == event.sample.host:
                         pane.show(pane.state, pane.reason, event.sample, since=pane.since)
+                if isinstance(self.screen, GpuProcessesScreen) and event.sample.gpus:
+                    self.refresh_gpu_processes()
             elif isinstance(event, LogLines):
                 await self.add_log(event)
             elif isinstance(event, HostChanged):
@@ -701,6 +706,47 @@ class RunyardApp(App[int]):
         if run_id is not None:
             self.log_follow.stop()
             self.show_log(run_id)
+
+    def action_gpu_processes(self) -> None:
+        """Every GPU's processes, and which of our runs each belongs to (nvitop's view)."""
+        self.push_screen(GpuProcessesScreen())
+        self.refresh_gpu_processes()
+
+    @work(exclusive=True, group="gpus")
+    @closing_quietly
+    async def refresh_gpu_processes(self) -> None:
+        screen = self.screen
+        if self.client is None or not isinstance(screen, GpuProcessesScreen):
+            return
+        runs = await self.client.runs([RunStatus.RUNNING])
+        samples = {p.host: p.sample for p in self.dash.query(HostPane) if p.sample is not None}
+        if self.screen is screen:
+            screen.show(samples, runs)
+
+    @on(GpuProcessesScreen.StopWanted)
+    def stop_gpu_run(self, event: GpuProcessesScreen.StopWanted) -> None:
+        run = event.run
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.stop_run(run.id)
+
+        question = (
+            f"stop run {run.id} {run.name} on {run.host}? SIGTERM to its processes, SIGKILL"
+            " after the grace period"
+        )
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(group="act")
+    async def stop_run(self, run_id: int) -> None:
+        if self.client is None:
+            return
+        try:
+            await self.client.cancel(run_id)
+        except EngineError as exc:
+            self.notify(f"run {run_id}: {exc}", severity="error")
+            return
+        self.notify(f"run {run_id}: stopping (SIGTERM)")
 
     def action_compare(self) -> None:
         """Open the compare screen at once, so the keys read with C are its own; then fill it."""
