@@ -620,6 +620,8 @@ async def test_the_footer_and_help_list_the_keys_of_the_screen_in_focus(
         line = app.dash.query_one("#cursor-line", Lines)
         await wait_until(lambda: "helped" in line.text.plain, what="the cursor's run in full")
         assert "succeeded" in line.text.plain and "exit code 0" in line.text.plain
+        log = app.dash.query_one("#log", Log)
+        await wait_until(lambda: log.border_title == f"log: run {run.id}: ended", what="ended")
         await pilot.press("question_mark")
         await wait_until(lambda: app.screen.query("HelpPanel"), what="the help panel")
         panel = app.screen.query_one("HelpPanel").query_one("#widget-help", Markdown)

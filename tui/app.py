@@ -306,6 +306,8 @@ class RunyardApp(App[int]):
                 if detail is not None and detail.run_id == event.run.id:
                     detail.ended = event.run.status.terminal
                     detail.update_title()
+                if event.run.id == self.log_follow.run and event.run.status.terminal:
+                    self.title_log(event.run.id)
             elif isinstance(event, MetricsAdded):
                 values = latest.setdefault(event.run_id, {})
                 for key, step, value, _line in event.points:
@@ -513,11 +515,17 @@ class RunyardApp(App[int]):
         if detail is not None:
             detail.show_log(show.lines, show.end)
         else:
-            log = self.dash.query_one("#log", Log)
-            replace_lines(log, show.lines)
-            log.border_title = f"log: run {run_id}"  # a title, not a Static: no relayout
+            replace_lines(self.dash.query_one("#log", Log), show.lines)
+            self.title_log(run_id)
         for event in held:
             await self.add_log(event)
+
+    def title_log(self, run_id: int) -> None:
+        """The dashboard log's title: whose log, and whether it still grows."""
+        run = self.runs_window.runs.get(run_id)
+        state = "ended" if run is not None and run.status.terminal else "following"
+        log = self.dash.query_one("#log", Log)
+        log.border_title = f"log: run {run_id}: {state}"  # a title, not a Static: no relayout
 
     async def add_log(self, event: LogLines) -> None:
         async with self.log_lock:
