@@ -252,9 +252,11 @@ class Client:
         dry_run: bool = False,
         cwd: str | None = None,
         smoke: bool = False,
+        wait_for_host: bool = False,
     ) -> SweepPlan:
         """Launch a sweep of an experiment file (or preview it with `dry_run`; with `smoke`,
-        only its smoke test: see `smoke_test`)."""
+        only its smoke test: see `smoke_test`). A trial no host could ever run refuses the
+        sweep, unless `wait_for_host`."""
         request = SweepRequest(
             file=str(Path(file).resolve()),
             cwd=cwd or os.getcwd(),
@@ -262,6 +264,7 @@ class Client:
             env=dict(os.environ),
             dry_run=dry_run,
             smoke=smoke,
+            wait_for_host=wait_for_host,
         )
         return await self._request(
             "POST",

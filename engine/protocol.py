@@ -100,6 +100,7 @@ class SweepRequest(msgspec.Struct, frozen=True):
     env: dict[str, str] | None = None
     dry_run: bool = False
     smoke: bool = False  # its smoke test instead: one trial per model with [smoke]'s values
+    wait_for_host: bool = False  # queue trials no host could ever run (they wait, saying why)
 
 
 class HostEstimate(msgspec.Struct, frozen=True):

@@ -68,3 +68,16 @@ def test_metric_cells_hold_whole_values_and_columns_sort_by_number() -> None:
     window.sweep_metrics = {"s": {"name": "auc", "mode": "max"}}
     assert window.sort_by_column("metrics") and window.sort == "metric:auc"
     assert window.sorted_column() == "metrics"
+
+
+def test_the_metric_column_shows_each_metric_first_in_turn() -> None:
+    from tui.runs_window import RunsWindow
+
+    window = RunsWindow(sort="metric:auc")
+    window.sweep_metrics = {"s": {"name": "auc", "mode": "max"}}
+    window.latest = {1: {"auc": {}, "loss": {}, "acc": {}}}
+    assert window.metric_shown() == "auc"
+    assert window.next_metric_column() == "acc" and window.sort == "metric:acc"
+    assert window.next_metric_column() == "loss" and window.metric_shown() == "loss"
+    assert window.next_metric_column() is None and window.metric_shown() == "auc"
+    assert window.sort == "metric:auc"

@@ -117,6 +117,15 @@ async def test_a_job_that_cannot_fit_is_refused_or_waits_saying_why(
         with pytest.raises(EngineError, match="no host can ever run this job") as refused:
             await engine.submit([never])
         assert "--wait-for-host" in str(refused.value)
+    (two_hosts.folder / "big.toml").write_text(
+        'name = "big"\ncommand = "true"\nresources = { gpus = 1, gpu_mem_gb = 30 }\n'
+        "[sweep.params]\nx = [1, 2]\n"
+    )
+    refused = two_hosts.engine("sweep", "big.toml")
+    assert refused.returncode == 1 and "no host can ever run this job" in refused.stderr
+    queued = two_hosts.engine("sweep", "big.toml", "--wait-for-host")
+    assert queued.returncode == 0, queued.stderr
+    assert await engine.cancel_sweep(queued.stdout.strip())
     cli = two_hosts.engine("run", "--gpus", "1", "--gpu-mem", "30", "--", "true")
     assert cli.returncode == 1
     assert (

@@ -78,6 +78,7 @@ DASHBOARD_ACTIONS = {
     "compare",
     "alias",
     "gpu_processes",
+    "metric_column",
     "sort",
     "sort_column",
     "reverse",
@@ -128,6 +129,7 @@ class RunyardApp(App[int]):
         Binding("C", "compare", "Compare"),
         Binding("a", "alias", "Alias"),
         Binding("G", "gpu_processes", "GPU processes"),
+        Binding("M", "metric_column", "Metric column", show=False),
         Binding("l", "logs", "Logs", priority=True),
         Binding("s", "sort", "Sort"),
         *(
@@ -714,6 +716,12 @@ class RunyardApp(App[int]):
         if run_id is not None:
             self.log_follow.stop()
             self.show_log(run_id)
+
+    def action_metric_column(self) -> None:
+        """The METRIC column shows another metric first (and sorts by it, if it sorted)."""
+        chosen = self.runs_window.next_metric_column()
+        self.notify(f"metric column: {chosen or 'each sweep’s metric'}", timeout=2)
+        self.load_page(self.runs_window.offset)
 
     def action_gpu_processes(self) -> None:
         """Every GPU's processes, and which of our runs each belongs to (nvitop's view)."""

@@ -39,6 +39,7 @@ class RunsWindow:
     sweep_metrics: dict[str, dict[str, str]] = field(default_factory=dict)
     aliases: dict[int, list[str]] = field(default_factory=dict)  # of the loaded runs
     selected: set[int] = field(default_factory=set)
+    metric_choice: str | None = None  # the METRIC column's metric; None: the sweep's
     wanted: int | None = None  # the window asked for and not yet loaded
 
     def load(self, page: RunPage, reset: bool = False) -> None:
@@ -119,12 +120,29 @@ class RunsWindow:
         self.wanted = offset
         return offset
 
-    def metric_shown(self) -> str | None:
-        """The metric the METRIC column sorts by: the first sweep's metric among the loaded
-        runs, else the first metric any of them has."""
+    def metric_names(self) -> list[str]:
+        """The loaded runs' metrics: their sweeps' first, then the others by name."""
         named = [m["name"] for m in self.sweep_metrics.values() if m.get("name")]
         seen = sorted({k for summaries in self.latest.values() for k in summaries})
-        return (named or seen or [None])[0]
+        return list(dict.fromkeys([*named, *seen]))
+
+    def metric_shown(self) -> str | None:
+        """The metric the METRIC column shows first and sorts by: the one chosen, else the
+        first sweep's metric among the loaded runs, else the first metric any of them has."""
+        if self.metric_choice is not None:
+            return self.metric_choice
+        return (self.metric_names() or [None])[0]
+
+    def next_metric_column(self) -> str | None:
+        """Show the next metric first in the METRIC column; after the last, each sweep's own
+        again (None)."""
+        names = self.metric_names()
+        order = [None, *names[1:]]  # names[0] is what None shows
+        at = order.index(self.metric_choice) if self.metric_choice in order else 0
+        self.metric_choice = order[(at + 1) % len(order)]
+        if self.sort.startswith("metric:") and (shown := self.metric_shown()) is not None:
+            self.sort = f"metric:{shown}"
+        return self.metric_choice
 
     def sort_by_column(self, column: str) -> bool:
         """Sort by a column of the table (again: the other way); False for one that does not

@@ -37,7 +37,13 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
             return error(400, f"bad request: {exc}")
         try:
             result = await sup.submit_sweep(
-                body.file, body.overrides, body.cwd, body.env or {}, body.dry_run, body.smoke
+                body.file,
+                body.overrides,
+                body.cwd,
+                body.env or {},
+                body.dry_run,
+                body.smoke,
+                body.wait_for_host,
             )
         except Refused as exc:
             return error(400, str(exc))

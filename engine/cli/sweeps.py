@@ -54,7 +54,13 @@ async def cmd_sweep(engine: Client, args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         result = report.full
     else:
-        result = await engine.sweep(args.file, overrides, dry_run=args.dry_run, smoke=args.smoke)
+        result = await engine.sweep(
+            args.file,
+            overrides,
+            dry_run=args.dry_run,
+            smoke=args.smoke,
+            wait_for_host=args.wait_for_host,
+        )
     if args.json:
         print_json(result)
     what = "would run" if args.dry_run else f"sweep {result.sweep} queued"
@@ -459,6 +465,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--yes", action="store_true", help="launch even when estimated longer than confirm_over"
+    )
+    p.add_argument(
+        "--wait-for-host",
+        action="store_true",
+        help="queue trials no host could ever run (they wait, saying why) rather than refuse",
     )
     p.add_argument(
         "--smoke",

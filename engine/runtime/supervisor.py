@@ -186,8 +186,9 @@ class Supervisor:
         env: dict[str, str],
         dry_run: bool,
         smoke: bool = False,
+        wait_for_host: bool = False,
     ) -> SweepPlan:
-        return await self.sweeps.submit(file, overrides, cwd, env, dry_run, smoke)
+        return await self.sweeps.submit(file, overrides, cwd, env, dry_run, smoke, wait_for_host)
 
     async def reproduce(self, run: Run, secrets: dict[str, str] | None = None) -> Run:
         return await self.submitter.reproduce(run, secrets)

@@ -88,6 +88,7 @@ class Sweeps:
         env: dict[str, str],
         dry_run: bool,
         smoke: bool = False,
+        wait_for_host: bool = False,
     ) -> SweepPlan:
         """Expand an experiment into trials, snapshot the project's code, and queue every trial
         as a run of a new sweep (or, with `dry_run`, only say what would happen). With
@@ -105,7 +106,12 @@ class Sweeps:
         except workspace.DataError as exc:
             raise SubmitError(str(exc)) from None
         next_id = await self.db.call(self.db.store.next_sweep_id, experiment.name, smoke)
-        jobs = [_trial_job(experiment, t, cwd, env, links, next_id) for t in planned]
+        jobs = [
+            msgspec.structs.replace(
+                _trial_job(experiment, t, cwd, env, links, next_id), wait_for_host=wait_for_host
+            )
+            for t in planned
+        ]
         routed = self._routed(experiment, jobs, planned, every=not smoke)
         where = _where(experiment, routed)
         if smoke:  # each model's smoke run on the host its trials would go to
@@ -208,9 +214,12 @@ class Sweeps:
                 continue
             cwd, env, manifest, data = adaptive.launch
             env = adaptive.env if adaptive.env is not None else repro.unmask_env(env, os.environ)
+            # The sweep was accepted when submitted: its later trials are never refused.
             jobs = [
                 msgspec.structs.replace(
-                    _trial_job(study.experiment, t, cwd, env, data, sweep_id), sweep=sweep_id
+                    _trial_job(study.experiment, t, cwd, env, data, sweep_id),
+                    sweep=sweep_id,
+                    wait_for_host=True,
                 )
                 for t in study.ask(wanted)
             ]

@@ -235,6 +235,8 @@ class RunsTable(ScrollView, can_focus=True):
         sorted_by = self.window.sorted_column()
         titles = []
         for i, (key, title, width) in enumerate(self.COLUMNS):
+            if key == "metrics" and self.window.metric_choice:  # chosen with M
+                title += f" {self.window.metric_choice}"
             if key == sorted_by:
                 title += " ▼" if self.window.descending else " ▲"
             titles.append(f"{(i + 1) % 10}:{title}".ljust(width)[:width])
@@ -265,14 +267,18 @@ class RunsTable(ScrollView, can_focus=True):
         latest = self.window.latest.get(run_id, {})
         run = self.window.runs.get(run_id)
         metric = self.window.sweep_metrics.get(run.sweep or "") if run else None
+        first = self.window.metric_choice or (metric.get("name") if metric else None)
         tokens = []
-        if metric and metric.get("name") in latest:
-            s = latest[metric["name"]]
-            best = s["max"] if metric.get("mode", "max") == "max" else s["min"]
-            arrow = "↑" if metric.get("mode", "max") == "max" else "↓"  # the best, that way
-            tokens.append(f"{metric['name']}={format_value(s['last'])} {arrow}{format_value(best)}")
-        named = metric.get("name") if metric else None
-        tokens += [f"{k}={format_value(s['last'])}" for k, s in latest.items() if k != named]
+        if first in latest:
+            s = latest[first]
+            if metric and metric.get("name") == first:  # the sweep's: its best, that way
+                up = metric.get("mode", "max") == "max"
+                best = s["max"] if up else s["min"]
+                arrow = "↑" if up else "↓"
+                tokens.append(f"{first}={format_value(s['last'])} {arrow}{format_value(best)}")
+            else:
+                tokens.append(f"{first}={format_value(s['last'])}")
+        tokens += [f"{k}={format_value(s['last'])}" for k, s in latest.items() if k != first]
         return tokens
 
     def metrics_text(self, run_id: int) -> str:
