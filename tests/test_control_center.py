@@ -211,12 +211,7 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
     await wait_until(lambda: _points(client, run.id, 20), what="some points")
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
-        table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
-        await pilot.press("enter")
-        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
-        screen = app.screen
-        assert isinstance(screen, RunDetailScreen)
+        screen = await open_detail(app, pilot, run.id)
         await wait_until(lambda: "loss" in screen.series, what="the metric curves")
         facts = str(screen.query_one("#facts-text").render())
         assert "seed 7" in facts and "commit" in facts and "detailed" in facts
@@ -259,6 +254,16 @@ async def test_run_detail_shows_facts_charts_and_a_searchable_log(
 
 async def _points(client: Client, run_id: int, n: int) -> bool:
     return len(await client.metrics(run_id)) >= n
+
+
+async def open_detail(app: RunyardApp, pilot: Pilot[int], run_id: int) -> RunDetailScreen:
+    """Press enter on a run once the table lists it (newest first: at the cursor); its screen."""
+    table = app.dash.query_one(RunsTable)
+    await wait_until(lambda: table.window.cursor_run == run_id, what="the run listed")
+    await pilot.press("enter")
+    await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
+    assert isinstance(app.screen, RunDetailScreen)
+    return app.screen
 
 
 async def open_launcher(app: RunyardApp, pilot: Pilot[int]) -> tuple[LauncherScreen, Static]:
@@ -652,12 +657,7 @@ async def test_run_detail_charts_every_metric_in_a_grid_with_smoothing_log_y_and
     await client.wait(run.id, 30)
     app = RunyardApp(str(daemon.config_path))
     async with app.run_test(size=(160, 48)) as pilot:
-        table = app.dash.query_one(RunsTable)
-        await wait_until(lambda: table.window.cursor_run == run.id, what="the run listed")
-        await pilot.press("enter")
-        await wait_until(lambda: isinstance(app.screen, RunDetailScreen), what="the detail")
-        screen = app.screen
-        assert isinstance(screen, RunDetailScreen)
+        screen = await open_detail(app, pilot, run.id)
         await wait_until(lambda: set(screen.series) == {"loss", "acc"}, what="both metrics")
         charts = list(screen.query(MetricChart))
 
