@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -355,6 +356,29 @@ def sparkline(values: Sequence[float | None], scale: float) -> str:
     return "".join(
         " " if v is None else SPARK_BARS[min(7, int(max(0.0, v) / scale * 8))] for v in values
     )
+
+
+DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?"
+)
+
+
+def seconds_of(value: Any) -> float | None:
+    """A duration written "2h", "1h30m", "90m", "45s" or "1d", or as seconds (a number, or
+    a number's text): in seconds; None for anything else or a duration not above 0."""
+    if isinstance(value, str):
+        found = DURATION.fullmatch(value.strip())
+        if found and any(found.groups()):
+            days, hours, minutes, seconds = (float(g or 0) for g in found.groups())
+            value = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        else:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < 1e9 else None
 
 
 def format_value(value: float | None, digits: int = 4) -> str:

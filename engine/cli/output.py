@@ -10,8 +10,7 @@ from typing import Any
 
 import msgspec
 
-from engine.config.toml import seconds_of
-from engine.model import format_duration
+from engine.model import format_duration, seconds_of
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

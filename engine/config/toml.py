@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from engine.errors import ConfigError
-from engine.model import HostSpec
+from engine.model import HostSpec, seconds_of
 
 T = TypeVar("T")
 
@@ -180,29 +180,6 @@ def _friendly(message: str) -> str:
     want, got, rest = found.groups()
     want = " or ".join(_TYPE_WORDS.get(w.strip(), w.strip()) for w in want.split("|"))
     return f"expected {want}, got {_TYPE_WORDS.get(got, got)}{rest.replace('`', '')}"
-
-
-DURATION = re.compile(
-    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?"
-)
-
-
-def seconds_of(value: Any) -> float | None:
-    """A duration written "2h", "1h30m", "90m", "45s" or "1d", or as seconds (a number, or
-    a number's text): in seconds; None for anything else or a duration not above 0."""
-    if isinstance(value, str):
-        found = DURATION.fullmatch(value.strip())
-        if found and any(found.groups()):
-            days, hours, minutes, seconds = (float(g or 0) for g in found.groups())
-            value = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        else:
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-    elif isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if 0 < value < 1e9 else None
 
 
 def duration_s(where: Locator, key: str, value: Any) -> float:
