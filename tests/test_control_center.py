@@ -363,6 +363,9 @@ async def test_the_launcher_previews_and_launches_a_sweep_and_compare_shows_two_
         assert all("(best " in cell for cell in score[1:]), score  # the sweep's metric: max
         labels = [str(c.label) for c in grid.columns.values()][1:]  # type: ignore[attr-defined]
         assert labels == [f"{r.id} {r.name}" for r in compare.runs]  # whole names: they fit
+        # Each run's name in its curve's colour, in place of a legend drawn over the curves.
+        styles = [str(c.label.style) for c in grid.columns.values()][1:]  # type: ignore[attr-defined]
+        assert styles == ["bold cyan", "bold magenta"]
         # b pins the cursor's run (the second column) as the baseline: first, the other's Δ.
         second = compare.runs[1]
         grid.move_cursor(column=2)  # type: ignore[attr-defined]

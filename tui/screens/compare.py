@@ -17,7 +17,7 @@ from engine.protocol import RunDetail
 from engine.results.compare import compare
 from tui.widgets.cells import middle_cut
 from tui.widgets.footer import Footer
-from tui.widgets.metric_chart import MetricChart, curves
+from tui.widgets.metric_chart import MetricChart, curve_color, curves
 
 
 class CompareScreen(Screen[None]):
@@ -83,9 +83,10 @@ class CompareScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_column("", key="what")
-        for run in self.runs:
+        for i, run in enumerate(self.runs):  # each run's name in its curve's colour
             pinned = "baseline " if run.id == self.baseline else ""
-            table.add_column(f"{pinned}{run.id} {middle_cut(run.name, 24)}", key=str(run.id))
+            label = Text(f"{pinned}{run.id} {middle_cut(run.name, 24)}", f"bold {curve_color(i)}")
+            table.add_column(label, key=str(run.id))
         for param in side["params"]:
             differs = param["differs"]
             label = Text(
@@ -131,7 +132,7 @@ class CompareScreen(Screen[None]):
         key = self.keys[self.metric_index]
         self.query_one(MetricChart).show(
             {f"{run.id} {run.name}": self.series[run.id].get(key, []) for run in self.runs},
-            f"{key} of {len(self.runs)} runs  (m: next metric)",
+            f"{key} of {len(self.runs)} runs, each in its column's colour  (m: next metric)",
         )
 
     def action_next_metric(self) -> None:

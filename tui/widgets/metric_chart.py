@@ -14,7 +14,15 @@ CHART_POINTS = 2000  # per curve: a chart is at most a few hundred columns of br
 CHART_REDRAW_S = 0.5  # live points redraw a chart at most this often
 
 
-SMOOTHING = (0.0, 0.6, 0.9)  # the EMA weights `e` cycles through (0: none)
+# Several curves' colours, in order: named alike by plotext and rich, so a table can say which
+# curve is whose in place of a legend drawn over the curves.
+CURVE_COLORS = ("cyan", "magenta", "yellow", "green", "red", "blue")
+SMOOTHING = (0.0, 0.6, 0.9)
+
+
+def curve_color(index: int) -> str:
+    """The colour of the `index`th of several curves (see CURVE_COLORS)."""
+    return CURVE_COLORS[index % len(CURVE_COLORS)]  # the EMA weights `e` cycles through (0: none)
 
 
 @dataclass
@@ -72,11 +80,17 @@ class MetricChart(PlotextPlot):
         log_y = view.log_y and positive and bool(drawn)
         plt.title(title + (f"  ({view.describe()})" if drawn else ""))
         plt.xlabel("seconds" if view.wall_time else "step")
-        for label, points in drawn.items():
-            xs, ys = zip(*points, strict=True)
-            # One curve needs no legend (the title names it): a legend only covers curves.
-            named = label[:24] if len(drawn) > 1 else None
-            plt.plot(list(xs), smooth(list(ys), view.smoothing), label=named, marker="braille")
+        # No legend: it is drawn over the curves. One curve is named by the title; several
+        # take CURVE_COLORS in the order given, which the caller shows beside them.
+        for i, points in enumerate(series.values()):
+            if points:
+                xs, ys = zip(*points, strict=True)
+                plt.plot(
+                    list(xs),
+                    smooth(list(ys), view.smoothing),
+                    color=curve_color(i),
+                    marker="braille",
+                )
         if log_y:
             plt.yscale("log")
         if drawn and not view.wall_time:
