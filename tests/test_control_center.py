@@ -741,3 +741,18 @@ async def test_gpu_processes_name_our_runs_and_k_stops_one(client: Client, daemo
 async def _running_pid(client: Client, run_id: int) -> bool:
     run = (await client.run(run_id)).run
     return run.status is RunStatus.RUNNING and run.pid is not None
+
+
+async def test_a_short_screen_charts_one_row_of_metrics(client: Client, daemon: Project) -> None:
+    four = 'import json\nfor s in range(5): print("@runyard", json.dumps({"step": s, "a": s, "b": s, "c": s, "d": s}))'
+    [run] = await client.submit([job(daemon, [sys.executable, "-c", four], name="four")])
+    await client.wait(run.id, 30)
+    app = RunyardApp(str(daemon.config_path))
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_detail(app, pilot, run.id)
+        charts = list(screen.query(MetricChart))
+        await wait_until(lambda: sum(c.display for c in charts) == 4, what="two rows of two")
+        await pilot.resize_terminal(100, 30)
+        await wait_until(lambda: sum(c.display for c in charts) == 2, what="one row at 100×30")
+        await pilot.press("m")  # one alone, then each in turn
+        await wait_until(lambda: sum(c.display for c in charts) == 1)

@@ -31,6 +31,7 @@ from tui.widgets.typed_input import TypedInput
 
 LOG_MAX_LINES = 20_000
 GRID_CHARTS = 4  # metrics charted at once on a run's screen
+TALL_SCREEN = 40  # lines a screen needs for two rows of charts to be read
 
 
 class RunDetailScreen(Screen[None]):
@@ -50,7 +51,7 @@ class RunDetailScreen(Screen[None]):
         Binding("N", "previous_match", "Previous match", show=False),
     ]
     CSS = """
-    RunDetailScreen #facts { height: 12; border: round $primary; padding: 0 1; }
+    RunDetailScreen #facts { height: 12; max-height: 33%; border: round $primary; padding: 0 1; }
     RunDetailScreen #charts { height: 1fr; min-height: 10; grid-size: 2; grid-gutter: 0 1; }
     RunDetailScreen #charts.single { grid-size: 1; }
     RunDetailScreen MetricChart { height: 1fr; min-height: 5; }
@@ -133,7 +134,8 @@ class RunDetailScreen(Screen[None]):
     # --- drawing -----------------------------------------------------------------------------
 
     def draw(self) -> None:
-        """The grid: a chart per metric (the first GRID_CHARTS); or one metric alone."""
+        """The grid: a chart per metric (the first GRID_CHARTS, or half of them where the
+        screen is short); or one metric alone."""
         self.redraw_pending = False
         keys = sorted(self.series)
         source = self.timed if self.view.wall_time else self.series
@@ -142,19 +144,17 @@ class RunDetailScreen(Screen[None]):
             source = {k: [(x - start, y) for x, y in p] for k, p in source.items()}
         charts = list(self.query(MetricChart))
         alone = 0 <= self.metric_index < len(keys)
-        shown = [keys[self.metric_index]] if alone else keys[:GRID_CHARTS]
         grid = self.query_one("#charts")
+        # Two rows of charts on a tall screen; one where two would be too flat to read.
+        room = GRID_CHARTS if self.size.height >= TALL_SCREEN else GRID_CHARTS // 2
+        shown = [keys[self.metric_index]] if alone else keys[:room]
         grid.set_class(len(shown) <= 1, "single")
         for i, chart in enumerate(charts):
             chart.display = i < max(1, len(shown))
         if not keys:
             charts[0].show({}, "no metrics yet")
             return
-        more = (
-            f"  (+{len(keys) - GRID_CHARTS} more: m)"
-            if not alone and len(keys) > GRID_CHARTS
-            else ""
-        )
+        more = f"  (+{len(keys) - room} more: m)" if not alone and len(keys) > room else ""
         for chart, key in zip(charts, shown, strict=False):
             hint = "  (m: next, g: grid)" if alone else more
             chart.show({key: source.get(key, [])}, f"{key}{hint}", self.view)
@@ -167,6 +167,10 @@ class RunDetailScreen(Screen[None]):
         self.query_one(Log).border_title = f"log of run {self.run_id}: {state}{found}"
 
     # --- actions -----------------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        """Taller or shorter, the charts take the rows there is room for."""
+        self.draw()
 
     def action_next_metric(self) -> None:
         """One metric alone, the next each time (after the last: the grid again)."""
