@@ -212,3 +212,10 @@ def test_compare_fits_the_terminal_and_shows_only_what_differs(daemon: Project) 
     only = daemon.engine("compare", "--sweep", "c-1", "--only-diff").stdout
     assert "same last" not in only and "auc last" in only and "≠ x" in only
     assert "label" not in only  # one value for all: not a difference
+
+
+def test_tables_print_cells_as_text_not_markup() -> None:
+    from engine.cli.output import table
+
+    shown = table([["[red]failed", "a [b]c"]], ["[bold]NAME", "REASON"])
+    assert shown.splitlines() == ["[bold]NAME   REASON", "[red]failed  a [b]c"]

@@ -123,3 +123,4 @@ def test_a_comparison_with_a_non_number_is_an_error_not_an_empty_table() -> None
     with pytest.raises(FilterError, match="incomplete or misplaced term"):
         parse_filter("failed or")
     assert parse_filter('"exit code 3"')["text"] == ("exit code 3",)
+    assert parse_filter('"a\tb\\c"')["text"] == ("a\tb\\c",)  # as typed: no escapes

@@ -37,12 +37,13 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """Rows under a bold header, drawn by rich: fitted to the terminal (long cells wrap) when
     stdout is one, and one line per row, never wrapped, when it is piped."""
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for name in header:
-        grid.add_column(name, overflow="fold")
-    for row in rows:
-        grid.add_row(*(str(c) for c in row))
+        grid.add_column(Text(name), overflow="fold")
+    for row in rows:  # as text: a `[red]` in a run's name or reason is no markup
+        grid.add_row(*(Text(str(c)) for c in row))
     console = _console()
     with console.capture() as captured:
         console.print(grid)
