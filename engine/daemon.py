@@ -58,7 +58,7 @@ class Daemon:
             if here is not None:
                 first = await asyncio.to_thread(here.sample)
                 for name in local:
-                    samples.add(msgspec.structs.replace(first, host=name))
+                    samples.know(msgspec.structs.replace(first, host=name))
             self.supervisor = Supervisor(
                 self.config, self.db, self.bus, samples.latest, samples.add
             )

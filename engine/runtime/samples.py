@@ -31,6 +31,11 @@ class HostSamples:
         recent = self.recent.get(host)
         return recent[-1] if recent else None
 
+    def know(self, sample: HostSample) -> None:
+        """Take a sample into the live view only: what a host has, known before the daemon
+        serves (the history starts with the samples clients can see)."""
+        self.recent[sample.host].append(sample)
+
     def add(self, sample: HostSample) -> None:
         """Take one host sample (from this machine's sampler or a remote host's probe): into
         the live view and the event stream now, into the store with the next flush."""
