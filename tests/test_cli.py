@@ -17,6 +17,18 @@ from .conftest import Project
 ENGINE = str(Path(sys.executable).parent / "engine")  # the installed console script
 
 
+def _toy_sweep(project: Project, name: str, prints: str, sweep: str, first: str = "") -> None:
+    """`t.py`, a trainer that prints `prints` (Python, of its params `p`) after `first`, and
+    `s.toml`, sweep `name` of it by `auc` with `sweep`'s sections."""
+    (project.folder / "t.py").write_text(
+        f"import json, os, time\np = json.loads(os.environ['RUNYARD_PARAMS'])\n{first}"
+        f"print('@runyard', json.dumps({prints}))\n"
+    )
+    (project.folder / "s.toml").write_text(
+        f'name = "{name}"\ncommand = "{sys.executable} t.py"\nmetric = {{ name = "auc" }}\n' + sweep
+    )
+
+
 def _json(done: subprocess.CompletedProcess[str]) -> object:
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -51,13 +63,8 @@ def test_every_verb_that_prints_has_json(daemon: Project) -> None:
     steps = _json(e("host", "check", "local", "--json"))
     assert steps and all(set(s) == {"step", "ok", "detail"} for s in steps)  # type: ignore[union-attr]
     # A sweep's exports and report.
-    (daemon.folder / "t.py").write_text(
-        "import json, os\np = json.loads(os.environ['RUNYARD_PARAMS'])\n"
-        "print('@runyard', json.dumps({'auc': p['x'] / 10}))\n"
-    )
-    (daemon.folder / "s.toml").write_text(
-        f'name = "s"\ncommand = "{sys.executable} t.py"\nmetric = {{ name = "auc" }}\n'
-        "[sweep]\nseeds = [0, 1]\n[sweep.params]\nx = [1, 2]\n"
+    _toy_sweep(
+        daemon, "s", "{'auc': p['x'] / 10}", "[sweep]\nseeds = [0, 1]\n[sweep.params]\nx = [1, 2]\n"
     )
     assert e("sweep", "s.toml", "--wait").returncode == 0
     rows = _json(e("export", "s-1", "--json"))
@@ -172,13 +179,8 @@ def _on_a_terminal(project: Project, *args: str, columns: int = 100) -> tuple[in
 
 
 def test_a_wait_shows_progress_on_a_terminal_and_nothing_when_piped(daemon: Project) -> None:
-    (daemon.folder / "t.py").write_text(
-        "import json, os, time\np = json.loads(os.environ['RUNYARD_PARAMS'])\n"
-        "time.sleep(1.5)\nprint('@runyard', json.dumps({'auc': p['x'] / 10}))\n"
-    )
-    (daemon.folder / "s.toml").write_text(
-        f'name = "p"\ncommand = "{sys.executable} t.py"\nmetric = {{ name = "auc" }}\n'
-        "[sweep.params]\nx = [1, 2, 3]\n"
+    _toy_sweep(
+        daemon, "p", "{'auc': p['x'] / 10}", "[sweep.params]\nx = [1, 2, 3]\n", "time.sleep(1.5)\n"
     )
     code, shown = _on_a_terminal(daemon, "sweep", "s.toml", "--wait")
     assert code == 0, shown
@@ -192,13 +194,11 @@ def test_a_wait_shows_progress_on_a_terminal_and_nothing_when_piped(daemon: Proj
 
 
 def test_compare_fits_the_terminal_and_shows_only_what_differs(daemon: Project) -> None:
-    (daemon.folder / "t.py").write_text(
-        "import json, os\np = json.loads(os.environ['RUNYARD_PARAMS'])\n"
-        "print('@runyard', json.dumps({'auc': p['x'] / 10, 'same': 1.0}))\n"
-    )
-    (daemon.folder / "s.toml").write_text(
-        f'name = "c"\ncommand = "{sys.executable} t.py"\nmetric = {{ name = "auc" }}\n'
-        '[sweep.params]\nx = [1, 2, 3, 4, 5, 6, 7, 8]\nlabel = ["a long value to widen it"]\n'
+    _toy_sweep(
+        daemon,
+        "c",
+        "{'auc': p['x'] / 10, 'same': 1.0}",
+        '[sweep.params]\nx = [1, 2, 3, 4, 5, 6, 7, 8]\nlabel = ["a long value to widen it"]\n',
     )
     assert daemon.engine("sweep", "s.toml", "--wait").returncode == 0
     code, shown = _on_a_terminal(daemon, "compare", "--sweep", "c-1", columns=100)

@@ -287,21 +287,22 @@ async def test_the_launchers_smoke_toggle_runs_the_smoke_test_before_the_sweep(
     exp = make_project(daemon)
     app = RunyardApp(str(daemon.config_path))
     told = shown_notifications(app)
-    async with app.run_test(size=(160, 48)) as pilot:
+
+    async def launch_after_a_smoke_test(pilot: Pilot[int]) -> None:
         launcher, _ = await open_launcher(app, pilot)
         launcher.query_one("#smoke", Checkbox).value = True
         launcher.query_one("#overrides").focus()
         await pilot.press("enter")
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await launch_after_a_smoke_test(pilot)
         await wait_until(
             lambda: any("smoke test passed; sweep toy-1 queued: 12 trials" in m for m in told),
             timeout=60,
             what="the smoke test to pass and the sweep to be queued",
         )
         exp.write_text(exp.read_text().replace("train.py", "missing.py"))
-        launcher, _ = await open_launcher(app, pilot)
-        launcher.query_one("#smoke", Checkbox).value = True
-        launcher.query_one("#overrides").focus()
-        await pilot.press("enter")
+        await launch_after_a_smoke_test(pilot)
         await wait_until(
             lambda: any("the sweep was not queued" in m for m in told),
             timeout=60,

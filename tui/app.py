@@ -300,8 +300,11 @@ class RunyardApp(App[int]):
         table = self.dash.query_one(RunsTable)
         latest: dict[int, dict[str, tuple[int | None, float]]] = {}
         detail = self.screen if isinstance(self.screen, RunDetailScreen) else None
+        cursor = table.window.cursor_run
+        cursor_changed = False
         for event in batch:
             if isinstance(event, RunChanged):
+                cursor_changed |= event.run.id == cursor
                 if not table.upsert(event.run) or event.reason == ALIAS_MOVED:
                     self.reload_soon()
                 self.tell(event)
@@ -330,8 +333,7 @@ class RunyardApp(App[int]):
                 self.reload_soon()
         for run_id, values in latest.items():
             table.set_metrics(run_id, values)
-        cursor = table.window.cursor_run
-        if cursor in latest or any(isinstance(e, RunChanged) and e.run.id == cursor for e in batch):
+        if cursor_changed or cursor in latest:
             self.show_cursor_line()
 
     def tell(self, event: RunChanged) -> None:

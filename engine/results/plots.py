@@ -6,6 +6,7 @@ not."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,15 +68,13 @@ class Figures:
             plt.close(fig)
 
 
-def _runs_counted(faded: Sequence[dict[str, Any]]) -> str:
-    """'3 pruned and 1 failed runs drawn faded' (or '' when there are none)."""
-    by_status: dict[str, int] = {}
-    for run in faded:
-        by_status[run["status"]] = by_status.get(run["status"], 0) + 1
+def runs_counted(runs: Sequence[dict[str, Any]]) -> str:
+    """'1 failed and 3 pruned runs', by status ('' for none)."""
+    by_status = Counter(run["status"] for run in runs)
     if not by_status:
         return ""
     parts = [f"{n} {status}" for status, n in sorted(by_status.items())]
-    return " and ".join(parts) + f" run{'s' if len(faded) > 1 else ''}"
+    return " and ".join(parts) + f" run{'s' if len(runs) > 1 else ''}"
 
 
 def plot_curves(
@@ -151,7 +150,7 @@ def plot_curves(
     if len(models) > 1:
         caption += "; one panel per model, as each counts its steps in its own unit"
     if faded:
-        caption += f"; {_runs_counted(faded)} in the sweep, {shown_faded} drawn faded in grey"
+        caption += f"; {runs_counted(faded)} in the sweep, {shown_faded} drawn faded in grey"
     figures.save(fig, "curves", caption + ".")
 
 
@@ -204,7 +203,7 @@ def plot_against_params(
                 " (the parameter was sampled log-uniformly)" if name in log_params else ""
             )
         if faded:
-            caption += f"; {_runs_counted(faded)}, {len(gone)} drawn faded (x) at their last value"
+            caption += f"; {runs_counted(faded)}, {len(gone)} drawn faded (x) at their last value"
         figures.save(fig, f"{safe_name(metric)}_vs_{safe_name(name)}", caption + ".")
 
 

@@ -17,6 +17,7 @@ from engine.results.plots import (
     plot_curves,
     plot_importance,
     plot_predictions,
+    runs_counted,
 )
 from engine.results.reproducibility import provenance
 from engine.results.resources import plot_utilisation, resources
@@ -131,16 +132,9 @@ def _vs_baseline(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def _left_out(faded: list[dict[str, Any]]) -> str:
-    by_status: dict[str, int] = {}
-    for run in faded:
-        by_status[run["status"]] = by_status.get(run["status"], 0) + 1
-    if not by_status:
+    if not faded:
         return ""
-    counted = " and ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
-    return (
-        f" {counted} run{'s' if len(faded) > 1 else ''} are not in these statistics; the"
-        " figures draw them faded."
-    )
+    return f" {runs_counted(faded)} are not in these statistics; the figures draw them faded."
 
 
 def _resources(cost: dict[str, Any]) -> list[str]:

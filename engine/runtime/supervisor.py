@@ -142,36 +142,10 @@ class Supervisor:
         await self.dispatcher.dispatch()
 
     async def sweep_summary(self, sweep_id: str) -> dict[str, Any]:
-        """A sweep as a notification tells it: its runs by status and its best result (the
-        best configuration by the sweep's metric, its mean and best run)."""
+        """A sweep as a notification tells it (see `Store.sweep_summary`), once the store has
+        caught up with the daemon."""
         await self.flush()
-        store = self.store
-        [sweep] = await self.db.call(store.sweeps, sweep_id)
-        summary: dict[str, Any] = {
-            "id": sweep.id,
-            "name": sweep.name,
-            "smoke": sweep.smoke,
-            "counts": sweep.counts,
-            "best": None,
-        }
-        metric = sweep.metric or {}
-        if metric.get("name"):
-            mode, key = metric.get("mode", "max"), metric["name"]
-            configs = await self.db.call(
-                store.sweep_results, sweep_id, key, mode, False, metric.get("summary", "last")
-            )
-            if configs:
-                best = configs[0]
-                summary["best"] = {
-                    "metric": key,
-                    "mode": mode,
-                    "mean": best["mean"],
-                    "n": best["n"],
-                    "run": best["best_run"],
-                    "model_type": best["model_type"],
-                    "params": best["params"],
-                }
-        return summary
+        return await self.db.call(self.store.sweep_summary, sweep_id)
 
     # --- requests ---------------------------------------------------------------------------
 

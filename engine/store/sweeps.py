@@ -255,6 +255,34 @@ class SweepRecords(StoreBase):
                 self._sweep_metric[sid] = json.loads(metric) if metric else None
         return {sid: self._sweep_metric[sid] for sid in wanted if sid in self._sweep_metric}
 
+    def sweep_summary(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep in brief: its runs by status and its best result (the best configuration by
+        the sweep's metric: its mean, count, best run and params; None without a metric)."""
+        [sweep] = self.sweeps(sweep_id)
+        summary: dict[str, Any] = {
+            "id": sweep.id,
+            "name": sweep.name,
+            "smoke": sweep.smoke,
+            "counts": sweep.counts,
+            "best": None,
+        }
+        metric = sweep.metric or {}
+        if metric.get("name"):
+            mode, key = metric.get("mode", "max"), metric["name"]
+            configs = self.sweep_results(sweep_id, key, mode, False, metric.get("summary", "last"))
+            if configs:
+                best = configs[0]
+                summary["best"] = {
+                    "metric": key,
+                    "mode": mode,
+                    "mean": best["mean"],
+                    "n": best["n"],
+                    "run": best["best_run"],
+                    "model_type": best["model_type"],
+                    "params": best["params"],
+                }
+        return summary
+
     def sweep_log_params(self, sweep_id: str) -> list[str]:
         """The params a sweep samples on a log scale."""
         row = self._one("SELECT log_params FROM sweeps WHERE id = ?", [sweep_id])
