@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import engine_in, percentile, scratch_engine, spread, timed
 from engine.client import Client
+from engine.executors.local import WRAPPER
 from engine.model import JobSpec, RunStatus
 
 CHATTY = """
@@ -141,6 +143,12 @@ async def queue_scale(goals: Goals, sizes: list[int], slots: int) -> None:
                     input=b"x\n" * size,
                     stdout=subprocess.DEVNULL,
                 )
+                recorded = wrapper_floor(root, size, slots)
+                print(
+                    f"       xargs -P {slots} over the run wrapper, folders made beforehand:"
+                    f" {recorded:.2f} s ({recorded / xargs:.2f}× bare xargs); a new file or"
+                    f" folder here costs {entry_cost(root) * 1e6:.0f} µs"
+                )
             cpu = daemon.cpu_times()
             started = time.perf_counter()
             await client.set_host("local", enabled=True)
@@ -159,8 +167,42 @@ async def queue_scale(goals: Goals, sizes: list[int], slots: int) -> None:
             "×",
             ".2f",
         )
+        print(f"       engine / xargs over the wrapper: {drained / recorded:.2f}×")
         flat = per_run[sizes[-1]] / per_run[sizes[0]]
         goals.check(f"CPU per run at {sizes[-1]:,} / at {sizes[0]:,}", flat, 1.5, "×", ".2f")
+
+
+def wrapper_floor(root: Path, size: int, slots: int) -> float:
+    """Seconds for `xargs -P slots` to run `true` `size` times through the run wrapper, each in
+    an attempt folder made beforehand: the record a run leaves (a shell, `pid`, `output.log`,
+    `exit_code`) without the daemon, which also makes four folders per run."""
+    floor = root / "wrapper-floor"
+    folders = [floor / str(i) for i in range(size)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    try:
+        wrapped = ["sh", str(WRAPPER), "{}", "--cd", str(root), "--", "true"]
+        return timed(
+            ["xargs", "-P", str(slots), "-I{}", *wrapped],
+            input="".join(f"{folder}\n" for folder in folders).encode(),
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        shutil.rmtree(floor)
+
+
+def entry_cost(root: Path, count: int = 500) -> float:
+    """Seconds to make a folder and a file in it, per entry, where the benchmark keeps its runs:
+    a run makes seven, and on some disks they cost more than the command itself."""
+    where = root / "entries"
+    where.mkdir()
+    started = time.perf_counter()
+    for i in range(count):
+        os.mkdir(where / str(i))
+        (where / str(i) / "f").touch()
+    spent = time.perf_counter() - started
+    shutil.rmtree(where)
+    return spent / (2 * count)
 
 
 @dataclass
