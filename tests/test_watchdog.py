@@ -18,7 +18,7 @@ from tui.app import RunyardApp
 from tui.screens import RunDetailScreen
 from tui.widgets import RunsTable
 
-from .conftest import Project, wait_until
+from .conftest import HOSTS, Project, wait_until
 from .sshd import SshLab
 from .test_control_center import on_screen
 from .test_daemon import job
@@ -155,6 +155,52 @@ def _events(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# Like DIVERGING, but a SIGTERM only makes it say so (it saves a checkpoint first, as a real
+# trainer might): it ends once `end` exists, with exit code 0.
+STUBBORN = DIVERGING.replace(
+    "import json, math, os, sys, time\n",
+    "import json, math, os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: print('saving a checkpoint', flush=True))\n",
+)
+
+
+async def test_a_run_stopped_as_diverged_is_still_diverged_after_a_daemon_kill_9(
+    short_tmp: Path,
+) -> None:
+    """The watchdog's stop is recorded before the run is signalled: a daemon killed while the
+    run winds down classes it, once started again, as diverged, though it then exits 0."""
+    hosts = HOSTS.format(max_jobs=2).replace("cancel_grace_s = 1.0", "cancel_grace_s = 600")
+    project = Project(short_tmp, hosts)
+    try:
+        await project.start_daemon()
+        (project.folder / "stubborn.py").write_text(STUBBORN)
+        end = project.folder / "end"
+        started = project.engine(
+            "run", "--watch", "loss", "--on-nan", "stop", "--",
+            sys.executable, "stubborn.py", "3", str(end),
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        run_id = int(started.stdout)
+        # The TERM comes once the stop is recorded in the store.
+        log = project.state_dir / "runs" / str(run_id) / "attempt-1" / "output.log"
+        await wait_until(lambda: b"saving a checkpoint" in log.read_bytes(), what="the TERM")
+        project.kill_daemon()
+        end.touch()  # it ends, exit code 0, with no daemon watching
+        exit_code = log.with_name("exit_code")
+        await wait_until(lambda: exit_code.exists() and exit_code.read_text(), what="its end")
+        assert exit_code.read_text().strip() == "0"
+        await project.start_daemon()
+        client = await connect(project.config, start=False)
+        try:
+            ended = await client.wait(run_id, 30)
+        finally:
+            await client.close()
+        assert (ended.status, ended.failure_class) == (RunStatus.FAILED, FailureClass.DIVERGED)
+        assert ended.reason == "diverged: loss is NaN at step 3"
+    finally:
+        project.cleanup()
 
 
 async def test_the_notifier_gets_json_events_for_failures_flags_sweeps_and_hosts(
