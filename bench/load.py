@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,7 @@ async def queue_scale(goals: Goals, sizes: list[int], slots: int) -> None:
             await client.set_host("local", enabled=False, reason="bench: held while queueing")
             started = time.perf_counter()
             ids = {run.id for run in await client.submit([spec] * size)}
+            first = min(ids)
             accepted = time.perf_counter() - started
             if size == sizes[-1]:
                 goals.check(f"accept {size:,} in one submission", accepted * 1000, 1000, "ms")
@@ -168,8 +170,26 @@ async def queue_scale(goals: Goals, sizes: list[int], slots: int) -> None:
             ".2f",
         )
         print(f"       engine / xargs over the wrapper: {drained / recorded:.2f}×")
+        turns, runs = await turnarounds(client, slots, first)
+        print(
+            f"       a slot's turn from one run's end to the next one's start: median"
+            f" {statistics.median(turns) * 1000:.2f} ms, p90 {percentile(turns, 0.9) * 1000:.2f} ms;"
+            f" a run itself (start to exit code): median {statistics.median(runs) * 1000:.2f} ms"
+        )
         flat = per_run[sizes[-1]] / per_run[sizes[0]]
         goals.check(f"CPU per run at {sizes[-1]:,} / at {sizes[0]:,}", flat, 1.5, "×", ".2f")
+
+
+async def turnarounds(client: Client, slots: int, first: int) -> tuple[list[float], list[float]]:
+    """From the store, over the runs from id `first` on: for each start after the first
+    `slots`, the seconds since the end whose slot it took (the daemon's turn), and each run's
+    own seconds from its start to its exit code."""
+    query = f"SELECT started_at, ended_at FROM runs_v WHERE id >= {int(first)}"
+    rows = (await client.sql(query))["rows"]
+    starts = sorted(start for start, _ in rows)
+    ends = sorted(end for _, end in rows)
+    turns = [start - end for start, end in zip(starts[slots:], ends, strict=False)]
+    return turns, [end - start for start, end in rows]
 
 
 def wrapper_floor(root: Path, size: int, slots: int) -> float:
