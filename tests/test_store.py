@@ -49,6 +49,21 @@ def start(store: Store, run_id: int) -> None:
     )
 
 
+def test_a_runs_environment_is_stored_once_and_its_manifest_read_back_whole(store: Store) -> None:
+    env = {"HOME": "/home/me", "HF_TOKEN": "***"}
+    manifest = {"hostname": "laptop", "env": env, "seed": 7, "command": "echo hi"}
+    [run] = store.add_runs([(JobSpec(argv=("echo", "hi"), cwd="/tmp", env=env), "r", 7, manifest)])
+    [(stored,)] = store.con.execute("SELECT manifest FROM runs WHERE id = ?", [run.id]).fetchall()
+    assert "HOME" not in stored and msgspec.json.decode(stored)["hostname"] == "laptop"
+    assert store.run_details(run.id)["manifest"] == manifest
+    # A run queued before the environment was left out keeps the one its manifest holds.
+    older = manifest | {"env": {"HOME": "/home/then"}}
+    store.con.execute(
+        "UPDATE runs SET manifest = ? WHERE id = ?", [msgspec.json.encode(older).decode(), run.id]
+    )
+    assert store.run_details(run.id)["manifest"] == older
+
+
 def test_a_call_from_another_thread_is_refused_not_left_to_race(store: Store) -> None:
     run_id = queue_one(store)
     with ThreadPoolExecutor(max_workers=1) as other:

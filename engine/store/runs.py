@@ -100,36 +100,38 @@ class RunRecords(StoreBase):
                 queued_run(job, first + i, name, seed, now)
                 for i, (job, name, seed, _) in enumerate(jobs)
             ]
+            specs = [job for job, *_ in jobs]
+            manifests = [manifest for *_, manifest in jobs]
             envs: dict[int, str] = {}  # one submission's jobs usually share one environment
             columns = {
                 "id": [r.id for r in runs],
                 "name": [r.name for r in runs],
                 "status": [RunStatus.QUEUED.value] * len(runs),
-                "argv": [encode("argv", j.argv) for j, *_ in jobs],
-                "cwd": [j.cwd for j, *_ in jobs],
+                "argv": [encode("argv", j.argv) for j in specs],
+                "cwd": [j.cwd for j in specs],
                 "seed": [r.seed for r in runs],
-                "capture": [encode("capture", j.capture) for j, *_ in jobs],
-                "env": [envs.setdefault(id(j.env), encode.fresh(j.env or {})) for j, *_ in jobs],
-                "resources": [encode("resources", j.resources) for j, *_ in jobs],
-                "requested_host": [j.host for j, *_ in jobs],
+                "capture": [encode("capture", j.capture) for j in specs],
+                "env": [envs.setdefault(id(j.env), encode.fresh(j.env or {})) for j in specs],
+                "resources": [encode("resources", j.resources) for j in specs],
+                "requested_host": [j.host for j in specs],
                 "created_at": [now] * len(runs),
-                "manifest": [encode.fresh(m) for *_, m in jobs],
-                "priority": [j.priority for j, *_ in jobs],
-                "model_type": [j.model_type for j, *_ in jobs],
-                "tags": [encode("tags", j.tags) for j, *_ in jobs],
-                "requires": [encode("requires", j.requires) for j, *_ in jobs],
-                "sweep": [j.sweep for j, *_ in jobs],
-                "max_concurrent": [j.max_concurrent for j, *_ in jobs],
-                "retry": [encode("retry", j.retry) for j, *_ in jobs],
+                "manifest": [encode.fresh(_without_env(m)) for m in manifests],
+                "priority": [j.priority for j in specs],
+                "model_type": [j.model_type for j in specs],
+                "tags": [encode("tags", j.tags) for j in specs],
+                "requires": [encode("requires", j.requires) for j in specs],
+                "sweep": [j.sweep for j in specs],
+                "max_concurrent": [j.max_concurrent for j in specs],
+                "retry": [encode("retry", j.retry) for j in specs],
                 "queued_at": [now] * len(runs),
-                "params": [encode.fresh(j.params) for j, *_ in jobs],
-                "trial": [encode("trial", j.trial) if j.trial else None for j, *_ in jobs],
-                "data": [encode("data", j.data) for j, *_ in jobs],
-                "templated": [j.templated for j, *_ in jobs],
-                "fold": [j.fold for j, *_ in jobs],
-                "parent": [j.parent for j, *_ in jobs],
-                "split": [j.split for j, *_ in jobs],
-                "watch": [encode("watch", j.watch) for j, *_ in jobs],
+                "params": [encode.fresh(j.params) for j in specs],
+                "trial": [encode("trial", j.trial) if j.trial else None for j in specs],
+                "data": [encode("data", j.data) for j in specs],
+                "templated": [j.templated for j in specs],
+                "fold": [j.fold for j in specs],
+                "parent": [j.parent for j in specs],
+                "split": [j.split for j in specs],
+                "watch": [encode("watch", j.watch) for j in specs],
             }
             self._insert_arrow(
                 f"runs ({', '.join(columns)}, words)",
@@ -398,7 +400,7 @@ class RunRecords(StoreBase):
         return {
             "env": json.loads(env),
             "resources": json.loads(resources),
-            "manifest": json.loads(manifest) if manifest else None,
+            "manifest": _with_env(json.loads(manifest), env) if manifest else None,
             "pid_start_time": pid_start,
             "requested_host": requested,
             "cancel_requested": cancel,
@@ -484,3 +486,19 @@ class RunRecords(StoreBase):
             " WHERE run_id = ? AND attempt = ?",
             [outcome, run_id, attempt],
         )
+
+
+def _without_env(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A run's manifest as stored: without the environment, which the run's `env` column
+    holds already (stored twice, it was most of a queued run's bytes)."""
+    if "env" not in manifest:
+        return manifest
+    return {key: value for key, value in manifest.items() if key != "env"}
+
+
+def _with_env(manifest: dict[str, Any], env: str) -> dict[str, Any]:
+    """A stored manifest whole again: its environment from the run's `env` column (runs
+    queued before it was left out still carry their own)."""
+    if "env" not in manifest:
+        manifest["env"] = json.loads(env)
+    return manifest
