@@ -65,6 +65,9 @@ class FailureClass(enum.StrEnum):
     DIVERGED = "diverged"  # the watchdog stopped it: a watched metric became NaN or infinite
 
 
+FAILURE_CLASSES = [c.value for c in FailureClass]
+
+
 class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What one job asks of a host. Zero claims nothing (CPUs, memory); `gpus` with
     `gpu_mem_gb = 0` takes whole GPUs, with a size it shares a GPU while the sizes fit."""
@@ -108,10 +111,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if not 1 <= self.factor <= 100:
             out.append(("factor", f"expected a factor of 1 to 100, got {self.factor:g}"))
-        known = [c.value for c in FailureClass]
         for name in self.on:
-            if name not in known:
-                out.append(("on", f"unknown failure class {name!r}; expected some of {known}"))
+            if name not in FAILURE_CLASSES:
+                out.append(
+                    ("on", f"unknown failure class {name!r}; expected some of {FAILURE_CLASSES}")
+                )
         return out
 
 

@@ -4,6 +4,7 @@ packages, host, seed, resolved command, and the environment with secrets masked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -231,7 +232,13 @@ async def _none() -> None:
 
 def run_manifest(shared: dict[str, Any], argv: tuple[str, ...], seed: int) -> dict[str, Any]:
     """One run's manifest: the submission's plus its seed and resolved command."""
-    return {**shared, "seed": seed, "command": shlex.join(argv), "argv": list(argv)}
+    return {**shared, "seed": seed, "command": _command_line(argv), "argv": list(argv)}
+
+
+@functools.lru_cache(maxsize=256)
+def _command_line(argv: tuple[str, ...]) -> str:
+    """`argv` as one shell-quoted line (a sweep's runs share a few commands: quoted once)."""
+    return shlex.join(argv)
 
 
 # --- code snapshots ----------------------------------------------------------------------

@@ -17,8 +17,8 @@ from engine.cli.output import EXIT_REFUSED, EXIT_USAGE, ago, duration_arg, print
 from engine.core import template
 from engine.core.capture import PRESET_HELP
 from engine.model import (
+    FAILURE_CLASSES,
     DataLink,
-    FailureClass,
     JobSpec,
     Resources,
     RetryPolicy,
@@ -347,7 +347,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--retry-on",
         action="append",
-        choices=[c.value for c in FailureClass],
+        choices=FAILURE_CLASSES,
         help="failure classes to retry (default: oom, host_lost); repeatable",
     )
     p.add_argument(
