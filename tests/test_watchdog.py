@@ -185,7 +185,9 @@ async def test_a_run_stopped_as_diverged_is_still_diverged_after_a_daemon_kill_9
         run_id = int(started.stdout)
         # The TERM comes once the stop is recorded in the store.
         log = project.state_dir / "runs" / str(run_id) / "attempt-1" / "output.log"
-        await wait_until(lambda: b"saving a checkpoint" in log.read_bytes(), what="the TERM")
+        await wait_until(
+            lambda: log.exists() and b"saving a checkpoint" in log.read_bytes(), what="the TERM"
+        )
         project.kill_daemon()
         end.touch()  # it ends, exit code 0, with no daemon watching
         exit_code = log.with_name("exit_code")

@@ -305,7 +305,8 @@ class SweepRecords(StoreBase):
 
     def sweep_run_facts(self, sweep_id: str) -> list[dict[str, Any]]:
         """Each run of a sweep (trained and evaluations) as a report counts its cost and
-        provenance: times, host, CPUs reserved, GPUs held, seed, params and manifest."""
+        provenance: times, host, CPUs reserved, GPUs held, seed, params and manifest (as
+        stored: without the environment, which a report does not show)."""
         rows = self.con.execute(
             "SELECT id, status, model_type, params, seed, host, started_at, ended_at,"
             " resources, gpus, parent, max_concurrent, manifest FROM runs WHERE sweep = ?"
