@@ -22,8 +22,10 @@ from engine.store import LogPosition, MetricBatch, StoreThread
 
 READ_CHUNK = 8 * 2**20  # the most output read and ingested at once, shared by a round's runs
 LEAST_CHUNK = 256 * 2**10  # the least read of one run in a round, however many printed
-# The least time between two rounds of one host, unless the last left output unread: what
-# printed meanwhile is batched, so 200 chatty runs cost a few transactions a second, not 20,000.
+# The least time between two rounds of one host that read some output, unless the last left
+# output unread or read LEAST_CHUNK of one run: what printed meanwhile is batched, so 200 chatty
+# runs cost a few transactions a second, not 20,000, while a run printing megabytes a second
+# is read as fast as it prints (its rounds are large anyway).
 ROUND_S = 0.2
 POLL_S = 0.1  # how often a host is asked for its outputs' sizes where nothing wakes the reader
 EVENT_POINTS = 500  # the most metric points one event carries
@@ -215,17 +217,18 @@ class _HostReader:
     async def _run(self) -> None:
         while True:
             began = time.monotonic()
+            pause = True
             try:
                 await self._until_printed()
                 async with self.lock:
-                    await self._round()
+                    pause = 0 < await self._round() < LEAST_CHUNK
             except HostUnreachable:
                 await self.executor.until_up()  # its attempts' followers ride the absence out
             except Exception:  # a bug here must not stop every run's output being read
                 print(f"reading output on {self.executor.host.name}:", file=sys.stderr)
                 traceback.print_exc(file=sys.stderr)
                 await asyncio.sleep(POLL_S)
-            if not self.dirty:  # else the last round left output unread: read on at once
+            if pause and not self.dirty:
                 await asyncio.sleep(max(0.0, ROUND_S - (time.monotonic() - began)))
 
     async def _until_printed(self) -> None:
@@ -247,11 +250,13 @@ class _HostReader:
                     if size > active.position.byte_offset:
                         self.dirty.add(active.run.id)
 
-    async def _round(self) -> None:
+    async def _round(self) -> int:
+        """Read, parse and start storing what the dirty attempts printed; returns the most
+        bytes read of one attempt."""
         actives = [self.followed[i] for i in self.dirty if i in self.followed]
         self.dirty.clear()
         if not actives:
-            return
+            return 0
         if self._watch is not None:  # watched again before being read: no write goes unseen
             for active in actives:
                 if active.run.id not in self.polled:
@@ -266,8 +271,9 @@ class _HostReader:
                 self.dirty.add(active.run.id)  # more than its share: the rest next round
             if block := _whole_lines(data, share, final=False):
                 blocks.append((active, block))
+        most = max(map(len, datas), default=0)
         if not blocks:
-            return
+            return most
         parsed = await asyncio.to_thread(_parse_each, blocks)
         reads = []
         for (active, _), read in zip(blocks, parsed, strict=True):
@@ -280,7 +286,7 @@ class _HostReader:
             read.advance()
             reads.append(read)
         if not reads:
-            return
+            return most
         await self.stored()
         self._storing = asyncio.create_task(self._store(reads))  # before judging: it may fail
         for read in reads:
@@ -291,6 +297,7 @@ class _HostReader:
                     pass  # a stop that could not be sent is sent again when the host is back
                 except Exception as exc:
                     self.ingest.on_error(read.active, exc)
+        return most
 
     async def _store(self, reads: list[_Read]) -> None:
         try:
