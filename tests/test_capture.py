@@ -166,7 +166,13 @@ uniform = st.builds(
     st.floats(allow_nan=False, allow_infinity=False),
 )
 marker_line = st.one_of(
-    uniform, uniform, marker, st.just(b"@runyard {broken"), st.just(b'@runyard {"step": "x"}')
+    uniform,
+    uniform,
+    marker,
+    st.just(b"@runyard {broken"),
+    st.just(b'@runyard {"step": "x"}'),
+    st.just(b"@runyard "),  # a marker with nothing, or only blanks, after it
+    st.just(b"@runyard  \t "),
 )
 
 

@@ -185,11 +185,14 @@ class Parser:
         if not block:
             return 0, 0
         count = block.count(b"\n") + (not block.endswith(b"\n"))
-        if not self.readers and _markers_only(block, count) and b"\r" not in block:
-            end = len(block) - 1 if block.endswith(b"\n") else len(block)
-            first = block[len(MARKER) : block.find(b"\n") if count > 1 else end]
-            joined = block[len(MARKER) : end].replace(b"\n" + MARKER, b",")
-            if self._decode_uniform(range(first_line, first_line + count), first, joined, points):
+        if not self.readers and block.startswith(MARKER) and b"\r" not in block:
+            payloads = block.replace(b"\n" + MARKER, b"\n")
+            cut = (len(block) - len(payloads)) // len(MARKER)  # the markers after the first
+            numbers = range(first_line, first_line + count)
+            first = block[len(MARKER) : block.find(b"\n") if count > 1 else len(block)]
+            if cut == count - 1 and self._decode_uniform(
+                numbers, first, memoryview(payloads)[len(MARKER) :], points
+            ):
                 return count, 0
         return count, self.parse(lines_of(block), first_line, points, b"\r" in block)
 
@@ -212,7 +215,7 @@ class Parser:
             payloads = [lines[i][len(MARKER) :] for i in found]
         if not payloads:
             return bad
-        if self._decode_uniform(numbers, payloads[0], b",".join(payloads), points):
+        if self._decode_uniform(numbers, payloads[0], b"\n".join(payloads), points):
             return bad
         return bad + _decode_each(numbers, payloads, points)
 
@@ -250,11 +253,15 @@ class Parser:
         return not malformed
 
     def _decode_uniform(
-        self, numbers: Sequence[int], first_payload: bytes, joined: bytes, points: Points
+        self,
+        numbers: Sequence[int],
+        first_payload: bytes,
+        payloads: bytes | memoryview,
+        points: Points,
     ) -> bool:
-        """The fast path: when every marker (their payloads `joined` by commas) has the first
-        one's keys and numeric values, decode them all at once into a struct and take whole
-        columns. False when they do not."""
+        """The fast path: when each of the markers on lines `numbers` (their `payloads`, a
+        line each) has the first one's keys and numeric values, decode them all at once into a
+        struct and take whole columns. False when they do not."""
         try:
             first = _DECODE.decode(first_payload)
         except msgspec.DecodeError:
@@ -278,11 +285,13 @@ class Parser:
                 gc=False,
                 rename={f"f{i}": k for i, k in enumerate(keys)},
             )
-            decoder = msgspec.json.Decoder(list[struct])
+            decoder = msgspec.json.Decoder(struct)
             self._structs[keys] = decoder
         try:
-            rows = decoder.decode(b"[" + joined + b"]")
+            rows = decoder.decode_lines(payloads)
         except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        if len(rows) != len(numbers):  # a blank payload, which decode_lines passes over
             return False
         columns = {k: list(map(attrgetter(f"f{i}"), rows)) for i, k in enumerate(keys)}
         steps = columns.pop("step", None)
@@ -296,11 +305,6 @@ def lines_of(block: bytes) -> list[bytes]:
     if block.endswith(b"\n"):
         lines.pop()
     return lines
-
-
-def _markers_only(block: bytes, lines: int) -> bool:
-    """Whether each of a block's `lines` lines starts with the marker."""
-    return block.startswith(MARKER) and block.count(b"\n" + MARKER) == lines - 1
 
 
 def _decode_each(numbers: list[int], payloads: list[bytes], points: Points) -> int:
