@@ -53,6 +53,10 @@ def _metrics_rows(batches: Sequence[MetricBatch]) -> pa.Table:
     return pa.concat_tables(tables).combine_chunks()
 
 
+# A point's place in its run's output, for the last of a key: later attempts, later lines.
+_LOG_ORDER = "attempt * 10000000000 + line"
+
+
 def _table_of(batch: MetricBatch) -> pa.Table:
     """One batch's points as rows of the metrics table, their Arrow columns as they are."""
     points = batch.points.table()
@@ -111,27 +115,20 @@ class MetricRecords(StoreBase):
             self._insert_arrow("log_offsets", offsets, replace=True)
 
     def _summarise(self, points: pa.Table) -> None:
-        """Fold a table of points into each run's per-key summary (count, last, min, max)."""
-        summary = points.group_by(["run_id", "key"], use_threads=False).aggregate(
-            [
-                ("value", "count"),
-                ("value", "last"),
-                ("step", "last"),
-                ("value", "min"),
-                ("value", "max"),
-            ]
-        )
-        self.con.register("_summary", summary)
+        """Fold a table of points into each run's per-key summary (count, last, min, max), in
+        DuckDB's threads: the last point is the one of the latest attempt and line."""
+        self.con.register("_points", points)
         try:
             self.con.execute(
-                "INSERT INTO run_metrics SELECT run_id, key, value_count, value_last, step_last,"
-                " value_min, value_max FROM _summary ON CONFLICT (run_id, key) DO UPDATE SET"
-                " count = run_metrics.count + excluded.count, last = excluded.last,"
+                "INSERT INTO run_metrics SELECT run_id, key, count(*),"
+                f" arg_max(value, {_LOG_ORDER}), arg_max(step, {_LOG_ORDER}), min(value),"
+                " max(value) FROM _points GROUP BY run_id, key ON CONFLICT (run_id, key) DO"
+                " UPDATE SET count = run_metrics.count + excluded.count, last = excluded.last,"
                 " last_step = excluded.last_step, min = least(run_metrics.min, excluded.min),"
                 " max = greatest(run_metrics.max, excluded.max)"
             )
         finally:
-            self.con.unregister("_summary")
+            self.con.unregister("_points")
 
     def import_points(self, points: pa.Table) -> None:
         """Bulk-load metric points of many runs (columns as the `metrics` table: run_id,
