@@ -124,9 +124,11 @@ def test_dependencies_point_one_way() -> None:
             assert "import textual" not in text and "from textual" not in text, path
 
 
-def _loaded_by(statement: str) -> list[str]:
-    """The top-level packages a fresh interpreter has loaded after `statement`."""
-    code = f"{statement}; import sys, json; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+def _loaded_by(statement: str, modules: bool = False) -> list[str]:
+    """The top-level packages (with `modules`, every module) a fresh interpreter has loaded
+    after `statement`."""
+    names = "sys.modules" if modules else "{m.split('.')[0] for m in sys.modules}"
+    code = f"{statement}; import sys, json; print(json.dumps(sorted({names})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -142,3 +144,13 @@ def test_clients_load_nothing_heavy() -> None:
     assert not cli & {"aiohttp", "asyncio"}, sorted(cli & {"aiohttp", "asyncio"})
     report = set(_loaded_by("import engine.results.report"))
     assert "scipy" not in report  # statistics load SciPy when they are made
+
+
+def test_the_daemon_loads_only_what_every_daemon_uses() -> None:
+    """Started, the daemon has not loaded what only some of its work needs (an idle daemon's
+    memory is a goal): Optuna for adaptive sweeps, SciPy and matplotlib for statistics and
+    reports, asyncssh for SSH hosts, Arrow's compute functions (8 MB) for large blocks of
+    points."""
+    loaded = set(_loaded_by("import engine.daemon", modules=True))
+    later = {"optuna", "scipy", "matplotlib", "asyncssh", "pyarrow.compute"}
+    assert not loaded & later, sorted(loaded & later)

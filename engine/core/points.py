@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import ModuleType
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 SCHEMA = pa.schema(
     [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()), ("line", pa.int64())]
@@ -110,7 +110,7 @@ class Points:
                 parts.append(rows_table(self.rows))
             table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
             if not self._ordered:  # a stable sort: each line's points keep their order
-                table = table.take(pc.sort_indices(table, [("line", "ascending")]))
+                table = table.take(_compute().sort_indices(table, [("line", "ascending")]))
             self._table = table
         return self._table
 
@@ -135,7 +135,7 @@ class Points:
         table = self.table()
         if not len(table):
             return []
-        found = table.filter(pc.equal(table.column("key"), key))
+        found = table.filter(_compute().equal(table.column("key"), key))
         return list(zip(found["step"].to_pylist(), found["value"].to_pylist(), strict=True))
 
     def first_not_finite(
@@ -150,6 +150,7 @@ class Points:
                     return rows[0][i], rows[1][i], value, rows[3][i]
             return None
         table = self.table()
+        pc = _compute()
         bad = pc.invert(pc.is_finite(table.column("value")))
         if keys:
             bad = pc.and_(bad, pc.is_in(table.column("key"), pa.array(list(keys), pa.string())))
@@ -189,6 +190,7 @@ def _columns_table(
 ) -> pa.Table:
     """Whole columns as a table of SCHEMA, row by row: each line's keys in the order given, a
     missing value dropped."""
+    pc = _compute()
     n, width = len(lines), len(names)
     if isinstance(lines, range) and lines.step == 1:
         line = _arange(lines.start, n)
@@ -217,6 +219,7 @@ def _columns_table(
 def _interleaving(n: int, width: int) -> pa.Array:
     """The take order that turns `width` columns of `n` rows, concatenated, into rows: output
     position r·width + j takes input j·n + r."""
+    pc = _compute()
     i = _arange(0, n * width)
     row = pc.divide(i, width)
     return pc.add(pc.multiply(pc.subtract(i, pc.multiply(row, width)), n), row)
@@ -224,4 +227,13 @@ def _interleaving(n: int, width: int) -> pa.Array:
 
 def _arange(start: int, n: int) -> pa.Array:
     """start, start + 1, … (n of them) as int64, made in C."""
+    pc = _compute()
     return pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), start - 1)
+
+
+def _compute() -> ModuleType:
+    """Arrow's compute functions, loaded by the first large block of points rather than with
+    the daemon: they hold 8 MB that an idle daemon does not need."""
+    import pyarrow.compute
+
+    return pyarrow.compute
