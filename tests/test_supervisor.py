@@ -421,9 +421,9 @@ async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
 async def test_a_run_printing_megabytes_is_read_without_the_pause_between_rounds(
     config: Config, db: StoreThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pause between a host's rounds batches chatty runs' few lines; a round that read
-    nothing (the run had not printed yet) or read a lot of one run has nothing to batch, so
-    the next round follows at once. With a pause of a minute, both waits below would fail."""
+    """The pause between a host's rounds batches chatty runs' few lines; after a round that
+    read a lot of one run, the next follows at once. With a pause of a minute, the second
+    wait below would fail."""
     from engine.executors import executor_for
     from engine.runtime import ingest as ingest_module
     from engine.runtime.ingest import LEAST_CHUNK, Ingest
@@ -436,19 +436,18 @@ async def test_a_run_printing_megabytes_is_read_without_the_pause_between_rounds
     )
     folder = Path(executor.attempt_dir(run.id, 1))
     folder.mkdir(parents=True)
-    (folder / "output.log").touch()
+    burst = LEAST_CHUNK // len(POINT) + 1
+    (folder / "output.log").write_bytes(POINT * burst)  # printed before it was followed
     ingest = Ingest(db, EventBus(), _no_judge, lambda _active, exc: pytest.fail(str(exc)))
     ingest.follow(Active.of(run, executor, Attempt(str(folder), 0, None), 1))
-    burst = LEAST_CHUNK // len(POINT) + 1
     count = "SELECT count(*) FROM metrics WHERE run_id = ?"
 
     async def stored() -> int:
         return (await db.call(lambda: db.store.con.execute(count, [run.id]).fetchone()))[0]
 
     try:
+        await wait_until(lambda: _equals(stored(), burst), what="the first burst")
         with open(folder / "output.log", "ab", buffering=0) as out:
-            out.write(POINT * burst)
-            await wait_until(lambda: _equals(stored(), burst), what="the first burst")
             out.write(POINT * burst)
             await wait_until(lambda: _equals(stored(), 2 * burst), what="the second burst")
     finally:

@@ -22,10 +22,10 @@ from engine.store import LogPosition, MetricBatch, StoreThread
 
 READ_CHUNK = 8 * 2**20  # the most output read and ingested at once, shared by a round's runs
 LEAST_CHUNK = 256 * 2**10  # the least read of one run in a round, however many printed
-# The least time between two rounds of one host that read some output, unless the last left
-# output unread or read LEAST_CHUNK of one run: what printed meanwhile is batched, so 200 chatty
-# runs cost a few transactions a second, not 20,000, while a run printing megabytes a second
-# is read as fast as it prints (its rounds are large anyway).
+# The least time between two rounds of one host, unless the last left output unread or read
+# LEAST_CHUNK of one run: what printed meanwhile is batched, so 200 chatty runs cost a few
+# transactions a second, not 20,000 (and many short quiet runs' files a few rounds), while a
+# run printing megabytes a second is read as fast as it prints (its rounds are large anyway).
 ROUND_S = 0.2
 POLL_S = 0.1  # how often a host is asked for its outputs' sizes where nothing wakes the reader
 EVENT_POINTS = 500  # the most metric points one event carries
@@ -221,7 +221,7 @@ class _HostReader:
             try:
                 await self._until_printed()
                 async with self.lock:
-                    pause = 0 < await self._round() < LEAST_CHUNK
+                    pause = await self._round() < LEAST_CHUNK
             except HostUnreachable:
                 await self.executor.until_up()  # its attempts' followers ride the absence out
             except Exception:  # a bug here must not stop every run's output being read
