@@ -92,6 +92,13 @@ def routes(ctx: ApiContext) -> web.RouteTableDef:
         run = await ctx.find(request)
         details = await db.read(store.run_details, run.id)
         details["env"] = mask_env(details["env"])
+        active = sup.active.get(run.id)
+        if active is not None and active.attempt.batch_job is not None:
+            # The daemon knows the cluster's job before its record is written (after the
+            # starts of a whole submission): show what `engine queue` already reports.
+            for attempt in details["attempts"]:
+                if attempt["attempt"] == active.number and attempt["batch_job"] is None:
+                    attempt["batch_job"] = active.attempt.batch_job
         return reply(RunDetail(run=run, details=details))
 
     @routes.get(API + "/runs/{ref}/wait")
