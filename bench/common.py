@@ -79,6 +79,11 @@ def spread(name: str, seconds: list[float]) -> str:
     )
 
 
+def each(seconds: list[float]) -> str:
+    """Each of `seconds`, as a benchmark prints the runs behind a median."""
+    return ", ".join(f"{s:.2f}" for s in seconds)
+
+
 def timed(argv: list[str], **kwargs: object) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]

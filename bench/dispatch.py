@@ -16,7 +16,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import scratch_engine, timed
+from bench.common import each, scratch_engine, timed
 from engine.model import JobSpec
 from engine.protocol import RunChanged
 
@@ -53,14 +53,10 @@ async def main(runs: int, slots: int, rounds: int) -> None:
             cpu_per_run.append((used.user + used.system - cpu.user - cpu.system) / runs)
     xargs, engine = statistics.median(xargs_times), statistics.median(engine_times)
     print(f"runs                          {runs} with {slots} slots, {rounds} rounds (medians)")
-    print(f"xargs -P {slots}                     {xargs:6.2f} s  {_spread(xargs_times)}")
-    print(f"engine                        {engine:6.2f} s  {_spread(engine_times)}")
+    print(f"xargs -P {slots}                     {xargs:6.2f} s  ({each(xargs_times)})")
+    print(f"engine                        {engine:6.2f} s  ({each(engine_times)})")
     print(f"daemon CPU per run            {statistics.median(cpu_per_run) * 1000:6.1f} ms")
     print(f"ratio engine / xargs          {engine / xargs:.2f}× (goal ≤ 1.1×)")
-
-
-def _spread(values: list[float]) -> str:
-    return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import env, scratch_engine, timed
+from bench.common import each, env, scratch_engine, timed
 from engine.client import Client
 from engine.model import JobSpec
 
@@ -35,10 +35,6 @@ out.flush()
 
 PEERS = ("mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.12", "aim>=3.17")
 PEERS_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
-
-
-def _each(seconds: list[float]) -> str:
-    return ", ".join(f"{s:.2f}" for s in seconds)
 
 
 def peers_python() -> Path:
@@ -94,9 +90,9 @@ async def main(lines: int, peers: bool, rounds: int) -> None:
     print(f"lines printed                 {lines:,} a run, every point stored once (checked)")
     print(f"floor: job alone, to /dev/null {floor:6.2f} s")
     print(
-        f"floor: job alone, to a file    {floor_file:6.2f} s  (median of {rounds}: {_each(floors)})"
+        f"floor: job alone, to a file    {floor_file:6.2f} s  (median of {rounds}: {each(floors)})"
     )
-    print(f"engine: launch → all queryable {engine:6.2f} s  (median of {rounds}: {_each(engines)})")
+    print(f"engine: launch → all queryable {engine:6.2f} s  (median of {rounds}: {each(engines)})")
     print(f"engine: a daemon's first run   {first:6.2f} s  (it also probes the interpreter)")
     print(f"throughput                    {rate:,.0f} points/s (goal ≥ 1,000,000)")
     print(f"ratio engine / job-to-file    {engine / floor_file:.2f}× (goal ≤ 1.5×)")

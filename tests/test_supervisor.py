@@ -5,6 +5,7 @@ rather than through a daemon subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -389,6 +390,39 @@ async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
     """The wrapper writes `pid` into the attempt's folder once it runs, which may be after
     the folder is watched and read once: that event spends the folder's one-shot watch, and
     what the run prints after it must still be read while it runs, not only when it ends."""
+    async with _followed_here(config, db) as (folder, stored):
+        with open(folder / "output.log", "ab", buffering=0) as out:
+            out.write(POINT)
+            await wait_until(lambda: _equals(stored(), 1), what="the first point")
+            (folder / "pid").write_text("4242")
+            out.write(POINT)
+            await wait_until(lambda: _equals(stored(), 2), what="the point after the pid")
+
+
+async def test_a_run_printing_megabytes_is_read_without_the_pause_between_rounds(
+    config: Config, db: StoreThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause between a host's rounds batches chatty runs' few lines; after a round that
+    read a lot of one run, the next follows at once. With a pause of a minute, the second
+    wait below would fail."""
+    from engine.runtime import ingest as ingest_module
+    from engine.runtime.ingest import LEAST_CHUNK
+
+    monkeypatch.setattr(ingest_module, "ROUND_S", 60.0)
+    burst = LEAST_CHUNK // len(POINT) + 1
+    async with _followed_here(config, db, printed=POINT * burst) as (folder, stored):
+        await wait_until(lambda: _equals(stored(), burst), what="the first burst")
+        with open(folder / "output.log", "ab", buffering=0) as out:
+            out.write(POINT * burst)
+            await wait_until(lambda: _equals(stored(), 2 * burst), what="the second burst")
+
+
+@contextlib.asynccontextmanager
+async def _followed_here(
+    config: Config, db: StoreThread, printed: bytes = b""
+) -> AsyncIterator[tuple[Path, Callable[[], Awaitable[int]]]]:
+    """A run's attempt folder on this machine, whose output (`printed` so far) is followed by
+    a real output reader, and how many of its points are stored."""
     from engine.executors import executor_for
     from engine.runtime.ingest import Ingest
     from engine.runtime.live import Active
@@ -399,6 +433,8 @@ async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
     )
     folder = Path(executor.attempt_dir(run.id, 1))
     folder.mkdir(parents=True)
+    if printed:
+        (folder / "output.log").write_bytes(printed)  # printed before it was followed
     ingest = Ingest(db, EventBus(), _no_judge, lambda _active, exc: pytest.fail(str(exc)))
     ingest.follow(Active.of(run, executor, Attempt(str(folder), 0, None), 1))
     count = "SELECT count(*) FROM metrics WHERE run_id = ?"
@@ -407,49 +443,7 @@ async def test_output_printed_after_the_wrapper_writes_its_pid_is_still_read(
         return (await db.call(lambda: db.store.con.execute(count, [run.id]).fetchone()))[0]
 
     try:
-        with open(folder / "output.log", "ab", buffering=0) as out:
-            out.write(POINT)
-            await wait_until(lambda: _equals(stored(), 1), what="the first point")
-            (folder / "pid").write_text("4242")
-            out.write(POINT)
-            await wait_until(lambda: _equals(stored(), 2), what="the point after the pid")
-    finally:
-        await ingest.close()
-        await executor.close()
-
-
-async def test_a_run_printing_megabytes_is_read_without_the_pause_between_rounds(
-    config: Config, db: StoreThread, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pause between a host's rounds batches chatty runs' few lines; after a round that
-    read a lot of one run, the next follows at once. With a pause of a minute, the second
-    wait below would fail."""
-    from engine.executors import executor_for
-    from engine.runtime import ingest as ingest_module
-    from engine.runtime.ingest import LEAST_CHUNK, Ingest
-    from engine.runtime.live import Active
-
-    monkeypatch.setattr(ingest_module, "ROUND_S", 60.0)
-    executor = executor_for(config, "local", lambda: None, lambda _: None)
-    [run] = await db.call(
-        db.store.add_runs, [(JobSpec(argv=("train",), cwd="/", env={}), "r", 1, {})]
-    )
-    folder = Path(executor.attempt_dir(run.id, 1))
-    folder.mkdir(parents=True)
-    burst = LEAST_CHUNK // len(POINT) + 1
-    (folder / "output.log").write_bytes(POINT * burst)  # printed before it was followed
-    ingest = Ingest(db, EventBus(), _no_judge, lambda _active, exc: pytest.fail(str(exc)))
-    ingest.follow(Active.of(run, executor, Attempt(str(folder), 0, None), 1))
-    count = "SELECT count(*) FROM metrics WHERE run_id = ?"
-
-    async def stored() -> int:
-        return (await db.call(lambda: db.store.con.execute(count, [run.id]).fetchone()))[0]
-
-    try:
-        await wait_until(lambda: _equals(stored(), burst), what="the first burst")
-        with open(folder / "output.log", "ab", buffering=0) as out:
-            out.write(POINT * burst)
-            await wait_until(lambda: _equals(stored(), 2 * burst), what="the second burst")
+        yield folder, stored
     finally:
         await ingest.close()
         await executor.close()
